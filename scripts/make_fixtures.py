@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Writes the reference fixtures under tests/fixtures/ that the Rust tests compare to.
+
+Every number the native tests check comes from here, computed by the
+reference implementations (PyTorch + transformers + PEFT, the `gguf`
+package), in the style of llm.c's `train_gpt2.py` `write_state`:
+
+* tiny_llama/        a tiny random Llama (untied, f32 safetensors + config.json),
+                     the same weights as GGUF (llama.cpp's q/k row permutation),
+                     a PEFT LoRA adapter with non-zero B, and reference.safetensors:
+                     inputs, logits with and without the adapter, the masked loss,
+                     every lora_A/lora_B gradient, and the losses of 4 training steps
+                     (AdamW, warm-up + cosine, 2 micro-batches per step, global-norm clip).
+* tiny_llama_tied/   a tied-embedding variant stored as f16 and bf16, with reference logits.
+* quant_types.gguf   one tensor per ggml type tabtune reads, with
+  quant_types_expected.safetensors   gguf.quants.dequantize of each.
+* smollm2/           (when the default model is in the cache) tokenizer ids for a set
+                     of strings, chat-template renderings, and logits of a prompt, from
+                     transformers loading the same GGUF file.
+
+Run: scripts/make_fixtures.py   (needs the venv made by scripts/setup-python.sh)
+"""
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+import gguf
+from gguf import GGMLQuantizationType as Q
+from gguf import quants
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures"
+MODEL_CACHE = Path(os.environ.get("TABTUNE_CACHE", Path.home() / ".cache" / "tabtune")) / "models"
+SMOL = MODEL_CACHE / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def tiny_config(tied):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-5,
+        rope_theta=5e4, max_position_embeddings=64, tie_word_embeddings=tied,
+        initializer_range=0.1, bos_token_id=1, eos_token_id=2, pad_token_id=None,
+    )
+
+
+def batch(seed, b, t, vocab):
+    """Random ids [b, t] and a label mask [b, t]: prompt tokens and right padding are 0."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.bool)
+    mask[:, :3] = False  # a 3-token "prompt" that is not trained
+    mask[1, t - 2:] = False  # second row is 2 tokens shorter (padding)
+    ids[1, t - 2:] = 0
+    return ids, mask
+
+
+def masked_nll_sum(model, ids, mask):
+    """Sum over trained positions of -log p(ids[t] | ids[<t]), and their count."""
+    logits = model(input_ids=ids).logits.float()  # [B, T, V]
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    tgt = ids[:, 1:]
+    nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+    m = mask[:, 1:]
+    return (nll * m).sum(), int(m.sum())
+
+
+def permute_for_gguf(w, n_head):
+    """llama.cpp convert_hf_to_gguf.py `LlamaModel.permute`: rotate-half -> interleaved rows."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(model, cfg, path):
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    per_layer = {
+        "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    for i in range(cfg.num_hidden_layers):
+        for hf, gg in per_layer.items():
+            names[f"model.layers.{i}.{hf}.weight"] = f"blk.{i}.{gg}.weight"
+    for name, t in model.state_dict().items():
+        t = t.detach().float()
+        if name.endswith("q_proj.weight"):
+            t = permute_for_gguf(t, cfg.num_attention_heads)
+        elif name.endswith("k_proj.weight"):
+            t = permute_for_gguf(t, cfg.num_key_value_heads)
+        w.add_tensor(names[name], t.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def cosine_with_warmup(step, warmup, total):
+    """transformers.get_cosine_schedule_with_warmup's lr_lambda."""
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def make_tiny():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    out = FIX / "tiny_llama"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    cfg = tiny_config(tied=False)
+    model = LlamaForCausalLM(cfg).float().eval()
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    write_tiny_gguf(model, cfg, out / "tiny_llama.gguf")
+
+    ref = {}
+    ids, mask = batch(1, 2, 12, cfg.vocab_size)
+    ref["input_ids"] = ids.to(torch.int64)
+    ref["loss_mask"] = mask.to(torch.uint8)
+    with torch.no_grad():
+        ref["logits_base"] = model(input_ids=ids).logits.float()
+        s, n = masked_nll_sum(model, ids, mask)
+        ref["loss_base"] = (s / n).reshape(1)
+
+    lcfg = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0, bias="none",
+                      task_type="CAUSAL_LM")
+    pm = get_peft_model(model, lcfg)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    pm.save_pretrained(out / "adapter")
+    pm.train()  # dropout is 0, so train() changes nothing numerically
+    s, n = masked_nll_sum(pm, ids, mask)
+    loss = s / n
+    loss.backward()
+    ref["loss_lora"] = loss.detach().reshape(1)
+    with torch.no_grad():
+        ref["logits_lora"] = pm(input_ids=ids).logits.float()
+    for name, p in pm.named_parameters():
+        if p.requires_grad:
+            key = name.replace(".default", "")
+            ref["grad." + key] = p.grad.detach().clone()
+            p.grad = None
+
+    # Four optimizer steps, two micro-batches each, from the adapter state above.
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    steps, warmup = 4, 1
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, warmup, steps))
+    losses, norms = [], []
+    for step in range(steps):
+        micro = [batch(100 + 2 * step + k, 2, 10, cfg.vocab_size) for k in range(2)]
+        total = sum(int(m[:, 1:].sum()) for _, m in micro)
+        acc = 0.0
+        for mids, mm in micro:
+            s, _ = masked_nll_sum(pm, mids, mm)
+            (s / total).backward()
+            acc += float(s)
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, 1.0)))
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(acc / total)
+        for k, (mids, mm) in enumerate(micro):
+            ref[f"train.step{step}.micro{k}.input_ids"] = mids.to(torch.int64)
+            ref[f"train.step{step}.micro{k}.loss_mask"] = mm.to(torch.uint8)
+    ref["train.losses"] = torch.tensor(losses, dtype=torch.float32)
+    ref["train.grad_norms"] = torch.tensor(norms, dtype=torch.float32)
+    for name, p in pm.named_parameters():
+        if p.requires_grad:
+            ref["trained." + name.replace(".default", "")] = p.detach().clone()
+    save_file({k: v.contiguous() for k, v in ref.items()}, out / "reference.safetensors")
+    print("tiny_llama: loss_base", float(ref["loss_base"]), "loss_lora", float(loss), "train", losses)
+
+
+def make_tiny_tied():
+    from transformers import LlamaForCausalLM
+
+    out = FIX / "tiny_llama_tied"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(3)
+    cfg = tiny_config(tied=True)
+    model = LlamaForCausalLM(cfg).float().eval()
+    ids, _ = batch(4, 2, 12, cfg.vocab_size)
+    ref = {"input_ids": ids.to(torch.int64)}
+    for dtype, tag in [(torch.float16, "f16"), (torch.bfloat16, "bf16")]:
+        d = out / tag
+        d.mkdir(exist_ok=True)
+        m = LlamaForCausalLM(cfg)
+        m.load_state_dict(model.state_dict())
+        m = m.to(dtype)
+        m.save_pretrained(d, safe_serialization=True)
+        (d / "generation_config.json").unlink(missing_ok=True)
+        with torch.no_grad():  # compute in f32 from the rounded weights, as tabtune does
+            ref[f"logits_{tag}"] = m.float()(input_ids=ids).logits.float()
+    save_file(ref, out / "reference.safetensors")
+
+
+def make_quant_types():
+    rng = np.random.default_rng(7)
+    w = gguf.GGUFWriter(str(FIX / "quant_types.gguf"), "llama")
+    expected = {}
+    x = rng.standard_normal((2, 512)).astype(np.float32)
+    for qt in [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1]:
+        raw = quants.quantize(x, qt)
+        w.add_tensor(qt.name, raw, raw_dtype=qt)
+        expected[qt.name] = torch.from_numpy(quants.dequantize(raw, qt).astype(np.float32).reshape(2, 512))
+    # The k-quants have no quantizer in gguf-py: use random blocks with sane f16 scales.
+    for qt in [Q.Q4_K, Q.Q5_K, Q.Q6_K]:
+        block, nbytes = gguf.GGML_QUANT_SIZES[qt]
+        blocks = rng.integers(0, 256, size=(2 * 512 // block, nbytes), dtype=np.uint8)
+        scales = rng.uniform(0.001, 0.05, size=(blocks.shape[0], 2)).astype(np.float16).view(np.uint8)
+        if qt == Q.Q6_K:
+            blocks[:, nbytes - 2:] = scales[:, :2]  # d is last
+        else:
+            blocks[:, :4] = scales  # d, dmin first
+        raw = blocks.reshape(2, -1)
+        w.add_tensor(qt.name, raw, raw_dtype=qt)
+        expected[qt.name] = torch.from_numpy(quants.dequantize(raw, qt).astype(np.float32).reshape(2, 512))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    save_file(expected, FIX / "quant_types_expected.safetensors")
+
+
+def make_smollm2():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not SMOL.exists():
+        sys.exit(f"{SMOL} is missing: run scripts/fetch-model.sh first")
+    out = FIX / "smollm2"
+    out.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(SMOL.parent, gguf_file=SMOL.name)
+    strings = [
+        "Hello world!",
+        "The quick brown fox jumps over the lazy dog.",
+        "  leading spaces and\ttabs\nand newlines\n\n",
+        "Numbers 12345 and 3.14159, dates 2026-11-28.",
+        "Ünïcödé: café, naïve, 日本語のテキスト, emoji 🙂👍🏽",
+        "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
+        "code: fn main() { println!(\"{}\", x); } // done",
+        "",
+    ]
+    cases = [{"text": s, "ids": tok(s, add_special_tokens=True).input_ids} for s in strings]
+    chats = [
+        [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"},
+         {"role": "assistant", "content": "Goodbye."}],
+    ]
+    rendered = [{"messages": c, "text": tok.apply_chat_template(c, tokenize=False),
+                 "with_generation_prompt": tok.apply_chat_template(c[:1], tokenize=False, add_generation_prompt=True)}
+                for c in chats]
+    (out / "tokenizer_cases.json").write_text(json.dumps({"cases": cases, "chats": rendered}, ensure_ascii=False, indent=1))
+
+    model = AutoModelForCausalLM.from_pretrained(SMOL.parent, gguf_file=SMOL.name, dtype=torch.float32).eval()
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.float()[0]  # [T, V]
+    save_file({"input_ids": ids[0].to(torch.int64).contiguous(), "logits": logits.contiguous()},
+              out / "reference.safetensors")
+    print("smollm2: prompt ids", ids.tolist(), "argmax", logits[-1].argmax().item())
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    FIX.mkdir(parents=True, exist_ok=True)
+    make_quant_types()
+    make_tiny()
+    make_tiny_tied()
+    make_smollm2()

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""An adapter trained by `tabtune train` on the default model loads in PEFT and
+gives the same eval loss as `tabtune eval` (within 1e-3 relative).
+
+Steps: train with the tabtune CLI; `tabtune eval --adapter --dump-tokens`;
+load the same GGUF in transformers (dequantized to f32),
+`PeftModel.from_pretrained(base, adapter_dir)`, and compute the mean token loss
+over the dumped ids and masks. Also checks that transformers'
+`apply_chat_template` + tokenizer produce the ids tabtune trained on.
+
+Usage: peft_check.py --bin PATH_TO_TABTUNE --model MODEL.gguf --data DATA.jsonl
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+REL_TOL = 1e-3
+
+
+def run(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return out.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--steps", default="3")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    model = Path(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = Path(tmp) / "adapter"
+        dump = Path(tmp) / "tokens.json"
+        run([args.bin, "train", "--model", str(model), "--data", args.data, "--out", str(adapter),
+             "--steps", args.steps, "--batch", "2", "--seq-len", "128", "--lr", "2e-3", "--rank", "8"])
+        tt = json.loads(run([args.bin, "eval", "--model", str(model), "--adapter", str(adapter),
+                             "--data", args.data, "--seq-len", "128", "--dump-tokens", str(dump)]))
+        tokens = json.loads(dump.read_text())
+
+        tok = AutoTokenizer.from_pretrained(model.parent, gguf_file=model.name)
+        records = [json.loads(l) for l in Path(args.data).read_text().splitlines() if l.strip()]
+        for i, (rec, ex) in enumerate(zip(records, tokens["examples"])):
+            if "messages" in rec:
+                ids = tok(tok.apply_chat_template(rec["messages"], tokenize=False)).input_ids
+                if ids != ex["ids"][: len(ids)] or len(ids) != len(ex["ids"]):
+                    sys.exit(f"record {i}: transformers renders ids {ids}, tabtune trained on {ex['ids']}")
+
+        base = AutoModelForCausalLM.from_pretrained(model.parent, gguf_file=model.name, dtype=torch.float32)
+        peft_model = PeftModel.from_pretrained(base, adapter).eval()
+        nll, count = 0.0, 0
+        exs = tokens["examples"]
+        with torch.no_grad():
+            for start in range(0, len(exs), tokens["batch"]):
+                chunk = exs[start:start + tokens["batch"]]
+                t = max(len(e["ids"]) for e in chunk)
+                ids = torch.zeros(len(chunk), t, dtype=torch.long)
+                mask = torch.zeros(len(chunk), t, dtype=torch.bool)
+                for b, e in enumerate(chunk):
+                    ids[b, : len(e["ids"])] = torch.tensor(e["ids"])
+                    mask[b, : len(e["ids"])] = torch.tensor(e["trained"])
+                logp = torch.log_softmax(peft_model(input_ids=ids).logits.float()[:, :-1], -1)
+                token_nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+                nll += float((token_nll * mask[:, 1:]).sum())
+                count += int(mask[:, 1:].sum())
+        loss = nll / count
+        rel = abs(loss - tt["loss"]) / tt["loss"]
+        print(f"PEFT eval loss {loss:.6f} over {count} tokens; tabtune eval loss {tt['loss']:.6f} over {tt['tokens']}; "
+              f"relative difference {rel:.2e} (tolerance {REL_TOL:g})")
+        if count != tt["tokens"] or rel > REL_TOL:
+            sys.exit("PEFT check FAILED")
+        print("PEFT check passed")
+
+
+if __name__ == "__main__":
+    main()

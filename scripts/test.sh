@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The README's test command: sets up what it needs (quick when already there)
+# and runs every check. Caches (build, model, Python venv) live in ~/.cache/tabtune.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust (https://rustup.rs)" >&2; exit 1; }
+cargo --version
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "default model"
+bash scripts/fetch-model.sh
+
+step "format and lints"
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+
+step "native tests (flex CPU backend)"
+cargo test --no-fail-fast
+
+step "core builds for wasm32-unknown-unknown"
+bash scripts/check-wasm.sh
+
+step "PEFT loads a tabtune adapter with the same eval loss"
+bash scripts/setup-python.sh
+cargo build --bin tabtune
+"$TABTUNE_VENV/bin/python" scripts/peft_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+  --model "$TABTUNE_MODEL" --data tests/fixtures/data/chat.jsonl

@@ -1,0 +1,128 @@
+//! The CLI's file system side: reading model, data and adapter files into
+//! bytes for the core, and writing adapters out.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use tabtune::data::jsonl::{Line, parse_jsonl};
+use tabtune::io::peft;
+use tabtune::lora::LoraAdapters;
+use tabtune::model::LlamaConfig;
+use tabtune::model::load::{HfFiles, Loaded, load_gguf, load_hf};
+use tabtune::tokenizer::TextTokenizer;
+use tabtune::train::StepReport;
+use tabtune::{Error, Result};
+
+/// A loaded model and where it came from.
+pub struct Model {
+    pub loaded: Loaded,
+    pub path: String,
+}
+
+impl Model {
+    /// The tokenizer, or a clear error when the checkpoint has none.
+    pub fn tokenizer(&self) -> Result<&TextTokenizer> {
+        self.loaded.tokenizer.as_ref().ok_or_else(|| {
+            Error::format(
+                &self.path,
+                "the model has no tokenizer, so text cannot be tokenized",
+            )
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::format(path.display(), format!("cannot read: {e}")))
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    if path.exists() {
+        read(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Loads `--model`: a `.gguf` file or an HF directory.
+pub fn load_model(path: &str, device: &Device) -> Result<Model> {
+    let p = Path::new(path);
+    let loaded = if p.is_dir() {
+        let config = read(&p.join("config.json"))?;
+        let weights = read(&p.join("model.safetensors"))?;
+        let tokenizer = read_optional(&p.join("tokenizer.json"))?;
+        let tokenizer_config = read_optional(&p.join("tokenizer_config.json"))?;
+        load_hf(
+            path,
+            &HfFiles {
+                config: &config,
+                weights: &weights,
+                tokenizer: tokenizer.as_deref(),
+                tokenizer_config: tokenizer_config.as_deref(),
+            },
+            device,
+        )?
+    } else if p.is_file() {
+        let bytes = read(p)?;
+        load_gguf(path, &bytes, device)?
+    } else {
+        return Err(Error::format(path, "no such file or directory"));
+    };
+    Ok(Model {
+        loaded,
+        path: path.to_string(),
+    })
+}
+
+/// Reads and parses a JSONL data file.
+pub fn read_jsonl(path: &str) -> Result<Vec<Line>> {
+    parse_jsonl(path, &read(Path::new(path))?)
+}
+
+/// Reads a PEFT adapter directory.
+pub fn read_adapter(dir: &str, model: &LlamaConfig, device: &Device) -> Result<LoraAdapters> {
+    let d = Path::new(dir);
+    let cfg_path = d.join("adapter_config.json");
+    let st_path = d.join("adapter_model.safetensors");
+    peft::import(
+        &cfg_path.display().to_string(),
+        &read(&cfg_path)?,
+        &st_path.display().to_string(),
+        &read(&st_path)?,
+        model,
+        device,
+    )
+}
+
+/// Writes the adapter files and a short model card into `dir`.
+pub fn write_adapter(
+    dir: &str,
+    adapters: &LoraAdapters,
+    base: &str,
+    examples: usize,
+    last: Option<&StepReport>,
+) -> Result<()> {
+    let d = Path::new(dir);
+    let io = |e: std::io::Error| Error::format(dir, format!("cannot write: {e}"));
+    std::fs::create_dir_all(d).map_err(io)?;
+    let files = peft::export(adapters, base)?;
+    std::fs::write(d.join("adapter_model.safetensors"), &files.safetensors).map_err(io)?;
+    std::fs::write(d.join("adapter_config.json"), &files.config_json).map_err(io)?;
+    let c = &adapters.config;
+    let targets: Vec<&str> = c.targets.iter().map(|t| t.peft_name()).collect();
+    let card = format!(
+        "# LoRA adapter trained with tabtune\n\n\
+         - base model: {base}\n- examples: {examples}\n- rank: {}, alpha: {}, dropout: {}, rsLoRA: {}\n\
+         - targets: {}\n- steps: {}\n- final loss: {}\n\n\
+         Load with PEFT: `PeftModel.from_pretrained(base_model, \"{dir}\")`.\n",
+        c.rank,
+        c.alpha,
+        c.dropout,
+        c.use_rslora,
+        targets.join(", "),
+        last.map_or(0, |r| r.step),
+        last.map_or("n/a".to_string(), |r| format!("{:.4}", r.loss)),
+    );
+    std::fs::write(d.join("README.md"), card).map_err(io)?;
+    Ok(())
+}

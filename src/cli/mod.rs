@@ -1,0 +1,361 @@
+//! Argument parsing and the four commands.
+
+mod bench;
+mod files;
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use tabtune::data::{Example, render_record};
+use tabtune::generate::{GenerateConfig, generate};
+use tabtune::lora::{LoraAdapters, LoraConfig, Target};
+use tabtune::train::{Schedule, TrainConfig, Trainer, evaluate};
+use tabtune::{Error, Result};
+
+/// Fine-tune small language models with LoRA.
+#[derive(Parser, Debug)]
+#[command(name = "tabtune", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a LoRA adapter and write it (PEFT format) into --out.
+    Train(TrainArgs),
+    /// Print the mean token loss of a model (+ adapter) on a data file as JSON.
+    Eval(EvalArgs),
+    /// Continue a prompt (chat template applied for chat models).
+    Generate(GenerateArgs),
+    /// Measure LoRA training throughput and peak memory.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct ModelArg {
+    /// A .gguf file, or a directory with config.json, model.safetensors, tokenizer.json.
+    #[arg(long)]
+    model: String,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// JSONL with `text`, `prompt`/`completion` or `messages` records.
+    #[arg(long)]
+    data: String,
+    /// Directory to write adapter_model.safetensors, adapter_config.json, README.md.
+    #[arg(long)]
+    out: String,
+    /// Optimizer steps (overrides --epochs).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Passes over the data when --steps is not given.
+    #[arg(long, default_value_t = 3.0)]
+    epochs: f64,
+    /// LoRA rank r.
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// LoRA alpha (scale alpha/r).
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f64,
+    /// Dropout on the adapter input.
+    #[arg(long, default_value_t = 0.05)]
+    dropout: f64,
+    /// Use rsLoRA scaling alpha/sqrt(r).
+    #[arg(long)]
+    rslora: bool,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// constant, linear or cosine decay after warm-up.
+    #[arg(long, default_value = "cosine")]
+    schedule: String,
+    /// Examples per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Longest example in tokens (longer ones are cut).
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Seed for init, data order and dropout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Projections to adapt: q,k,v,o,gate,up,down or `all`.
+    #[arg(long, default_value = "all")]
+    targets: String,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// A PEFT adapter directory.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// JSONL data file.
+    #[arg(long)]
+    data: String,
+    /// Longest example in tokens (as in training).
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Also write the evaluated token ids and loss masks to this JSON file.
+    #[arg(long)]
+    dump_tokens: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// A PEFT adapter directory.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// The prompt (a user message for chat models).
+    #[arg(long)]
+    prompt: String,
+    /// Most new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 = greedy; otherwise sampling temperature.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Send the prompt as raw text, without the chat template.
+    #[arg(long)]
+    raw: bool,
+}
+
+/// The device the CLI computes on: the pure-Rust CPU backend.
+pub fn device() -> Device {
+    Device::flex()
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train(a),
+        Command::Eval(a) => eval(a),
+        Command::Generate(a) => generate_cmd(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+fn examples(loaded: &files::Model, data: &str) -> Result<Vec<Example>> {
+    let tok = loaded.tokenizer()?;
+    let lines = files::read_jsonl(data)?;
+    lines
+        .iter()
+        .map(|l| {
+            render_record(tok, &l.record).map_err(|e| Error::Data {
+                file: data.to_string(),
+                line: l.line,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let device = device();
+    let loaded = files::load_model(&a.model.model, &device)?;
+    let data = examples(&loaded, &a.data)?;
+    let schedule = Schedule::parse(&a.schedule).ok_or_else(|| {
+        Error::setting(
+            "schedule",
+            format!("`{}` is not constant, linear or cosine", a.schedule),
+        )
+    })?;
+    let per_step = a.batch.min(data.len()).max(1) * a.grad_accum.max(1);
+    let steps = match a.steps {
+        Some(s) => s,
+        None => {
+            if a.epochs.is_nan() || a.epochs <= 0.0 {
+                return Err(Error::setting("epochs", "must be positive"));
+            }
+            ((a.epochs * data.len() as f64) / per_step as f64)
+                .ceil()
+                .max(1.0) as usize
+        }
+    };
+    let config = TrainConfig {
+        lr: a.lr,
+        steps,
+        warmup_steps: a.warmup,
+        schedule,
+        batch_size: a.batch,
+        grad_accum: a.grad_accum,
+        seq_len: a.seq_len,
+        max_grad_norm: a.max_grad_norm,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+        ..TrainConfig::default()
+    };
+    let lora = LoraConfig {
+        rank: a.rank,
+        alpha: a.alpha,
+        dropout: a.dropout,
+        targets: Target::parse_list(&a.targets)?,
+        use_rslora: a.rslora,
+    };
+    let adapters = LoraAdapters::init(lora, &loaded.loaded.model.config, a.seed, &device)?;
+    eprintln!(
+        "model {} ({} layers), {} examples, {} trainable parameters, {} steps",
+        loaded.loaded.name,
+        loaded.loaded.model.config.num_layers,
+        data.len(),
+        adapters.num_parameters(),
+        steps
+    );
+    let mut trainer = Trainer::new(loaded.loaded.model.clone(), adapters, data, config)?;
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
+    );
+    let start = Instant::now();
+    let (mut tokens, mut last) = (0usize, None);
+    for _ in 0..steps {
+        let r = trainer.step()?;
+        tokens += r.tokens;
+        let rate = tokens as f64 / start.elapsed().as_secs_f64();
+        bar.set_message(format!(
+            "loss {:.4}  lr {:.2e}  {:.0} tok/s",
+            r.loss, r.lr, rate
+        ));
+        bar.inc(1);
+        last = Some(r);
+    }
+    bar.finish();
+    files::write_adapter(
+        &a.out,
+        &trainer.adapters,
+        &loaded.loaded.name,
+        trainer.num_examples(),
+        last.as_ref(),
+    )?;
+    if let Some(r) = last {
+        println!("final loss {:.6}", r.loss);
+    }
+    eprintln!("adapter written to {}", a.out);
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let device = device();
+    let loaded = files::load_model(&a.model.model, &device)?;
+    let adapters = match &a.adapter {
+        Some(dir) => Some(files::read_adapter(
+            dir,
+            &loaded.loaded.model.config,
+            &device,
+        )?),
+        None => None,
+    };
+    let data = examples(&loaded, &a.data)?;
+    let data: Vec<Example> = data
+        .into_iter()
+        .map(|mut e| {
+            e.truncate(a.seq_len);
+            e
+        })
+        .collect();
+    if let Some(path) = &a.dump_tokens {
+        let examples: Vec<_> = data
+            .iter()
+            .map(|e| serde_json::json!({"ids": e.ids, "trained": e.trained}))
+            .collect();
+        let json = serde_json::json!({"batch": a.batch, "examples": examples});
+        std::fs::write(path, json.to_string())
+            .map_err(|e| Error::format(path, format!("cannot write: {e}")))?;
+    }
+    let (loss, tokens) = evaluate(
+        &loaded.loaded.model,
+        adapters.as_ref(),
+        &data,
+        a.batch,
+        a.seq_len,
+    )?;
+    println!(
+        "{}",
+        serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": tokens})
+    );
+    Ok(())
+}
+
+fn generate_cmd(a: GenerateArgs) -> Result<()> {
+    let device = device();
+    let loaded = files::load_model(&a.model.model, &device)?;
+    let adapters = match &a.adapter {
+        Some(dir) => Some(files::read_adapter(
+            dir,
+            &loaded.loaded.model.config,
+            &device,
+        )?),
+        None => None,
+    };
+    let tok = loaded.tokenizer()?;
+    let text = if !a.raw && tok.chat_template.is_some() {
+        let msgs = [tabtune::tokenizer::Message {
+            role: "user".into(),
+            content: a.prompt.clone(),
+        }];
+        tok.apply_chat_template(&msgs, true)?
+    } else {
+        a.prompt.clone()
+    };
+    let prompt = tok.encode(&text)?;
+    let config = GenerateConfig {
+        max_tokens: a.max_tokens,
+        temperature: a.temperature,
+        ..GenerateConfig::default()
+    };
+    let mut shown = String::new();
+    let mut ids = Vec::new();
+    let out = generate(
+        &loaded.loaded.model,
+        adapters.as_ref(),
+        &prompt,
+        &[tok.eos_id],
+        &config,
+        |id| {
+            ids.push(id);
+            // Print only whole characters: a token can end inside a UTF-8 sequence.
+            if let Ok(s) = tok.decode(&ids, true)
+                && s.len() > shown.len()
+                && s.starts_with(&shown)
+            {
+                print!("{}", &s[shown.len()..]);
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                shown = s;
+            }
+            true
+        },
+    )?;
+    let full = tok.decode(&out, true)?;
+    if full.len() > shown.len() && full.starts_with(&shown) {
+        print!("{}", &full[shown.len()..]);
+    }
+    println!();
+    Ok(())
+}

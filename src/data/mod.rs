@@ -1,0 +1,8 @@
+//! Training data: records parsed from a user's file, rendered into token ids
+//! with a mask of the tokens the loss is taken on.
+
+pub mod jsonl;
+pub mod render;
+
+pub use jsonl::{Record, parse_jsonl};
+pub use render::{Example, render_record};

@@ -1,0 +1,98 @@
+//! Rendering records into token ids and a loss mask.
+//!
+//! * text: all tokens trained, EOS appended (as TRL's SFT does);
+//! * prompt/completion: prompt then completion, completion + EOS trained;
+//! * messages: the chat template renders the conversation; tokens inside
+//!   each assistant turn (from the end of the generation prompt through the
+//!   end-of-turn token) are trained, found by rendering each prefix and
+//!   mapping byte spans through the tokenizer's offsets.
+
+use crate::data::jsonl::Record;
+use crate::error::{Error, Result};
+use crate::tokenizer::{Message, TextTokenizer};
+
+/// One tokenized example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// `trained[t]`: whether the loss predicts `ids[t]` from `ids[..t]`.
+    pub trained: Vec<bool>,
+}
+
+impl Example {
+    /// Tokens whose prediction is trained (position 0 can never be).
+    pub fn trained_tokens(&self) -> usize {
+        self.trained.iter().skip(1).filter(|&&m| m).count()
+    }
+
+    /// Cuts the example to at most `len` tokens.
+    pub fn truncate(&mut self, len: usize) {
+        self.ids.truncate(len);
+        self.trained.truncate(len);
+    }
+}
+
+/// Byte spans `[start, end)` of `text` to train, tokenized with offsets.
+fn tokenize_spans(tok: &TextTokenizer, text: &str, spans: &[(usize, usize)]) -> Result<Example> {
+    let (ids, offsets) = tok.encode_with_offsets(text)?;
+    let trained = offsets
+        .iter()
+        .map(|&(s, e)| e > s && spans.iter().any(|&(a, b)| s >= a && s < b))
+        .collect();
+    Ok(Example { ids, trained })
+}
+
+/// Renders a conversation and marks its assistant turns.
+fn render_messages(tok: &TextTokenizer, messages: &[Message]) -> Result<Example> {
+    let full = tok.apply_chat_template(messages, false)?;
+    let eos = tok.id_to_token(tok.eos_id).unwrap_or_default();
+    let mut spans = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if m.role != "assistant" {
+            continue;
+        }
+        let prompt = tok.apply_chat_template(&messages[..i], true)?;
+        let through = tok.apply_chat_template(&messages[..=i], false)?;
+        if !full.starts_with(&through) || !through.starts_with(&prompt) {
+            return Err(Error::setting(
+                "chat template",
+                "the template does not render conversations prefix by prefix, so assistant \
+                 turns cannot be located",
+            ));
+        }
+        // Train through the end-of-turn token; whitespace after it is context.
+        let turn = &through[prompt.len()..];
+        let end = match turn.rfind(&eos) {
+            Some(p) if !eos.is_empty() => prompt.len() + p + eos.len(),
+            _ => through.len(),
+        };
+        spans.push((prompt.len(), end));
+    }
+    let mut ex = tokenize_spans(tok, &full, &spans)?;
+    if !full[spans.last().map_or(0, |s| s.0)..].contains(&eos) || eos.is_empty() {
+        ex.ids.push(tok.eos_id);
+        ex.trained.push(true);
+    }
+    Ok(ex)
+}
+
+/// Renders one record into an [`Example`].
+pub fn render_record(tok: &TextTokenizer, record: &Record) -> Result<Example> {
+    match record {
+        Record::Text(text) => {
+            let mut ex = tokenize_spans(tok, text, &[(0, text.len())])?;
+            ex.ids.push(tok.eos_id);
+            ex.trained.push(true);
+            Ok(ex)
+        }
+        Record::PromptCompletion { prompt, completion } => {
+            let text = format!("{prompt}{completion}");
+            let mut ex = tokenize_spans(tok, &text, &[(prompt.len(), text.len())])?;
+            ex.ids.push(tok.eos_id);
+            ex.trained.push(true);
+            Ok(ex)
+        }
+        Record::Messages(messages) => render_messages(tok, messages),
+    }
+}

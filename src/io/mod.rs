@@ -1,0 +1,7 @@
+//! File formats, all over bytes (no file system): GGUF, safetensors, PEFT
+//! adapters. The CLI reads files; the page hands over `ArrayBuffer`s.
+
+pub mod dequant;
+pub mod gguf;
+pub mod peft;
+pub mod safetensors;

@@ -1,0 +1,247 @@
+//! The Llama forward pass (transformers' `modeling_llama.py`): pre-norm
+//! blocks of RMSNorm → grouped-query attention with rotate-half RoPE →
+//! residual, RMSNorm → SwiGLU MLP → residual; final RMSNorm; LM head tied to
+//! the embedding or not. LoRA adapters, when given, are added to each
+//! targeted projection as `s·dropout(x)·A·B`.
+//!
+//! Activations are kept 2-D `[N = B·T, d]` outside attention, so every
+//! projection is one matmul against a `[d_in, d_out]` weight.
+
+use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::module::{attention, embedding};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+
+use crate::lora::{LoraAdapters, LoraPair, Target};
+use crate::model::config::LlamaConfig;
+use crate::model::weights::LlamaWeights;
+
+/// A loaded model: configuration plus frozen weights on a device.
+#[derive(Clone, Debug)]
+pub struct Llama {
+    /// Hyper-parameters read from the checkpoint.
+    pub config: LlamaConfig,
+    /// Frozen weights.
+    pub weights: LlamaWeights,
+    /// Where the weights live.
+    pub device: Device,
+}
+
+/// Keys and values of past positions, per layer `[B, KV, T_past, hd]`
+/// (before the grouped-query expansion), for incremental decoding.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor<4>, Tensor<4>)>,
+}
+
+impl KvCache {
+    /// Positions already cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How a forward pass treats the adapters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// Dropout off.
+    Eval,
+    /// Dropout on (when the adapter config has any).
+    Train,
+}
+
+/// `cos` and `sin` tables `[T, head_dim]` for positions `start..start+T`,
+/// as transformers' `LlamaRotaryEmbedding` (`emb = cat(freqs, freqs)`).
+fn rope_tables(
+    config: &LlamaConfig,
+    start: usize,
+    len: usize,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let hd = config.head_dim;
+    let half = hd / 2;
+    let mut cos = Vec::with_capacity(len * hd);
+    let mut sin = Vec::with_capacity(len * hd);
+    for pos in start..start + len {
+        let row: Vec<f64> = (0..half)
+            .map(|i| pos as f64 / config.rope_theta.powf(2.0 * i as f64 / hd as f64))
+            .collect();
+        for _ in 0..2 {
+            cos.extend(row.iter().map(|f| f.cos() as f32));
+            sin.extend(row.iter().map(|f| f.sin() as f32));
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [len, hd]), device),
+        Tensor::from_data(TensorData::new(sin, [len, hd]), device),
+    )
+}
+
+/// Applies RoPE to `x: [B, H, T, hd]` with tables `[T, hd]`:
+/// `x·cos + rotate_half(x)·sin`, `rotate_half([x1, x2]) = [-x2, x1]`.
+fn apply_rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    let [b, h, t, hd] = x.dims();
+    let half = hd / 2;
+    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..hd]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    let cos = cos.clone().unsqueeze::<4>(); // [1, 1, T, hd]
+    let sin = sin.clone().unsqueeze::<4>();
+    x * cos + rotated * sin
+}
+
+/// RMSNorm over the last dim of `x: [N, d]` with weight `[d]`.
+fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64) -> Tensor<2> {
+    let variance = x.clone().square().mean_dim(1); // [N, 1]
+    let normed = x * variance.add_scalar(eps).sqrt().recip();
+    normed * weight.clone().unsqueeze::<2>()
+}
+
+impl Llama {
+    /// The projection `x·W (+ s·dropout(x)·A·B)` of layer `layer`.
+    fn project(
+        &self,
+        x: &Tensor<2>,
+        layer: usize,
+        target: Target,
+        lora: Option<&LoraAdapters>,
+        mode: Mode,
+    ) -> Tensor<2> {
+        let w = &self.weights.layers[layer].proj[target.index()];
+        let y = x.clone().matmul(w.clone()); // [N, d_out]
+        let Some((adapters, LoraPair { a, b })) =
+            lora.and_then(|l| l.get(layer, target).map(|p| (l, p)))
+        else {
+            return y;
+        };
+        let p = adapters.config.dropout;
+        let x = if mode == Mode::Train && p > 0.0 {
+            let keep = Tensor::<2>::random(x.dims(), Distribution::Bernoulli(1.0 - p), &x.device());
+            x.clone() * keep.div_scalar(1.0 - p)
+        } else {
+            x.clone()
+        };
+        let delta = x.matmul(a.clone()).matmul(b.clone()); // [N, r] -> [N, d_out]
+        y + delta.mul_scalar(adapters.config.scale())
+    }
+
+    /// Runs the blocks on `ids: [B, T]` and returns the final-normed hidden
+    /// states `[B·T, d]`.
+    pub fn hidden(
+        &self,
+        ids: Tensor<2, Int>,
+        lora: Option<&LoraAdapters>,
+        mode: Mode,
+    ) -> Tensor<2> {
+        self.hidden_cached(ids, None, lora, mode)
+    }
+
+    /// As [`Llama::hidden`], continuing from (and extending) `cache` when given.
+    pub fn hidden_cached(
+        &self,
+        ids: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+        lora: Option<&LoraAdapters>,
+        mode: Mode,
+    ) -> Tensor<2> {
+        let c = &self.config;
+        let [b, t] = ids.dims();
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        // New positions attend to all cached ones and causally among themselves.
+        let mask = (start > 0 && t > 1).then(|| {
+            let total = start + t;
+            let m: Vec<bool> = (0..t)
+                .flat_map(|i| (0..total).map(move |j| j > start + i))
+                .collect();
+            Tensor::<2, Bool>::from_data(TensorData::new(m, [t, total]), &self.device)
+                .unsqueeze::<4>()
+                .expand([b, c.num_heads, t, total])
+        });
+        let (h, kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let groups = h / kv;
+        let (cos, sin) = rope_tables(c, start, t, &self.device);
+        let mut x = embedding(self.weights.embed.clone(), ids).reshape([b * t, c.hidden_size]);
+        for (i, lw) in self.weights.layers.iter().enumerate() {
+            // Attention block.
+            let xn = rms_norm(x.clone(), &lw.attn_norm, c.rms_norm_eps); // [N, d]
+            let heads = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2); // [B, n, T, hd]
+            let q = heads(self.project(&xn, i, Target::Q, lora, mode), h);
+            let k = heads(self.project(&xn, i, Target::K, lora, mode), kv);
+            let v = heads(self.project(&xn, i, Target::V, lora, mode), kv);
+            let q = apply_rope(q, &cos, &sin);
+            let mut k = apply_rope(k, &cos, &sin);
+            let mut v = v;
+            if let Some(cache) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = cache.layers.get(i) {
+                    k = Tensor::cat(vec![pk.clone(), k], 2); // [B, KV, T_past + T, hd]
+                    v = Tensor::cat(vec![pv.clone(), v], 2);
+                }
+                if cache.layers.len() > i {
+                    cache.layers[i] = (k.clone(), v.clone());
+                } else {
+                    cache.layers.push((k.clone(), v.clone()));
+                }
+            }
+            let tk = k.dims()[2];
+            let (k, v) = if groups > 1 {
+                // [B, KV, T, hd] -> [B, KV, G, T, hd] -> [B, H, T, hd]
+                let rep = |y: Tensor<4>| {
+                    y.unsqueeze_dim::<5>(2)
+                        .expand([b, kv, groups, tk, hd])
+                        .reshape([b, h, tk, hd])
+                };
+                (rep(k), rep(v))
+            } else {
+                (k, v)
+            };
+            let options = AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: start == 0,
+            };
+            let att = attention(q, k, v, mask.clone(), None, options); // [B, H, T, hd]
+            let att = att.swap_dims(1, 2).reshape([b * t, h * hd]);
+            x = x + self.project(&att, i, Target::O, lora, mode);
+            // MLP block.
+            let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps);
+            let gate = silu(self.project(&xn, i, Target::Gate, lora, mode));
+            let up = self.project(&xn, i, Target::Up, lora, mode);
+            x = x + self.project(&(gate * up), i, Target::Down, lora, mode);
+        }
+        rms_norm(x, &self.weights.norm, c.rms_norm_eps)
+    }
+
+    /// Logits `[N, vocab]` for hidden states `[N, d]`.
+    pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        match &self.weights.lm_head {
+            Some(w) => hidden.matmul(w.clone()),
+            None => hidden.matmul(self.weights.embed.clone().transpose()),
+        }
+    }
+
+    /// Logits `[B, T, vocab]` for `ids: [B, T]`.
+    pub fn forward(&self, ids: Tensor<2, Int>, lora: Option<&LoraAdapters>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let hidden = self.hidden(ids, lora, Mode::Eval);
+        self.logits(hidden).reshape([b, t, self.config.vocab_size])
+    }
+
+    /// Sum of the next-token negative log-likelihood over the positions in
+    /// `rows` of the flattened `[B·T]` sequence, whose next tokens are
+    /// `targets` (both length M). Only those M rows go through the LM head.
+    pub fn nll_sum(&self, hidden: Tensor<2>, rows: &[i64], targets: &[i64]) -> Tensor<1> {
+        let device = hidden.device();
+        let m = rows.len();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows.to_vec(), [m]), &device);
+        let picked = hidden.select(0, rows); // [M, d]
+        let logp = log_softmax(self.logits(picked), 1); // [M, V]
+        let targets =
+            Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [m, 1]), &device);
+        logp.gather(1, targets).sum().neg() // [1]
+    }
+}

@@ -1,0 +1,90 @@
+//! Turning user-supplied bytes into a ready model and tokenizer.
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+use crate::io::gguf::Gguf;
+use crate::io::safetensors::SafetensorsFile;
+use crate::model::config::LlamaConfig;
+use crate::model::llama::Llama;
+use crate::model::weights::{GgufSource, LlamaWeights};
+use crate::tokenizer::TextTokenizer;
+
+/// A model and, when the checkpoint carries one, its tokenizer.
+pub struct Loaded {
+    /// The model.
+    pub model: Llama,
+    /// The tokenizer (GGUF metadata or `tokenizer.json`).
+    pub tokenizer: Option<TextTokenizer>,
+    /// A short name for the base model, for adapter configs and model cards.
+    pub name: String,
+}
+
+/// The files of a Hugging Face model directory, as bytes.
+pub struct HfFiles<'a> {
+    /// `config.json`.
+    pub config: &'a [u8],
+    /// `model.safetensors`.
+    pub weights: &'a [u8],
+    /// `tokenizer.json`, if present.
+    pub tokenizer: Option<&'a [u8]>,
+    /// `tokenizer_config.json` (chat template, special tokens), if present.
+    pub tokenizer_config: Option<&'a [u8]>,
+}
+
+/// Loads a GGUF file's model and tokenizer. `file` names it in messages.
+pub fn load_gguf(file: &str, bytes: &[u8], device: &Device) -> Result<Loaded> {
+    let gguf = Gguf::parse(file, bytes)?;
+    let config = LlamaConfig::from_gguf(&gguf)?;
+    let weights = LlamaWeights::load(
+        &config,
+        &GgufSource {
+            gguf: &gguf,
+            config: &config,
+        },
+        device,
+    )?;
+    let tokenizer = match gguf.metadata.get("tokenizer.ggml.model") {
+        Some(_) => Some(TextTokenizer::from_gguf(&gguf)?),
+        None => None,
+    };
+    let name = gguf
+        .metadata
+        .get("general.name")
+        .and_then(|v| v.as_str())
+        .unwrap_or(file)
+        .to_string();
+    Ok(Loaded {
+        model: Llama {
+            config,
+            weights,
+            device: device.clone(),
+        },
+        tokenizer,
+        name,
+    })
+}
+
+/// Loads a Hugging Face model from its files' bytes. `dir` names the
+/// directory in messages.
+pub fn load_hf(dir: &str, files: &HfFiles, device: &Device) -> Result<Loaded> {
+    let config = LlamaConfig::from_hf_json(&format!("{dir}/config.json"), files.config)?;
+    let st = SafetensorsFile::parse(&format!("{dir}/model.safetensors"), files.weights)?;
+    let weights = LlamaWeights::load(&config, &st, device)?;
+    let tokenizer = match files.tokenizer {
+        Some(t) => Some(TextTokenizer::from_hf(dir, t, files.tokenizer_config)?),
+        None => None,
+    };
+    if config.num_layers == 0 {
+        return Err(Error::format(dir, "the model has no layers"));
+    }
+    Ok(Loaded {
+        model: Llama {
+            config,
+            weights,
+            device: device.clone(),
+        },
+        tokenizer,
+        name: dir.to_string(),
+    })
+}

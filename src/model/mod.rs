@@ -1,0 +1,10 @@
+//! The Llama-architecture causal LM: configuration, weights, forward pass,
+//! and loading a model from a GGUF file or a Hugging Face directory's bytes.
+
+pub mod config;
+pub mod llama;
+pub mod load;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use llama::{KvCache, Llama, Mode};

@@ -1,0 +1,285 @@
+//! Loading a Llama checkpoint's frozen weights from GGUF or HF safetensors.
+//!
+//! The engine keeps Hugging Face's conventions inside: rotate-half RoPE, so
+//! q/k rows are in HF order, and linear weights stored `[d_in, d_out]` (the
+//! transpose of PyTorch's `[out, in]`) so a projection is `x · W`.
+//!
+//! Name mapping, one pattern per line (HF name → GGUF name, transform):
+//!
+//! | HF                                        | GGUF                    | transform        |
+//! |-------------------------------------------|-------------------------|------------------|
+//! | model.embed_tokens.weight                 | token_embd.weight       | none `[V, d]`    |
+//! | model.norm.weight                         | output_norm.weight      | none `[d]`       |
+//! | lm_head.weight (untied only)              | output.weight           | transpose        |
+//! | model.layers.{i}.input_layernorm.weight   | blk.{i}.attn_norm.weight| none             |
+//! | model.layers.{i}.post_attention_layernorm.weight | blk.{i}.ffn_norm.weight | none     |
+//! | model.layers.{i}.self_attn.q_proj.weight  | blk.{i}.attn_q.weight   | unpermute(H), transpose |
+//! | model.layers.{i}.self_attn.k_proj.weight  | blk.{i}.attn_k.weight   | unpermute(KV), transpose |
+//! | model.layers.{i}.self_attn.v_proj.weight  | blk.{i}.attn_v.weight   | transpose        |
+//! | model.layers.{i}.self_attn.o_proj.weight  | blk.{i}.attn_output.weight | transpose     |
+//! | model.layers.{i}.mlp.gate_proj.weight     | blk.{i}.ffn_gate.weight | transpose        |
+//! | model.layers.{i}.mlp.up_proj.weight       | blk.{i}.ffn_up.weight   | transpose        |
+//! | model.layers.{i}.mlp.down_proj.weight     | blk.{i}.ffn_down.weight | transpose        |
+//!
+//! "unpermute" undoes llama.cpp's `convert_hf_to_gguf.py` `permute`, which
+//! reorders each head's rows from rotate-half to interleaved pairs.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::io::gguf::Gguf;
+use crate::io::safetensors::SafetensorsFile;
+use crate::lora::Target;
+use crate::model::config::LlamaConfig;
+
+/// The frozen weights of one transformer block, linear weights `[d_in, d_out]`.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    /// RMSNorm before attention, `[d]`.
+    pub attn_norm: Tensor<1>,
+    /// The seven projections, indexed by [`Target`].
+    pub proj: [Tensor<2>; 7],
+    /// RMSNorm before the MLP, `[d]`.
+    pub ffn_norm: Tensor<1>,
+}
+
+/// All frozen weights of a Llama model.
+#[derive(Clone, Debug)]
+pub struct LlamaWeights {
+    /// Token embedding `[vocab, d]` (also the LM head when tied).
+    pub embed: Tensor<2>,
+    /// Transformer blocks.
+    pub layers: Vec<LayerWeights>,
+    /// Final RMSNorm `[d]`.
+    pub norm: Tensor<1>,
+    /// Untied LM head `[d, vocab]`, `None` when tied to `embed`.
+    pub lm_head: Option<Tensor<2>>,
+}
+
+/// A checkpoint that yields tensors by their HF name, in PyTorch layout.
+pub trait WeightSource {
+    /// The file name, for messages.
+    fn file(&self) -> &str;
+    /// The tensor's PyTorch shape and f32 values, or `None` when absent.
+    fn get(&self, hf_name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
+}
+
+impl WeightSource for SafetensorsFile<'_> {
+    fn file(&self) -> &str {
+        SafetensorsFile::file(self)
+    }
+    fn get(&self, hf_name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        self.get_f32(hf_name)
+    }
+}
+
+/// A GGUF file seen through the HF naming, with q/k rows unpermuted.
+pub struct GgufSource<'a, 'b> {
+    /// The parsed file.
+    pub gguf: &'b Gguf<'a>,
+    /// Its configuration (head counts drive the unpermutation).
+    pub config: &'b LlamaConfig,
+}
+
+/// Maps an HF tensor name to its GGUF name, per the table in the module docs.
+pub fn gguf_name(hf_name: &str) -> Option<String> {
+    match hf_name {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = hf_name.strip_prefix("model.layers.")?;
+    let (layer, module) = rest.split_once('.')?;
+    let module = module.strip_suffix(".weight")?;
+    let gguf = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        other => Target::ALL
+            .iter()
+            .find(|t| t.hf_path() == other)?
+            .gguf_name(),
+    };
+    Some(format!("blk.{layer}.{gguf}.weight"))
+}
+
+/// Undoes llama.cpp's q/k row permutation for `n_head` heads of a
+/// PyTorch-layout `[rows, cols]` matrix: GGUF row `h·hd + 2i + j` is HF row
+/// `h·hd + j·hd/2 + i`. [`permute_rows_for_gguf`] is its inverse.
+pub fn unpermute_rows_from_gguf(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    let hd = rows / n_head;
+    let half = hd / 2;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..n_head {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = h * hd + 2 * i + j;
+                let dst = h * hd + j * half + i;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`unpermute_rows_from_gguf`]: HF row order to GGUF's.
+pub fn permute_rows_for_gguf(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    let hd = rows / n_head;
+    let half = hd / 2;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..n_head {
+        for i in 0..half {
+            for j in 0..2 {
+                let gguf_row = h * hd + 2 * i + j;
+                let hf_row = h * hd + j * half + i;
+                out[gguf_row * cols..(gguf_row + 1) * cols]
+                    .copy_from_slice(&w[hf_row * cols..(hf_row + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+impl WeightSource for GgufSource<'_, '_> {
+    fn file(&self) -> &str {
+        self.gguf.file()
+    }
+    fn get(&self, hf_name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let Some(name) = gguf_name(hf_name) else {
+            return Ok(None);
+        };
+        let Some(info) = self.gguf.tensor(&name) else {
+            return Ok(None);
+        };
+        let shape = info.torch_shape();
+        let values = self.gguf.tensor_f32(info)?;
+        let n_head = if hf_name.ends_with("self_attn.q_proj.weight") {
+            Some(self.config.num_heads)
+        } else if hf_name.ends_with("self_attn.k_proj.weight") {
+            Some(self.config.num_kv_heads)
+        } else {
+            None
+        };
+        let values = match (n_head, shape.as_slice()) {
+            (Some(h), &[rows, cols]) if rows % (2 * h) == 0 => {
+                unpermute_rows_from_gguf(&values, rows, cols, h)
+            }
+            (Some(_), _) => {
+                return Err(Error::format(
+                    self.file(),
+                    format!("tensor {name} has shape {shape:?}, which cannot hold whole heads"),
+                ));
+            }
+            (None, _) => values,
+        };
+        Ok(Some((shape, values)))
+    }
+}
+
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = w[r * cols + c];
+        }
+    }
+    out
+}
+
+fn required(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let (got, values) = src.get(name)?.ok_or_else(|| {
+        Error::format(
+            src.file(),
+            format!(
+                "tensor `{name}` is missing{}",
+                gguf_name(name)
+                    .map(|g| format!(" (GGUF name `{g}`)"))
+                    .unwrap_or_default()
+            ),
+        )
+    })?;
+    if got != shape {
+        return Err(Error::format(
+            src.file(),
+            format!("tensor `{name}` has shape {got:?}, the config implies {shape:?}"),
+        ));
+    }
+    Ok(values)
+}
+
+fn vector(src: &dyn WeightSource, name: &str, n: usize, device: &Device) -> Result<Tensor<1>> {
+    let v = required(src, name, &[n])?;
+    Ok(Tensor::from_data(TensorData::new(v, [n]), device))
+}
+
+/// A PyTorch `[out, in]` weight, returned as `[in, out]`.
+fn linear(
+    src: &dyn WeightSource,
+    name: &str,
+    d_in: usize,
+    d_out: usize,
+    device: &Device,
+) -> Result<Tensor<2>> {
+    let v = required(src, name, &[d_out, d_in])?;
+    Ok(Tensor::from_data(
+        TensorData::new(transpose(&v, d_out, d_in), [d_in, d_out]),
+        device,
+    ))
+}
+
+impl LlamaWeights {
+    /// Loads every weight `config` implies from `src`, checking each shape.
+    pub fn load(config: &LlamaConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
+        let (v, d) = (config.vocab_size, config.hidden_size);
+        let embed = required(src, "model.embed_tokens.weight", &[v, d])?;
+        let embed = Tensor::from_data(TensorData::new(embed, [v, d]), device);
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            let p = |t: Target| {
+                let (d_in, d_out) = t.dims(config);
+                linear(
+                    src,
+                    &format!("model.layers.{i}.{}.weight", t.hf_path()),
+                    d_in,
+                    d_out,
+                    device,
+                )
+            };
+            layers.push(LayerWeights {
+                attn_norm: vector(
+                    src,
+                    &format!("model.layers.{i}.input_layernorm.weight"),
+                    d,
+                    device,
+                )?,
+                proj: [
+                    p(Target::Q)?,
+                    p(Target::K)?,
+                    p(Target::V)?,
+                    p(Target::O)?,
+                    p(Target::Gate)?,
+                    p(Target::Up)?,
+                    p(Target::Down)?,
+                ],
+                ffn_norm: vector(
+                    src,
+                    &format!("model.layers.{i}.post_attention_layernorm.weight"),
+                    d,
+                    device,
+                )?,
+            });
+        }
+        let norm = vector(src, "model.norm.weight", d, device)?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(linear(src, "lm_head.weight", d, v, device)?)
+        };
+        Ok(Self {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+}

@@ -1,0 +1,293 @@
+//! Tokenizers and chat templates, from GGUF metadata or Hugging Face files.
+//!
+//! A GGUF `gpt2`-type vocabulary becomes a byte-level BPE
+//! `tokenizers::Tokenizer` the way transformers' `gguf_tokenizer_mapping.py`
+//! builds it: tokens and merges as stored, tokens typed CONTROL (3) added as
+//! special tokens, USER_DEFINED (4) as plain added tokens. The pre-tokenizer
+//! follows `tokenizer.ggml.pre` (llama.cpp's `llama-vocab.cpp` table).
+//! Chat templates are rendered with minijinja, as transformers'
+//! `apply_chat_template` renders them with jinja2.
+
+use minijinja::{Environment, ErrorKind, context};
+use serde::{Deserialize, Serialize};
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::error::{Error, Result};
+use crate::io::gguf::Gguf;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// Token ids and each token's byte range `[start, end)` in the text.
+pub type Encoded = (Vec<u32>, Vec<(usize, usize)>);
+
+/// A tokenizer plus what the data pipeline needs around it.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    /// End-of-sequence id (for chat models, the end-of-turn token).
+    pub eos_id: u32,
+    /// Beginning-of-sequence id, if the vocabulary has one.
+    pub bos_id: Option<u32>,
+    /// Whether encoding prepends BOS.
+    pub add_bos: bool,
+    /// The Jinja chat template, if the model has one.
+    pub chat_template: Option<String>,
+}
+
+fn tok_err(file: &str, e: impl std::fmt::Display) -> Error {
+    Error::format(file, format!("tokenizer: {e}"))
+}
+
+impl TextTokenizer {
+    /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` keys.
+    pub fn from_gguf(g: &Gguf) -> Result<Self> {
+        let file = g.file();
+        let model = g.meta_str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(Error::format(
+                file,
+                format!("tokenizer type `{model}` is not supported yet (byte-level BPE `gpt2` is)"),
+            ));
+        }
+        let tokens = g.meta_strings("tokenizer.ggml.tokens")?;
+        let merges = g.meta_strings("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = match g.metadata.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .as_array()
+                .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(1)).collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        let merges = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| tok_err(file, format!("merge `{m}` is not two tokens")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| tok_err(file, e))?;
+        let mut inner = Tokenizer::new(bpe);
+        let byte_level = ByteLevel::new(false, true, true);
+        match g
+            .metadata
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+        {
+            // SmolLM's tokenizer.json: individual digits, then GPT-2 byte-level.
+            Some("smollm") => {
+                inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                    Digits::new(true).into(),
+                    byte_level.into(),
+                ])));
+            }
+            Some("gpt2") | Some("default") | None => {
+                inner.with_pre_tokenizer(Some(byte_level));
+            }
+            Some(other) => {
+                return Err(Error::format(
+                    file,
+                    format!("pre-tokenizer `{other}` is not supported yet (gpt2, smollm are)"),
+                ));
+            }
+        }
+        inner.with_decoder(Some(ByteLevel::default()));
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, ty)| **ty == 3)
+            .map(|(t, _)| AddedToken::from(t.to_string(), true).normalized(false))
+            .collect();
+        inner
+            .add_special_tokens(special)
+            .map_err(|e| tok_err(file, e))?;
+        let user: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, ty)| **ty == 4)
+            .map(|(t, _)| AddedToken::from(t.to_string(), false).normalized(false))
+            .collect();
+        inner.add_tokens(user).map_err(|e| tok_err(file, e))?;
+        let id = |k: &str| g.metadata.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+        let eos_id = id("tokenizer.ggml.eos_token_id")
+            .ok_or_else(|| tok_err(file, "tokenizer.ggml.eos_token_id is missing"))?;
+        if eos_id as usize >= tokens.len() {
+            return Err(tok_err(
+                file,
+                format!("eos id {eos_id} is outside the vocabulary"),
+            ));
+        }
+        Ok(Self {
+            inner,
+            eos_id,
+            bos_id: id("tokenizer.ggml.bos_token_id"),
+            add_bos: g
+                .metadata
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            chat_template: g
+                .metadata
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        })
+    }
+
+    /// Loads `tokenizer.json` (+ `tokenizer_config.json` for the chat
+    /// template and special tokens). `dir` names the directory in messages.
+    pub fn from_hf(
+        dir: &str,
+        tokenizer_json: &[u8],
+        tokenizer_config: Option<&[u8]>,
+    ) -> Result<Self> {
+        let file = format!("{dir}/tokenizer.json");
+        let mut inner = Tokenizer::from_bytes(tokenizer_json).map_err(|e| tok_err(&file, e))?;
+        // tokenizer.json may pad or truncate by its own config: never for training text.
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| tok_err(&file, e))?;
+        #[derive(Deserialize, Default)]
+        struct TokConfig {
+            chat_template: Option<serde_json::Value>,
+            eos_token: Option<serde_json::Value>,
+            bos_token: Option<serde_json::Value>,
+            add_bos_token: Option<bool>,
+        }
+        let cfg_file = format!("{dir}/tokenizer_config.json");
+        let cfg: TokConfig = match tokenizer_config {
+            Some(b) => serde_json::from_slice(b).map_err(|e| {
+                Error::format(
+                    &cfg_file,
+                    format!("line {} column {}: {e}", e.line(), e.column()),
+                )
+            })?,
+            None => TokConfig::default(),
+        };
+        let token_str = |v: &Option<serde_json::Value>| -> Option<String> {
+            match v.as_ref()? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+                _ => None,
+            }
+        };
+        let find = |s: Option<String>| s.and_then(|s| inner.token_to_id(&s));
+        let eos_id = find(token_str(&cfg.eos_token))
+            .or_else(|| {
+                ["<|im_end|>", "<|endoftext|>", "</s>", "<|end_of_text|>"]
+                    .iter()
+                    .find_map(|t| inner.token_to_id(t))
+            })
+            .ok_or_else(|| tok_err(&cfg_file, "no eos_token found"))?;
+        let bos_id = find(token_str(&cfg.bos_token));
+        let chat_template = match cfg.chat_template {
+            Some(serde_json::Value::String(s)) => Some(s),
+            // A list of named templates: take "default".
+            Some(serde_json::Value::Array(list)) => list.iter().find_map(|t| {
+                (t.get("name")?.as_str()? == "default")
+                    .then(|| t.get("template")?.as_str().map(str::to_string))
+                    .flatten()
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            inner,
+            eos_id,
+            bos_id,
+            add_bos: cfg.add_bos_token.unwrap_or(false),
+            chat_template,
+        })
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids of `text` (special tokens in the text are recognised),
+    /// with BOS when the model adds it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_with_offsets(text)?.0)
+    }
+
+    /// Ids plus each token's byte range in `text`.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<Encoded> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::format("tokenizer", e))?;
+        let mut ids = enc.get_ids().to_vec();
+        let mut offsets = enc.get_offsets().to_vec();
+        if let Some(bos) = self.bos_id.filter(|_| self.add_bos) {
+            ids.insert(0, bos);
+            offsets.insert(0, (0, 0));
+        }
+        Ok((ids, offsets))
+    }
+
+    /// Text of `ids`; special tokens are kept unless `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| Error::format("tokenizer", e))
+    }
+
+    /// The token string of `id`.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Renders `messages` with the model's chat template (transformers'
+    /// `apply_chat_template(..., tokenize=False)`).
+    pub fn apply_chat_template(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let template = self.chat_template.as_deref().ok_or_else(|| {
+            Error::setting(
+                "data",
+                "the model has no chat template, so `messages` data cannot be rendered",
+            )
+        })?;
+        let mut env = Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template("chat", template)
+            .map_err(|e| Error::format("chat template", e))?;
+        let tmpl = env
+            .get_template("chat")
+            .map_err(|e| Error::format("chat template", e))?;
+        let tok = |id: Option<u32>| id.and_then(|i| self.id_to_token(i)).unwrap_or_default();
+        tmpl.render(context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => tok(self.bos_id),
+            eos_token => tok(Some(self.eos_id)),
+        })
+        .map_err(|e| Error::format("chat template", e))
+    }
+}

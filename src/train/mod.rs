@@ -1,0 +1,354 @@
+//! The training loop, independent of any front end: the CLI, the tests and
+//! the browser worker all drive [`Trainer::step`].
+//!
+//! One optimizer step = `grad_accum` micro-batches; the loss of each is the
+//! sum of token NLLs divided by the trained tokens of the *whole* step, so
+//! accumulated gradients equal those of one big batch. Gradients are clipped
+//! by their global L2 norm (`torch.nn.utils.clip_grad_norm_`), then burn's
+//! AdamW updates each factor with the scheduled learning rate.
+
+pub mod batch;
+pub mod schedule;
+
+use burn::optim::{AdamW, AdamWConfig, AdamWState, Optimizer};
+use burn::tensor::Tensor;
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::StdRng};
+
+use crate::data::Example;
+use crate::error::{Error, Result};
+use crate::lora::LoraAdapters;
+use crate::model::{Llama, Mode};
+pub use batch::Batch;
+pub use schedule::Schedule;
+
+/// Optimisation settings. Defaults follow common LoRA SFT recipes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// Peak learning rate. Default 2e-4.
+    pub lr: f64,
+    /// Optimizer steps in the run (sets the schedule's length). Default 100.
+    pub steps: usize,
+    /// Warm-up steps with a linearly rising rate. Default 0.
+    pub warmup_steps: usize,
+    /// Decay after warm-up. Default cosine.
+    pub schedule: Schedule,
+    /// Examples per micro-batch. Default 4.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step. Default 1.
+    pub grad_accum: usize,
+    /// Longest example in tokens; longer ones are cut. Default 256.
+    pub seq_len: usize,
+    /// Clip the global gradient norm to this (0 = off). Default 1.0.
+    pub max_grad_norm: f64,
+    /// AdamW decoupled weight decay. Default 0.0.
+    pub weight_decay: f64,
+    /// AdamW β1. Default 0.9.
+    pub beta1: f64,
+    /// AdamW β2. Default 0.999.
+    pub beta2: f64,
+    /// AdamW ε. Default 1e-8.
+    pub eps: f64,
+    /// Seed for adapter init, data order and dropout. Default 42.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            lr: 2e-4,
+            steps: 100,
+            warmup_steps: 0,
+            schedule: Schedule::Cosine,
+            batch_size: 4,
+            grad_accum: 1,
+            seq_len: 256,
+            max_grad_norm: 1.0,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            seed: 42,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name: &str, why: String| Err(Error::setting(name, why));
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr < 1.0) {
+            return bad("lr", format!("{} is not in (0, 1)", self.lr));
+        }
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.batch_size > 4096 {
+            return bad("batch", format!("{} is not in 1..=4096", self.batch_size));
+        }
+        if self.grad_accum == 0 {
+            return bad("grad-accum", "must be at least 1".into());
+        }
+        if self.seq_len < 2 || self.seq_len > 1 << 16 {
+            return bad("seq-len", format!("{} is not in 2..=65536", self.seq_len));
+        }
+        if self.max_grad_norm.is_nan() || self.max_grad_norm < 0.0 {
+            return bad("max-grad-norm", "must be >= 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// 1-based optimizer step just taken.
+    pub step: usize,
+    /// Mean NLL over the step's trained tokens (before the update).
+    pub loss: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Trained tokens in the step.
+    pub trained_tokens: usize,
+    /// All non-padding tokens processed in the step.
+    pub tokens: usize,
+    /// Epochs completed so far (fractional).
+    pub epoch: f64,
+}
+
+/// Owns the adapters, optimizer state and data cursor of one run.
+pub struct Trainer {
+    model: Llama,
+    /// The adapters being trained (plain tensors, no autodiff).
+    pub adapters: LoraAdapters,
+    /// Settings.
+    pub config: TrainConfig,
+    optim: AdamW,
+    states: Vec<Option<AdamWState<2>>>,
+    step: usize,
+    data: Vec<Example>,
+    order: Vec<usize>,
+    cursor: usize,
+    rng: StdRng,
+}
+
+impl Trainer {
+    /// A trainer over `data`. Examples with nothing to train are rejected.
+    pub fn new(
+        model: Llama,
+        adapters: LoraAdapters,
+        data: Vec<Example>,
+        config: TrainConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let data: Vec<Example> = data
+            .into_iter()
+            .map(|mut e| {
+                e.truncate(config.seq_len);
+                e
+            })
+            .filter(|e| e.trained_tokens() > 0)
+            .collect();
+        if data.is_empty() {
+            return Err(Error::setting(
+                "data",
+                "no example has a trained token within the sequence length",
+            ));
+        }
+        let optim = AdamWConfig::new()
+            .with_beta_1(config.beta1 as f32)
+            .with_beta_2(config.beta2 as f32)
+            .with_epsilon(config.eps as f32)
+            .with_weight_decay(config.weight_decay as f32)
+            .build();
+        let n = adapters.named_tensors().len();
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        order.shuffle(&mut rng);
+        model.device.seed(config.seed);
+        Ok(Self {
+            model,
+            adapters,
+            config,
+            optim,
+            states: vec![None; n],
+            step: 0,
+            data,
+            order,
+            cursor: 0,
+            rng,
+        })
+    }
+
+    /// The model being adapted.
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// Examples in the training set.
+    pub fn num_examples(&self) -> usize {
+        self.data.len()
+    }
+
+    fn next_batch(&mut self) -> Batch {
+        let mut picked = Vec::with_capacity(self.config.batch_size);
+        for _ in 0..self.config.batch_size.min(self.data.len()) {
+            if self.cursor == self.order.len() {
+                self.order.shuffle(&mut self.rng);
+                self.cursor = 0;
+            }
+            picked.push(self.order[self.cursor]);
+            self.cursor += 1;
+        }
+        let examples: Vec<&Example> = picked.iter().map(|&i| &self.data[i]).collect();
+        Batch::new(&examples, self.config.seq_len)
+    }
+
+    fn epoch(&self) -> f64 {
+        let seen = self.step * self.config.grad_accum * self.config.batch_size.min(self.data.len());
+        seen as f64 / self.data.len() as f64
+    }
+
+    /// One optimizer step on the next `grad_accum` batches of the data.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let micro: Vec<Batch> = (0..self.config.grad_accum)
+            .map(|_| self.next_batch())
+            .collect();
+        self.step_batches(&micro)
+    }
+
+    /// One optimizer step on the given micro-batches.
+    pub fn step_batches(&mut self, micro: &[Batch]) -> Result<StepReport> {
+        let trained: usize = micro.iter().map(|b| b.rows.len()).sum();
+        if trained == 0 {
+            return Err(Error::setting("data", "the batch has no trained token"));
+        }
+        let lr = self.config.lr
+            * self
+                .config
+                .schedule
+                .factor(self.step, self.config.warmup_steps, self.config.steps);
+        let device = self.model.device.clone();
+        let (loss_sum, grads) = gradients(&self.model, &self.adapters, micro, trained);
+        // Global L2 norm over every factor, as clip_grad_norm_; the clip is a
+        // tensor op (coef = min(1, max/(norm+1e-6))) so nothing is read back.
+        let norm = grads
+            .iter()
+            .map(|g| g.clone().square().sum())
+            .reduce(|a, b| a + b)
+            .map(|s| s.sqrt())
+            .unwrap_or_else(|| Tensor::zeros([1], &device)); // [1]
+        let coef = if self.config.max_grad_norm > 0.0 {
+            Some(
+                norm.clone()
+                    .add_scalar(1e-6)
+                    .recip()
+                    .mul_scalar(self.config.max_grad_norm)
+                    .clamp_max(1.0),
+            )
+        } else {
+            None
+        };
+        let mut updated = Vec::with_capacity(grads.len());
+        let params: Vec<Tensor<2>> = self
+            .adapters
+            .named_tensors()
+            .into_iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        for ((param, grad), state) in params.into_iter().zip(grads).zip(self.states.iter_mut()) {
+            let grad = match &coef {
+                Some(c) => grad * c.clone().unsqueeze::<2>(),
+                None => grad,
+            };
+            let (p, s) = self.optim.step(lr, param, grad, state.take());
+            *state = s;
+            updated.push(p);
+        }
+        let mut it = updated.into_iter();
+        self.adapters = self
+            .adapters
+            .map(|_| it.next().expect("one update per factor"));
+        self.step += 1;
+        let loss = loss_sum.into_scalar::<f32>() / trained as f32;
+        let grad_norm = norm.into_scalar::<f32>();
+        Ok(StepReport {
+            step: self.step,
+            loss,
+            grad_norm,
+            lr,
+            trained_tokens: trained,
+            tokens: micro.iter().map(|b| b.tokens).sum(),
+            epoch: self.epoch(),
+        })
+    }
+}
+
+/// Gradients of `sum(NLL) / trained` with respect to every adapter factor
+/// (in [`LoraAdapters::named_tensors`] order), summed over `micro`, and the
+/// NLL sum `[1]`. `trained` is the trained-token count of all of `micro`.
+pub fn gradients(
+    model: &Llama,
+    adapters: &LoraAdapters,
+    micro: &[Batch],
+    trained: usize,
+) -> (Tensor<1>, Vec<Tensor<2>>) {
+    let device = &model.device;
+    let mut grads: Vec<Option<Tensor<2>>> = vec![None; adapters.named_tensors().len()];
+    let mut loss_sum = Tensor::<1>::zeros([1], device);
+    for batch in micro.iter().filter(|b| !b.rows.is_empty()) {
+        let tracked = adapters.map(|t| t.autodiff().require_grad());
+        let hidden = model.hidden(batch.ids_tensor(device), Some(&tracked), Mode::Train);
+        let nll = model.nll_sum(hidden, &batch.rows, &batch.targets); // [1]
+        let g = nll.clone().div_scalar(trained as f64).backward();
+        loss_sum = loss_sum + nll.inner();
+        for (slot, (_, t)) in grads.iter_mut().zip(tracked.named_tensors()) {
+            let grad = t.grad(&g).unwrap_or_else(|| t.clone().inner().zeros_like());
+            *slot = Some(match slot.take() {
+                Some(acc) => acc + grad,
+                None => grad,
+            });
+        }
+    }
+    let grads = grads
+        .into_iter()
+        .zip(adapters.named_tensors())
+        .map(|(g, (_, t))| g.unwrap_or_else(|| t.zeros_like()))
+        .collect();
+    (loss_sum, grads)
+}
+
+/// Mean NLL and token count of `model` (+ `adapters`) over `examples`,
+/// on exactly the tokens training would use.
+pub fn evaluate(
+    model: &Llama,
+    adapters: Option<&LoraAdapters>,
+    examples: &[Example],
+    batch_size: usize,
+    seq_len: usize,
+) -> Result<(f64, usize)> {
+    let mut sum = 0f64;
+    let mut count = 0usize;
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let batch = Batch::new(&refs, seq_len);
+        if batch.rows.is_empty() {
+            continue;
+        }
+        let hidden = model.hidden(batch.ids_tensor(&model.device), adapters, Mode::Eval);
+        let nll = model.nll_sum(hidden, &batch.rows, &batch.targets);
+        sum += nll.into_scalar::<f32>() as f64;
+        count += batch.rows.len();
+    }
+    if count == 0 {
+        return Err(Error::setting("data", "no trained token to evaluate"));
+    }
+    Ok((sum / count as f64, count))
+}

