@@ -278,6 +278,7 @@ def make_smollm2():
     rendered = [{"messages": c, "text": tok.apply_chat_template(c, tokenize=False),
                  "with_generation_prompt": tok.apply_chat_template(c[:1], tokenize=False, add_generation_prompt=True)}
                 for c in chats]
+    tok.save_pretrained(out / "hf_tokenizer")  # tokenizer.json, tokenizer_config.json, chat_template.jinja
     (out / "tokenizer_cases.json").write_text(json.dumps({"cases": cases, "chats": rendered}, ensure_ascii=False, indent=1))
 
     model = AutoModelForCausalLM.from_pretrained(SMOL.parent, gguf_file=SMOL.name, dtype=torch.float32).eval()

@@ -152,12 +152,14 @@ impl TextTokenizer {
         })
     }
 
-    /// Loads `tokenizer.json` (+ `tokenizer_config.json` for the chat
-    /// template and special tokens). `dir` names the directory in messages.
+    /// Loads `tokenizer.json` (+ `tokenizer_config.json` for special tokens
+    /// and the chat template, which `chat_template.jinja` overrides when
+    /// present). `dir` names the directory in messages.
     pub fn from_hf(
         dir: &str,
         tokenizer_json: &[u8],
         tokenizer_config: Option<&[u8]>,
+        chat_template_jinja: Option<&[u8]>,
     ) -> Result<Self> {
         let file = format!("{dir}/tokenizer.json");
         let mut inner = Tokenizer::from_bytes(tokenizer_json).map_err(|e| tok_err(&file, e))?;
@@ -197,7 +199,13 @@ impl TextTokenizer {
             })
             .ok_or_else(|| tok_err(&cfg_file, "no eos_token found"))?;
         let bos_id = find(token_str(&cfg.bos_token));
-        let chat_template = match cfg.chat_template {
+        let jinja = match chat_template_jinja {
+            Some(b) => Some(String::from_utf8(b.to_vec()).map_err(|_| {
+                Error::format(format!("{dir}/chat_template.jinja"), "is not UTF-8")
+            })?),
+            None => None,
+        };
+        let chat_template = jinja.or(match cfg.chat_template {
             Some(serde_json::Value::String(s)) => Some(s),
             // A list of named templates: take "default".
             Some(serde_json::Value::Array(list)) => list.iter().find_map(|t| {
@@ -206,7 +214,7 @@ impl TextTokenizer {
                     .flatten()
             }),
             _ => None,
-        };
+        });
         Ok(Self {
             inner,
             eos_id,

@@ -52,6 +52,7 @@ pub fn load_model(path: &str, device: &Device) -> Result<Model> {
         let weights = read(&p.join("model.safetensors"))?;
         let tokenizer = read_optional(&p.join("tokenizer.json"))?;
         let tokenizer_config = read_optional(&p.join("tokenizer_config.json"))?;
+        let chat_template = read_optional(&p.join("chat_template.jinja"))?;
         load_hf(
             path,
             &HfFiles {
@@ -59,6 +60,7 @@ pub fn load_model(path: &str, device: &Device) -> Result<Model> {
                 weights: &weights,
                 tokenizer: tokenizer.as_deref(),
                 tokenizer_config: tokenizer_config.as_deref(),
+                chat_template: chat_template.as_deref(),
             },
             device,
         )?

@@ -30,6 +30,8 @@ pub struct HfFiles<'a> {
     pub tokenizer: Option<&'a [u8]>,
     /// `tokenizer_config.json` (chat template, special tokens), if present.
     pub tokenizer_config: Option<&'a [u8]>,
+    /// `chat_template.jinja` (transformers >= 4.50 saves it apart), if present.
+    pub chat_template: Option<&'a [u8]>,
 }
 
 /// Loads a GGUF file's model and tokenizer. `file` names it in messages.
@@ -72,7 +74,12 @@ pub fn load_hf(dir: &str, files: &HfFiles, device: &Device) -> Result<Loaded> {
     let st = SafetensorsFile::parse(&format!("{dir}/model.safetensors"), files.weights)?;
     let weights = LlamaWeights::load(&config, &st, device)?;
     let tokenizer = match files.tokenizer {
-        Some(t) => Some(TextTokenizer::from_hf(dir, t, files.tokenizer_config)?),
+        Some(t) => Some(TextTokenizer::from_hf(
+            dir,
+            t,
+            files.tokenizer_config,
+            files.chat_template,
+        )?),
         None => None,
     };
     if config.num_layers == 0 {

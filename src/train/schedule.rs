@@ -39,3 +39,28 @@ impl Schedule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+
+    #[test]
+    fn warm_up_rises_linearly_from_zero_as_transformers_does() {
+        let f: Vec<f64> = (0..4).map(|s| Schedule::Cosine.factor(s, 4, 10)).collect();
+        assert_eq!(f, vec![0.0, 0.25, 0.5, 0.75]);
+    }
+
+    #[test]
+    fn cosine_is_half_way_at_the_middle_and_zero_at_the_end() {
+        assert!((Schedule::Cosine.factor(7, 4, 10) - 0.5).abs() < 1e-12);
+        assert!(Schedule::Cosine.factor(10, 4, 10).abs() < 1e-12);
+        assert_eq!(Schedule::Cosine.factor(4, 4, 10), 1.0);
+    }
+
+    #[test]
+    fn linear_decays_to_zero_and_constant_stays() {
+        assert_eq!(Schedule::Linear.factor(6, 2, 10), 0.5);
+        assert_eq!(Schedule::Linear.factor(12, 2, 10), 0.0);
+        assert_eq!(Schedule::Constant.factor(9, 2, 10), 1.0);
+    }
+}

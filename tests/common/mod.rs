@@ -86,6 +86,7 @@ pub fn tiny_hf(dir: &str) -> Loaded {
             weights: &weights,
             tokenizer: None,
             tokenizer_config: None,
+            chat_template: None,
         },
         &device(),
     )

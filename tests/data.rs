@@ -1,0 +1,191 @@
+//! JSONL records and their rendering into ids + loss masks, with SmolLM2's
+//! tokenizer and chat template as transformers saved them
+//! (tests/fixtures/smollm2/hf_tokenizer).
+
+mod common;
+
+use common::read;
+use tabtune::data::{Record, parse_jsonl, render_record};
+use tabtune::tokenizer::{Message, TextTokenizer};
+
+fn tok() -> TextTokenizer {
+    TextTokenizer::from_hf(
+        "hf_tokenizer",
+        &read("smollm2/hf_tokenizer/tokenizer.json"),
+        Some(&read("smollm2/hf_tokenizer/tokenizer_config.json")),
+        Some(&read("smollm2/hf_tokenizer/chat_template.jinja")),
+    )
+    .expect("tokenizer loads")
+}
+
+/// The text of the trained tokens (positions > 0), concatenated.
+fn trained_text(t: &TextTokenizer, ex: &tabtune::data::Example) -> String {
+    let ids: Vec<u32> = ex
+        .ids
+        .iter()
+        .zip(&ex.trained)
+        .skip(1)
+        .filter(|(_, m)| **m)
+        .map(|(i, _)| *i)
+        .collect();
+    t.decode(&ids, false).expect("decodes")
+}
+
+fn msg(role: &str, content: &str) -> Message {
+    Message {
+        role: role.into(),
+        content: content.into(),
+    }
+}
+
+#[test]
+fn text_records_train_every_token_and_end_with_eos() {
+    let t = tok();
+    let ex = render_record(&t, &Record::Text("Hello world".into())).expect("renders");
+    assert_eq!(*ex.ids.last().expect("ids"), t.eos_id);
+    assert!(ex.trained.iter().all(|&m| m));
+    assert_eq!(
+        trained_text(&t, &ex),
+        " world<|im_end|>",
+        "position 0 is context only"
+    );
+}
+
+#[test]
+fn prompt_completion_trains_only_the_completion_and_eos() {
+    let t = tok();
+    let r = Record::PromptCompletion {
+        prompt: "Q: 2+2?\nA:".into(),
+        completion: " 4".into(),
+    };
+    let ex = render_record(&t, &r).expect("renders");
+    assert_eq!(trained_text(&t, &ex), " 4<|im_end|>");
+}
+
+#[test]
+fn chat_records_train_assistant_turns_through_the_end_of_turn_token() {
+    let t = tok();
+    let r = Record::Messages(vec![
+        msg("system", "Be brief."),
+        msg("user", "Hi"),
+        msg("assistant", "Hello!"),
+        msg("user", "Bye"),
+        msg("assistant", "Goodbye."),
+    ]);
+    let ex = render_record(&t, &r).expect("renders");
+    let full = t.decode(&ex.ids, false).expect("decodes");
+    assert_eq!(
+        full,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\
+         Hello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\nGoodbye.<|im_end|>\n"
+    );
+    assert_eq!(trained_text(&t, &ex), "Hello!<|im_end|>Goodbye.<|im_end|>");
+    let eos_positions: Vec<usize> = ex
+        .ids
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| **i == t.eos_id)
+        .map(|(p, _)| p)
+        .collect();
+    let trained_eos: Vec<bool> = eos_positions.iter().map(|&p| ex.trained[p]).collect();
+    assert_eq!(
+        trained_eos,
+        vec![false, false, true, false, true],
+        "only assistant end-of-turn tokens are trained"
+    );
+}
+
+#[test]
+fn hf_tokenizer_files_give_the_ids_transformers_gives() {
+    let t = tok();
+    let cases: serde_json::Value =
+        serde_json::from_slice(&read("smollm2/tokenizer_cases.json")).expect("json");
+    for case in cases["cases"].as_array().expect("cases") {
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_u64().expect("id") as u32)
+            .collect();
+        assert_eq!(
+            t.encode(case["text"].as_str().expect("text"))
+                .expect("encodes"),
+            want
+        );
+    }
+    for chat in cases["chats"].as_array().expect("chats") {
+        let msgs: Vec<Message> =
+            serde_json::from_value(chat["messages"].clone()).expect("messages");
+        assert_eq!(
+            t.apply_chat_template(&msgs, false).expect("renders"),
+            chat["text"].as_str().expect("text")
+        );
+    }
+}
+
+#[test]
+fn every_bad_line_is_reported_with_its_number_and_reason() {
+    let err = parse_jsonl("bad.jsonl", &read("data/bad.jsonl"))
+        .expect_err("bad file")
+        .to_string();
+    for (line, reason) in [
+        (2, "invalid JSON"),
+        (3, "field `completion` is missing"),
+        (
+            4,
+            "messages[0]: role `robot` is not one of system, user, assistant",
+        ),
+        (5, "expected a JSON object, found an array"),
+        (6, "unknown record"),
+    ] {
+        assert!(
+            err.contains(&format!("bad.jsonl:{line}: {reason}")),
+            "line {line} ({reason}) in:\n{err}"
+        );
+    }
+    assert!(!err.contains("bad.jsonl:1:"), "line 1 is fine:\n{err}");
+    assert!(err.starts_with("bad.jsonl:2: 5 bad lines"), "{err}");
+}
+
+#[test]
+fn mixed_formats_blank_lines_bom_and_crlf_parse() {
+    let lines = parse_jsonl("mixed.jsonl", &read("data/mixed.jsonl")).expect("parses");
+    assert_eq!(
+        lines.iter().map(|l| l.line).collect::<Vec<_>>(),
+        vec![1, 2, 4]
+    );
+    let crlf = b"\xEF\xBB\xBF{\"text\": \"a\"}\r\n{\"text\": \"b\"}\r\n";
+    let lines = parse_jsonl("crlf.jsonl", crlf).expect("parses");
+    assert_eq!(lines[1].record, Record::Text("b".into()));
+}
+
+#[test]
+fn structural_problems_name_the_field() {
+    let cases: [(&str, &str); 6] = [
+        (r#"{"text": ""}"#, "field `text` is empty"),
+        (
+            r#"{"text": 5}"#,
+            "field `text` should be a string, is a number",
+        ),
+        (r#"{"messages": []}"#, "field `messages` is empty"),
+        (
+            r#"{"messages": [{"role": "user", "content": "hi"}]}"#,
+            "no assistant message",
+        ),
+        (
+            r#"{"messages": [{"role": "user"}]}"#,
+            "messages[0]: field `content` is missing",
+        ),
+        ("", "the file has no records"),
+    ];
+    for (line, want) in cases {
+        let err = parse_jsonl("f.jsonl", line.as_bytes())
+            .expect_err(line)
+            .to_string();
+        assert!(err.contains(want), "{line:?} -> {err}");
+    }
+    let err = parse_jsonl("f.jsonl", b"{\"text\": \"\xff\"}")
+        .expect_err("not utf-8")
+        .to_string();
+    assert!(err.contains("f.jsonl:1: line is not valid UTF-8"), "{err}");
+}
