@@ -229,21 +229,26 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Token ids of `text` (special tokens in the text are recognised),
-    /// with BOS when the model adds it.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.encode_with_offsets(text)?.0)
+    /// Token ids of `text`; special tokens written in the text are
+    /// recognised. With `add_special`, the model's own additions (BOS) come
+    /// too, as transformers' `tokenizer(text)`; chat-template output already
+    /// holds them, so it is encoded without.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        Ok(self.encode_with_offsets(text, add_special)?.0)
     }
 
-    /// Ids plus each token's byte range in `text`.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<Encoded> {
+    /// Ids plus each token's byte range in `text` (added tokens get `(0, 0)`).
+    pub fn encode_with_offsets(&self, text: &str, add_special: bool) -> Result<Encoded> {
+        // tokenizer.json may carry a post-processor that adds BOS; GGUF
+        // vocabularies say so with `add_bos_token` instead.
+        let post = add_special && self.inner.get_post_processor().is_some();
         let enc = self
             .inner
-            .encode(text, false)
+            .encode(text, post)
             .map_err(|e| Error::format("tokenizer", e))?;
         let mut ids = enc.get_ids().to_vec();
         let mut offsets = enc.get_offsets().to_vec();
-        if let Some(bos) = self.bos_id.filter(|_| self.add_bos) {
+        if let Some(bos) = self.bos_id.filter(|_| add_special && !post && self.add_bos) {
             ids.insert(0, bos);
             offsets.insert(0, (0, 0));
         }

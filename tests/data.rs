@@ -108,7 +108,7 @@ fn hf_tokenizer_files_give_the_ids_transformers_gives() {
             .map(|v| v.as_u64().expect("id") as u32)
             .collect();
         assert_eq!(
-            t.encode(case["text"].as_str().expect("text"))
+            t.encode(case["text"].as_str().expect("text"), true)
                 .expect("encodes"),
             want
         );
@@ -188,4 +188,36 @@ fn structural_problems_name_the_field() {
         .expect_err("not utf-8")
         .to_string();
     assert!(err.contains("f.jsonl:1: line is not valid UTF-8"), "{err}");
+}
+
+#[test]
+fn a_bos_adding_post_processor_applies_to_text_but_not_to_chat_template_output() {
+    // SmolLM2's tokenizer.json with a Llama-3-style TemplateProcessing that adds a BOS.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&read("smollm2/hf_tokenizer/tokenizer.json")).expect("json");
+    json["post_processor"] = serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0], "tokens": ["<|endoftext|>"]}}
+    });
+    let t = TextTokenizer::from_hf(
+        "llama3-like",
+        json.to_string().as_bytes(),
+        Some(&read("smollm2/hf_tokenizer/tokenizer_config.json")),
+        Some(&read("smollm2/hf_tokenizer/chat_template.jinja")),
+    )
+    .expect("loads");
+    let text = render_record(&t, &Record::Text("Hello world".into())).expect("renders");
+    assert_eq!(text.ids[0], 0, "BOS first for plain text");
+    assert!(!text.trained[0], "BOS is never a target");
+    let chat = render_record(
+        &t,
+        &Record::Messages(vec![msg("user", "Hi"), msg("assistant", "Yo")]),
+    )
+    .expect("renders");
+    assert_ne!(
+        chat.ids[0], 0,
+        "the template's own text starts the chat; no BOS added on top"
+    );
 }

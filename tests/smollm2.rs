@@ -57,7 +57,11 @@ fn tokenizer_ids_equal_transformers_on_every_case() {
             .iter()
             .map(|v| v.as_u64().expect("id") as u32)
             .collect();
-        assert_eq!(tok.encode(text).expect("encodes"), want, "ids of {text:?}");
+        assert_eq!(
+            tok.encode(text, true).expect("encodes"),
+            want,
+            "ids of {text:?}"
+        );
         assert_eq!(
             tok.decode(&want, false).expect("decodes"),
             text,

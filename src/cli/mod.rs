@@ -100,6 +100,11 @@ struct TrainArgs {
     /// Projections to adapt: q,k,v,o,gate,up,down or `all`.
     #[arg(long, default_value = "all")]
     targets: String,
+    /// Name written as base_model_name_or_path in adapter_config.json, e.g.
+    /// HuggingFaceTB/SmolLM2-135M-Instruct (default: the GGUF's general.name
+    /// or the model directory).
+    #[arg(long)]
+    base_model: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -226,6 +231,12 @@ fn train(a: TrainArgs) -> Result<()> {
         steps
     );
     let mut trainer = Trainer::new(loaded.loaded.model.clone(), adapters, data, config)?;
+    if trainer.truncated + trainer.skipped > 0 {
+        eprintln!(
+            "{} examples longer than --seq-len {} were cut; {} left out with nothing to train after the cut",
+            trainer.truncated, a.seq_len, trainer.skipped
+        );
+    }
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -250,7 +261,7 @@ fn train(a: TrainArgs) -> Result<()> {
     files::write_adapter(
         &a.out,
         &trainer.adapters,
-        &loaded.loaded.name,
+        a.base_model.as_deref().unwrap_or(&loaded.loaded.name),
         trainer.num_examples(),
         last.as_ref(),
     )?;
@@ -324,7 +335,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<()> {
     } else {
         a.prompt.clone()
     };
-    let prompt = tok.encode(&text)?;
+    let prompt = tok.encode(&text, a.raw || tok.chat_template.is_none())?;
     let config = GenerateConfig {
         max_tokens: a.max_tokens,
         temperature: a.temperature,

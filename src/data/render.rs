@@ -33,9 +33,15 @@ impl Example {
     }
 }
 
-/// Byte spans `[start, end)` of `text` to train, tokenized with offsets.
-fn tokenize_spans(tok: &TextTokenizer, text: &str, spans: &[(usize, usize)]) -> Result<Example> {
-    let (ids, offsets) = tok.encode_with_offsets(text)?;
+/// Byte spans `[start, end)` of `text` to train, tokenized with offsets;
+/// `add_special` adds the model's BOS (not for chat-template output).
+fn tokenize_spans(
+    tok: &TextTokenizer,
+    text: &str,
+    spans: &[(usize, usize)],
+    add_special: bool,
+) -> Result<Example> {
+    let (ids, offsets) = tok.encode_with_offsets(text, add_special)?;
     let trained = offsets
         .iter()
         .map(|&(s, e)| e > s && spans.iter().any(|&(a, b)| s >= a && s < b))
@@ -69,7 +75,7 @@ fn render_messages(tok: &TextTokenizer, messages: &[Message]) -> Result<Example>
         };
         spans.push((prompt.len(), end));
     }
-    let mut ex = tokenize_spans(tok, &full, &spans)?;
+    let mut ex = tokenize_spans(tok, &full, &spans, false)?;
     if !full[spans.last().map_or(0, |s| s.0)..].contains(&eos) || eos.is_empty() {
         ex.ids.push(tok.eos_id);
         ex.trained.push(true);
@@ -81,14 +87,14 @@ fn render_messages(tok: &TextTokenizer, messages: &[Message]) -> Result<Example>
 pub fn render_record(tok: &TextTokenizer, record: &Record) -> Result<Example> {
     match record {
         Record::Text(text) => {
-            let mut ex = tokenize_spans(tok, text, &[(0, text.len())])?;
+            let mut ex = tokenize_spans(tok, text, &[(0, text.len())], true)?;
             ex.ids.push(tok.eos_id);
             ex.trained.push(true);
             Ok(ex)
         }
         Record::PromptCompletion { prompt, completion } => {
             let text = format!("{prompt}{completion}");
-            let mut ex = tokenize_spans(tok, &text, &[(prompt.len(), text.len())])?;
+            let mut ex = tokenize_spans(tok, &text, &[(prompt.len(), text.len())], true)?;
             ex.ids.push(tok.eos_id);
             ex.trained.push(true);
             Ok(ex)

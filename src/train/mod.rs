@@ -132,6 +132,10 @@ pub struct Trainer {
     order: Vec<usize>,
     cursor: usize,
     rng: StdRng,
+    /// Examples cut to the sequence length.
+    pub truncated: usize,
+    /// Examples left out because no trained token survived the cut.
+    pub skipped: usize,
 }
 
 impl Trainer {
@@ -143,6 +147,8 @@ impl Trainer {
         config: TrainConfig,
     ) -> Result<Self> {
         config.validate()?;
+        let total = data.len();
+        let truncated = data.iter().filter(|e| e.ids.len() > config.seq_len).count();
         let data: Vec<Example> = data
             .into_iter()
             .map(|mut e| {
@@ -151,6 +157,7 @@ impl Trainer {
             })
             .filter(|e| e.trained_tokens() > 0)
             .collect();
+        let skipped = total - data.len();
         if data.is_empty() {
             return Err(Error::setting(
                 "data",
@@ -179,6 +186,8 @@ impl Trainer {
             order,
             cursor: 0,
             rng,
+            truncated,
+            skipped,
         })
     }
 
