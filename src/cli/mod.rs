@@ -180,30 +180,19 @@ fn examples(loaded: &files::Model, data: &str) -> Result<Vec<Example>> {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    let device = device();
-    let loaded = files::load_model(&a.model.model, &device)?;
-    let data = examples(&loaded, &a.data)?;
+    // Every setting is checked before the (slow) model load.
     let schedule = Schedule::parse(&a.schedule).ok_or_else(|| {
         Error::setting(
             "schedule",
             format!("`{}` is not constant, linear or cosine", a.schedule),
         )
     })?;
-    let per_step = a.batch.min(data.len()).max(1) * a.grad_accum.max(1);
-    let steps = match a.steps {
-        Some(s) => s,
-        None => {
-            if a.epochs.is_nan() || a.epochs <= 0.0 {
-                return Err(Error::setting("epochs", "must be positive"));
-            }
-            ((a.epochs * data.len() as f64) / per_step as f64)
-                .ceil()
-                .max(1.0) as usize
-        }
-    };
-    let config = TrainConfig {
+    if a.steps.is_none() && (a.epochs.is_nan() || a.epochs <= 0.0) {
+        return Err(Error::setting("epochs", "must be positive"));
+    }
+    let mut config = TrainConfig {
         lr: a.lr,
-        steps,
+        steps: a.steps.unwrap_or(1),
         warmup_steps: a.warmup,
         schedule,
         batch_size: a.batch,
@@ -214,6 +203,7 @@ fn train(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         ..TrainConfig::default()
     };
+    config.validate()?;
     let lora = LoraConfig {
         rank: a.rank,
         alpha: a.alpha,
@@ -221,6 +211,17 @@ fn train(a: TrainArgs) -> Result<()> {
         targets: Target::parse_list(&a.targets)?,
         use_rslora: a.rslora,
     };
+    lora.validate()?;
+    let device = device();
+    let loaded = files::load_model(&a.model.model, &device)?;
+    let data = examples(&loaded, &a.data)?;
+    let per_step = a.batch.min(data.len()).max(1) * a.grad_accum;
+    let steps = a.steps.unwrap_or_else(|| {
+        ((a.epochs * data.len() as f64) / per_step as f64)
+            .ceil()
+            .max(1.0) as usize
+    });
+    config.steps = steps;
     let adapters = LoraAdapters::init(lora, &loaded.loaded.model.config, a.seed, &device)?;
     eprintln!(
         "model {} ({} layers), {} examples, {} trainable parameters, {} steps",
