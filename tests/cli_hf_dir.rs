@@ -1,0 +1,160 @@
+//! `--model DIR` with Hugging Face files: the CLI trains, evaluates and
+//! generates on a tiny random Llama (made here, SmolLM2's vocabulary size)
+//! with SmolLM2's tokenizer.json, tokenizer_config.json and chat_template.jinja.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::fixture;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use safetensors::{Dtype, tensor::TensorView};
+use serde_json::Value;
+
+fn write_tiny_model(dir: &Path) {
+    let (v, d, ff, layers, heads, kv, hd) =
+        (49152usize, 32usize, 64usize, 2usize, 4usize, 2usize, 8usize);
+    let config = serde_json::json!({
+        "model_type": "llama", "vocab_size": v, "hidden_size": d, "intermediate_size": ff,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "head_dim": hd, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
+        "tie_word_embeddings": true, "hidden_act": "silu"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("writes");
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, ones: bool| {
+        let n: usize = shape.iter().product();
+        let vals: Vec<f32> = (0..n)
+            .map(|_| {
+                if ones {
+                    1.0
+                } else {
+                    rng.random_range(-0.1..0.1)
+                }
+            })
+            .collect();
+        tensors.push((
+            name,
+            shape,
+            vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+    };
+    add("model.embed_tokens.weight".into(), vec![v, d], false);
+    add("model.norm.weight".into(), vec![d], true);
+    for i in 0..layers {
+        let p = format!("model.layers.{i}");
+        add(format!("{p}.input_layernorm.weight"), vec![d], true);
+        add(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![d],
+            true,
+        );
+        add(
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![heads * hd, d],
+            false,
+        );
+        add(
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![kv * hd, d],
+            false,
+        );
+        add(
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![kv * hd, d],
+            false,
+        );
+        add(
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![d, heads * hd],
+            false,
+        );
+        add(format!("{p}.mlp.gate_proj.weight"), vec![ff, d], false);
+        add(format!("{p}.mlp.up_proj.weight"), vec![ff, d], false);
+        add(format!("{p}.mlp.down_proj.weight"), vec![d, ff], false);
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).expect("view"),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, None::<HashMap<String, String>>).expect("serializes");
+    std::fs::write(dir.join("model.safetensors"), bytes).expect("writes");
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        std::fs::copy(fixture(&format!("smollm2/hf_tokenizer/{f}")), dir.join(f)).expect("copies");
+    }
+}
+
+#[test]
+fn the_cli_trains_evaluates_and_generates_from_an_hf_directory() {
+    let dir = std::env::temp_dir().join(format!("tabtune-hf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_tiny_model(&dir);
+    let bin = env!("CARGO_BIN_EXE_tabtune");
+    let run = |args: &[&str]| {
+        let o = Command::new(bin).args(args).output().expect("runs");
+        assert!(
+            o.status.success(),
+            "tabtune {args:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).expect("utf8")
+    };
+    let m = dir.to_str().expect("path");
+    let out = dir.join("adapter");
+    let o = out.to_str().expect("path");
+    let data = fixture("data/chat.jsonl");
+    let d = data.to_str().expect("path");
+    run(&[
+        "train",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--out",
+        o,
+        "--steps",
+        "8",
+        "--lr",
+        "2e-2",
+        "--dropout",
+        "0",
+    ]);
+    let eval = |extra: &[&str]| -> Value {
+        let mut args = vec!["eval", "--model", m, "--data", d];
+        args.extend_from_slice(extra);
+        serde_json::from_str(run(&args).trim()).expect("one JSON line")
+    };
+    let base = eval(&[]);
+    let tuned = eval(&["--adapter", o]);
+    assert_eq!(base["tokens"], tuned["tokens"], "same tokens evaluated");
+    assert!(
+        tuned["loss"].as_f64() < base["loss"].as_f64(),
+        "{base} -> {tuned}"
+    );
+    let ppl = tuned["perplexity"].as_f64().expect("ppl");
+    assert!((ppl - tuned["loss"].as_f64().expect("loss").exp()).abs() < 1e-6 * ppl);
+    run(&[
+        "generate",
+        "--model",
+        m,
+        "--adapter",
+        o,
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "4",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
