@@ -4,31 +4,9 @@
 
 mod common;
 
-use common::{device, tiny_hf};
-use tabtune::data::Example;
-use tabtune::lora::{LoraAdapters, LoraConfig, Target};
+use common::{device, lora_config, small_data, tiny_hf};
+use tabtune::lora::{LoraAdapters, LoraConfig};
 use tabtune::train::{TrainConfig, Trainer};
-
-fn data() -> Vec<Example> {
-    (0..4)
-        .map(|k| Example {
-            ids: (0..12)
-                .map(|i| ((i * 5 + k * 11) % 93 + 3) as u32)
-                .collect(),
-            trained: (0..12).map(|i| i >= 4).collect(),
-        })
-        .collect()
-}
-
-fn config(rank: usize) -> LoraConfig {
-    LoraConfig {
-        rank,
-        alpha: 2.0 * rank as f64,
-        dropout: 0.0,
-        targets: Target::ALL.to_vec(),
-        use_rslora: false,
-    }
-}
 
 #[test]
 fn the_same_seed_gives_identical_losses_run_to_run() {
@@ -37,7 +15,7 @@ fn the_same_seed_gives_identical_losses_run_to_run() {
         let lora = LoraAdapters::init(
             LoraConfig {
                 dropout: 0.1,
-                ..config(4)
+                ..lora_config(4)
             },
             &m.config,
             seed,
@@ -52,7 +30,7 @@ fn the_same_seed_gives_identical_losses_run_to_run() {
             seed,
             ..TrainConfig::default()
         };
-        let mut t = Trainer::new(m.clone(), lora, data(), cfg).expect("trainer");
+        let mut t = Trainer::new(m.clone(), lora, small_data(), cfg).expect("trainer");
         (0..4)
             .map(|_| t.step().expect("step").loss)
             .collect::<Vec<f32>>()

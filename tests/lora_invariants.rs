@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{assert_close, device, tiny_hf, to_vec};
+use common::{assert_close, device, lora_config, small_data, tiny_hf, to_vec};
 use tabtune::data::Example;
 use tabtune::io::peft;
 use tabtune::lora::{LoraAdapters, LoraConfig, Target};
@@ -16,29 +16,8 @@ fn input() -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(ids, [2, 8]), &device())
 }
 
-fn data() -> Vec<Example> {
-    (0..4)
-        .map(|k| Example {
-            ids: (0..12)
-                .map(|i| ((i * 5 + k * 11) % 93 + 3) as u32)
-                .collect(),
-            trained: (0..12).map(|i| i >= 4).collect(),
-        })
-        .collect()
-}
-
-fn config(rank: usize) -> LoraConfig {
-    LoraConfig {
-        rank,
-        alpha: 2.0 * rank as f64,
-        dropout: 0.0,
-        targets: Target::ALL.to_vec(),
-        use_rslora: false,
-    }
-}
-
 fn trained(model: &Llama, steps: usize) -> LoraAdapters {
-    let lora = LoraAdapters::init(config(4), &model.config, 1, &device()).expect("init");
+    let lora = LoraAdapters::init(lora_config(4), &model.config, 1, &device()).expect("init");
     let cfg = TrainConfig {
         lr: 1e-2,
         steps,
@@ -46,7 +25,7 @@ fn trained(model: &Llama, steps: usize) -> LoraAdapters {
         seq_len: 32,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::new(model.clone(), lora, data(), cfg).expect("trainer");
+    let mut t = Trainer::new(model.clone(), lora, small_data(), cfg).expect("trainer");
     for _ in 0..steps {
         t.step().expect("step");
     }
@@ -56,7 +35,7 @@ fn trained(model: &Llama, steps: usize) -> LoraAdapters {
 #[test]
 fn a_fresh_adapter_leaves_the_output_unchanged() {
     let m = tiny_hf("tiny_llama").model;
-    let lora = LoraAdapters::init(config(8), &m.config, 7, &device()).expect("init");
+    let lora = LoraAdapters::init(lora_config(8), &m.config, 7, &device()).expect("init");
     let base = to_vec(m.forward(input(), None));
     let with = to_vec(m.forward(input(), Some(&lora)));
     assert_eq!(base, with, "B = 0 at init, so outputs are identical");
@@ -80,7 +59,7 @@ fn training_changes_only_a_and_b_never_the_frozen_weights() {
         .flat_map(|l| l.proj.iter().map(|w| to_vec(w.clone())))
         .collect();
     let embed_before = to_vec(m.weights.embed.clone());
-    let init = LoraAdapters::init(config(4), &m.config, 1, &device()).expect("init");
+    let init = LoraAdapters::init(lora_config(4), &m.config, 1, &device()).expect("init");
     let after = trained(&m, 3);
     let after_w: Vec<Vec<f32>> = m
         .weights
@@ -106,9 +85,9 @@ fn training_changes_only_a_and_b_never_the_frozen_weights() {
 #[test]
 fn frozen_weights_get_no_gradient() {
     let m = tiny_hf("tiny_llama").model;
-    let lora = LoraAdapters::init(config(4), &m.config, 1, &device()).expect("init");
+    let lora = LoraAdapters::init(lora_config(4), &m.config, 1, &device()).expect("init");
     let tracked = lora.map(|t| t.autodiff().require_grad());
-    let d = data();
+    let d = small_data();
     let refs: Vec<&Example> = d.iter().collect();
     let batch = Batch::new(&refs, 32);
     let hidden = m.hidden(
@@ -223,7 +202,7 @@ fn embeddings_and_the_lm_head_cannot_be_targeted() {
 #[test]
 fn loss_falls_when_overfitting_a_few_examples() {
     let m = tiny_hf("tiny_llama").model;
-    let lora = LoraAdapters::init(config(8), &m.config, 3, &device()).expect("init");
+    let lora = LoraAdapters::init(lora_config(8), &m.config, 3, &device()).expect("init");
     let cfg = TrainConfig {
         lr: 3e-2,
         steps: 30,
@@ -231,7 +210,7 @@ fn loss_falls_when_overfitting_a_few_examples() {
         seq_len: 32,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::new(m, lora, data(), cfg).expect("trainer");
+    let mut t = Trainer::new(m, lora, small_data(), cfg).expect("trainer");
     let first = t.step().expect("step").loss;
     let mut last = first;
     for _ in 1..30 {

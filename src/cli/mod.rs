@@ -273,17 +273,21 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn eval(a: EvalArgs) -> Result<()> {
+/// Loads `--model` and, when given, the `--adapter` directory for it.
+fn model_and_adapter(
+    model: &str,
+    adapter: Option<&str>,
+) -> Result<(files::Model, Option<LoraAdapters>)> {
     let device = device();
-    let loaded = files::load_model(&a.model.model, &device)?;
-    let adapters = match &a.adapter {
-        Some(dir) => Some(files::read_adapter(
-            dir,
-            &loaded.loaded.model.config,
-            &device,
-        )?),
-        None => None,
-    };
+    let loaded = files::load_model(model, &device)?;
+    let adapters = adapter
+        .map(|dir| files::read_adapter(dir, &loaded.loaded.model.config, &device))
+        .transpose()?;
+    Ok((loaded, adapters))
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let (loaded, adapters) = model_and_adapter(&a.model.model, a.adapter.as_deref())?;
     let data = examples(&loaded, &a.data)?;
     let data: Vec<Example> = data
         .into_iter()
@@ -316,16 +320,7 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn generate_cmd(a: GenerateArgs) -> Result<()> {
-    let device = device();
-    let loaded = files::load_model(&a.model.model, &device)?;
-    let adapters = match &a.adapter {
-        Some(dir) => Some(files::read_adapter(
-            dir,
-            &loaded.loaded.model.config,
-            &device,
-        )?),
-        None => None,
-    };
+    let (loaded, adapters) = model_and_adapter(&a.model.model, a.adapter.as_deref())?;
     let tok = loaded.tokenizer()?;
     let text = if !a.raw && tok.chat_template.is_some() {
         let msgs = [tabtune::tokenizer::Message {

@@ -103,18 +103,19 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
     Some(format!("blk.{layer}.{gguf}.weight"))
 }
 
-/// Undoes llama.cpp's q/k row permutation for `n_head` heads of a
-/// PyTorch-layout `[rows, cols]` matrix: GGUF row `h·hd + 2i + j` is HF row
-/// `h·hd + j·hd/2 + i`. [`permute_rows_for_gguf`] is its inverse.
-pub fn unpermute_rows_from_gguf(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+/// Moves q/k rows between HF's rotate-half order and GGUF's interleaved
+/// order for `n_head` heads of a PyTorch-layout `[rows, cols]` matrix: GGUF
+/// row `h·hd + 2i + j` is HF row `h·hd + j·hd/2 + i` (llama.cpp's
+/// `convert_hf_to_gguf.py` `permute`).
+fn move_rows(w: &[f32], rows: usize, cols: usize, n_head: usize, to_gguf: bool) -> Vec<f32> {
     let hd = rows / n_head;
     let half = hd / 2;
     let mut out = vec![0f32; w.len()];
     for h in 0..n_head {
         for i in 0..half {
             for j in 0..2 {
-                let src = h * hd + 2 * i + j;
-                let dst = h * hd + j * half + i;
+                let (gguf, hf) = (h * hd + 2 * i + j, h * hd + j * half + i);
+                let (src, dst) = if to_gguf { (hf, gguf) } else { (gguf, hf) };
                 out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
             }
         }
@@ -122,22 +123,14 @@ pub fn unpermute_rows_from_gguf(w: &[f32], rows: usize, cols: usize, n_head: usi
     out
 }
 
-/// The inverse of [`unpermute_rows_from_gguf`]: HF row order to GGUF's.
+/// GGUF q/k rows (interleaved RoPE) to HF order (rotate-half).
+pub fn unpermute_rows_from_gguf(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    move_rows(w, rows, cols, n_head, false)
+}
+
+/// HF q/k rows to GGUF order; the inverse of [`unpermute_rows_from_gguf`].
 pub fn permute_rows_for_gguf(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
-    let hd = rows / n_head;
-    let half = hd / 2;
-    let mut out = vec![0f32; w.len()];
-    for h in 0..n_head {
-        for i in 0..half {
-            for j in 0..2 {
-                let gguf_row = h * hd + 2 * i + j;
-                let hf_row = h * hd + j * half + i;
-                out[gguf_row * cols..(gguf_row + 1) * cols]
-                    .copy_from_slice(&w[hf_row * cols..(hf_row + 1) * cols]);
-            }
-        }
-    }
-    out
+    move_rows(w, rows, cols, n_head, true)
 }
 
 impl WeightSource for GgufSource<'_, '_> {
@@ -281,5 +274,19 @@ impl LlamaWeights {
             norm,
             lm_head,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{permute_rows_for_gguf, unpermute_rows_from_gguf};
+
+    #[test]
+    fn gguf_row_permutation_round_trips_and_interleaves_halves() {
+        // 2 heads of head_dim 4, 1 column: HF rows [a0 a1 b0 b1] per head.
+        let hf: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        let gguf = permute_rows_for_gguf(&hf, 8, 1, 2);
+        assert_eq!(gguf, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert_eq!(unpermute_rows_from_gguf(&gguf, 8, 1, 2), hf);
     }
 }

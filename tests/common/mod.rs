@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor};
+use tabtune::data::Example;
 use tabtune::io::safetensors::SafetensorsFile;
+use tabtune::lora::{LoraConfig, Target};
 use tabtune::model::load::{HfFiles, Loaded, load_gguf, load_hf};
 
 pub fn fixture(rel: &str) -> PathBuf {
@@ -116,4 +118,27 @@ pub fn default_model() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Four short examples whose first 4 tokens are context, the rest trained.
+pub fn small_data() -> Vec<Example> {
+    (0..4)
+        .map(|k| Example {
+            ids: (0..12)
+                .map(|i| ((i * 5 + k * 11) % 93 + 3) as u32)
+                .collect(),
+            trained: (0..12).map(|i| i >= 4).collect(),
+        })
+        .collect()
+}
+
+/// LoRA on every target, alpha = 2r, no dropout.
+pub fn lora_config(rank: usize) -> LoraConfig {
+    LoraConfig {
+        rank,
+        alpha: 2.0 * rank as f64,
+        dropout: 0.0,
+        targets: Target::ALL.to_vec(),
+        use_rslora: false,
+    }
 }
