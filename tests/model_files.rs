@@ -76,3 +76,18 @@ fn config_json_errors_name_line_column_or_field() {
         load(c.to_string().as_bytes(), &weights).contains("not a multiple of num_key_value_heads")
     );
 }
+
+#[test]
+fn an_unsupported_weight_dtype_is_named() {
+    let config = read("tiny_llama/config.json");
+    let bytes = vec![0u8; 96 * 32 * 8];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![96, 32], &bytes)
+        .expect("view");
+    let file =
+        safetensors::serialize([("model.embed_tokens.weight", view)], None).expect("serializes");
+    let e = load(&config, &file);
+    assert!(
+        e.contains("model.embed_tokens.weight has dtype I64; tabtune reads F32, F16 and BF16"),
+        "{e}"
+    );
+}

@@ -16,9 +16,10 @@ use super::{device, files};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// A .gguf file or HF directory.
+    /// A .gguf file or HF directory (default: SmolLM2-135M-Instruct from the
+    /// cache that scripts/fetch-model.sh fills).
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// Examples per step.
     #[arg(long, default_value_t = 4)]
     batch: usize,
@@ -46,7 +47,8 @@ fn peak_rss() -> Option<u64> {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let device = device();
-    let loaded = files::load_model(&a.model, &device)?;
+    let model = a.model.unwrap_or_else(files::default_model_path);
+    let loaded = files::load_model(&model, &device)?;
     let model = loaded.loaded.model;
     let lora = LoraConfig {
         rank: a.rank,

@@ -76,6 +76,18 @@ pub fn load_model(path: &str, device: &Device) -> Result<Model> {
     })
 }
 
+/// Where scripts/fetch-model.sh puts the default model:
+/// `$TABTUNE_CACHE/models/smollm2/...` (cache default `~/.cache/tabtune`).
+pub fn default_model_path() -> String {
+    let cache = std::env::var("TABTUNE_CACHE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/tabtune",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    format!("{cache}/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
 /// Reads and parses a JSONL data file.
 pub fn read_jsonl(path: &str) -> Result<Vec<Line>> {
     parse_jsonl(path, &read(Path::new(path))?)
