@@ -218,3 +218,39 @@ fn loss_falls_when_overfitting_a_few_examples() {
     }
     assert!(last < 0.5 * first, "loss fell from {first} to {last}");
 }
+
+/// Polls a future to completion (flex's readbacks are ready at once).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn an_async_read_of_a_step_gives_the_same_report_as_a_blocking_one() {
+    let m = tiny_hf("tiny_llama").model;
+    let make = || {
+        let lora = LoraAdapters::init(lora_config(4), &m.config, 1, &device()).expect("init");
+        let cfg = TrainConfig {
+            lr: 1e-2,
+            steps: 3,
+            batch_size: 2,
+            seq_len: 32,
+            ..TrainConfig::default()
+        };
+        Trainer::new(m.clone(), lora, small_data(), cfg).expect("trainer")
+    };
+    let (mut a, mut b) = (make(), make());
+    for _ in 0..3 {
+        let sync = a.step().expect("step");
+        let pending = b.step_pending().expect("step");
+        let read = block_on(pending.read_async()).expect("reads");
+        assert_eq!(sync, read);
+        assert!(read.loss.is_finite() && read.grad_norm > 0.0);
+    }
+}

@@ -11,7 +11,7 @@ pub mod batch;
 pub mod schedule;
 
 use burn::optim::{AdamW, AdamWConfig, AdamWState, Optimizer};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData, Transaction};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -227,14 +227,26 @@ impl Trainer {
 
     /// One optimizer step on the next `grad_accum` batches of the data.
     pub fn step(&mut self) -> Result<StepReport> {
+        self.step_pending()?.read()
+    }
+
+    /// As [`Trainer::step`], leaving the loss and norm on the device; read
+    /// them with [`PendingStep::read_async`] where a blocking read is not
+    /// allowed (the browser).
+    pub fn step_pending(&mut self) -> Result<PendingStep> {
         let micro: Vec<Batch> = (0..self.config.grad_accum)
             .map(|_| self.next_batch())
             .collect();
-        self.step_batches(&micro)
+        self.step_batches_pending(&micro)
     }
 
     /// One optimizer step on the given micro-batches.
     pub fn step_batches(&mut self, micro: &[Batch]) -> Result<StepReport> {
+        self.step_batches_pending(micro)?.read()
+    }
+
+    /// One optimizer step on the given micro-batches.
+    pub fn step_batches_pending(&mut self, micro: &[Batch]) -> Result<PendingStep> {
         let trained: usize = micro.iter().map(|b| b.rows.len()).sum();
         if trained == 0 {
             return Err(Error::setting("data", "the batch has no trained token"));
@@ -286,17 +298,70 @@ impl Trainer {
             .adapters
             .map(|_| it.next().expect("one update per factor"));
         self.step += 1;
-        let loss = loss_sum.into_scalar::<f32>() / trained as f32;
-        let grad_norm = norm.into_scalar::<f32>();
-        Ok(StepReport {
-            step: self.step,
-            loss,
-            grad_norm,
-            lr,
-            trained_tokens: trained,
-            tokens: micro.iter().map(|b| b.tokens).sum(),
-            epoch: self.epoch(),
+        Ok(PendingStep {
+            loss_sum,
+            norm,
+            report: StepReport {
+                step: self.step,
+                loss: f32::NAN,
+                grad_norm: f32::NAN,
+                lr,
+                trained_tokens: trained,
+                tokens: micro.iter().map(|b| b.tokens).sum(),
+                epoch: self.epoch(),
+            },
         })
+    }
+}
+
+/// A finished step whose loss and gradient norm are still on the device.
+pub struct PendingStep {
+    loss_sum: Tensor<1>,
+    norm: Tensor<1>,
+    report: StepReport,
+}
+
+impl PendingStep {
+    fn transaction(&self) -> Transaction {
+        Transaction::default()
+            .register(self.loss_sum.clone())
+            .register(self.norm.clone())
+    }
+
+    fn fill(mut self, data: Vec<TensorData>) -> Result<StepReport> {
+        let scalar = |d: &TensorData| -> Result<f32> {
+            d.iter::<f32>()
+                .next()
+                .ok_or_else(|| Error::Backend("empty readback".into()))
+        };
+        let [loss_sum, norm] = data.as_slice() else {
+            return Err(Error::Backend(format!(
+                "expected 2 readbacks, got {}",
+                data.len()
+            )));
+        };
+        self.report.loss = scalar(loss_sum)? / self.report.trained_tokens as f32;
+        self.report.grad_norm = scalar(norm)?;
+        Ok(self.report)
+    }
+
+    /// Reads the numbers, blocking (native backends).
+    pub fn read(self) -> Result<StepReport> {
+        let data = self
+            .transaction()
+            .try_execute()
+            .map_err(|e| Error::Backend(format!("{e:?}")))?;
+        self.fill(data)
+    }
+
+    /// Reads the numbers without blocking (required on WebGPU in a browser).
+    pub async fn read_async(self) -> Result<StepReport> {
+        let data = self
+            .transaction()
+            .execute_async()
+            .await
+            .map_err(|e| Error::Backend(format!("{e:?}")))?;
+        self.fill(data)
     }
 }
 
