@@ -1,11 +1,15 @@
 //! Text generation with a KV cache: prefill the prompt once, then one token
 //! per forward pass. Greedy by default; temperature sampling when asked.
+//!
+//! [`Decoder`] splits each token into a device step and a read, so the CLI
+//! reads blocking and the browser reads with `await`; [`generate`] is the
+//! blocking loop over it.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lora::LoraAdapters;
 use crate::model::{KvCache, Llama, Mode};
 
@@ -30,6 +34,141 @@ impl Default for GenerateConfig {
     }
 }
 
+/// Incremental decoding state for one prompt.
+pub struct Decoder<'a> {
+    model: &'a Llama,
+    adapters: Option<&'a LoraAdapters>,
+    stop: Vec<u32>,
+    config: GenerateConfig,
+    cache: KvCache,
+    input: Vec<i64>,
+    produced: Vec<u32>,
+    rng: StdRng,
+    done: bool,
+}
+
+/// The next token, computed on the device and not yet read.
+pub enum PendingToken {
+    /// The argmax id `[1]`.
+    Greedy(Tensor<1, Int>),
+    /// Probabilities `[V]` and a uniform draw to sample with.
+    Sample(Tensor<1>, f32),
+}
+
+fn backend(e: impl std::fmt::Debug) -> Error {
+    Error::Backend(format!("{e:?}"))
+}
+
+/// The id from a readback: the argmax, or the draw's slot in the probabilities.
+fn pick(data: TensorData, draw: Option<f32>) -> Result<u32> {
+    match draw {
+        None => data
+            .iter::<i64>()
+            .next()
+            .map(|i| i as u32)
+            .ok_or_else(|| backend("empty readback")),
+        Some(mut x) => {
+            let probs: Vec<f32> = data.iter::<f32>().collect();
+            let mut pick = probs.len().saturating_sub(1);
+            for (i, p) in probs.iter().enumerate() {
+                if x < *p {
+                    pick = i;
+                    break;
+                }
+                x -= p;
+            }
+            Ok(pick as u32)
+        }
+    }
+}
+
+impl PendingToken {
+    /// Reads the token, blocking (native backends).
+    pub fn read(self) -> Result<u32> {
+        match self {
+            PendingToken::Greedy(t) => pick(t.into_data(), None),
+            PendingToken::Sample(p, x) => pick(p.into_data(), Some(x)),
+        }
+    }
+
+    /// Reads the token without blocking (required on WebGPU in a browser).
+    pub async fn read_async(self) -> Result<u32> {
+        match self {
+            PendingToken::Greedy(t) => pick(t.into_data_async().await.map_err(backend)?, None),
+            PendingToken::Sample(p, x) => {
+                pick(p.into_data_async().await.map_err(backend)?, Some(x))
+            }
+        }
+    }
+}
+
+impl<'a> Decoder<'a> {
+    /// Starts decoding after `prompt`; generation ends at any id in `stop`.
+    pub fn new(
+        model: &'a Llama,
+        adapters: Option<&'a LoraAdapters>,
+        prompt: &[u32],
+        stop: &[u32],
+        config: GenerateConfig,
+    ) -> Self {
+        Self {
+            model,
+            adapters,
+            stop: stop.to_vec(),
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            cache: KvCache::default(),
+            input: prompt.iter().map(|&i| i as i64).collect(),
+            produced: Vec::new(),
+            done: prompt.is_empty(),
+        }
+    }
+
+    /// Tokens produced so far (stop token excluded).
+    pub fn produced(&self) -> &[u32] {
+        &self.produced
+    }
+
+    /// Runs the model on the pending input; `None` once generation is over
+    /// (stop token, `max_tokens`, or the context is full).
+    pub fn step(&mut self) -> Option<PendingToken> {
+        let limit = self.model.config.max_position_embeddings;
+        if self.done
+            || self.produced.len() >= self.config.max_tokens
+            || self.cache.len() + self.input.len() > limit
+        {
+            self.done = true;
+            return None;
+        }
+        let n = self.input.len();
+        let device = &self.model.device;
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(self.input.clone(), [1, n]), device);
+        let hidden =
+            self.model
+                .hidden_cached(ids, Some(&mut self.cache), self.adapters, Mode::Eval); // [n, d]
+        let last = hidden.slice([n - 1..n, 0..self.model.config.hidden_size]); // [1, d]
+        let logits = self.model.logits(last); // [1, V]
+        let v = self.model.config.vocab_size;
+        Some(if self.config.temperature <= 0.0 {
+            PendingToken::Greedy(logits.argmax(1).reshape([1]))
+        } else {
+            let probs = softmax(logits.div_scalar(self.config.temperature), 1).reshape([v]);
+            PendingToken::Sample(probs, self.rng.random())
+        })
+    }
+
+    /// Takes the read token; returns false when it ends generation.
+    pub fn accept(&mut self, id: u32) -> bool {
+        if self.stop.contains(&id) {
+            self.done = true;
+            return false;
+        }
+        self.produced.push(id);
+        self.input = vec![id as i64];
+        true
+    }
+}
+
 /// Continues `prompt` until a `stop` id or `max_tokens`; returns the new
 /// ids (the stop id excluded). `on_token` sees each id as it comes and may
 /// return false to stop early.
@@ -41,44 +180,12 @@ pub fn generate(
     config: &GenerateConfig,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Vec<u32>> {
-    let device = &model.device;
-    let mut cache = KvCache::default();
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut out = Vec::new();
-    let mut input: Vec<i64> = prompt.iter().map(|&i| i as i64).collect();
-    let limit = model.config.max_position_embeddings;
-    while out.len() < config.max_tokens && cache.len() + input.len() <= limit && !input.is_empty() {
-        let n = input.len();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(input.clone(), [1, n]), device);
-        let hidden = model.hidden_cached(ids, Some(&mut cache), adapters, Mode::Eval); // [n, d]
-        let last = hidden.slice([n - 1..n, 0..model.config.hidden_size]); // [1, d]
-        let logits = model.logits(last); // [1, V]
-        let next = if config.temperature <= 0.0 {
-            logits.argmax(1).into_scalar::<i64>() as u32
-        } else {
-            let probs: Vec<f32> = softmax(logits.div_scalar(config.temperature), 1)
-                .into_data()
-                .try_to_vec()
-                .unwrap_or_default();
-            let mut x: f32 = rng.random();
-            let mut pick = probs.len().saturating_sub(1);
-            for (i, p) in probs.iter().enumerate() {
-                if x < *p {
-                    pick = i;
-                    break;
-                }
-                x -= p;
-            }
-            pick as u32
-        };
-        if stop.contains(&next) {
+    let mut decoder = Decoder::new(model, adapters, prompt, stop, config.clone());
+    while let Some(pending) = decoder.step() {
+        let id = pending.read()?;
+        if !decoder.accept(id) || !on_token(id) {
             break;
         }
-        out.push(next);
-        if !on_token(next) {
-            break;
-        }
-        input = vec![next as i64];
     }
-    Ok(out)
+    Ok(decoder.produced().to_vec())
 }

@@ -4,7 +4,7 @@ mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{assert_close, device, tiny_hf, to_vec};
-use tabtune::generate::{GenerateConfig, generate};
+use tabtune::generate::{Decoder, GenerateConfig, generate};
 use tabtune::model::{KvCache, Mode};
 
 fn ids(v: &[i64]) -> Tensor<2, Int> {
@@ -79,4 +79,57 @@ fn generation_stops_at_a_stop_token_and_when_asked() {
     })
     .expect("generates");
     assert_eq!(early.len(), 3);
+}
+
+/// Polls a future to completion (flex's readbacks are ready at once).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn async_reads_decode_the_same_tokens_as_blocking_reads() {
+    let m = tiny_hf("tiny_llama").model;
+    for temperature in [0.0, 0.8] {
+        let cfg = GenerateConfig {
+            max_tokens: 6,
+            temperature,
+            seed: 9,
+        };
+        let blocking = generate(&m, None, &[7, 3, 55], &[], &cfg, |_| true).expect("generates");
+        let mut d = Decoder::new(&m, None, &[7, 3, 55], &[], cfg.clone());
+        while let Some(p) = d.step() {
+            let id = block_on(p.read_async()).expect("reads");
+            if !d.accept(id) {
+                break;
+            }
+        }
+        assert_eq!(
+            d.produced(),
+            blocking.as_slice(),
+            "temperature {temperature}"
+        );
+        assert_eq!(blocking.len(), 6);
+    }
+}
+
+#[test]
+fn sampling_is_seeded() {
+    let m = tiny_hf("tiny_llama").model;
+    let run = |seed| {
+        let cfg = GenerateConfig {
+            max_tokens: 12,
+            temperature: 1.5,
+            seed,
+        };
+        generate(&m, None, &[7, 3], &[], &cfg, |_| true).expect("generates")
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
 }
