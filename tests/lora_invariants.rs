@@ -254,3 +254,15 @@ fn an_async_read_of_a_step_gives_the_same_report_as_a_blocking_one() {
         assert!(read.loss.is_finite() && read.grad_norm > 0.0);
     }
 }
+
+#[test]
+fn async_evaluation_matches_blocking_evaluation() {
+    let m = tiny_hf("tiny_llama").model;
+    let lora = trained(&m, 1);
+    let d = small_data();
+    let sync = tabtune::train::evaluate(&m, Some(&lora), &d, 3, 32).expect("evaluates");
+    let asy =
+        block_on(tabtune::train::evaluate_async(&m, Some(&lora), &d, 3, 32)).expect("evaluates");
+    assert_eq!(sync, asy);
+    assert_eq!(sync.1, 4 * 8, "8 trained positions per example");
+}

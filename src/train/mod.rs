@@ -399,6 +399,39 @@ pub fn gradients(
     (loss_sum, grads)
 }
 
+/// The NLL sum `[1]` of `model` (+ `adapters`) over `examples` on exactly
+/// the tokens training would use, still on the device, and the token count.
+fn eval_sum(
+    model: &Llama,
+    adapters: Option<&LoraAdapters>,
+    examples: &[Example],
+    batch_size: usize,
+    seq_len: usize,
+) -> Result<(Tensor<1>, usize)> {
+    let mut sum = Tensor::<1>::zeros([1], &model.device);
+    let mut count = 0usize;
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let batch = Batch::new(&refs, seq_len);
+        if batch.rows.is_empty() {
+            continue;
+        }
+        let hidden = model.hidden(batch.ids_tensor(&model.device), adapters, Mode::Eval);
+        sum = sum + model.nll_sum(hidden, &batch.rows, &batch.targets);
+        count += batch.rows.len();
+    }
+    if count == 0 {
+        return Err(Error::setting("data", "no trained token to evaluate"));
+    }
+    Ok((sum, count))
+}
+
+fn first(d: TensorData) -> Result<f32> {
+    d.iter::<f32>()
+        .next()
+        .ok_or_else(|| Error::Backend("empty readback".into()))
+}
+
 /// Mean NLL and token count of `model` (+ `adapters`) over `examples`,
 /// on exactly the tokens training would use.
 pub fn evaluate(
@@ -408,21 +441,26 @@ pub fn evaluate(
     batch_size: usize,
     seq_len: usize,
 ) -> Result<(f64, usize)> {
-    let mut sum = 0f64;
-    let mut count = 0usize;
-    for chunk in examples.chunks(batch_size.max(1)) {
-        let refs: Vec<&Example> = chunk.iter().collect();
-        let batch = Batch::new(&refs, seq_len);
-        if batch.rows.is_empty() {
-            continue;
-        }
-        let hidden = model.hidden(batch.ids_tensor(&model.device), adapters, Mode::Eval);
-        let nll = model.nll_sum(hidden, &batch.rows, &batch.targets);
-        sum += nll.into_scalar::<f32>() as f64;
-        count += batch.rows.len();
-    }
-    if count == 0 {
-        return Err(Error::setting("data", "no trained token to evaluate"));
-    }
-    Ok((sum / count as f64, count))
+    let (sum, count) = eval_sum(model, adapters, examples, batch_size, seq_len)?;
+    let sum = first(
+        sum.try_into_data()
+            .map_err(|e| Error::Backend(format!("{e:?}")))?,
+    )?;
+    Ok((sum as f64 / count as f64, count))
+}
+
+/// As [`evaluate`], reading the result without blocking (for the browser).
+pub async fn evaluate_async(
+    model: &Llama,
+    adapters: Option<&LoraAdapters>,
+    examples: &[Example],
+    batch_size: usize,
+    seq_len: usize,
+) -> Result<(f64, usize)> {
+    let (sum, count) = eval_sum(model, adapters, examples, batch_size, seq_len)?;
+    let data = sum
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Backend(format!("{e:?}")))?;
+    Ok((first(data)? as f64 / count as f64, count))
 }
