@@ -97,30 +97,7 @@ fn chat_records_train_assistant_turns_through_the_end_of_turn_token() {
 
 #[test]
 fn hf_tokenizer_files_give_the_ids_transformers_gives() {
-    let t = tok();
-    let cases: serde_json::Value =
-        serde_json::from_slice(&read("smollm2/tokenizer_cases.json")).expect("json");
-    for case in cases["cases"].as_array().expect("cases") {
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|v| v.as_u64().expect("id") as u32)
-            .collect();
-        assert_eq!(
-            t.encode(case["text"].as_str().expect("text"), true)
-                .expect("encodes"),
-            want
-        );
-    }
-    for chat in cases["chats"].as_array().expect("chats") {
-        let msgs: Vec<Message> =
-            serde_json::from_value(chat["messages"].clone()).expect("messages");
-        assert_eq!(
-            t.apply_chat_template(&msgs, false).expect("renders"),
-            chat["text"].as_str().expect("text")
-        );
-    }
+    common::assert_tokenizer_matches_transformers(&tok());
 }
 
 #[test]

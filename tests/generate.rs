@@ -81,18 +81,6 @@ fn generation_stops_at_a_stop_token_and_when_asked() {
     assert_eq!(early.len(), 3);
 }
 
-/// Polls a future to completion (flex's readbacks are ready at once).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn async_reads_decode_the_same_tokens_as_blocking_reads() {
     let m = tiny_hf("tiny_llama").model;
@@ -105,7 +93,7 @@ fn async_reads_decode_the_same_tokens_as_blocking_reads() {
         let blocking = generate(&m, None, &[7, 3, 55], &[], &cfg, |_| true).expect("generates");
         let mut d = Decoder::new(&m, None, &[7, 3, 55], &[], cfg.clone());
         while let Some(p) = d.step() {
-            let id = block_on(p.read_async()).expect("reads");
+            let id = common::block_on(p.read_async()).expect("reads");
             if !d.accept(id) {
                 break;
             }

@@ -219,18 +219,6 @@ fn loss_falls_when_overfitting_a_few_examples() {
     assert!(last < 0.5 * first, "loss fell from {first} to {last}");
 }
 
-/// Polls a future to completion (flex's readbacks are ready at once).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn an_async_read_of_a_step_gives_the_same_report_as_a_blocking_one() {
     let m = tiny_hf("tiny_llama").model;
@@ -249,7 +237,7 @@ fn an_async_read_of_a_step_gives_the_same_report_as_a_blocking_one() {
     for _ in 0..3 {
         let sync = a.step().expect("step");
         let pending = b.step_pending().expect("step");
-        let read = block_on(pending.read_async()).expect("reads");
+        let read = common::block_on(pending.read_async()).expect("reads");
         assert_eq!(sync, read);
         assert!(read.loss.is_finite() && read.grad_norm > 0.0);
     }
@@ -261,8 +249,8 @@ fn async_evaluation_matches_blocking_evaluation() {
     let lora = trained(&m, 1);
     let d = small_data();
     let sync = tabtune::train::evaluate(&m, Some(&lora), &d, 3, 32).expect("evaluates");
-    let asy =
-        block_on(tabtune::train::evaluate_async(&m, Some(&lora), &d, 3, 32)).expect("evaluates");
+    let asy = common::block_on(tabtune::train::evaluate_async(&m, Some(&lora), &d, 3, 32))
+        .expect("evaluates");
     assert_eq!(sync, asy);
     assert_eq!(sync.1, 4 * 8, "8 trained positions per example");
 }

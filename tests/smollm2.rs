@@ -13,7 +13,6 @@ use serde_json::Value;
 use tabtune::io::peft;
 use tabtune::lora::{LoraAdapters, LoraConfig};
 use tabtune::model::load::{Loaded, load_gguf};
-use tabtune::tokenizer::Message;
 
 fn smol() -> &'static Loaded {
     static MODEL: OnceLock<Loaded> = OnceLock::new();
@@ -22,13 +21,6 @@ fn smol() -> &'static Loaded {
         let bytes = std::fs::read(&path).expect("reads model");
         load_gguf("SmolLM2-135M-Instruct.Q4_1.gguf", &bytes, &device()).expect("loads")
     })
-}
-
-fn cases() -> Value {
-    serde_json::from_slice(
-        &std::fs::read(fixture("smollm2/tokenizer_cases.json")).expect("fixture"),
-    )
-    .expect("json")
 }
 
 #[test]
@@ -47,44 +39,8 @@ fn config_is_read_from_gguf_metadata() {
 }
 
 #[test]
-fn tokenizer_ids_equal_transformers_on_every_case() {
-    let tok = smol().tokenizer.as_ref().expect("tokenizer");
-    for case in cases()["cases"].as_array().expect("cases") {
-        let text = case["text"].as_str().expect("text");
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|v| v.as_u64().expect("id") as u32)
-            .collect();
-        assert_eq!(
-            tok.encode(text, true).expect("encodes"),
-            want,
-            "ids of {text:?}"
-        );
-        assert_eq!(
-            tok.decode(&want, false).expect("decodes"),
-            text,
-            "round trip of {text:?}"
-        );
-    }
-}
-
-#[test]
-fn chat_template_renders_like_transformers() {
-    let tok = smol().tokenizer.as_ref().expect("tokenizer");
-    for chat in cases()["chats"].as_array().expect("chats") {
-        let msgs: Vec<Message> =
-            serde_json::from_value(chat["messages"].clone()).expect("messages");
-        assert_eq!(
-            tok.apply_chat_template(&msgs, false).expect("renders"),
-            chat["text"].as_str().expect("text")
-        );
-        assert_eq!(
-            tok.apply_chat_template(&msgs[..1], true).expect("renders"),
-            chat["with_generation_prompt"].as_str().expect("text")
-        );
-    }
+fn gguf_tokenizer_and_chat_template_match_transformers() {
+    common::assert_tokenizer_matches_transformers(smol().tokenizer.as_ref().expect("tokenizer"));
 }
 
 #[test]

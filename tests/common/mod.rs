@@ -9,6 +9,7 @@ use tabtune::data::Example;
 use tabtune::io::safetensors::SafetensorsFile;
 use tabtune::lora::{LoraConfig, Target};
 use tabtune::model::load::{HfFiles, Loaded, load_gguf, load_hf};
+use tabtune::tokenizer::{Message, TextTokenizer};
 
 pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -140,5 +141,56 @@ pub fn lora_config(rank: usize) -> LoraConfig {
         dropout: 0.0,
         targets: Target::ALL.to_vec(),
         use_rslora: false,
+    }
+}
+
+/// Polls a future to completion (flex's readbacks are ready at once).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// `tok` gives transformers' ids for every string in
+/// smollm2/tokenizer_cases.json (decoding back to the string), and renders
+/// every chat as transformers' `apply_chat_template` did.
+pub fn assert_tokenizer_matches_transformers(tok: &TextTokenizer) {
+    let cases: serde_json::Value =
+        serde_json::from_slice(&read("smollm2/tokenizer_cases.json")).expect("json");
+    for case in cases["cases"].as_array().expect("cases") {
+        let text = case["text"].as_str().expect("text");
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_u64().expect("id") as u32)
+            .collect();
+        assert_eq!(
+            tok.encode(text, true).expect("encodes"),
+            want,
+            "ids of {text:?}"
+        );
+        assert_eq!(
+            tok.decode(&want, false).expect("decodes"),
+            text,
+            "round trip of {text:?}"
+        );
+    }
+    for chat in cases["chats"].as_array().expect("chats") {
+        let msgs: Vec<Message> =
+            serde_json::from_value(chat["messages"].clone()).expect("messages");
+        assert_eq!(
+            tok.apply_chat_template(&msgs, false).expect("renders"),
+            chat["text"].as_str().expect("text")
+        );
+        assert_eq!(
+            tok.apply_chat_template(&msgs[..1], true).expect("renders"),
+            chat["with_generation_prompt"].as_str().expect("text")
+        );
     }
 }
