@@ -91,3 +91,22 @@ fn an_unsupported_weight_dtype_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn a_tokenizer_larger_than_the_embedding_is_rejected() {
+    let files = HfFiles {
+        config: &read("tiny_llama/config.json"),
+        weights: &read("tiny_llama/model.safetensors"),
+        tokenizer: Some(&read("smollm2/hf_tokenizer/tokenizer.json")),
+        tokenizer_config: None,
+        chat_template: None,
+    };
+    let e = load_hf("m", &files, &device())
+        .err()
+        .expect("fails")
+        .to_string();
+    assert!(
+        e.contains("the tokenizer has 49152 tokens but the model embeds only 96"),
+        "{e}"
+    );
+}

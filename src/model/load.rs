@@ -34,6 +34,21 @@ pub struct HfFiles<'a> {
     pub chat_template: Option<&'a [u8]>,
 }
 
+/// A tokenizer that can emit ids past the embedding would index out of it.
+fn check_vocab(file: &str, tokenizer: Option<&TextTokenizer>, config: &LlamaConfig) -> Result<()> {
+    match tokenizer {
+        Some(t) if t.vocab_size() > config.vocab_size => Err(Error::format(
+            file,
+            format!(
+                "the tokenizer has {} tokens but the model embeds only {}: they do not belong together",
+                t.vocab_size(),
+                config.vocab_size
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Loads a GGUF file's model and tokenizer. `file` names it in messages.
 pub fn load_gguf(file: &str, bytes: &[u8], device: &Device) -> Result<Loaded> {
     let gguf = Gguf::parse(file, bytes)?;
@@ -50,6 +65,7 @@ pub fn load_gguf(file: &str, bytes: &[u8], device: &Device) -> Result<Loaded> {
         Some(_) => Some(TextTokenizer::from_gguf(&gguf)?),
         None => None,
     };
+    check_vocab(file, tokenizer.as_ref(), &config)?;
     let name = gguf
         .metadata
         .get("general.name")
@@ -82,9 +98,7 @@ pub fn load_hf(dir: &str, files: &HfFiles, device: &Device) -> Result<Loaded> {
         )?),
         None => None,
     };
-    if config.num_layers == 0 {
-        return Err(Error::format(dir, "the model has no layers"));
-    }
+    check_vocab(dir, tokenizer.as_ref(), &config)?;
     Ok(Loaded {
         model: Llama {
             config,
