@@ -254,3 +254,13 @@ fn async_evaluation_matches_blocking_evaluation() {
     assert_eq!(sync, asy);
     assert_eq!(sync.1, 4 * 8, "8 trained positions per example");
 }
+
+#[test]
+fn async_export_writes_the_same_bytes_as_blocking_export() {
+    let m = tiny_hf("tiny_llama").model;
+    let lora = trained(&m, 1);
+    let sync = peft::export(&lora, "tiny").expect("exports");
+    let asy = common::block_on(peft::export_async(&lora, "tiny")).expect("exports");
+    assert_eq!(sync.safetensors, asy.safetensors);
+    assert_eq!(sync.config_json, asy.config_json);
+}

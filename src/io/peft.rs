@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData, Transaction};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
@@ -86,19 +86,49 @@ pub struct PeftFiles {
     pub config_json: String,
 }
 
-/// Serialises `adapters` as PEFT does. `base_model` goes into
-/// `base_model_name_or_path`.
+/// The factors in PEFT layout (`[r, in]` / `[out, r]`), batched into one read.
+fn transaction(adapters: &LoraAdapters) -> Transaction {
+    adapters
+        .named_tensors()
+        .into_iter()
+        // engine [in, r] / [r, out] -> PEFT [r, in] / [out, r]
+        .fold(Transaction::default(), |tx, (_, t)| {
+            tx.register(t.clone().transpose())
+        })
+}
+
+/// Serialises `adapters` as PEFT does, reading the factors blocking
+/// (native backends). `base_model` goes into `base_model_name_or_path`.
 pub fn export(adapters: &LoraAdapters, base_model: &str) -> Result<PeftFiles> {
-    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, t) in adapters.named_tensors() {
+    let data = transaction(adapters)
+        .try_execute()
+        .map_err(|e| Error::Backend(format!("{e:?}")))?;
+    serialize(adapters, &data, base_model)
+}
+
+/// As [`export`], reading the factors without blocking (the browser).
+pub async fn export_async(adapters: &LoraAdapters, base_model: &str) -> Result<PeftFiles> {
+    let data = transaction(adapters)
+        .execute_async()
+        .await
+        .map_err(|e| Error::Backend(format!("{e:?}")))?;
+    serialize(adapters, &data, base_model)
+}
+
+/// Writes the two files from the factors' values, in `named_tensors` order.
+fn serialize(adapters: &LoraAdapters, data: &[TensorData], base_model: &str) -> Result<PeftFiles> {
+    let named = adapters.named_tensors();
+    if named.len() != data.len() {
+        return Err(Error::Backend(format!(
+            "read {} tensors for {} factors",
+            data.len(),
+            named.len()
+        )));
+    }
+    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(named.len());
+    for ((name, t), d) in named.into_iter().zip(data) {
         let [rows, cols] = t.dims();
-        let values: Vec<f32> = t
-            .clone()
-            .transpose() // engine [in, r] / [r, out] -> PEFT [r, in] / [out, r]
-            .into_data()
-            .try_to_vec()
-            .map_err(|e| Error::Backend(format!("{e:?}")))?;
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = d.iter::<f32>().flat_map(|v| v.to_le_bytes()).collect();
         buffers.push((name, vec![cols, rows], bytes));
     }
     let views = buffers
