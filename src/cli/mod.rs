@@ -1,5 +1,6 @@
 //! Argument parsing and the four commands.
 
+pub mod alloc;
 mod bench;
 mod files;
 
