@@ -7,6 +7,7 @@ use clap::Parser;
 
 fn main() {
     cli::alloc::tune();
+    cli::alloc::default_sigpipe();
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
         eprintln!("error: {e}");

@@ -1,4 +1,4 @@
-//! glibc allocator settings for the CLI.
+//! Process set-up for the CLI: glibc allocator settings and SIGPIPE.
 //!
 //! By default glibc serves large blocks (tensor buffers) with `mmap` and
 //! returns them with `munmap`, so every op's output is fresh memory the
@@ -16,5 +16,16 @@ pub fn tune() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TOP_PAD, 512 << 20);
+    }
+}
+
+/// Restores the default SIGPIPE action, so `tabtune eval | head` ends
+/// quietly like other Unix tools instead of panicking on a closed pipe.
+pub fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default; done once at
+    // start-up before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
