@@ -48,6 +48,11 @@ impl Error {
         }
     }
 
+    /// A [`Error::Backend`] from a backend or serialisation failure.
+    pub fn backend(e: impl fmt::Debug) -> Self {
+        Error::Backend(format!("{e:?}"))
+    }
+
     /// A [`Error::Setting`] for the setting `name`.
     pub fn setting(name: impl fmt::Display, reason: impl fmt::Display) -> Self {
         Error::Setting {

@@ -55,10 +55,6 @@ pub enum PendingToken {
     Sample(Tensor<1>, f32),
 }
 
-fn backend(e: impl std::fmt::Debug) -> Error {
-    Error::Backend(format!("{e:?}"))
-}
-
 /// The id from a readback: the argmax, or the draw's slot in the probabilities.
 fn pick(data: TensorData, draw: Option<f32>) -> Result<u32> {
     match draw {
@@ -66,7 +62,7 @@ fn pick(data: TensorData, draw: Option<f32>) -> Result<u32> {
             .iter::<i64>()
             .next()
             .map(|i| i as u32)
-            .ok_or_else(|| backend("empty readback")),
+            .ok_or_else(|| Error::Backend("empty readback".into())),
         Some(mut x) => {
             let probs: Vec<f32> = data.iter::<f32>().collect();
             let mut pick = probs.len().saturating_sub(1);
@@ -94,9 +90,11 @@ impl PendingToken {
     /// Reads the token without blocking (required on WebGPU in a browser).
     pub async fn read_async(self) -> Result<u32> {
         match self {
-            PendingToken::Greedy(t) => pick(t.into_data_async().await.map_err(backend)?, None),
+            PendingToken::Greedy(t) => {
+                pick(t.into_data_async().await.map_err(Error::backend)?, None)
+            }
             PendingToken::Sample(p, x) => {
-                pick(p.into_data_async().await.map_err(backend)?, Some(x))
+                pick(p.into_data_async().await.map_err(Error::backend)?, Some(x))
             }
         }
     }

@@ -102,7 +102,7 @@ fn transaction(adapters: &LoraAdapters) -> Transaction {
 pub fn export(adapters: &LoraAdapters, base_model: &str) -> Result<PeftFiles> {
     let data = transaction(adapters)
         .try_execute()
-        .map_err(|e| Error::Backend(format!("{e:?}")))?;
+        .map_err(Error::backend)?;
     serialize(adapters, &data, base_model)
 }
 
@@ -111,7 +111,7 @@ pub async fn export_async(adapters: &LoraAdapters, base_model: &str) -> Result<P
     let data = transaction(adapters)
         .execute_async()
         .await
-        .map_err(|e| Error::Backend(format!("{e:?}")))?;
+        .map_err(Error::backend)?;
     serialize(adapters, &data, base_model)
 }
 
@@ -136,12 +136,11 @@ fn serialize(adapters: &LoraAdapters, data: &[TensorData], base_model: &str) -> 
         .map(|(name, shape, bytes)| {
             TensorView::new(Dtype::F32, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Backend(e.to_string()))
+                .map_err(Error::backend)
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let safetensors =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Backend(e.to_string()))?;
+    let safetensors = safetensors::serialize(views, Some(metadata)).map_err(Error::backend)?;
     let c = &adapters.config;
     let config = AdapterConfig {
         peft_type: "LORA".into(),
@@ -167,8 +166,7 @@ fn serialize(adapters: &LoraAdapters, data: &[TensorData], base_model: &str) -> 
         rank_pattern: HashMap::new(),
         alpha_pattern: HashMap::new(),
     };
-    let config_json =
-        serde_json::to_string_pretty(&config).map_err(|e| Error::Backend(e.to_string()))?;
+    let config_json = serde_json::to_string_pretty(&config).map_err(Error::backend)?;
     Ok(PeftFiles {
         safetensors,
         config_json,

@@ -329,28 +329,20 @@ impl PendingStep {
     }
 
     fn fill(mut self, data: Vec<TensorData>) -> Result<StepReport> {
-        let scalar = |d: &TensorData| -> Result<f32> {
-            d.iter::<f32>()
-                .next()
-                .ok_or_else(|| Error::Backend("empty readback".into()))
-        };
         let [loss_sum, norm] = data.as_slice() else {
             return Err(Error::Backend(format!(
                 "expected 2 readbacks, got {}",
                 data.len()
             )));
         };
-        self.report.loss = scalar(loss_sum)? / self.report.trained_tokens as f32;
-        self.report.grad_norm = scalar(norm)?;
+        self.report.loss = first(loss_sum)? / self.report.trained_tokens as f32;
+        self.report.grad_norm = first(norm)?;
         Ok(self.report)
     }
 
     /// Reads the numbers, blocking (native backends).
     pub fn read(self) -> Result<StepReport> {
-        let data = self
-            .transaction()
-            .try_execute()
-            .map_err(|e| Error::Backend(format!("{e:?}")))?;
+        let data = self.transaction().try_execute().map_err(Error::backend)?;
         self.fill(data)
     }
 
@@ -360,7 +352,7 @@ impl PendingStep {
             .transaction()
             .execute_async()
             .await
-            .map_err(|e| Error::Backend(format!("{e:?}")))?;
+            .map_err(Error::backend)?;
         self.fill(data)
     }
 }
@@ -426,7 +418,8 @@ fn eval_sum(
     Ok((sum, count))
 }
 
-fn first(d: TensorData) -> Result<f32> {
+/// The first value of a readback.
+fn first(d: &TensorData) -> Result<f32> {
     d.iter::<f32>()
         .next()
         .ok_or_else(|| Error::Backend("empty readback".into()))
@@ -442,10 +435,7 @@ pub fn evaluate(
     seq_len: usize,
 ) -> Result<(f64, usize)> {
     let (sum, count) = eval_sum(model, adapters, examples, batch_size, seq_len)?;
-    let sum = first(
-        sum.try_into_data()
-            .map_err(|e| Error::Backend(format!("{e:?}")))?,
-    )?;
+    let sum = first(&sum.try_into_data().map_err(Error::backend)?)?;
     Ok((sum as f64 / count as f64, count))
 }
 
@@ -458,9 +448,6 @@ pub async fn evaluate_async(
     seq_len: usize,
 ) -> Result<(f64, usize)> {
     let (sum, count) = eval_sum(model, adapters, examples, batch_size, seq_len)?;
-    let data = sum
-        .into_data_async()
-        .await
-        .map_err(|e| Error::Backend(format!("{e:?}")))?;
-    Ok((first(data)? as f64 / count as f64, count))
+    let data = sum.into_data_async().await.map_err(Error::backend)?;
+    Ok((first(&data)? as f64 / count as f64, count))
 }
