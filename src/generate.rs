@@ -187,3 +187,39 @@ pub fn generate(
     }
     Ok(decoder.produced().to_vec())
 }
+
+/// Turns generated ids into text as they come, yielding only whole
+/// characters: a token can end inside a UTF-8 sequence.
+pub struct TextStream<'a> {
+    tok: &'a crate::tokenizer::TextTokenizer,
+    ids: Vec<u32>,
+    shown: String,
+}
+
+impl<'a> TextStream<'a> {
+    /// An empty stream over `tok`.
+    pub fn new(tok: &'a crate::tokenizer::TextTokenizer) -> Self {
+        Self {
+            tok,
+            ids: Vec::new(),
+            shown: String::new(),
+        }
+    }
+
+    /// Adds `id`; returns the text that became complete, if any.
+    pub fn push(&mut self, id: u32) -> Option<String> {
+        self.ids.push(id);
+        let s = self.tok.decode(&self.ids, true).ok()?;
+        if s.len() > self.shown.len() && s.starts_with(&self.shown) && !s.ends_with('\u{FFFD}') {
+            let delta = s[self.shown.len()..].to_string();
+            self.shown = s;
+            return Some(delta);
+        }
+        None
+    }
+
+    /// All the text, including a trailing partial character.
+    pub fn finish(self) -> Result<String> {
+        self.tok.decode(&self.ids, true)
+    }
+}

@@ -255,6 +255,20 @@ impl TextTokenizer {
         Ok((ids, offsets))
     }
 
+    /// The ids to generate from for a user's `prompt`: one user turn through
+    /// the chat template (with the generation prompt) for chat models, or
+    /// the raw text with BOS when `raw` or the model has no template.
+    pub fn encode_prompt(&self, prompt: &str, raw: bool) -> Result<Vec<u32>> {
+        if raw || self.chat_template.is_none() {
+            return self.encode(prompt, true);
+        }
+        let msgs = [Message {
+            role: "user".into(),
+            content: prompt.to_string(),
+        }];
+        self.encode(&self.apply_chat_template(&msgs, true)?, false)
+    }
+
     /// Text of `ids`; special tokens are kept unless `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner

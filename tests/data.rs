@@ -198,3 +198,64 @@ fn a_bos_adding_post_processor_applies_to_text_but_not_to_chat_template_output()
         "the template's own text starts the chat; no BOS added on top"
     );
 }
+
+#[test]
+fn prepare_keeps_good_lines_and_lists_every_bad_one_with_its_line() {
+    let t = tok();
+    let p = tabtune::data::prepare("bad.jsonl", &read("data/bad.jsonl"), &t, 256)
+        .expect("one line is good");
+    assert_eq!(p.summary.examples, 1, "only line 1 is usable");
+    let lines: Vec<usize> = p.summary.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![2, 3, 4, 5, 6]);
+    assert!(
+        p.summary.problems[0]
+            .reason
+            .starts_with("invalid JSON at column")
+    );
+    assert!(
+        p.summary.problems[1]
+            .reason
+            .contains("`completion` is missing")
+    );
+    assert_eq!(p.summary.tokens, p.examples[0].ids.len());
+}
+
+#[test]
+fn prepare_fails_when_no_line_is_usable_and_names_the_first_bad_one() {
+    let t = tok();
+    let err = tabtune::data::prepare("x.jsonl", b"{\"foo\": 1}\n[1]\n", &t, 256)
+        .err()
+        .expect("nothing usable");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("x.jsonl:1: no usable example (2 bad lines"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_preview_marks_the_answer_as_trained_and_the_question_as_context() {
+    let t = tok();
+    let data = br#"{"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]}"#;
+    let p = tabtune::data::prepare("one.jsonl", data, &t, 8).expect("prepares");
+    let trained: String = p
+        .summary
+        .preview
+        .iter()
+        .filter(|s| s.trained)
+        .map(|s| s.text.as_str())
+        .collect();
+    let context: String = p
+        .summary
+        .preview
+        .iter()
+        .filter(|s| !s.trained)
+        .map(|s| s.text.as_str())
+        .collect();
+    assert_eq!(trained, "Paris.<|im_end|>");
+    assert!(context.contains("Capital of France?") && !context.contains("Paris"));
+    let all: String = p.summary.preview.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(all, t.decode(&p.examples[0].ids, false).expect("decodes"));
+    assert_eq!(p.summary.longer_than_seq_len, 1, "longer than 8 tokens");
+    assert_eq!(p.summary.trained_tokens, p.examples[0].trained_tokens());
+}

@@ -6,12 +6,12 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use tabtune::data::jsonl::{Line, parse_jsonl};
+use tabtune::io::bundle::adapter_zip;
 use tabtune::io::peft;
 use tabtune::lora::LoraAdapters;
 use tabtune::model::LlamaConfig;
 use tabtune::model::load::{HfFiles, Loaded, load_gguf, load_hf};
 use tabtune::tokenizer::TextTokenizer;
-use tabtune::train::StepReport;
 use tabtune::{Error, Result};
 
 /// A loaded model and where it came from.
@@ -108,35 +108,18 @@ pub fn read_adapter(dir: &str, model: &LlamaConfig, device: &Device) -> Result<L
     )
 }
 
-/// Writes the adapter files and a short model card into `dir`.
-pub fn write_adapter(
-    dir: &str,
-    adapters: &LoraAdapters,
-    base: &str,
-    examples: usize,
-    last: Option<&StepReport>,
-) -> Result<()> {
+/// Writes the adapter files and the model card `card` into the directory
+/// `dir`, or, when `dir` ends in `.zip`, into that zip (as the page does).
+pub fn write_adapter(dir: &str, adapters: &LoraAdapters, base: &str, card: &str) -> Result<()> {
     let d = Path::new(dir);
     let io = |e: std::io::Error| Error::format(dir, format!("cannot write: {e}"));
-    std::fs::create_dir_all(d).map_err(io)?;
     let files = peft::export(adapters, base)?;
+    if dir.ends_with(".zip") {
+        return std::fs::write(d, adapter_zip(&files, card)?).map_err(io);
+    }
+    std::fs::create_dir_all(d).map_err(io)?;
     std::fs::write(d.join("adapter_model.safetensors"), &files.safetensors).map_err(io)?;
     std::fs::write(d.join("adapter_config.json"), &files.config_json).map_err(io)?;
-    let c = &adapters.config;
-    let targets: Vec<&str> = c.targets.iter().map(|t| t.peft_name()).collect();
-    let card = format!(
-        "# LoRA adapter trained with tabtune\n\n\
-         - base model: {base}\n- examples: {examples}\n- rank: {}, alpha: {}, dropout: {}, rsLoRA: {}\n\
-         - targets: {}\n- steps: {}\n- final loss: {}\n\n\
-         Load with PEFT: `PeftModel.from_pretrained(base_model, \"{dir}\")`.\n",
-        c.rank,
-        c.alpha,
-        c.dropout,
-        c.use_rslora,
-        targets.join(", "),
-        last.map_or(0, |r| r.step),
-        last.map_or("n/a".to_string(), |r| format!("{:.4}", r.loss)),
-    );
     std::fs::write(d.join("README.md"), card).map_err(io)?;
     Ok(())
 }

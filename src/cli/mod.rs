@@ -11,9 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use tabtune::data::{Example, render_record};
-use tabtune::generate::{GenerateConfig, generate};
-use tabtune::lora::{LoraAdapters, LoraConfig, Target};
-use tabtune::train::{Schedule, TrainConfig, Trainer, evaluate};
+use tabtune::generate::{GenerateConfig, TextStream, generate};
+use tabtune::io::card::{CardInfo, model_card};
+use tabtune::lora::LoraAdapters;
+use tabtune::train::{RunSettings, Trainer, evaluate};
 use tabtune::{Error, Result};
 
 /// Fine-tune small language models with LoRA.
@@ -50,7 +51,8 @@ struct TrainArgs {
     /// JSONL with `text`, `prompt`/`completion` or `messages` records.
     #[arg(long)]
     data: String,
-    /// Directory to write adapter_model.safetensors, adapter_config.json, README.md.
+    /// Directory to write adapter_model.safetensors, adapter_config.json and
+    /// README.md into, or a `.zip` to hold them (as the page's download).
     #[arg(long)]
     out: String,
     /// Optimizer steps (overrides --epochs).
@@ -180,49 +182,39 @@ fn examples(loaded: &files::Model, data: &str) -> Result<Vec<Example>> {
         .collect()
 }
 
+impl TrainArgs {
+    fn settings(&self) -> RunSettings {
+        RunSettings {
+            rank: self.rank,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            rslora: self.rslora,
+            lr: self.lr,
+            steps: self.steps,
+            epochs: self.epochs,
+            batch: self.batch,
+            grad_accum: self.grad_accum,
+            seq_len: self.seq_len,
+            warmup: self.warmup,
+            schedule: self.schedule.clone(),
+            max_grad_norm: self.max_grad_norm,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            targets: self.targets.clone(),
+        }
+    }
+}
+
 fn train(a: TrainArgs) -> Result<()> {
     // Every setting is checked before the (slow) model load.
-    let schedule = Schedule::parse(&a.schedule).ok_or_else(|| {
-        Error::setting(
-            "schedule",
-            format!("`{}` is not constant, linear or cosine", a.schedule),
-        )
-    })?;
-    if a.steps.is_none() && (a.epochs.is_nan() || a.epochs <= 0.0) {
-        return Err(Error::setting("epochs", "must be positive"));
-    }
-    let mut config = TrainConfig {
-        lr: a.lr,
-        steps: a.steps.unwrap_or(1),
-        warmup_steps: a.warmup,
-        schedule,
-        batch_size: a.batch,
-        grad_accum: a.grad_accum,
-        seq_len: a.seq_len,
-        max_grad_norm: a.max_grad_norm,
-        weight_decay: a.weight_decay,
-        seed: a.seed,
-        ..TrainConfig::default()
-    };
-    config.validate()?;
-    let lora = LoraConfig {
-        rank: a.rank,
-        alpha: a.alpha,
-        dropout: a.dropout,
-        targets: Target::parse_list(&a.targets)?,
-        use_rslora: a.rslora,
-    };
-    lora.validate()?;
+    let settings = a.settings();
+    settings.validate()?;
+    let lora = settings.lora()?;
     let device = device();
     let loaded = files::load_model(&a.model.model, &device)?;
     let data = examples(&loaded, &a.data)?;
-    let per_step = a.batch.min(data.len()).max(1) * a.grad_accum;
-    let steps = a.steps.unwrap_or_else(|| {
-        ((a.epochs * data.len() as f64) / per_step as f64)
-            .ceil()
-            .max(1.0) as usize
-    });
-    config.steps = steps;
+    let config = settings.train(data.len())?;
+    let steps = config.steps;
     let adapters = LoraAdapters::init(lora, &loaded.loaded.model.config, a.seed, &device)?;
     eprintln!(
         "model {} ({} layers), {} examples, {} trainable parameters, {} steps",
@@ -260,13 +252,18 @@ fn train(a: TrainArgs) -> Result<()> {
         last = Some(r);
     }
     bar.finish();
-    files::write_adapter(
-        &a.out,
-        &trainer.adapters,
-        a.base_model.as_deref().unwrap_or(&loaded.loaded.name),
-        trainer.num_examples(),
-        last.as_ref(),
-    )?;
+    let base = a.base_model.as_deref().unwrap_or(&loaded.loaded.name);
+    let card = model_card(&CardInfo {
+        base_model: base,
+        data_file: &a.data,
+        examples: trainer.num_examples(),
+        steps_done: trainer.steps_done(),
+        final_loss: last.as_ref().map(|r| r.loss),
+        lora: &trainer.adapters.config,
+        train: &trainer.config,
+        backend: "cpu",
+    });
+    files::write_adapter(&a.out, &trainer.adapters, base, &card)?;
     if let Some(r) = last {
         println!("final loss {:.6}", r.loss);
     }
@@ -323,47 +320,31 @@ fn eval(a: EvalArgs) -> Result<()> {
 fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let (loaded, adapters) = model_and_adapter(&a.model.model, a.adapter.as_deref())?;
     let tok = loaded.tokenizer()?;
-    let text = if !a.raw && tok.chat_template.is_some() {
-        let msgs = [tabtune::tokenizer::Message {
-            role: "user".into(),
-            content: a.prompt.clone(),
-        }];
-        tok.apply_chat_template(&msgs, true)?
-    } else {
-        a.prompt.clone()
-    };
-    let prompt = tok.encode(&text, a.raw || tok.chat_template.is_none())?;
+    let prompt = tok.encode_prompt(&a.prompt, a.raw)?;
     let config = GenerateConfig {
         max_tokens: a.max_tokens,
         temperature: a.temperature,
         ..GenerateConfig::default()
     };
-    let mut shown = String::new();
-    let mut ids = Vec::new();
-    let out = generate(
+    let mut stream = TextStream::new(tok);
+    let mut shown = 0;
+    generate(
         &loaded.loaded.model,
         adapters.as_ref(),
         &prompt,
         &[tok.eos_id],
         &config,
         |id| {
-            ids.push(id);
-            // Print only whole characters: a token can end inside a UTF-8 sequence.
-            if let Ok(s) = tok.decode(&ids, true)
-                && s.len() > shown.len()
-                && s.starts_with(&shown)
-            {
-                print!("{}", &s[shown.len()..]);
+            if let Some(text) = stream.push(id) {
+                shown += text.len();
+                print!("{text}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
-                shown = s;
             }
             true
         },
     )?;
-    let full = tok.decode(&out, true)?;
-    if full.len() > shown.len() && full.starts_with(&shown) {
-        print!("{}", &full[shown.len()..]);
-    }
+    let full = stream.finish()?;
+    print!("{}", full.get(shown..).unwrap_or_default());
     println!();
     Ok(())
 }

@@ -115,9 +115,10 @@ pub fn parse_record(v: &Value) -> std::result::Result<Record, String> {
     ))
 }
 
-/// Parses JSONL bytes. Blank lines are skipped. All bad lines are reported
-/// together (up to 20) so a user can fix a file in one go.
-pub fn parse_jsonl(file: &str, bytes: &[u8]) -> Result<Vec<Line>> {
+/// Reads every line of JSONL bytes: the good records and, separately, every
+/// bad line with its reason. Blank lines are skipped; a UTF-8 BOM and CRLF
+/// line ends are accepted.
+pub fn scan_jsonl(file: &str, bytes: &[u8]) -> (Vec<Line>, Vec<Error>) {
     let mut out = Vec::new();
     let mut errors: Vec<Error> = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -143,6 +144,13 @@ pub fn parse_jsonl(file: &str, bytes: &[u8]) -> Result<Vec<Line>> {
             Err(reason) => errors.push(data_err(file, line, reason)),
         }
     }
+    (out, errors)
+}
+
+/// Parses JSONL bytes, failing on any bad line. All bad lines are reported
+/// together (up to 20) so a user can fix a file in one go.
+pub fn parse_jsonl(file: &str, bytes: &[u8]) -> Result<Vec<Line>> {
+    let (out, mut errors) = scan_jsonl(file, bytes);
     match errors.len() {
         0 if out.is_empty() => Err(data_err(file, 1, "the file has no records")),
         0 => Ok(out),

@@ -3,6 +3,8 @@
 
 pub mod jsonl;
 pub mod render;
+pub mod summary;
 
-pub use jsonl::{Record, parse_jsonl};
+pub use jsonl::{Record, parse_jsonl, scan_jsonl};
 pub use render::{Example, render_record};
+pub use summary::{Prepared, Summary, prepare};

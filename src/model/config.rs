@@ -34,6 +34,22 @@ pub struct LlamaConfig {
 }
 
 impl LlamaConfig {
+    /// Weights in the model: embedding, per layer the four attention and
+    /// three MLP projections and two norms, the final norm, and the LM head
+    /// unless it is tied.
+    pub fn num_parameters(&self) -> usize {
+        let d = self.hidden_size;
+        let q = self.num_heads * self.head_dim;
+        let kv = self.num_kv_heads * self.head_dim;
+        let layer = d * q + 2 * d * kv + q * d + 3 * d * self.intermediate_size + 2 * d;
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * d
+        };
+        self.vocab_size * d + self.num_layers * layer + d + head
+    }
+
     /// Checks the numbers are consistent with each other.
     pub fn validate(&self, file: &str) -> Result<()> {
         let fail = |reason: String| Err(Error::format(file, reason));

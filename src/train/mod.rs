@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod schedule;
+pub mod settings;
 
 use burn::optim::{AdamW, AdamWConfig, AdamWState, Optimizer};
 use burn::tensor::{Tensor, TensorData, Transaction};
@@ -21,6 +22,7 @@ use crate::lora::LoraAdapters;
 use crate::model::{Llama, Mode};
 pub use batch::Batch;
 pub use schedule::Schedule;
+pub use settings::RunSettings;
 
 /// Optimisation settings. Defaults follow common LoRA SFT recipes.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,130 @@
+//! A data file made ready to train, with what a person should see first:
+//! how many examples and tokens it holds, every bad line with its reason,
+//! and an example as the model will see it, trained tokens marked.
+
+use serde::Serialize;
+
+use crate::data::jsonl::scan_jsonl;
+use crate::data::render::{Example, render_record};
+use crate::error::{Error, Result};
+use crate::tokenizer::TextTokenizer;
+
+/// One bad line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// A run of consecutive tokens that are all trained or all context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    /// The tokens' text (special tokens written out).
+    pub text: String,
+    /// Whether the loss is taken on these tokens.
+    pub trained: bool,
+}
+
+/// Counts over the usable examples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// The data file's name.
+    pub file: String,
+    /// Usable examples.
+    pub examples: usize,
+    /// Tokens in them, before any cut.
+    pub tokens: usize,
+    /// Trained tokens in them, before any cut.
+    pub trained_tokens: usize,
+    /// Examples longer than the sequence length (cut to it when training).
+    pub longer_than_seq_len: usize,
+    /// The sequence length the counts were taken for.
+    pub seq_len: usize,
+    /// Every bad line.
+    pub problems: Vec<Problem>,
+    /// The first example, as the model sees it.
+    pub preview: Vec<Segment>,
+}
+
+/// The examples of a data file and what was found in it.
+pub struct Prepared {
+    /// Tokenized examples, in file order.
+    pub examples: Vec<Example>,
+    /// What to show before training.
+    pub summary: Summary,
+}
+
+/// Parses and tokenizes a JSONL file, keeping every good line and listing
+/// every bad one. Fails only when no line is usable.
+pub fn prepare(file: &str, bytes: &[u8], tok: &TextTokenizer, seq_len: usize) -> Result<Prepared> {
+    let (lines, errors) = scan_jsonl(file, bytes);
+    let mut problems: Vec<Problem> = errors
+        .into_iter()
+        .map(|e| match e {
+            Error::Data { line, reason, .. } => Problem { line, reason },
+            other => Problem {
+                line: 0,
+                reason: other.to_string(),
+            },
+        })
+        .collect();
+    let mut examples = Vec::with_capacity(lines.len());
+    for l in &lines {
+        match render_record(tok, &l.record) {
+            Ok(ex) if ex.trained_tokens() == 0 => problems.push(Problem {
+                line: l.line,
+                reason: "nothing to train: the example has no trained token".into(),
+            }),
+            Ok(ex) => examples.push(ex),
+            Err(e) => problems.push(Problem {
+                line: l.line,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    problems.sort_by_key(|p| p.line);
+    if examples.is_empty() {
+        let first = problems.first();
+        return Err(Error::Data {
+            file: file.to_string(),
+            line: first.map_or(1, |p| p.line),
+            reason: match first {
+                Some(p) => format!(
+                    "no usable example ({} bad lines; first: {})",
+                    problems.len(),
+                    p.reason
+                ),
+                None => "the file has no records".into(),
+            },
+        });
+    }
+    let summary = Summary {
+        file: file.to_string(),
+        examples: examples.len(),
+        tokens: examples.iter().map(|e| e.ids.len()).sum(),
+        trained_tokens: examples.iter().map(Example::trained_tokens).sum(),
+        longer_than_seq_len: examples.iter().filter(|e| e.ids.len() > seq_len).count(),
+        seq_len,
+        problems,
+        preview: preview(tok, &examples[0])?,
+    };
+    Ok(Prepared { examples, summary })
+}
+
+/// `example` split into runs of trained and untrained tokens, decoded.
+pub fn preview(tok: &TextTokenizer, example: &Example) -> Result<Vec<Segment>> {
+    let mut out: Vec<Segment> = Vec::new();
+    let mut start = 0;
+    for t in 1..=example.ids.len() {
+        if t == example.ids.len() || example.trained[t] != example.trained[start] {
+            out.push(Segment {
+                text: tok.decode(&example.ids[start..t], false)?,
+                trained: example.trained[start],
+            });
+            start = t;
+        }
+    }
+    Ok(out)
+}

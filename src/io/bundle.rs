@@ -1,0 +1,38 @@
+//! The adapter as one download: a `.zip` (stored, not deflated: the float
+//! factors barely compress) holding `adapter_model.safetensors`,
+//! `adapter_config.json` and `README.md`, the same files the CLI writes.
+
+use std::io::{Cursor, Write};
+
+use zip::ZipWriter;
+use zip::write::SimpleFileOptions;
+
+use crate::error::{Error, Result};
+use crate::io::peft::PeftFiles;
+
+/// The zip's entries, in order.
+pub const ENTRIES: [&str; 3] = [
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "README.md",
+];
+
+/// Zips the adapter files and the model card.
+pub fn adapter_zip(files: &PeftFiles, card: &str) -> Result<Vec<u8>> {
+    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(files.safetensors.len() > u32::MAX as usize / 2);
+    let contents: [&[u8]; 3] = [
+        &files.safetensors,
+        files.config_json.as_bytes(),
+        card.as_bytes(),
+    ];
+    let err =
+        |e: &dyn std::fmt::Display| Error::format("adapter.zip", format!("cannot write: {e}"));
+    for (name, bytes) in ENTRIES.iter().zip(contents) {
+        zip.start_file(*name, options).map_err(|e| err(&e))?;
+        zip.write_all(bytes).map_err(|e| err(&e))?;
+    }
+    Ok(zip.finish().map_err(|e| err(&e))?.into_inner())
+}

@@ -1,0 +1,75 @@
+//! The adapter's `README.md` model card: what it was trained from and how,
+//! so a downloaded adapter explains itself. The CLI and the page write the
+//! same card.
+
+use crate::lora::LoraConfig;
+use crate::train::TrainConfig;
+
+/// What the card records about a finished (or stopped) run.
+pub struct CardInfo<'a> {
+    /// `base_model_name_or_path`.
+    pub base_model: &'a str,
+    /// Name of the training data file.
+    pub data_file: &'a str,
+    /// Examples trained on.
+    pub examples: usize,
+    /// Optimizer steps taken (may be fewer than planned if stopped early).
+    pub steps_done: usize,
+    /// Mean loss of the last step, if any step ran.
+    pub final_loss: Option<f32>,
+    /// Adapter settings.
+    pub lora: &'a LoraConfig,
+    /// Optimisation settings.
+    pub train: &'a TrainConfig,
+    /// Where it ran: `cpu`, `webgpu`, ...
+    pub backend: &'a str,
+}
+
+/// Markdown with YAML front matter (`base_model`, `library_name: peft`), as
+/// the Hugging Face hub reads it.
+pub fn model_card(info: &CardInfo) -> String {
+    let l = info.lora;
+    let t = info.train;
+    let targets: Vec<&str> = l.targets.iter().map(|t| t.peft_name()).collect();
+    let loss = info
+        .final_loss
+        .map_or_else(|| "n/a".to_string(), |x| format!("{x:.4}"));
+    format!(
+        "---\nbase_model: {base}\nlibrary_name: peft\ntags:\n- lora\n- tabtune\n---\n\n\
+         # LoRA adapter for {base}\n\n\
+         Trained with tabtune on `{data}` ({examples} examples), \
+         on the {backend} backend.\n\n\
+         | setting | value |\n| --- | --- |\n\
+         | rank / alpha / dropout | {r} / {alpha} / {dropout} |\n\
+         | rsLoRA | {rslora} |\n\
+         | targets | {targets} |\n\
+         | steps | {done} of {planned} |\n\
+         | learning rate | {lr} ({schedule:?}, {warmup} warm-up steps) |\n\
+         | batch x accumulation | {batch} x {accum} |\n\
+         | sequence length | {seq} |\n\
+         | seed | {seed} |\n\
+         | final loss | {loss} |\n\n\
+         ## Use\n\n\
+         ```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\
+         base = AutoModelForCausalLM.from_pretrained(\"{base}\")\n\
+         model = PeftModel.from_pretrained(base, \"path/to/this/folder\")\n```\n",
+        base = info.base_model,
+        data = info.data_file,
+        examples = info.examples,
+        backend = info.backend,
+        r = l.rank,
+        alpha = l.alpha,
+        dropout = l.dropout,
+        rslora = l.use_rslora,
+        targets = targets.join(", "),
+        done = info.steps_done,
+        planned = t.steps,
+        lr = t.lr,
+        schedule = t.schedule,
+        warmup = t.warmup_steps,
+        batch = t.batch_size,
+        accum = t.grad_accum,
+        seq = t.seq_len,
+        seed = t.seed,
+    )
+}

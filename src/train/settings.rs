@@ -1,0 +1,132 @@
+//! One run's settings as a person gives them (CLI flags or the page's form),
+//! checked and turned into a [`TrainConfig`] and a [`LoraConfig`]. Field
+//! names are the CLI's flag names with `_` for `-`; defaults are the CLI's.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::lora::{LoraConfig, Target};
+use crate::train::{Schedule, TrainConfig};
+
+/// Everything a person chooses about a run. Unknown fields are refused, so a
+/// misspelt setting is an error rather than silently ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSettings {
+    /// LoRA rank r. Default 8.
+    pub rank: usize,
+    /// LoRA alpha; the update is scaled by alpha/r. Default 16.
+    pub alpha: f64,
+    /// Dropout on the adapter input. Default 0.05.
+    pub dropout: f64,
+    /// Scale by alpha/sqrt(r) (rsLoRA). Default false.
+    pub rslora: bool,
+    /// Peak learning rate. Default 2e-4.
+    pub lr: f64,
+    /// Optimizer steps; when absent, `epochs` sets them. Default absent.
+    pub steps: Option<usize>,
+    /// Passes over the data when `steps` is absent. Default 3.
+    pub epochs: f64,
+    /// Examples per micro-batch. Default 4.
+    pub batch: usize,
+    /// Micro-batches per optimizer step. Default 1.
+    pub grad_accum: usize,
+    /// Longest example in tokens; longer ones are cut. Default 256.
+    pub seq_len: usize,
+    /// Warm-up steps. Default 0.
+    pub warmup: usize,
+    /// `constant`, `linear` or `cosine` decay after warm-up. Default cosine.
+    pub schedule: String,
+    /// Clip the global gradient norm (0 = off). Default 1.0.
+    pub max_grad_norm: f64,
+    /// AdamW weight decay. Default 0.
+    pub weight_decay: f64,
+    /// Seed for adapter init, data order and dropout. Default 42.
+    pub seed: u64,
+    /// Projections to adapt: `all` or a comma list of q,k,v,o,gate,up,down.
+    /// Default all.
+    pub targets: String,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        let t = TrainConfig::default();
+        let l = LoraConfig::default();
+        Self {
+            rank: l.rank,
+            alpha: l.alpha,
+            dropout: l.dropout,
+            rslora: l.use_rslora,
+            lr: t.lr,
+            steps: None,
+            epochs: 3.0,
+            batch: t.batch_size,
+            grad_accum: t.grad_accum,
+            seq_len: t.seq_len,
+            warmup: t.warmup_steps,
+            schedule: "cosine".into(),
+            max_grad_norm: t.max_grad_norm,
+            weight_decay: t.weight_decay,
+            seed: t.seed,
+            targets: "all".into(),
+        }
+    }
+}
+
+impl RunSettings {
+    /// The adapter's settings, checked.
+    pub fn lora(&self) -> Result<LoraConfig> {
+        let lora = LoraConfig {
+            rank: self.rank,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            targets: Target::parse_list(&self.targets)?,
+            use_rslora: self.rslora,
+        };
+        lora.validate()?;
+        Ok(lora)
+    }
+
+    /// The optimisation settings for a data set of `examples` examples,
+    /// checked. Without `steps`, the run lasts `ceil(epochs · examples /
+    /// (min(batch, examples) · grad_accum))` steps.
+    pub fn train(&self, examples: usize) -> Result<TrainConfig> {
+        let schedule = Schedule::parse(&self.schedule).ok_or_else(|| {
+            Error::setting(
+                "schedule",
+                format!("`{}` is not constant, linear or cosine", self.schedule),
+            )
+        })?;
+        if self.steps.is_none() && !(self.epochs.is_finite() && self.epochs > 0.0) {
+            return Err(Error::setting("epochs", "must be positive"));
+        }
+        if self.steps == Some(0) {
+            return Err(Error::setting("steps", "must be at least 1"));
+        }
+        let per_step = (self.batch.min(examples).max(1) * self.grad_accum.max(1)) as f64;
+        let steps = self.steps.unwrap_or_else(|| {
+            ((self.epochs * examples as f64) / per_step).ceil().max(1.0) as usize
+        });
+        let config = TrainConfig {
+            lr: self.lr,
+            steps,
+            warmup_steps: self.warmup,
+            schedule,
+            batch_size: self.batch,
+            grad_accum: self.grad_accum,
+            seq_len: self.seq_len,
+            max_grad_norm: self.max_grad_norm,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            ..TrainConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every setting that does not depend on the data.
+    pub fn validate(&self) -> Result<()> {
+        self.lora()?;
+        self.train(1).map(|_| ())
+    }
+}

@@ -1,0 +1,73 @@
+//! The settings a person gives (CLI flags or the page's form) become the
+//! trainer's and the adapter's configs, checked, with the same defaults.
+
+use tabtune::lora::{LoraConfig, Target};
+use tabtune::train::{RunSettings, Schedule, TrainConfig};
+
+fn from_json(json: &str) -> Result<RunSettings, serde_json::Error> {
+    serde_json::from_str(json)
+}
+
+#[test]
+fn missing_fields_take_the_cli_defaults() {
+    let s = from_json("{}").expect("empty object is fine");
+    assert_eq!(s, RunSettings::default());
+    assert_eq!(s.lora().expect("valid"), LoraConfig::default());
+    let t = s.train(10).expect("valid");
+    let d = TrainConfig::default();
+    assert_eq!(
+        (t.lr, t.batch_size, t.seq_len, t.seed),
+        (d.lr, d.batch_size, d.seq_len, d.seed)
+    );
+    assert_eq!(t.schedule, Schedule::Cosine);
+}
+
+#[test]
+fn without_steps_the_run_lasts_the_given_epochs_rounded_up() {
+    let s = from_json(r#"{"epochs": 2, "batch": 4, "grad_accum": 2}"#).expect("parses");
+    assert_eq!(s.train(10).expect("valid").steps, 3, "ceil(2*10/8)");
+    assert_eq!(
+        s.train(3).expect("valid").steps,
+        1,
+        "batch is capped by the data"
+    );
+    let s = from_json(r#"{"steps": 7, "epochs": 100}"#).expect("parses");
+    assert_eq!(
+        s.train(10).expect("valid").steps,
+        7,
+        "steps win over epochs"
+    );
+}
+
+#[test]
+fn a_misspelt_setting_is_refused_rather_than_ignored() {
+    let err = from_json(r#"{"rnak": 4}"#).expect_err("unknown field");
+    assert!(err.to_string().contains("unknown field `rnak`"), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_setting() {
+    let cases = [
+        (r#"{"rank": 0}"#, "setting `rank`"),
+        (r#"{"lr": 2}"#, "setting `lr`"),
+        (r#"{"dropout": 1.5}"#, "setting `dropout`"),
+        (r#"{"schedule": "step"}"#, "setting `schedule`"),
+        (r#"{"targets": "q,lm_head"}"#, "setting `targets`"),
+        (r#"{"steps": 0}"#, "setting `steps`"),
+        (r#"{"epochs": 0}"#, "setting `epochs`"),
+        (r#"{"seq_len": 1}"#, "setting `seq-len`"),
+    ];
+    for (json, want) in cases {
+        let err = from_json(json).expect("parses").validate().expect_err(json);
+        assert!(err.to_string().starts_with(want), "{json}: {err}");
+    }
+}
+
+#[test]
+fn targets_parse_into_the_lora_config() {
+    let s = from_json(r#"{"targets": "q,v,down", "rank": 4, "alpha": 8, "rslora": true}"#)
+        .expect("parses");
+    let l = s.lora().expect("valid");
+    assert_eq!(l.targets, vec![Target::Q, Target::V, Target::Down]);
+    assert_eq!((l.rank, l.alpha, l.use_rslora), (4, 8.0, true));
+}
