@@ -9,6 +9,8 @@ over the dumped ids and masks. Also checks that transformers'
 `apply_chat_template` + tokenizer produce the ids tabtune trained on.
 
 Usage: peft_check.py --bin PATH_TO_TABTUNE --model MODEL.gguf --data DATA.jsonl
+       [--adapter DIR]   (check an adapter made elsewhere, e.g. by the page,
+                          instead of training one)
 """
 import argparse
 import json
@@ -37,14 +39,16 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--steps", default="3")
+    ap.add_argument("--adapter", help="an existing adapter directory; skips training")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = Path(args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        adapter = Path(tmp) / "adapter"
+        adapter = Path(args.adapter) if args.adapter else Path(tmp) / "adapter"
         dump = Path(tmp) / "tokens.json"
-        run([args.bin, "train", "--model", str(model), "--data", args.data, "--out", str(adapter),
-             "--steps", args.steps, "--batch", "2", "--seq-len", "128", "--lr", "2e-3", "--rank", "8"])
+        if not args.adapter:
+            run([args.bin, "train", "--model", str(model), "--data", args.data, "--out", str(adapter),
+                 "--steps", args.steps, "--batch", "2", "--seq-len", "128", "--lr", "2e-3", "--rank", "8"])
         tt = json.loads(run([args.bin, "eval", "--model", str(model), "--adapter", str(adapter),
                              "--data", args.data, "--seq-len", "128", "--dump-tokens", str(dump)]))
         tokens = json.loads(dump.read_text())

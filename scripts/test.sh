@@ -21,11 +21,11 @@ cargo clippy --all-targets -- -D warnings
 step "native tests (flex CPU backend)"
 cargo test --no-fail-fast
 
-step "core builds for wasm32-unknown-unknown"
-bash scripts/check-wasm.sh
-
 step "PEFT loads a tabtune adapter with the same eval loss"
 bash scripts/setup-python.sh
 cargo build --bin tabtune
 "$TABTUNE_VENV/bin/python" scripts/peft_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
   --model "$TABTUNE_MODEL" --data tests/fixtures/data/chat.jsonl
+
+step "the browser app: wasm build, wasm32 lints, the page in headless Chromium (WebGPU and CPU)"
+bash scripts/test-browser.sh

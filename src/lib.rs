@@ -15,5 +15,7 @@ pub mod lora;
 pub mod model;
 pub mod tokenizer;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Checks the adapters the page downloaded (tests/browser/page.test.mjs).
+
+For each run (webgpu.json, cpu.json in OUT) it
+1. opens the zip: exactly adapter_model.safetensors, adapter_config.json and
+   README.md; PEFT's config fields; every factor's name and shape follows PEFT
+   for the model (lora_A [r, in], lora_B [out, r]);
+2. trains the same model on the same data with the same settings and seed with
+   `tabtune train --out X.zip` and compares:
+   - the page's loss at every step with the CLI's, within LOSS_RTOL;
+   - every module's update dW = lora_B @ lora_A, relative Frobenius error
+     within DW_RTOL each and DW_MEDIAN_RTOL in the median. (Not the raw
+     factors: AdamW's first update is lr * g/|g|, so an element whose gradient
+     is ~0 can take either sign under float noise; those elements carry ~no
+     weight in dW. Measured here: 0.2% of elements flip, median dW error 0.15%.)
+   - the card (README.md) names the base model and the final loss;
+   - adapter_config.json equals the CLI's byte for byte;
+3. loads the CPU run's adapter with PEFT on the default model
+   (scripts/peft_check.py --adapter): same eval loss as `tabtune eval`.
+
+Usage: check_adapters.py --bin TABTUNE --out OUT
+"""
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load
+
+LOSS_RTOL = {"cpu": 2e-4, "webgpu": 1e-3}  # measured: 3.4e-5 and 4.4e-8
+DW_RTOL = 0.1
+DW_MEDIAN_RTOL = 0.01
+ENTRIES = ["adapter_model.safetensors", "adapter_config.json", "README.md"]
+MODULES = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
+           "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+
+
+def fail(msg):
+    sys.exit(f"check_adapters: {msg}")
+
+
+def run(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"{' '.join(map(str, cmd))} failed:\n{out.stderr}")
+    return out.stdout + out.stderr
+
+
+def read_zip(path):
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        if names != ENTRIES:
+            fail(f"{path}: entries {names}, expected {ENTRIES}")
+        return {n: z.read(n) for n in names}
+
+
+def dims(model):
+    """(layers, {module: (in, out)}) from config.json or the tabtune CLI's model line."""
+    if Path(model).is_dir():
+        c = json.loads((Path(model) / "config.json").read_text())
+        d, hd = c["hidden_size"], c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+        q, kv, i = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd, c["intermediate_size"]
+        layers = c["num_hidden_layers"]
+    else:  # SmolLM2-135M, as its GGUF metadata says
+        d, q, kv, i, layers = 576, 576, 192, 1536, 30
+    return layers, {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
+                    "gate_proj": (d, i), "up_proj": (d, i), "down_proj": (i, d)}
+
+
+def check_layout(name, files, spec, rank=8):
+    cfg = json.loads(files["adapter_config.json"])
+    s = spec["settings"]
+    want = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 16.0,
+            "lora_dropout": s["dropout"], "base_model_name_or_path": spec["base"], "bias": "none",
+            "inference_mode": True, "use_rslora": False, "use_dora": False}
+    for k, v in want.items():
+        if cfg.get(k) != v:
+            fail(f"{name}: adapter_config.json {k} = {cfg.get(k)!r}, expected {v!r}")
+    if sorted(cfg["target_modules"]) != sorted(MODULES):
+        fail(f"{name}: target_modules {cfg['target_modules']}")
+    tensors = load(files["adapter_model.safetensors"])
+    layers, shape = dims(spec["model"])
+    expected = {}
+    for l in range(layers):
+        for m, part in MODULES.items():
+            d_in, d_out = shape[m]
+            key = f"base_model.model.model.layers.{l}.{part}.{m}"
+            expected[f"{key}.lora_A.weight"] = (rank, d_in)
+            expected[f"{key}.lora_B.weight"] = (d_out, rank)
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if got != expected:
+        missing = sorted(set(expected) - set(got))[:3]
+        extra = sorted(set(got) - set(expected))[:3]
+        wrong = [k for k in expected if k in got and got[k] != expected[k]][:3]
+        fail(f"{name}: tensors differ from PEFT's layout: missing {missing}, extra {extra}, wrong shapes {wrong}")
+    return tensors
+
+
+def compare(name, spec, files, tensors, tabtune, tmp):
+    s = spec["settings"]
+    cli_zip = Path(tmp) / f"{name}-cli.zip"
+    out = run([tabtune, "train", "--model", spec["model"], "--data", spec["data"], "--out", str(cli_zip),
+               "--steps", str(s["steps"]), "--batch", str(s["batch"]), "--seq-len", str(s["seq_len"]),
+               "--dropout", str(s["dropout"]), "--seed", str(s["seed"]), "--base-model", spec["base"]])
+    cli_files = read_zip(cli_zip)
+    cli = load(cli_files["adapter_model.safetensors"])
+    final = float(re.search(r"final loss ([0-9.]+)", out).group(1))
+    page_final = spec["losses"][-1]
+    rel = abs(page_final - final) / final
+    if rel > LOSS_RTOL[name]:
+        fail(f"{name}: final loss {page_final} in the page, {final} from the CLI (relative {rel:.1e})")
+    if files["adapter_config.json"] != cli_files["adapter_config.json"]:
+        fail(f"{name}: adapter_config.json differs from the CLI's")
+    card = files["README.md"].decode()
+    if f"base_model: {spec['base']}" not in card or f"| final loss | {page_final:.4f} |" not in card:
+        fail(f"{name}: README.md does not name the base model and final loss:\n{card}")
+    errs = []
+    for k in tensors:
+        if ".lora_A." not in k:
+            continue
+        b = k.replace(".lora_A.", ".lora_B.")
+        dw_page = tensors[b] @ tensors[k]
+        dw_cli = cli[b] @ cli[k]
+        errs.append(np.linalg.norm(dw_page - dw_cli) / max(np.linalg.norm(dw_cli), 1e-30))
+    worst, median = max(errs), float(np.median(errs))
+    print(f"{name}: final loss page {page_final:.6f} vs CLI {final:.6f} (relative {rel:.1e}); "
+          f"update dW relative error median {median:.2e}, worst {worst:.2e} over {len(errs)} modules")
+    if worst > DW_RTOL or median > DW_MEDIAN_RTOL:
+        fail(f"{name}: the page's adapter differs from the CLI's (dW error median {median:.2e}, worst {worst:.2e})")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--python", default=sys.executable)
+    a = ap.parse_args()
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ["webgpu", "cpu"]:
+            spec = json.loads((Path(a.out) / f"{name}.json").read_text())
+            files = read_zip(spec["zip"])
+            tensors = check_layout(name, files, spec)
+            compare(name, spec, files, tensors, a.bin, tmp)
+        spec = json.loads((Path(a.out) / "cpu.json").read_text())
+        adapter = Path(tmp) / "cpu-adapter"
+        zipfile.ZipFile(spec["zip"]).extractall(adapter)
+        out = run([a.python, root / "scripts" / "peft_check.py", "--bin", a.bin, "--model", spec["model"],
+                   "--data", spec["data"], "--adapter", adapter])
+        print("cpu, in PEFT: " + next(l for l in out.splitlines() if l.startswith("PEFT eval loss")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+// Drives the page in Debian's headless Chromium the way a person does:
+// pick a model, drop in data, train, watch the chart, generate, download.
+// Run by scripts/test-browser.sh, which builds the app, makes the tiny model
+// and checks the downloaded adapters against `tabtune train` afterwards.
+//
+// Environment: TABTUNE_BROWSER_OUT (folder for zips, logs, screenshot),
+// TABTUNE_TINY (folder holding hub/tabtune-test/tiny-chat/...).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT, startServer, open, tid, expectNoErrors, waitForEngine, loadModel, setSettings } from './driver.mjs';
+
+const OUT = process.env.TABTUNE_BROWSER_OUT || '/tmp/tabtune-browser';
+const TINY = process.env.TABTUNE_TINY || join(OUT, 'tiny');
+const TINY_REPO = 'tabtune-test/tiny-chat';
+const TINY_DIR = join(TINY, 'hub', TINY_REPO, 'resolve', 'main');
+let server;
+let ORIGIN;
+mkdirSync(OUT, { recursive: true });
+
+// The data people drop in: the sample chat data with one broken line (line 3).
+const DATA = join(OUT, 'chat-with-a-bad-line.jsonl');
+{
+  const lines = readFileSync(join(ROOT, 'www/samples/chat.jsonl'), 'utf8').trimEnd().split('\n');
+  lines.splice(2, 0, '{"messages": [{"role": "user", "content": "unterminated"}');
+  writeFileSync(DATA, lines.join('\n') + '\n');
+}
+
+before(async () => {
+  server = await startServer({ '/hub': join(TINY, 'hub') });
+  ORIGIN = server.origin;
+});
+
+after(() => server?.stop());
+
+async function dropData(page) {
+  await page.evaluate(() => { document.querySelector('[data-testid="data-summary"]').textContent = ''; });
+  await page.setInputFiles(tid('data-file'), DATA);
+  await page.waitForFunction(() => /examples/.test(document.querySelector('[data-testid="data-summary"]').textContent),
+    null, { timeout: 60_000 });
+  const summary = await page.textContent(tid('data-summary'));
+  assert.match(summary, /24 examples/);
+  assert.match(summary, /1 bad line\b/);
+  const problems = await page.locator(`${tid('data-problems')} li`).allTextContents();
+  assert.equal(problems.length, 1);
+  assert.match(problems[0], /^line 3: invalid JSON/);
+  // The preview marks the assistant's answer as trained, the question not.
+  const trained = await page.locator(`${tid('data-preview')} mark.trained`).allTextContents();
+  assert.ok(trained.join('').includes('Paris'), `trained part: ${trained}`);
+  const context = await page.locator(`${tid('data-preview')} span`).allTextContents();
+  assert.ok(context.join('').includes('What is the capital of France?'));
+}
+
+async function trainToTheEnd(page, consoleLines, steps, onFirstStep) {
+  await page.click(tid('start'));
+  await page.waitForFunction(() => document.body.dataset.run === 'running', null, { timeout: 60_000 });
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="loss-chart"]').dataset.points) >= 1,
+    null, { timeout: 600_000 });
+  if (onFirstStep) await onFirstStep();
+  await page.waitForFunction(() => ['finished', 'stopped'].includes(document.body.dataset.run), null, { timeout: 600_000 });
+  await expectNoErrors(page, consoleLines);
+  assert.equal(await page.getAttribute('body', 'data-run'), 'finished');
+  assert.equal(await page.getAttribute(tid('loss-chart'), 'data-points'), String(steps));
+  assert.equal(await page.textContent(tid('stat-step')), `${steps} / ${steps}`);
+  const losses = (await page.getAttribute(tid('loss-chart'), 'data-losses')).split(',').map(Number);
+  assert.equal(losses.length, steps);
+  assert.ok(losses.every((l) => Number.isFinite(l) && l > 0), `losses ${losses}`);
+  assert.equal(await page.textContent(tid('stat-loss')), losses[steps - 1].toFixed(4));
+  return losses;
+}
+
+async function generate(page, consoleLines, maxTokens) {
+  await page.fill(tid('max-tokens'), String(maxTokens));
+  await page.click(tid('generate'));
+  await page.waitForFunction(() => document.body.dataset.generate === 'done', null, { timeout: 300_000 });
+  await expectNoErrors(page, consoleLines);
+  return { base: await page.textContent(tid('output-base')), tuned: await page.textContent(tid('output-tuned')) };
+}
+
+async function downloadZip(page, name) {
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.click(tid('download'))]);
+  assert.equal(download.suggestedFilename(), 'tabtune-adapter.zip');
+  const path = join(OUT, name);
+  await download.saveAs(path);
+  return path;
+}
+
+function leavesLocalhost(requests) {
+  return requests.filter((r) => !/^(https?:\/\/127\.0\.0\.1:\d+\/|blob:|data:)/.test(r.url)).map((r) => r.url);
+}
+
+test('with WebGPU, a hub model trains, generates and downloads without a network request', async () => {
+  const { browser, page, requests, consoleLines } = await open(ORIGIN, { webgpu: true });
+  try {
+    await waitForEngine(page, 'webgpu');
+    assert.match(await page.textContent(tid('backend-reason')), /WebGPU on .*swiftshader/i);
+    await page.check(tid('model-source-hub'));
+    await page.click(tid('hub-address'));
+    await page.fill(tid('hub-base'), `${ORIGIN}/hub`);
+    await page.fill(tid('hub-repo'), TINY_REPO);
+    await loadModel(page, consoleLines);
+    assert.ok(requests.some((r) => r.url.endsWith(`/hub/${TINY_REPO}/resolve/main/model.safetensors`)));
+    assert.match(await page.textContent(tid('model-info')), /2 layers, width 64/);
+    assert.equal(await page.inputValue(tid('base-name')), TINY_REPO);
+    await dropData(page);
+    await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, dropout: 0, seed: 42 });
+
+    const quietFrom = requests.length;
+    const losses = await trainToTheEnd(page, consoleLines, 2);
+    await generate(page, consoleLines, 4);
+    const zip = await downloadZip(page, 'webgpu.zip');
+    assert.deepEqual(requests.slice(quietFrom).map((r) => r.url), [], 'requests during training, generation, export');
+    writeFileSync(join(OUT, 'webgpu.json'), JSON.stringify({
+      zip, model: TINY_DIR, data: join(ROOT, 'www/samples/chat.jsonl'), base: TINY_REPO, losses,
+      settings: { steps: 2, batch: 1, seq_len: 64, dropout: 0, seed: 42 },
+    }));
+
+    // A reload takes the model from browser storage: no request reaches the hub.
+    await page.reload();
+    await waitForEngine(page, 'webgpu');
+    await page.check(tid('model-source-hub'));
+    await page.click(tid('hub-address'));
+    await page.fill(tid('hub-base'), `${ORIGIN}/hub`);
+    await page.fill(tid('hub-repo'), TINY_REPO);
+    const reloadFrom = requests.length;
+    await loadModel(page, consoleLines);
+    assert.deepEqual(requests.slice(reloadFrom).filter((r) => r.url.includes('/hub/')).map((r) => r.url), []);
+    assert.deepEqual(leavesLocalhost(requests), []);
+  } finally {
+    writeFileSync(join(OUT, 'webgpu-console.log'), consoleLines.join('\n'));
+    await browser.close();
+  }
+});
+
+test('without WebGPU, the default model trains on the CPU and its adapter downloads', async () => {
+  const { browser, page, requests, consoleLines } = await open(ORIGIN, { webgpu: false });
+  try {
+    await waitForEngine(page, 'cpu');
+    assert.match(await page.textContent(tid('backend-reason')), /running on the CPU: /);
+
+    // Local files chosen together load too (the tiny model's folder).
+    await page.check(tid('model-source-files'));
+    const files = readdirSync(TINY_DIR).map((f) => join(TINY_DIR, f));
+    await page.setInputFiles(tid('model-files'), files);
+    await loadModel(page, consoleLines);
+    assert.match(await page.textContent(tid('model-info')), /2 layers/);
+
+    // A wrong choice of files is explained in the page.
+    await page.setInputFiles(tid('model-files'), [join(TINY_DIR, 'config.json')]);
+    await page.click(tid('load-model'));
+    await page.waitForSelector(`${tid('errors')} .error`);
+    assert.match(await page.textContent(tid('errors')), /Missing model\.safetensors, tokenizer\.json/);
+    await page.click(`${tid('errors')} .error button`);
+
+    // Pause holds the run between steps, Resume goes on, Stop ends it.
+    await dropData(page);
+    await setSettings(page, { steps: 500, batch: 1, 'seq-len': 64 });
+    await page.click(tid('start'));
+    const points = () => page.getAttribute(tid('loss-chart'), 'data-points').then(Number);
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="loss-chart"]').dataset.points) >= 2);
+    await page.click(tid('pause'));
+    await page.waitForFunction(() => document.body.dataset.run === 'paused');
+    assert.equal(await page.textContent(tid('pause')), 'Resume');
+    const held = await points();
+    await page.waitForTimeout(1000);
+    assert.equal(await points(), held, 'no step while paused');
+    await page.click(tid('pause'));
+    await page.waitForFunction((n) => Number(document.querySelector('[data-testid="loss-chart"]').dataset.points) > n, held);
+    await page.click(tid('stop'));
+    await page.waitForFunction(() => document.body.dataset.run === 'stopped');
+    assert.match(await page.textContent(tid('run-status')), /^Stopped after \d+ steps/);
+    await expectNoErrors(page, consoleLines);
+
+    // A panic in the engine shows in the page; the engine restarts and the page goes on.
+    await page.evaluate(() => window.tabtune.post({ type: 'selfTestPanic' }));
+    await page.waitForSelector(`${tid('errors')} .error`);
+    assert.match(await page.textContent(tid('errors')), /engine panicked: .*self-test panic requested by the page.*load the model again/s);
+    await waitForEngine(page, 'cpu');
+    await page.click(`${tid('errors')} .error button`);
+
+    await page.check(tid('model-source-default'));
+    await loadModel(page, consoleLines);
+    assert.match(await page.textContent(tid('model-info')), /30 layers, width 576/);
+    await dropData(page);
+    await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, seed: 42 });
+
+    const quietFrom = requests.length;
+    const losses = await trainToTheEnd(page, consoleLines, 2, async () => {
+      if (process.env.TABTUNE_SCREENSHOT) await page.screenshot({ path: process.env.TABTUNE_SCREENSHOT, fullPage: true });
+    });
+    const out = await generate(page, consoleLines, 12);
+    assert.ok(out.base.trim().length > 0, 'the base model says something');
+    assert.ok(out.tuned.trim().length > 0, 'the tuned model says something');
+    const zip = await downloadZip(page, 'cpu.zip');
+    assert.deepEqual(requests.slice(quietFrom).map((r) => r.url), [], 'requests during training, generation, export');
+    assert.deepEqual(leavesLocalhost(requests), []);
+    writeFileSync(join(OUT, 'cpu.json'), JSON.stringify({
+      zip, model: join(ROOT, 'www/models/SmolLM2-135M-Instruct.Q4_1.gguf'), data: join(ROOT, 'www/samples/chat.jsonl'), losses,
+      base: 'HuggingFaceTB/SmolLM2-135M-Instruct',
+      settings: { steps: 2, batch: 1, seq_len: 64, dropout: 0.05, seed: 42 },
+      outputs: out,
+    }));
+  } finally {
+    writeFileSync(join(OUT, 'cpu-console.log'), consoleLines.join('\n'));
+    await browser.close();
+  }
+});
