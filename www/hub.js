@@ -17,7 +17,8 @@ export class HttpError extends Error {
 export async function download(url, { onProgress = () => {}, keep = false, optional = false } = {}) {
   const cache = keep && 'caches' in self ? await caches.open(CACHE) : null;
   const hit = cache && (await cache.match(url));
-  if (hit) {
+  if (hit && hit.status === 404 && optional) return undefined; // known to be absent
+  if (hit && hit.ok) {
     const bytes = await hit.arrayBuffer();
     onProgress(bytes.byteLength, bytes.byteLength);
     return bytes;
@@ -29,7 +30,11 @@ export async function download(url, { onProgress = () => {}, keep = false, optio
     throw new Error(`${url}: could not connect (${e.message}); check the address and your connection`);
   }
   if (!response.ok) {
-    if (optional && response.status === 404) return undefined;
+    if (optional && response.status === 404) {
+      // Remember the absence too, so a reload asks nothing of the hub.
+      if (cache) await cache.put(url, new Response(null, { status: 404 }));
+      return undefined;
+    }
     throw new HttpError(url, response.status);
   }
   const total = Number(response.headers.get('content-length')) || 0;

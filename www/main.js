@@ -181,6 +181,10 @@ function onWorker(msg) {
     case 'fatal':
       showError(`${msg.message}. The engine was restarted; load the model again to go on.`);
       document.body.dataset.model = '';
+      if (state.running) {
+        document.body.dataset.run = 'stopped';
+        $('run-status').textContent = 'The run ended with the engine. Load the model and start again.';
+      }
       startWorker();
       break;
     default:

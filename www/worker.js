@@ -27,6 +27,9 @@ function serial(fn) {
   return next;
 }
 
+// wgpu reports a lost device once; every later read fails with "poisoned".
+const DEVICE_LOST = /poison|device.{0,20}lost/i;
+
 function message(e) {
   if (e instanceof WebAssembly.RuntimeError) return `the engine stopped (${e.message}); see the error above`;
   return e && e.message ? e.message : String(e);
@@ -91,7 +94,13 @@ async function trainLoop(steps) {
     }
     post({ type: 'finished', stopped: done < steps, steps: done });
   } catch (e) {
-    post({ type: 'error', where: 'train', message: message(e) });
+    const text = message(e);
+    if (engine.backend() === 'webgpu' && DEVICE_LOST.test(text)) {
+      post({ type: 'fatal', message: `the GPU device was lost after ${done} steps (${text})` });
+      dead = true;
+      return;
+    }
+    post({ type: 'error', where: 'train', message: text });
     post({ type: 'finished', stopped: true, steps: done });
   } finally {
     run.active = false;
@@ -160,6 +169,12 @@ self.onmessage = async ({ data }) => {
   try {
     await handler(data);
   } catch (e) {
-    post({ type: 'error', where: data.type, id: data.id, message: message(e) });
+    const text = message(e);
+    if (engine && engine.backend() === 'webgpu' && DEVICE_LOST.test(text)) {
+      post({ type: 'fatal', message: `the GPU device was lost (${text})` });
+      dead = true;
+      return;
+    }
+    post({ type: 'error', where: data.type, id: data.id, message: text });
   }
 };
