@@ -5,7 +5,15 @@
 mod common;
 
 use common::read;
-use tabtune::data::{Record, parse_jsonl, render_record};
+use tabtune::data::{Format, Line, ReadOptions, Record, read_strict, render_record};
+
+fn parse_jsonl(file: &str, bytes: &[u8]) -> tabtune::Result<Vec<Line>> {
+    let options = ReadOptions {
+        format: Some(Format::Jsonl),
+        ..ReadOptions::default()
+    };
+    read_strict(file, bytes, &options)
+}
 use tabtune::tokenizer::{Message, TextTokenizer};
 
 fn tok() -> TextTokenizer {
@@ -125,15 +133,27 @@ fn every_bad_line_is_reported_with_its_number_and_reason() {
 }
 
 #[test]
-fn mixed_formats_blank_lines_bom_and_crlf_parse() {
-    let lines = parse_jsonl("mixed.jsonl", &read("data/mixed.jsonl")).expect("parses");
-    assert_eq!(
-        lines.iter().map(|l| l.line).collect::<Vec<_>>(),
-        vec![1, 2, 4]
-    );
-    let crlf = b"\xEF\xBB\xBF{\"text\": \"a\"}\r\n{\"text\": \"b\"}\r\n";
+fn blank_lines_a_bom_and_crlf_line_ends_are_accepted() {
+    let crlf = b"\xEF\xBB\xBF{\"text\": \"a\"}\r\n\r\n{\"text\": \"b\"}\r\n";
     let lines = parse_jsonl("crlf.jsonl", crlf).expect("parses");
+    assert_eq!(lines.iter().map(|l| l.line).collect::<Vec<_>>(), vec![1, 3]);
     assert_eq!(lines[1].record, Record::Text("b".into()));
+}
+
+#[test]
+fn a_file_that_mixes_schemas_names_the_lines_that_differ() {
+    let err = parse_jsonl("mixed.jsonl", &read("data/mixed.jsonl"))
+        .expect_err("mixed schemas")
+        .to_string();
+    assert!(err.starts_with("mixed.jsonl:2: 2 bad lines"), "{err}");
+    assert!(
+        err.contains("mixed.jsonl:2: this record is prompt/completion but the file's first record (line 1) is text"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mixed.jsonl:4: this record is messages"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -147,7 +167,7 @@ fn structural_problems_name_the_field() {
         (r#"{"messages": []}"#, "field `messages` is empty"),
         (
             r#"{"messages": [{"role": "user", "content": "hi"}]}"#,
-            "no assistant message",
+            "messages: no assistant turn",
         ),
         (
             r#"{"messages": [{"role": "user"}]}"#,
@@ -202,8 +222,14 @@ fn a_bos_adding_post_processor_applies_to_text_but_not_to_chat_template_output()
 #[test]
 fn prepare_keeps_good_lines_and_lists_every_bad_one_with_its_line() {
     let t = tok();
-    let p = tabtune::data::prepare("bad.jsonl", &read("data/bad.jsonl"), &t, 256)
-        .expect("one line is good");
+    let p = tabtune::data::prepare(
+        "bad.jsonl",
+        &read("data/bad.jsonl"),
+        &ReadOptions::default(),
+        &t,
+        256,
+    )
+    .expect("one line is good");
     assert_eq!(p.summary.examples, 1, "only line 1 is usable");
     let lines: Vec<usize> = p.summary.problems.iter().map(|p| p.line).collect();
     assert_eq!(lines, vec![2, 3, 4, 5, 6]);
@@ -223,9 +249,15 @@ fn prepare_keeps_good_lines_and_lists_every_bad_one_with_its_line() {
 #[test]
 fn prepare_fails_when_no_line_is_usable_and_names_the_first_bad_one() {
     let t = tok();
-    let err = tabtune::data::prepare("x.jsonl", b"{\"foo\": 1}\n[1]\n", &t, 256)
-        .err()
-        .expect("nothing usable");
+    let err = tabtune::data::prepare(
+        "x.jsonl",
+        b"{\"foo\": 1}\n[1]\n",
+        &ReadOptions::default(),
+        &t,
+        256,
+    )
+    .err()
+    .expect("nothing usable");
     let text = err.to_string();
     assert!(
         text.starts_with("x.jsonl:1: no usable example (2 bad lines"),
@@ -237,7 +269,8 @@ fn prepare_fails_when_no_line_is_usable_and_names_the_first_bad_one() {
 fn the_preview_marks_the_answer_as_trained_and_the_question_as_context() {
     let t = tok();
     let data = br#"{"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]}"#;
-    let p = tabtune::data::prepare("one.jsonl", data, &t, 8).expect("prepares");
+    let p = tabtune::data::prepare("one.jsonl", data, &ReadOptions::default(), &t, 8)
+        .expect("prepares");
     let trained: String = p
         .summary
         .preview

@@ -210,3 +210,47 @@ fn the_cli_trains_the_default_model_and_the_adapter_loads_back() {
     assert!(!text.trim().is_empty(), "generated something");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn data_inspect_lists_bad_lines_and_marks_the_trained_tokens() {
+    let bin = env!("CARGO_BIN_EXE_tabtune");
+    let model = default_model();
+    let inspect = |data: &str, extra: &[&str]| {
+        let data = fixture(data);
+        let o = Command::new(bin)
+            .args(["data", "inspect", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).expect("utf8")
+    };
+    let text = inspect("data/formats/qa.csv", &[]);
+    assert!(
+        text.contains("qa.csv (csv, prompt/response columns)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 records, 3 examples with 6 turns"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "What is the capital of France?<|im_end|>\n<|im_start|>assistant\n[[Paris.<|im_end|>]]"
+        ),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&inspect("data/bad.jsonl", &["--json"])).expect("one JSON object");
+    let lines: Vec<u64> = json["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p["line"].as_u64().expect("line"))
+        .collect();
+    assert_eq!(lines, vec![2, 3, 4, 5, 6]);
+    assert_eq!(json["examples"], 1);
+}

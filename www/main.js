@@ -300,7 +300,10 @@ function prepareData() {
   const seqLen = Number(settingsForm().seq_len.value) || 256;
   // A copy: the page keeps its bytes to re-read them with other settings.
   const bytes = state.data.bytes.slice(0);
-  send({ type: 'data', file: state.data.file, bytes, seqLen }, [bytes]);
+  send({
+    type: 'data', file: state.data.file, bytes, seqLen,
+    format: $('data-format').value, columns: $('data-columns').value.trim(),
+  }, [bytes]);
 }
 
 function renderSummary(s) {
@@ -312,7 +315,8 @@ function renderSummary(s) {
     $('data-preview-box').hidden = true;
     return;
   }
-  $('data-summary').textContent = `${s.file}: ${count(s.examples)} examples, ${count(s.tokens)} tokens `
+  $('data-summary').textContent = `${s.file} (${s.format}, ${s.schema}): ${count(s.examples)} examples`
+    + (s.turns ? ` with ${count(s.turns)} turns` : '') + `, ${count(s.tokens)} tokens `
     + `(${count(s.trained_tokens)} trained), ${s.problems.length} bad line${s.problems.length === 1 ? '' : 's'}`
     + (s.longer_than_seq_len ? `, ${s.longer_than_seq_len} longer than ${s.seq_len} tokens (they will be cut)` : '') + '.'
     + (s.problems.length ? ' Bad lines are left out:' : '');
@@ -467,6 +471,8 @@ function wire() {
     if (file) useDataFile(file);
   };
   settingsForm().seq_len.onchange = prepareData;
+  $('data-format').onchange = prepareData;
+  $('data-columns').onchange = prepareData;
   settingsForm().backend.onchange = () => {
     clearErrors();
     $('model-info').textContent = '';

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use tabtune::data::jsonl::{Line, parse_jsonl};
+use tabtune::data::{Line, ReadOptions, read_strict};
 use tabtune::io::bundle::adapter_zip;
 use tabtune::io::peft;
 use tabtune::lora::LoraAdapters;
@@ -88,9 +88,14 @@ pub fn default_model_path() -> String {
     format!("{cache}/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// Reads and parses a JSONL data file.
-pub fn read_jsonl(path: &str) -> Result<Vec<Line>> {
-    parse_jsonl(path, &read(Path::new(path))?)
+/// The bytes of a file, or an error naming it.
+pub fn read_bytes(path: &str) -> Result<Vec<u8>> {
+    read(Path::new(path))
+}
+
+/// Reads a data file (any supported format), failing on any bad record.
+pub fn read_data(path: &str, options: &ReadOptions) -> Result<Vec<Line>> {
+    read_strict(path, &read(Path::new(path))?, options)
 }
 
 /// Reads a PEFT adapter directory.

@@ -3,6 +3,7 @@
 pub mod alloc;
 mod bench;
 mod files;
+mod inspect;
 
 use std::time::Instant;
 
@@ -10,7 +11,8 @@ use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use tabtune::data::{Example, render_record};
+use tabtune::data::table::Columns;
+use tabtune::data::{Example, Format, ReadOptions, render_examples};
 use tabtune::generate::{GenerateConfig, TextStream, generate};
 use tabtune::io::card::{CardInfo, model_card};
 use tabtune::lora::LoraAdapters;
@@ -35,6 +37,9 @@ enum Command {
     Generate(GenerateArgs),
     /// Measure LoRA training throughput and peak memory.
     Bench(bench::BenchArgs),
+    /// Look at training data before training.
+    #[command(subcommand)]
+    Data(inspect::DataCommand),
 }
 
 #[derive(Args, Debug)]
@@ -48,9 +53,8 @@ struct ModelArg {
 struct TrainArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// JSONL with `text`, `prompt`/`completion` or `messages` records.
-    #[arg(long)]
-    data: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Directory to write adapter_model.safetensors, adapter_config.json and
     /// README.md into, or a `.zip` to hold them (as the page's download).
     #[arg(long)]
@@ -117,9 +121,8 @@ struct EvalArgs {
     /// A PEFT adapter directory.
     #[arg(long)]
     adapter: Option<String>,
-    /// JSONL data file.
-    #[arg(long)]
-    data: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Longest example in tokens (as in training).
     #[arg(long, default_value_t = 256)]
     seq_len: usize,
@@ -164,22 +167,49 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval(a),
         Command::Generate(a) => generate_cmd(a),
         Command::Bench(a) => bench::run(a),
+        Command::Data(c) => inspect::run(c),
     }
 }
 
-fn examples(loaded: &files::Model, data: &str) -> Result<Vec<Example>> {
-    let tok = loaded.tokenizer()?;
-    let lines = files::read_jsonl(data)?;
-    lines
-        .iter()
-        .map(|l| {
-            render_record(tok, &l.record).map_err(|e| Error::Data {
-                file: data.to_string(),
-                line: l.line,
-                reason: e.to_string(),
-            })
+/// The data file and how to read it (shared by `train` and `eval`).
+#[derive(Args, Debug)]
+struct DataArgs {
+    /// Training data: JSONL or a JSON array of `messages`, ShareGPT
+    /// `conversations`, Alpaca, `prompt`/`completion` or `text` records; CSV
+    /// or TSV with a header; or plain text / Markdown.
+    #[arg(long)]
+    data: String,
+    /// jsonl, json, csv, tsv or text (default: from the file's name and content).
+    #[arg(long)]
+    format: Option<String>,
+    /// CSV/TSV columns, e.g. `prompt=Question,response=Answer` (default: by
+    /// common names such as prompt/question/instruction and response/answer/output).
+    #[arg(long)]
+    columns: Option<String>,
+}
+
+impl DataArgs {
+    fn options(&self) -> Result<ReadOptions> {
+        Ok(ReadOptions {
+            format: self.format.as_deref().map(Format::parse).transpose()?,
+            columns: Columns::parse(self.columns.as_deref().unwrap_or(""))?,
         })
-        .collect()
+    }
+}
+
+fn examples(loaded: &files::Model, data: &DataArgs, seq_len: usize) -> Result<Vec<Example>> {
+    let tok = loaded.tokenizer()?;
+    let lines = files::read_data(&data.data, &data.options()?)?;
+    let mut out = Vec::with_capacity(lines.len());
+    for l in &lines {
+        let exs = render_examples(tok, &l.record, seq_len).map_err(|e| Error::Data {
+            file: data.data.clone(),
+            line: l.line,
+            reason: e.to_string(),
+        })?;
+        out.extend(exs);
+    }
+    Ok(out)
 }
 
 impl TrainArgs {
@@ -209,10 +239,11 @@ fn train(a: TrainArgs) -> Result<()> {
     // Every setting is checked before the (slow) model load.
     let settings = a.settings();
     settings.validate()?;
+    a.data.options()?;
     let lora = settings.lora()?;
     let device = device();
     let loaded = files::load_model(&a.model.model, &device)?;
-    let data = examples(&loaded, &a.data)?;
+    let data = examples(&loaded, &a.data, a.seq_len)?;
     let config = settings.train(data.len())?;
     let steps = config.steps;
     let adapters = LoraAdapters::init(lora, &loaded.loaded.model.config, a.seed, &device)?;
@@ -255,7 +286,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let base = a.base_model.as_deref().unwrap_or(&loaded.loaded.name);
     let card = model_card(&CardInfo {
         base_model: base,
-        data_file: &a.data,
+        data_file: &a.data.data,
         examples: trainer.num_examples(),
         steps_done: trainer.steps_done(),
         final_loss: last.as_ref().map(|r| r.loss),
@@ -285,8 +316,9 @@ fn model_and_adapter(
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    a.data.options()?;
     let (loaded, adapters) = model_and_adapter(&a.model.model, a.adapter.as_deref())?;
-    let data = examples(&loaded, &a.data)?;
+    let data = examples(&loaded, &a.data, a.seq_len)?;
     let data: Vec<Example> = data
         .into_iter()
         .map(|mut e| {

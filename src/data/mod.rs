@@ -1,10 +1,17 @@
-//! Training data: records parsed from a user's file, rendered into token ids
-//! with a mask of the tokens the loss is taken on.
+//! Training data: records read from a person's file (JSONL, a JSON array,
+//! CSV/TSV or plain text), rendered into token ids with a mask of the tokens
+//! the loss is taken on, and summarised before training.
 
-pub mod jsonl;
+mod json;
+mod jsonl;
+pub mod read;
+pub mod record;
 pub mod render;
 pub mod summary;
+pub mod table;
+mod text;
 
-pub use jsonl::{Record, parse_jsonl, scan_jsonl};
-pub use render::{Example, render_record};
+pub use read::{Format, ReadOptions, Scan, read, read_strict};
+pub use record::{Line, Record, Schema};
+pub use render::{Example, render_examples, render_record};
 pub use summary::{Prepared, Summary, prepare};

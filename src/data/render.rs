@@ -7,7 +7,7 @@
 //!   end-of-turn token) are trained, found by rendering each prefix and
 //!   mapping byte spans through the tokenizer's offsets.
 
-use crate::data::jsonl::Record;
+use crate::data::record::Record;
 use crate::error::{Error, Result};
 use crate::tokenizer::{Message, TextTokenizer};
 
@@ -83,10 +83,10 @@ fn render_messages(tok: &TextTokenizer, messages: &[Message]) -> Result<Example>
     Ok(ex)
 }
 
-/// Renders one record into an [`Example`].
+/// Renders one record into an [`Example`] (a document as one example).
 pub fn render_record(tok: &TextTokenizer, record: &Record) -> Result<Example> {
     match record {
-        Record::Text(text) => {
+        Record::Text(text) | Record::Document(text) => {
             let mut ex = tokenize_spans(tok, text, &[(0, text.len())], true)?;
             ex.ids.push(tok.eos_id);
             ex.trained.push(true);
@@ -101,4 +101,28 @@ pub fn render_record(tok: &TextTokenizer, record: &Record) -> Result<Example> {
         }
         Record::Messages(messages) => render_messages(tok, messages),
     }
+}
+
+/// Renders one record into the examples it trains: one, or for a plain-text
+/// document longer than `seq_len` tokens, consecutive windows of `seq_len`
+/// tokens (each window predicts from its own first token on).
+pub fn render_examples(
+    tok: &TextTokenizer,
+    record: &Record,
+    seq_len: usize,
+) -> Result<Vec<Example>> {
+    let ex = render_record(tok, record)?;
+    if !matches!(record, Record::Document(_)) || ex.ids.len() <= seq_len {
+        return Ok(vec![ex]);
+    }
+    Ok(ex
+        .ids
+        .chunks(seq_len)
+        .zip(ex.trained.chunks(seq_len))
+        .filter(|(ids, _)| ids.len() > 1)
+        .map(|(ids, trained)| Example {
+            ids: ids.to_vec(),
+            trained: trained.to_vec(),
+        })
+        .collect())
 }

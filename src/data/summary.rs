@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
-use crate::data::jsonl::scan_jsonl;
-use crate::data::render::{Example, render_record};
+use crate::data::read::{ReadOptions, read};
+use crate::data::record::Record;
+use crate::data::render::{Example, render_examples};
 use crate::error::{Error, Result};
 use crate::tokenizer::TextTokenizer;
 
@@ -32,7 +33,15 @@ pub struct Segment {
 pub struct Summary {
     /// The data file's name.
     pub file: String,
-    /// Usable examples.
+    /// The format it was read as (`jsonl`, `json`, `csv`, `tsv`, `text`).
+    pub format: String,
+    /// The records' schema, e.g. `messages` or `prompt/completion`.
+    pub schema: String,
+    /// Good records in the file.
+    pub records: usize,
+    /// Conversation turns in them (0 for non-chat records).
+    pub turns: usize,
+    /// Usable examples (a long plain-text document gives several).
     pub examples: usize,
     /// Tokens in them, before any cut.
     pub tokens: usize,
@@ -56,11 +65,19 @@ pub struct Prepared {
     pub summary: Summary,
 }
 
-/// Parses and tokenizes a JSONL file, keeping every good line and listing
-/// every bad one. Fails only when no line is usable.
-pub fn prepare(file: &str, bytes: &[u8], tok: &TextTokenizer, seq_len: usize) -> Result<Prepared> {
-    let (lines, errors) = scan_jsonl(file, bytes);
-    let mut problems: Vec<Problem> = errors
+/// Reads and tokenizes a data file for training on `seq_len` tokens,
+/// keeping every good record and listing every bad one. Fails only when no
+/// record is usable.
+pub fn prepare(
+    file: &str,
+    bytes: &[u8],
+    options: &ReadOptions,
+    tok: &TextTokenizer,
+    seq_len: usize,
+) -> Result<Prepared> {
+    let scan = read(file, bytes, options);
+    let mut problems: Vec<Problem> = scan
+        .problems
         .into_iter()
         .map(|e| match e {
             Error::Data { line, reason, .. } => Problem { line, reason },
@@ -70,14 +87,20 @@ pub fn prepare(file: &str, bytes: &[u8], tok: &TextTokenizer, seq_len: usize) ->
             },
         })
         .collect();
-    let mut examples = Vec::with_capacity(lines.len());
-    for l in &lines {
-        match render_record(tok, &l.record) {
-            Ok(ex) if ex.trained_tokens() == 0 => problems.push(Problem {
+    let mut examples = Vec::with_capacity(scan.lines.len());
+    let mut turns = 0;
+    for l in &scan.lines {
+        match render_examples(tok, &l.record, seq_len) {
+            Ok(exs) if exs.iter().all(|e| e.trained_tokens() == 0) => problems.push(Problem {
                 line: l.line,
                 reason: "nothing to train: the example has no trained token".into(),
             }),
-            Ok(ex) => examples.push(ex),
+            Ok(exs) => {
+                if let Record::Messages(m) = &l.record {
+                    turns += m.len();
+                }
+                examples.extend(exs);
+            }
             Err(e) => problems.push(Problem {
                 line: l.line,
                 reason: e.to_string(),
@@ -102,6 +125,10 @@ pub fn prepare(file: &str, bytes: &[u8], tok: &TextTokenizer, seq_len: usize) ->
     }
     let summary = Summary {
         file: file.to_string(),
+        format: scan.format.name().into(),
+        schema: scan.schema.map_or("", |s| s.name()).into(),
+        records: scan.lines.len(),
+        turns,
         examples: examples.len(),
         tokens: examples.iter().map(|e| e.ids.len()).sum(),
         trained_tokens: examples.iter().map(Example::trained_tokens).sum(),

@@ -11,7 +11,8 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::data::{Example, prepare};
+use crate::data::table::Columns;
+use crate::data::{Example, Format, ReadOptions, prepare};
 use crate::error::Error;
 use crate::generate::{Decoder, GenerateConfig, TextStream};
 use crate::io::bundle::adapter_zip;
@@ -199,17 +200,29 @@ impl Engine {
 
     /// Parses and tokenizes a JSONL data file for the loaded model; returns
     /// the summary the page shows (counts, bad lines, a preview).
+    /// `format` overrides detection (`jsonl`, `json`, `csv`, `tsv`, `text`);
+    /// `columns` maps table columns (`prompt=Q,response=A`).
     #[wasm_bindgen(js_name = prepareData)]
     pub fn prepare_data(
         &self,
         file: &str,
         bytes: &[u8],
         seq_len: usize,
+        format: Option<String>,
+        columns: Option<String>,
     ) -> std::result::Result<JsValue, JsValue> {
+        let options = ReadOptions {
+            format: format
+                .filter(|f| !f.is_empty() && f != "auto")
+                .map(|f| Format::parse(&f))
+                .transpose()
+                .map_err(js)?,
+            columns: Columns::parse(columns.as_deref().unwrap_or("")).map_err(js)?,
+        };
         let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
         let model = s.model.clone().ok_or_else(|| no("model"))?;
         let tok = model.tokenizer.as_ref().expect("checked on load");
-        let prepared = prepare(file, bytes, tok, seq_len).map_err(js)?;
+        let prepared = prepare(file, bytes, &options, tok, seq_len).map_err(js)?;
         s.data = Some(Data {
             file: file.to_string(),
             examples: prepared.examples,

@@ -147,6 +147,13 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     await loadModel(page, consoleLines);
     assert.match(await page.textContent(tid('model-info')), /2 layers/);
 
+    // Other formats: a CSV with Question/Answer columns trains as conversations.
+    await page.setInputFiles(tid('data-file'), join(ROOT, 'tests/fixtures/data/formats/qa.csv'));
+    await page.waitForFunction(() => /^qa\.csv/.test(document.querySelector('[data-testid="data-summary"]').textContent));
+    assert.match(await page.textContent(tid('data-summary')),
+      /^qa\.csv \(csv, prompt\/response columns\): 3 examples with 6 turns/);
+    assert.match(await page.textContent(tid('data-preview')), /What is the capital of France\?/);
+
     // A wrong choice of files is explained in the page.
     await page.setInputFiles(tid('model-files'), [join(TINY_DIR, 'config.json')]);
     await page.click(tid('load-model'));

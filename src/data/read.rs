@@ -1,0 +1,217 @@
+//! Reading a data file in any supported format into records, keeping every
+//! good one and every problem with its line: the format is detected from
+//! the file's name and first bytes unless the person names it.
+//!
+//! Checks that span records live here, whatever the format: a file keeps to
+//! one schema, and a record that repeats an earlier one is left out.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use crate::data::record::{Line, Record, Schema, data_err};
+use crate::data::{json, jsonl, table, text};
+use crate::error::{Error, Result};
+
+/// A data file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line (`.jsonl`, `.ndjson`).
+    Jsonl,
+    /// A JSON array of objects (`.json` starting with `[`).
+    JsonArray,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// Tab-separated values with a header row.
+    Tsv,
+    /// Plain text or Markdown: documents split at blank lines.
+    Text,
+}
+
+impl Format {
+    /// Parses a format's name as the CLI and the page write it.
+    pub fn parse(name: &str) -> Result<Format> {
+        Ok(match name {
+            "jsonl" => Format::Jsonl,
+            "json" => Format::JsonArray,
+            "csv" => Format::Csv,
+            "tsv" => Format::Tsv,
+            "text" | "txt" | "md" => Format::Text,
+            other => {
+                return Err(Error::setting(
+                    "format",
+                    format!("`{other}` is not one of jsonl, json, csv, tsv, text"),
+                ));
+            }
+        })
+    }
+
+    /// The format's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::JsonArray => "json",
+            Format::Csv => "csv",
+            Format::Tsv => "tsv",
+            Format::Text => "text",
+        }
+    }
+
+    /// The format of `file` from its extension, or else from its first
+    /// non-blank byte (`[` a JSON array, `{` JSONL, anything else text).
+    pub fn detect(file: &str, bytes: &[u8]) -> Format {
+        let lower = file.to_ascii_lowercase();
+        let ext = lower.rsplit('.').next().unwrap_or("");
+        let first = bytes
+            .strip_prefix(b"\xEF\xBB\xBF")
+            .unwrap_or(bytes)
+            .iter()
+            .find(|b| !b.is_ascii_whitespace());
+        match (ext, first) {
+            ("jsonl" | "ndjson", _) => Format::Jsonl,
+            ("csv", _) => Format::Csv,
+            ("tsv" | "tab", _) => Format::Tsv,
+            ("txt" | "md" | "markdown", _) => Format::Text,
+            (_, Some(b'[')) => Format::JsonArray,
+            (_, Some(b'{')) => Format::Jsonl,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// How to read a file: the format (detected when `None`) and, for tables,
+/// which columns hold what (found by common names when not given).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadOptions {
+    /// The format; detected from the name and content when `None`.
+    pub format: Option<Format>,
+    /// Table columns: `prompt`, `response`, `system`, `text` → header name.
+    pub columns: table::Columns,
+}
+
+/// What reading a file found.
+#[derive(Debug)]
+pub struct Scan {
+    /// The format read.
+    pub format: Format,
+    /// The schema of the records (of the first good one).
+    pub schema: Option<Schema>,
+    /// Good records, in file order.
+    pub lines: Vec<Line>,
+    /// Every problem, as [`Error::Data`] with its line.
+    pub problems: Vec<Error>,
+}
+
+/// Collects records from a format's reader and applies the checks that
+/// span records.
+pub(crate) struct Collector<'a> {
+    file: &'a str,
+    schema: Option<(Schema, usize)>,
+    seen: HashMap<u64, usize>,
+    pub(crate) lines: Vec<Line>,
+    pub(crate) problems: Vec<Error>,
+}
+
+impl<'a> Collector<'a> {
+    pub(crate) fn new(file: &'a str) -> Self {
+        Self {
+            file,
+            schema: None,
+            seen: HashMap::new(),
+            lines: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// A problem on `line`.
+    pub(crate) fn problem(&mut self, line: usize, reason: impl Into<String>) {
+        self.problems.push(data_err(self.file, line, reason));
+    }
+
+    /// A good record of `schema` on `line`, unless it breaks a file-wide rule.
+    pub(crate) fn record(&mut self, line: usize, schema: Schema, record: Record) {
+        match self.schema {
+            None => self.schema = Some((schema, line)),
+            Some((first, at)) if first != schema => {
+                return self.problem(
+                    line,
+                    format!(
+                        "this record is {} but the file's first record (line {at}) is {}; \
+                         a file keeps to one schema",
+                        schema.name(),
+                        first.name()
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        let mut h = DefaultHasher::new();
+        record_key(&record).hash(&mut h);
+        let key = h.finish();
+        if let Some(first) = self.seen.get(&key) {
+            return self.problem(line, format!("duplicate of line {first}"));
+        }
+        self.seen.insert(key, line);
+        self.lines.push(Line { line, record });
+    }
+}
+
+fn record_key(r: &Record) -> String {
+    format!("{r:?}")
+}
+
+/// Reads `bytes` (the file `file`) into records.
+pub fn read(file: &str, bytes: &[u8], options: &ReadOptions) -> Scan {
+    let format = options
+        .format
+        .unwrap_or_else(|| Format::detect(file, bytes));
+    let mut c = Collector::new(file);
+    match format {
+        Format::Jsonl => jsonl::read(bytes, &mut c),
+        Format::JsonArray => json::read(bytes, &mut c),
+        Format::Csv => table::read(bytes, b',', &options.columns, &mut c),
+        Format::Tsv => table::read(bytes, b'\t', &options.columns, &mut c),
+        Format::Text => text::read(bytes, &mut c),
+    }
+    c.problems.sort_by_key(|e| match e {
+        Error::Data { line, .. } => *line,
+        _ => 0,
+    });
+    Scan {
+        format,
+        schema: c.schema.map(|(s, _)| s),
+        lines: c.lines,
+        problems: c.problems,
+    }
+}
+
+/// Reads `bytes` into records, failing on any problem: all are reported
+/// together (up to 20) so a file can be fixed in one go.
+pub fn read_strict(file: &str, bytes: &[u8], options: &ReadOptions) -> Result<Vec<Line>> {
+    let mut scan = read(file, bytes, options);
+    match scan.problems.len() {
+        0 if scan.lines.is_empty() => Err(data_err(file, 1, "the file has no records")),
+        0 => Ok(scan.lines),
+        1 => Err(scan.problems.remove(0)),
+        n => {
+            let shown: Vec<String> = scan
+                .problems
+                .iter()
+                .take(20)
+                .map(|e| e.to_string())
+                .collect();
+            let more = if n > 20 {
+                format!("\n... and {} more", n - 20)
+            } else {
+                String::new()
+            };
+            Err(Error::Data {
+                file: file.to_string(),
+                line: match &scan.problems[0] {
+                    Error::Data { line, .. } => *line,
+                    _ => 1,
+                },
+                reason: format!("{n} bad lines:\n{}{more}", shown.join("\n")),
+            })
+        }
+    }
+}

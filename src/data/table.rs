@@ -1,0 +1,210 @@
+//! CSV and TSV with a header row (RFC 4180 quoting, embedded newlines, a
+//! UTF-8 BOM). Columns map to a prompt and a response (trained through the
+//! chat template, like Alpaca), optionally a system message, or to plain
+//! text: by common header names, or as the person maps them.
+
+use crate::data::read::Collector;
+use crate::data::record::{Record, Schema, check_turns, instruction_turns};
+use crate::error::{Error, Result};
+
+/// Which header holds each part of a record; `None` = find it by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns {
+    /// The user's turn.
+    pub prompt: Option<String>,
+    /// The answer to train.
+    pub response: Option<String>,
+    /// An optional system message.
+    pub system: Option<String>,
+    /// Plain text to train on whole (instead of prompt/response).
+    pub text: Option<String>,
+}
+
+impl Columns {
+    /// Parses `prompt=Question,response=Answer[,system=...][,text=...]`.
+    pub fn parse(spec: &str) -> Result<Columns> {
+        let mut c = Columns::default();
+        for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, header) = part.split_once('=').ok_or_else(|| {
+                Error::setting("columns", format!("`{part}` should be ROLE=HEADER"))
+            })?;
+            let slot = match key.trim() {
+                "prompt" => &mut c.prompt,
+                "response" => &mut c.response,
+                "system" => &mut c.system,
+                "text" => &mut c.text,
+                other => {
+                    return Err(Error::setting(
+                        "columns",
+                        format!("`{other}` is not one of prompt, response, system, text"),
+                    ));
+                }
+            };
+            *slot = Some(header.trim().to_string());
+        }
+        Ok(c)
+    }
+}
+
+const PROMPT: [&str; 7] = [
+    "prompt",
+    "question",
+    "instruction",
+    "input",
+    "query",
+    "user",
+    "human",
+];
+const RESPONSE: [&str; 7] = [
+    "response",
+    "completion",
+    "answer",
+    "output",
+    "target",
+    "assistant",
+    "gpt",
+];
+const SYSTEM: [&str; 2] = ["system", "system_prompt"];
+const TEXT: [&str; 3] = ["text", "content", "document"];
+
+/// The index of the header named `given`, or else of the first header (case
+/// and spaces ignored) among `names`.
+fn find(
+    headers: &[String],
+    given: &Option<String>,
+    names: &[&str],
+) -> std::result::Result<Option<usize>, String> {
+    if let Some(h) = given {
+        return headers
+            .iter()
+            .position(|x| x == h)
+            .map(Some)
+            .ok_or_else(|| format!("no column `{h}` in the header {headers:?}"));
+    }
+    let norm = |s: &str| s.trim().to_ascii_lowercase().replace([' ', '-'], "_");
+    Ok(names
+        .iter()
+        .find_map(|n| headers.iter().position(|h| norm(h) == *n)))
+}
+
+struct Layout {
+    prompt: Option<usize>,
+    response: Option<usize>,
+    system: Option<usize>,
+    text: Option<usize>,
+}
+
+fn layout(headers: &[String], c: &Columns) -> std::result::Result<Layout, String> {
+    let l = Layout {
+        prompt: find(headers, &c.prompt, &PROMPT)?,
+        response: find(headers, &c.response, &RESPONSE)?,
+        system: find(headers, &c.system, &SYSTEM)?,
+        text: find(headers, &c.text, &TEXT)?,
+    };
+    match (l.prompt, l.response, l.text) {
+        (Some(p), Some(r), _) if p != r => Ok(l),
+        (_, _, Some(_)) if c.prompt.is_none() && c.response.is_none() => Ok(Layout {
+            prompt: None,
+            response: None,
+            system: None,
+            ..l
+        }),
+        _ => Err(format!(
+            "the header {headers:?} has no prompt and response columns (e.g. `prompt`, `question`, \
+             `instruction` and `response`, `answer`, `output`) and no `text` column; \
+             name them with --columns prompt=HEADER,response=HEADER"
+        )),
+    }
+}
+
+pub(crate) fn read(bytes: &[u8], delimiter: u8, columns: &Columns, c: &mut Collector) {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(bytes);
+    let headers: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(str::to_string).collect(),
+        Err(e) => return c.problem(1, format!("cannot read the header row: {e}")),
+    };
+    if headers.iter().all(|h| h.trim().is_empty()) {
+        return c.problem(1, "the header row is empty");
+    }
+    let l = match layout(&headers, columns) {
+        Ok(l) => l,
+        Err(reason) => return c.problem(1, reason),
+    };
+    let mut record = csv::ByteRecord::new();
+    // Lines are counted from byte offsets (the csv crate's own line count
+    // does not follow CRLF files), once over the file.
+    let (mut line, mut counted) = (1, 0);
+    let mut line_at = |at: u64| {
+        // A record's position may point at the `\n` ending the row before.
+        let mut at = (at as usize).min(bytes.len());
+        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        if at > counted {
+            line += bytes[counted..at].iter().filter(|&&b| b == b'\n').count();
+            counted = at;
+        }
+        line
+    };
+    loop {
+        let start = reader.position().byte();
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let at = e.position().map_or(start, |p| p.byte());
+                c.problem(line_at(at), format!("cannot read this row: {e}"));
+                continue;
+            }
+        }
+        let line = line_at(record.position().map_or(start, |p| p.byte()));
+        if record.len() != headers.len() {
+            c.problem(
+                line,
+                format!(
+                    "{} fields where the header has {}",
+                    record.len(),
+                    headers.len()
+                ),
+            );
+            continue;
+        }
+        match row(&record, &headers, &l) {
+            Ok((schema, r)) => c.record(line, schema, r),
+            Err(reason) => c.problem(line, reason),
+        }
+    }
+}
+
+fn row(
+    record: &csv::ByteRecord,
+    headers: &[String],
+    l: &Layout,
+) -> std::result::Result<(Schema, Record), String> {
+    let cell = |i: usize| -> std::result::Result<String, String> {
+        let s = std::str::from_utf8(&record[i])
+            .map_err(|_| format!("column `{}` is not valid UTF-8", headers[i]))?;
+        if s.trim().is_empty() {
+            return Err(format!("column `{}` is empty", headers[i]));
+        }
+        Ok(s.to_string())
+    };
+    if let (Some(p), Some(r)) = (l.prompt, l.response) {
+        let system = match l.system.map(cell) {
+            Some(Ok(s)) => Some(s),
+            _ => None,
+        };
+        let turns = instruction_turns(system, cell(p)?, cell(r)?);
+        check_turns(&turns)?;
+        return Ok((Schema::Columns, Record::Messages(turns)));
+    }
+    let t = l
+        .text
+        .expect("layout has text when it has no prompt/response");
+    Ok((Schema::Text, Record::Text(cell(t)?)))
+}

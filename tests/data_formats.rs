@@ -1,0 +1,248 @@
+//! Every data format people have, read into the same records with the line
+//! each starts on, and every problem named with its line.
+
+mod common;
+
+use common::read;
+use tabtune::data::table::Columns;
+use tabtune::data::{Format, ReadOptions, Record, Schema, render_examples};
+use tabtune::tokenizer::{Message, TextTokenizer};
+
+fn tok() -> TextTokenizer {
+    TextTokenizer::from_hf(
+        "hf_tokenizer",
+        &read("smollm2/hf_tokenizer/tokenizer.json"),
+        Some(&read("smollm2/hf_tokenizer/tokenizer_config.json")),
+        Some(&read("smollm2/hf_tokenizer/chat_template.jinja")),
+    )
+    .expect("tokenizer loads")
+}
+
+fn scan(file: &str, bytes: &[u8]) -> tabtune::data::Scan {
+    tabtune::data::read(file, bytes, &ReadOptions::default())
+}
+
+fn problems(s: &tabtune::data::Scan) -> Vec<String> {
+    s.problems.iter().map(|e| e.to_string()).collect()
+}
+
+fn chat(q: &str, a: &str) -> Record {
+    Record::Messages(vec![
+        Message {
+            role: "user".into(),
+            content: q.into(),
+        },
+        Message {
+            role: "assistant".into(),
+            content: a.into(),
+        },
+    ])
+}
+
+#[test]
+fn messages_sharegpt_alpaca_csv_and_tsv_give_the_same_conversations() {
+    let want = vec![
+        chat("What is the capital of France?", "Paris."),
+        chat("Opposite of hot?", "Cold."),
+        chat("2 + 2 = ?", "4"),
+    ];
+    let cases = [
+        ("messages.json", Format::JsonArray, Schema::Messages),
+        ("sharegpt.jsonl", Format::Jsonl, Schema::ShareGpt),
+        ("alpaca.json", Format::JsonArray, Schema::Alpaca),
+        ("qa.csv", Format::Csv, Schema::Columns),
+        ("qa.tsv", Format::Tsv, Schema::Columns),
+    ];
+    for (file, format, schema) in cases {
+        let s = scan(file, &read(&format!("data/formats/{file}")));
+        assert_eq!(problems(&s), Vec::<String>::new(), "{file}");
+        assert_eq!((s.format, s.schema), (format, Some(schema)), "{file}");
+        let got: Vec<Record> = s.lines.iter().map(|l| l.record.clone()).collect();
+        assert_eq!(got, want, "{file}");
+    }
+}
+
+#[test]
+fn records_carry_the_line_they_start_on() {
+    let lines = |file: &str| -> Vec<usize> {
+        scan(file, &read(&format!("data/formats/{file}")))
+            .lines
+            .iter()
+            .map(|l| l.line)
+            .collect()
+    };
+    // indent=2 JSON: "[", then each object over 12 lines.
+    assert_eq!(lines("messages.json"), vec![2, 14, 26]);
+    assert_eq!(lines("sharegpt.jsonl"), vec![1, 2, 3]);
+    assert_eq!(lines("qa.csv"), vec![2, 3, 4], "the header is line 1");
+    assert_eq!(
+        lines("notes.md"),
+        vec![1, 3, 7],
+        "documents split at blank lines"
+    );
+}
+
+#[test]
+fn csv_quoting_embedded_newlines_and_an_explicit_column_mapping() {
+    let csv = b"id,Q,A\n1,\"Say \"\"hi\"\"\",\"Hi,\nthere\"\n2,Next?,Yes\n";
+    let s = tabtune::data::read("x.csv", csv, &ReadOptions::default());
+    assert_eq!(s.lines.len(), 0, "Q/A are not common names");
+    assert!(
+        problems(&s)[0].starts_with("x.csv:1: the header [\"id\", \"Q\", \"A\"] has no prompt")
+    );
+    let options = ReadOptions {
+        format: None,
+        columns: Columns::parse("prompt=Q,response=A").expect("valid mapping"),
+    };
+    let s = tabtune::data::read("x.csv", csv, &options);
+    assert_eq!(problems(&s), Vec::<String>::new());
+    assert_eq!(s.lines[0].record, chat("Say \"hi\"", "Hi,\nthere"));
+    assert_eq!(
+        s.lines.iter().map(|l| l.line).collect::<Vec<_>>(),
+        vec![2, 4],
+        "row 2 starts after the embedded newline"
+    );
+    let bad = Columns::parse("prompt=Q,answer=A").expect_err("unknown role");
+    assert!(
+        bad.to_string()
+            .starts_with("setting `columns`: `answer` is not one of")
+    );
+    let missing = ReadOptions {
+        format: None,
+        columns: Columns::parse("prompt=Nope,response=A").expect("valid"),
+    };
+    let s = tabtune::data::read("x.csv", csv, &missing);
+    assert!(
+        problems(&s)[0].contains("no column `Nope`"),
+        "{:?}",
+        problems(&s)
+    );
+}
+
+#[test]
+fn table_rows_with_empty_cells_or_wrong_field_counts_are_named() {
+    let tsv = b"prompt\tresponse\nq1\ta1\nq2\t\nq3\ta3\textra\n";
+    let s = tabtune::data::read("t.tsv", tsv, &ReadOptions::default());
+    assert_eq!(s.lines.len(), 1);
+    assert_eq!(
+        problems(&s),
+        vec![
+            "t.tsv:3: column `response` is empty".to_string(),
+            "t.tsv:4: 3 fields where the header has 2".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn a_json_syntax_error_names_its_line_and_column() {
+    let s = scan("bad.json", b"[\n  {\"text\": \"a\"},\n  {\"text\": }\n]");
+    assert_eq!(
+        problems(&s),
+        vec![
+            "bad.json:3: invalid JSON at column 12: expected value at line 3 column 12".to_string()
+        ]
+    );
+}
+
+#[test]
+fn wrong_role_order_duplicates_and_bad_sharegpt_roles_are_named() {
+    let jsonl = concat!(
+        r#"{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}"#,
+        "\n",
+        r#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "c"}]}"#,
+        "\n",
+        r#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "c"}]}"#,
+        "\n",
+        r#"{"messages": [{"role": "assistant", "content": "c"}]}"#,
+        "\n",
+        r#"{"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "c"}]}"#,
+        "\n",
+    );
+    let s = scan("r.jsonl", jsonl.as_bytes());
+    assert_eq!(s.lines.len(), 1);
+    assert_eq!(
+        problems(&s),
+        vec![
+            "r.jsonl:1: messages: turn 1: `user` where a `assistant` turn should be (turns alternate user, assistant)".to_string(),
+            "r.jsonl:3: duplicate of line 2".to_string(),
+            "r.jsonl:4: messages: turn 0: `assistant` where a `user` turn should be (turns alternate user, assistant)".to_string(),
+            "r.jsonl:5: messages: turn 1: a system message may only come first".to_string(),
+        ]
+    );
+    let s = scan(
+        "s.jsonl",
+        br#"{"conversations": [{"from": "bot", "value": "x"}]}"#,
+    );
+    assert_eq!(
+        problems(&s),
+        vec![
+            "s.jsonl:1: conversations[0]: `from` is `bot`, not one of system, human, gpt"
+                .to_string()
+        ]
+    );
+}
+
+#[test]
+fn the_format_comes_from_the_name_then_the_content_and_can_be_named() {
+    assert_eq!(Format::detect("a.jsonl", b"[1]"), Format::Jsonl);
+    assert_eq!(Format::detect("a.json", b"  [{}]"), Format::JsonArray);
+    assert_eq!(Format::detect("a.json", b"{}\n{}"), Format::Jsonl);
+    assert_eq!(Format::detect("a.CSV", b"x"), Format::Csv);
+    assert_eq!(Format::detect("a.tsv", b"x"), Format::Tsv);
+    assert_eq!(Format::detect("README.md", b"{"), Format::Text);
+    assert_eq!(
+        Format::detect("data", b"\xEF\xBB\xBF[{}]"),
+        Format::JsonArray
+    );
+    assert_eq!(Format::detect("data", b"hello"), Format::Text);
+    assert_eq!(Format::parse("csv").expect("known"), Format::Csv);
+    let err = Format::parse("xml").expect_err("unknown");
+    assert_eq!(
+        err.to_string(),
+        "setting `format`: `xml` is not one of jsonl, json, csv, tsv, text"
+    );
+    // Named, a .txt file holding JSONL is read as JSONL.
+    let options = ReadOptions {
+        format: Some(Format::Jsonl),
+        ..ReadOptions::default()
+    };
+    let s = tabtune::data::read("data.txt", b"{\"text\": \"hi\"}\n", &options);
+    assert_eq!(s.lines[0].record, Record::Text("hi".into()));
+}
+
+#[test]
+fn a_long_document_becomes_windows_that_cover_every_token() {
+    let t = tok();
+    let doc =
+        "LoRA trains two small matrices per layer while the base weights stay frozen. ".repeat(8);
+    let record = Record::Document(doc.clone());
+    let whole = tabtune::data::render_record(&t, &record).expect("renders");
+    let windows = render_examples(&t, &record, 16).expect("renders");
+    assert!(windows.len() > 1);
+    assert!(windows.iter().all(|w| w.ids.len() <= 16));
+    let joined: Vec<u32> = windows.iter().flat_map(|w| w.ids.clone()).collect();
+    assert_eq!(
+        joined, whole.ids,
+        "windows are the document's tokens in order"
+    );
+    assert_eq!(*joined.last().expect("ids"), t.eos_id);
+    // A plain `text` record is cut instead (one example).
+    let text = render_examples(&t, &Record::Text(doc), 16).expect("renders");
+    assert_eq!(text.len(), 1);
+}
+
+#[test]
+fn invalid_utf8_in_a_text_file_names_the_line_and_keeps_the_rest() {
+    let s = scan("n.txt", b"good line\n\xff\xfe\nnext\n\nsecond doc\n");
+    assert_eq!(
+        problems(&s),
+        vec!["n.txt:2: line is not valid UTF-8 (the line is left out)".to_string()]
+    );
+    assert_eq!(
+        s.lines.iter().map(|l| l.record.clone()).collect::<Vec<_>>(),
+        vec![
+            Record::Document("good line\nnext".into()),
+            Record::Document("second doc".into())
+        ]
+    );
+}
