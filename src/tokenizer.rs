@@ -19,6 +19,11 @@ use tokenizers::{AddedToken, Tokenizer};
 use crate::error::{Error, Result};
 use crate::io::gguf::Gguf;
 
+/// The chat template for models that ship none: ChatML, as TRL's
+/// `setup_chat_format` adds. Turns end with the text `<|im_end|>`; the
+/// model's EOS token follows the last assistant turn in training.
+pub const DEFAULT_CHAT_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -256,10 +261,10 @@ impl TextTokenizer {
     }
 
     /// The ids to generate from for a user's `prompt`: one user turn through
-    /// the chat template (with the generation prompt) for chat models, or
-    /// the raw text with BOS when `raw` or the model has no template.
+    /// the chat template (the default one for models without their own, as
+    /// in training), or the raw text with BOS when `raw`.
     pub fn encode_prompt(&self, prompt: &str, raw: bool) -> Result<Vec<u32>> {
-        if raw || self.chat_template.is_none() {
+        if raw {
             return self.encode(prompt, true);
         }
         let msgs = [Message {
@@ -282,18 +287,17 @@ impl TextTokenizer {
     }
 
     /// Renders `messages` with the model's chat template (transformers'
-    /// `apply_chat_template(..., tokenize=False)`).
+    /// `apply_chat_template(..., tokenize=False)`), or with
+    /// [`DEFAULT_CHAT_TEMPLATE`] when the model has none.
     pub fn apply_chat_template(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let template = self.chat_template.as_deref().ok_or_else(|| {
-            Error::setting(
-                "data",
-                "the model has no chat template, so `messages` data cannot be rendered",
-            )
-        })?;
+        let template = self
+            .chat_template
+            .as_deref()
+            .unwrap_or(DEFAULT_CHAT_TEMPLATE);
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

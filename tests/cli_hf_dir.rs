@@ -158,3 +158,36 @@ fn the_cli_trains_evaluates_and_generates_from_an_hf_directory() {
     ]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bad_records_stop_training_unless_skip_bad_leaves_them_out() {
+    let dir = std::env::temp_dir().join(format!("tabtune-hf-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_tiny_model(&dir);
+    let bin = env!("CARGO_BIN_EXE_tabtune");
+    let data = fixture("data/bad.jsonl");
+    let train = |extra: &[&str]| {
+        Command::new(bin)
+            .args(["train", "--model"])
+            .arg(&dir)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.join("adapter"))
+            .args(["--steps", "1"])
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+    let stopped = train(&[]);
+    assert!(!stopped.status.success());
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    assert!(err.contains("bad.jsonl:2: 5 bad lines"), "{err}");
+    let skipped = train(&["--skip-bad"]);
+    let err = String::from_utf8_lossy(&skipped.stderr);
+    assert!(skipped.status.success(), "{err}");
+    assert!(err.contains("5 bad records left out:"), "{err}");
+    assert!(err.contains("bad.jsonl:6: unknown record"), "{err}");
+    assert!(dir.join("adapter/adapter_model.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

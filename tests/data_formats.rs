@@ -91,8 +91,8 @@ fn csv_quoting_embedded_newlines_and_an_explicit_column_mapping() {
         problems(&s)[0].starts_with("x.csv:1: the header [\"id\", \"Q\", \"A\"] has no prompt")
     );
     let options = ReadOptions {
-        format: None,
         columns: Columns::parse("prompt=Q,response=A").expect("valid mapping"),
+        ..ReadOptions::default()
     };
     let s = tabtune::data::read("x.csv", csv, &options);
     assert_eq!(problems(&s), Vec::<String>::new());
@@ -108,8 +108,8 @@ fn csv_quoting_embedded_newlines_and_an_explicit_column_mapping() {
             .starts_with("setting `columns`: `answer` is not one of")
     );
     let missing = ReadOptions {
-        format: None,
         columns: Columns::parse("prompt=Nope,response=A").expect("valid"),
+        ..ReadOptions::default()
     };
     let s = tabtune::data::read("x.csv", csv, &missing);
     assert!(
@@ -217,7 +217,7 @@ fn a_long_document_becomes_windows_that_cover_every_token() {
         "LoRA trains two small matrices per layer while the base weights stay frozen. ".repeat(8);
     let record = Record::Document(doc.clone());
     let whole = tabtune::data::render_record(&t, &record).expect("renders");
-    let windows = render_examples(&t, &record, 16).expect("renders");
+    let windows = render_examples(&t, &record, 16, false).expect("renders");
     assert!(windows.len() > 1);
     assert!(windows.iter().all(|w| w.ids.len() <= 16));
     let joined: Vec<u32> = windows.iter().flat_map(|w| w.ids.clone()).collect();
@@ -227,7 +227,7 @@ fn a_long_document_becomes_windows_that_cover_every_token() {
     );
     assert_eq!(*joined.last().expect("ids"), t.eos_id);
     // A plain `text` record is cut instead (one example).
-    let text = render_examples(&t, &Record::Text(doc), 16).expect("renders");
+    let text = render_examples(&t, &Record::Text(doc), 16, false).expect("renders");
     assert_eq!(text.len(), 1);
 }
 
@@ -245,4 +245,52 @@ fn invalid_utf8_in_a_text_file_names_the_line_and_keeps_the_rest() {
             Record::Document("second doc".into())
         ]
     );
+}
+
+#[test]
+fn a_model_without_a_chat_template_renders_conversations_as_chatml() {
+    let t = TextTokenizer::from_hf(
+        "no-template",
+        &read("smollm2/hf_tokenizer/tokenizer.json"),
+        Some(&read("smollm2/hf_tokenizer/tokenizer_config.json")),
+        None,
+    )
+    .expect("tokenizer loads");
+    assert!(t.chat_template.is_none());
+    let ex = tabtune::data::render_record(&t, &chat("Hi", "Hello")).expect("renders");
+    assert_eq!(
+        t.decode(&ex.ids, false).expect("decodes"),
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
+    );
+    let trained: Vec<u32> = ex
+        .ids
+        .iter()
+        .zip(&ex.trained)
+        .filter(|(_, m)| **m)
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(
+        t.decode(&trained, false).expect("decodes"),
+        "Hello<|im_end|>"
+    );
+}
+
+#[test]
+fn all_tokens_trains_the_prompts_too() {
+    let t = tok();
+    let bytes = read("data/formats/sharegpt.jsonl");
+    let answers = tabtune::data::prepare("s.jsonl", &bytes, &ReadOptions::default(), &t, 256)
+        .expect("prepares");
+    let all = ReadOptions {
+        all_tokens: true,
+        ..ReadOptions::default()
+    };
+    let every = tabtune::data::prepare("s.jsonl", &bytes, &all, &t, 256).expect("prepares");
+    let s = &every.summary;
+    assert_eq!(
+        s.trained_tokens,
+        s.tokens - s.examples,
+        "all but each first token"
+    );
+    assert!(answers.summary.trained_tokens < s.trained_tokens / 4);
 }

@@ -303,6 +303,7 @@ function prepareData() {
   send({
     type: 'data', file: state.data.file, bytes, seqLen,
     format: $('data-format').value, columns: $('data-columns').value.trim(),
+    allTokens: $('data-all-tokens').checked,
   }, [bytes]);
 }
 
@@ -473,6 +474,7 @@ function wire() {
   settingsForm().seq_len.onchange = prepareData;
   $('data-format').onchange = prepareData;
   $('data-columns').onchange = prepareData;
+  $('data-all-tokens').onchange = prepareData;
   settingsForm().backend.onchange = () => {
     clearErrors();
     $('model-info').textContent = '';

@@ -124,8 +124,8 @@ const handlers = {
       u8(files.tokenizer), u8(files.tokenizer_config), u8(files.chat_template)));
     post({ type: 'model', info });
   },
-  async data({ file, bytes, seqLen, format, columns }) {
-    const summary = await serial(() => engine.prepareData(file, new Uint8Array(bytes), seqLen, format, columns));
+  async data({ file, bytes, seqLen, format, columns, allTokens }) {
+    const summary = await serial(() => engine.prepareData(file, new Uint8Array(bytes), seqLen, format, columns, !!allTokens));
     post({ type: 'data', summary });
   },
   async start({ settings }) {

@@ -93,9 +93,28 @@ pub fn read_bytes(path: &str) -> Result<Vec<u8>> {
     read(Path::new(path))
 }
 
-/// Reads a data file (any supported format), failing on any bad record.
-pub fn read_data(path: &str, options: &ReadOptions) -> Result<Vec<Line>> {
-    read_strict(path, &read(Path::new(path))?, options)
+/// Reads a data file (any supported format). A bad record stops it, unless
+/// `skip_bad`: then each is reported on stderr and left out.
+pub fn read_data(path: &str, options: &ReadOptions, skip_bad: bool) -> Result<Vec<Line>> {
+    let bytes = read(Path::new(path))?;
+    if !skip_bad {
+        return read_strict(path, &bytes, options);
+    }
+    let scan = tabtune::data::read(path, &bytes, options);
+    if !scan.problems.is_empty() {
+        eprintln!("{} bad records left out:", scan.problems.len());
+        for p in &scan.problems {
+            eprintln!("  {p}");
+        }
+    }
+    if scan.lines.is_empty() {
+        return Err(Error::Data {
+            file: path.to_string(),
+            line: 1,
+            reason: "no usable record".into(),
+        });
+    }
+    Ok(scan.lines)
 }
 
 /// Reads a PEFT adapter directory.

@@ -186,6 +186,12 @@ struct DataArgs {
     /// common names such as prompt/question/instruction and response/answer/output).
     #[arg(long)]
     columns: Option<String>,
+    /// Train on every token (prompts and system turns too), not only the answers.
+    #[arg(long)]
+    all_tokens: bool,
+    /// Leave out bad records (each is reported) instead of stopping at them.
+    #[arg(long)]
+    skip_bad: bool,
 }
 
 impl DataArgs {
@@ -193,19 +199,23 @@ impl DataArgs {
         Ok(ReadOptions {
             format: self.format.as_deref().map(Format::parse).transpose()?,
             columns: Columns::parse(self.columns.as_deref().unwrap_or(""))?,
+            all_tokens: self.all_tokens,
         })
     }
 }
 
 fn examples(loaded: &files::Model, data: &DataArgs, seq_len: usize) -> Result<Vec<Example>> {
     let tok = loaded.tokenizer()?;
-    let lines = files::read_data(&data.data, &data.options()?)?;
+    let options = data.options()?;
+    let lines = files::read_data(&data.data, &options, data.skip_bad)?;
     let mut out = Vec::with_capacity(lines.len());
     for l in &lines {
-        let exs = render_examples(tok, &l.record, seq_len).map_err(|e| Error::Data {
-            file: data.data.clone(),
-            line: l.line,
-            reason: e.to_string(),
+        let exs = render_examples(tok, &l.record, seq_len, options.all_tokens).map_err(|e| {
+            Error::Data {
+                file: data.data.clone(),
+                line: l.line,
+                reason: e.to_string(),
+            }
         })?;
         out.extend(exs);
     }

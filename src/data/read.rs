@@ -86,6 +86,9 @@ pub struct ReadOptions {
     pub format: Option<Format>,
     /// Table columns: `prompt`, `response`, `system`, `text` → header name.
     pub columns: table::Columns,
+    /// Train on every token, prompts and system turns too, instead of only
+    /// the answers (assistant turns, completions). Default false.
+    pub all_tokens: bool,
 }
 
 /// What reading a file found.

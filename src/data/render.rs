@@ -105,13 +105,18 @@ pub fn render_record(tok: &TextTokenizer, record: &Record) -> Result<Example> {
 
 /// Renders one record into the examples it trains: one, or for a plain-text
 /// document longer than `seq_len` tokens, consecutive windows of `seq_len`
-/// tokens (each window predicts from its own first token on).
+/// tokens (each window predicts from its own first token on). With
+/// `all_tokens`, every token is trained, prompts and system turns too.
 pub fn render_examples(
     tok: &TextTokenizer,
     record: &Record,
     seq_len: usize,
+    all_tokens: bool,
 ) -> Result<Vec<Example>> {
-    let ex = render_record(tok, record)?;
+    let mut ex = render_record(tok, record)?;
+    if all_tokens {
+        ex.trained.iter_mut().for_each(|t| *t = true);
+    }
     if !matches!(record, Record::Document(_)) || ex.ids.len() <= seq_len {
         return Ok(vec![ex]);
     }

@@ -90,7 +90,7 @@ pub fn prepare(
     let mut examples = Vec::with_capacity(scan.lines.len());
     let mut turns = 0;
     for l in &scan.lines {
-        match render_examples(tok, &l.record, seq_len) {
+        match render_examples(tok, &l.record, seq_len, options.all_tokens) {
             Ok(exs) if exs.iter().all(|e| e.trained_tokens() == 0) => problems.push(Problem {
                 line: l.line,
                 reason: "nothing to train: the example has no trained token".into(),

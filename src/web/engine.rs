@@ -201,7 +201,8 @@ impl Engine {
     /// Parses and tokenizes a JSONL data file for the loaded model; returns
     /// the summary the page shows (counts, bad lines, a preview).
     /// `format` overrides detection (`jsonl`, `json`, `csv`, `tsv`, `text`);
-    /// `columns` maps table columns (`prompt=Q,response=A`).
+    /// `columns` maps table columns (`prompt=Q,response=A`); `all_tokens`
+    /// trains prompts too.
     #[wasm_bindgen(js_name = prepareData)]
     pub fn prepare_data(
         &self,
@@ -210,6 +211,7 @@ impl Engine {
         seq_len: usize,
         format: Option<String>,
         columns: Option<String>,
+        all_tokens: bool,
     ) -> std::result::Result<JsValue, JsValue> {
         let options = ReadOptions {
             format: format
@@ -218,6 +220,7 @@ impl Engine {
                 .transpose()
                 .map_err(js)?,
             columns: Columns::parse(columns.as_deref().unwrap_or("")).map_err(js)?,
+            all_tokens,
         };
         let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
         let model = s.model.clone().ok_or_else(|| no("model"))?;
