@@ -32,10 +32,14 @@ fn the_zip_holds_the_adapter_files_and_a_model_card_byte_for_byte() {
         lora: &trainer.adapters.config,
         train: &trainer.config,
         backend: "cpu",
+        validation: Some((2.5, 1.25, 5)),
     });
     assert!(card.starts_with("---\nbase_model: org/tiny\nlibrary_name: peft\n"));
     assert!(card.contains(&format!("| final loss | {:.4} |", last.loss)));
     assert!(card.contains("| steps | 2 of 2 |"));
+    assert!(
+        card.contains("| validation loss (5 held-out examples) | 2.5000 before, 1.2500 after |")
+    );
 
     let zip = adapter_zip(&files, &card).expect("zips");
     let mut archive = zip::ZipArchive::new(Cursor::new(zip)).expect("a valid zip");

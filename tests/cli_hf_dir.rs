@@ -191,3 +191,40 @@ fn bad_records_stop_training_unless_skip_bad_leaves_them_out() {
     assert!(dir.join("adapter/adapter_model.safetensors").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn train_holds_out_a_seeded_validation_share_and_reports_its_loss() {
+    let dir = std::env::temp_dir().join(format!("tabtune-hf-val-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_tiny_model(&dir);
+    let data: String = (0..20)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"Q{i}: what is {i} + {i}?\", \"completion\": \" {}\"}}\n",
+                2 * i
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("data.jsonl"), data).expect("writes");
+    let o = Command::new(env!("CARGO_BIN_EXE_tabtune"))
+        .args(["train", "--model"])
+        .arg(&dir)
+        .arg("--data")
+        .arg(dir.join("data.jsonl"))
+        .arg("--out")
+        .arg(dir.join("adapter"))
+        .args(["--steps", "4", "--lr", "1e-2", "--validation", "0.25"])
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("5 examples held out for validation"), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("validation loss "), "{out}");
+    let card = std::fs::read_to_string(dir.join("adapter/README.md")).expect("card");
+    assert!(
+        card.contains("| validation loss (5 held-out examples) |"),
+        "{card}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

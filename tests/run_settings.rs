@@ -71,3 +71,31 @@ fn targets_parse_into_the_lora_config() {
     assert_eq!(l.targets, vec![Target::Q, Target::V, Target::Down]);
     assert_eq!((l.rank, l.alpha, l.use_rslora), (4, 8.0, true));
 }
+
+#[test]
+fn the_validation_share_is_checked_and_tiny_sets_are_not_split() {
+    let err = from_json(r#"{"validation": 0.95}"#)
+        .expect("parses")
+        .validate()
+        .expect_err("too large");
+    assert!(err.to_string().starts_with("setting `validation`"), "{err}");
+    let ex = |i: u32| tabtune::data::Example {
+        ids: vec![i, i + 1],
+        trained: vec![false, true],
+    };
+    let (train, val) = tabtune::data::split((0..40).map(ex).collect(), 0.1, 42);
+    assert_eq!((train.len(), val.len()), (40, 0), "4 would be too few");
+    let (train, val) = tabtune::data::split((0..100).map(ex).collect(), 0.1, 42);
+    assert_eq!((train.len(), val.len()), (90, 10));
+    let (_, again) = tabtune::data::split((0..100).map(ex).collect(), 0.1, 42);
+    assert_eq!(val, again, "the seed fixes the split");
+    let (_, other) = tabtune::data::split((0..100).map(ex).collect(), 0.1, 7);
+    assert_ne!(val, other);
+    let mut all: Vec<u32> = train.iter().chain(&val).map(|e| e.ids[0]).collect();
+    all.sort();
+    assert_eq!(
+        all,
+        (0..100).collect::<Vec<_>>(),
+        "nothing lost, nothing twice"
+    );
+}

@@ -122,6 +122,9 @@ function onWorker(msg) {
         + (msg.info.truncated ? `; ${msg.info.truncated} example${msg.info.truncated === 1 ? '' : 's'} cut to the sequence length` : '')
         + (msg.info.skipped ? `; ${msg.info.skipped} left out with nothing to train after the cut` : '') + '.';
       $('stat-step').textContent = `0 / ${msg.info.steps}`;
+      $('stat-val').textContent = msg.info.validation_examples ? '…' : 'none (too few examples)';
+      delete $('stat-val').dataset.before;
+      delete $('stat-val').dataset.after;
       document.body.dataset.run = 'running';
       break;
     case 'step': {
@@ -132,6 +135,14 @@ function onWorker(msg) {
       $('stat-tps').textContent = msg.tokensPerSecond.toFixed(1);
       $('stat-elapsed').textContent = duration(msg.elapsedMs);
       $('stat-eta').textContent = duration(msg.etaMs);
+      break;
+    }
+    case 'validation': {
+      const el = $('stat-val');
+      if (msg.when === 'before') el.textContent = `${msg.loss.toFixed(4)} → …`;
+      else el.textContent = el.textContent.replace('…', msg.loss.toFixed(4));
+      el.title = `mean loss over ${msg.tokens} tokens of ${msg.examples} held-out examples`;
+      el.dataset[msg.when] = String(msg.loss);
       break;
     }
     case 'paused':
@@ -369,6 +380,7 @@ function readSettings() {
     seq_len: num('seq_len', { int: true }),
     dropout: num('dropout'),
     seed: num('seed', { int: true }),
+    validation: num('validation'),
     targets: targets.join(','),
   };
   if (f.steps.value.trim() !== '') settings.steps = num('steps', { int: true });

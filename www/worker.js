@@ -60,7 +60,12 @@ async function chooseBackend(preference) {
   return { engine: Engine.cpu(), reason: `running on the CPU: ${reason}` };
 }
 
-async function trainLoop(steps) {
+async function validation(when, tuned) {
+  const v = await serial(() => engine.validate(tuned));
+  post({ type: 'validation', when, ...v });
+}
+
+async function trainLoop(steps, held) {
   run.active = true;
   run.stop = false;
   run.paused = false;
@@ -68,6 +73,7 @@ async function trainLoop(steps) {
   let tokens = 0;
   let done = 0;
   try {
+    if (held) await validation('before', false);
     while (done < steps && !run.stop) {
       if (run.paused) {
         post({ type: 'paused' });
@@ -92,6 +98,7 @@ async function trainLoop(steps) {
       // Let pause/stop/generate messages in between steps.
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
+    if (held && done > 0) await validation('after', true);
     post({ type: 'finished', stopped: done < steps, steps: done });
   } catch (e) {
     const text = message(e);
@@ -132,7 +139,7 @@ const handlers = {
     if (run.active) throw new Error('a run is already going');
     const info = await serial(() => engine.start(settings));
     post({ type: 'started', info });
-    trainLoop(info.steps);
+    trainLoop(info.steps, info.validation_examples > 0);
   },
   pause() {
     if (run.active) run.paused = true;

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use tabtune::data::table::Columns;
-use tabtune::data::{Example, Format, ReadOptions, render_examples};
+use tabtune::data::{Example, Format, ReadOptions, render_examples, split};
 use tabtune::generate::{GenerateConfig, TextStream, generate};
 use tabtune::io::card::{CardInfo, model_card};
 use tabtune::lora::LoraAdapters;
@@ -107,6 +107,10 @@ struct TrainArgs {
     /// Projections to adapt: q,k,v,o,gate,up,down or `all`.
     #[arg(long, default_value = "all")]
     targets: String,
+    /// Share of the examples held out to measure the validation loss (0 = none;
+    /// no split when it would be under 5 examples).
+    #[arg(long, default_value_t = 0.1)]
+    validation: f64,
     /// Name written as base_model_name_or_path in adapter_config.json, e.g.
     /// HuggingFaceTB/SmolLM2-135M-Instruct (default: the GGUF's general.name
     /// or the model directory).
@@ -241,6 +245,7 @@ impl TrainArgs {
             weight_decay: self.weight_decay,
             seed: self.seed,
             targets: self.targets.clone(),
+            validation: self.validation,
         }
     }
 }
@@ -254,6 +259,8 @@ fn train(a: TrainArgs) -> Result<()> {
     let device = device();
     let loaded = files::load_model(&a.model.model, &device)?;
     let data = examples(&loaded, &a.data, a.seq_len)?;
+    let (data, mut validation) = split(data, settings.validation, settings.seed);
+    validation.iter_mut().for_each(|e| e.truncate(a.seq_len));
     let config = settings.train(data.len())?;
     let steps = config.steps;
     let adapters = LoraAdapters::init(lora, &loaded.loaded.model.config, a.seed, &device)?;
@@ -265,6 +272,15 @@ fn train(a: TrainArgs) -> Result<()> {
         adapters.num_parameters(),
         steps
     );
+    let val_before = (!validation.is_empty())
+        .then(|| evaluate(&loaded.loaded.model, None, &validation, a.batch, a.seq_len))
+        .transpose()?;
+    if let Some((loss, tokens)) = val_before {
+        eprintln!(
+            "{} examples held out for validation ({tokens} tokens), loss before training {loss:.4}",
+            validation.len()
+        );
+    }
     let mut trainer = Trainer::new(loaded.loaded.model.clone(), adapters, data, config)?;
     if trainer.truncated + trainer.skipped > 0 {
         eprintln!(
@@ -293,6 +309,20 @@ fn train(a: TrainArgs) -> Result<()> {
         last = Some(r);
     }
     bar.finish();
+    let val = match val_before {
+        Some((before, _)) => {
+            let (after, _) = evaluate(
+                &loaded.loaded.model,
+                Some(&trainer.adapters),
+                &validation,
+                a.batch,
+                a.seq_len,
+            )?;
+            println!("validation loss {before:.6} -> {after:.6}");
+            Some((before, after, validation.len()))
+        }
+        None => None,
+    };
     let base = a.base_model.as_deref().unwrap_or(&loaded.loaded.name);
     let card = model_card(&CardInfo {
         base_model: base,
@@ -303,6 +333,7 @@ fn train(a: TrainArgs) -> Result<()> {
         lora: &trainer.adapters.config,
         train: &trainer.config,
         backend: "cpu",
+        validation: val,
     });
     files::write_adapter(&a.out, &trainer.adapters, base, &card)?;
     if let Some(r) = last {

@@ -23,6 +23,8 @@ pub struct CardInfo<'a> {
     pub train: &'a TrainConfig,
     /// Where it ran: `cpu`, `webgpu`, ...
     pub backend: &'a str,
+    /// Loss on held-out examples before and after training, and how many.
+    pub validation: Option<(f64, f64, usize)>,
 }
 
 /// Markdown with YAML front matter (`base_model`, `library_name: peft`), as
@@ -48,7 +50,7 @@ pub fn model_card(info: &CardInfo) -> String {
          | batch x accumulation | {batch} x {accum} |\n\
          | sequence length | {seq} |\n\
          | seed | {seed} |\n\
-         | final loss | {loss} |\n\n\
+         | final loss | {loss} |\n{validation}\n\
          ## Use\n\n\
          ```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\
          base = AutoModelForCausalLM.from_pretrained(\"{base}\")\n\
@@ -71,5 +73,10 @@ pub fn model_card(info: &CardInfo) -> String {
         accum = t.grad_accum,
         seq = t.seq_len,
         seed = t.seed,
+        validation = info
+            .validation
+            .map_or_else(String::new, |(before, after, n)| format!(
+                "| validation loss ({n} held-out examples) | {before:.4} before, {after:.4} after |\n"
+            )),
     )
 }

@@ -46,6 +46,9 @@ pub struct RunSettings {
     /// Projections to adapt: `all` or a comma list of q,k,v,o,gate,up,down.
     /// Default all.
     pub targets: String,
+    /// Share of the examples held out to measure the validation loss
+    /// (seeded by `seed`; none when it would be under 5 examples). Default 0.1.
+    pub validation: f64,
 }
 
 impl Default for RunSettings {
@@ -69,6 +72,7 @@ impl Default for RunSettings {
             weight_decay: t.weight_decay,
             seed: t.seed,
             targets: "all".into(),
+            validation: 0.1,
         }
     }
 }
@@ -126,6 +130,12 @@ impl RunSettings {
 
     /// Checks every setting that does not depend on the data.
     pub fn validate(&self) -> Result<()> {
+        if !(0.0..0.9).contains(&self.validation) {
+            return Err(Error::setting(
+                "validation",
+                format!("{} is not in [0, 0.9)", self.validation),
+            ));
+        }
         self.lora()?;
         self.train(1).map(|_| ())
     }

@@ -12,7 +12,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::data::table::Columns;
-use crate::data::{Example, Format, ReadOptions, prepare};
+use crate::data::{Example, Format, ReadOptions, prepare, split};
 use crate::error::Error;
 use crate::generate::{Decoder, GenerateConfig, TextStream};
 use crate::io::bundle::adapter_zip;
@@ -20,7 +20,7 @@ use crate::io::card::{CardInfo, model_card};
 use crate::io::peft::export_async;
 use crate::lora::LoraAdapters;
 use crate::model::load::{HfFiles, Loaded, load_gguf, load_hf};
-use crate::train::{RunSettings, StepReport, Trainer};
+use crate::train::{RunSettings, StepReport, Trainer, evaluate_async};
 
 /// What the page shows about a loaded model.
 #[derive(Serialize)]
@@ -45,6 +45,15 @@ struct RunInfo {
     skipped: usize,
     trainable_parameters: usize,
     tokens_per_step_max: usize,
+    validation_examples: usize,
+}
+
+/// The loss on the held-out examples.
+#[derive(Serialize)]
+struct ValidationInfo {
+    loss: f64,
+    tokens: usize,
+    examples: usize,
 }
 
 /// The page's view of one optimizer step.
@@ -72,6 +81,10 @@ struct State {
     data: Option<Data>,
     trainer: Option<Trainer>,
     last: Option<StepReport>,
+    /// Held-out examples of the current run, and their loss before/after.
+    validation: Vec<Example>,
+    val_before: Option<f64>,
+    val_after: Option<f64>,
 }
 
 /// The training engine of one page.
@@ -120,6 +133,9 @@ impl Engine {
                 data: None,
                 trainer: None,
                 last: None,
+                validation: Vec::new(),
+                val_before: None,
+                val_after: None,
             })),
         }
     }
@@ -241,13 +257,18 @@ impl Engine {
         let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
         let model = s.model.clone().ok_or_else(|| no("model"))?;
         let data = s.data.as_ref().ok_or_else(|| no("data"))?;
+        settings.validate().map_err(js)?;
         let lora = settings.lora().map_err(js)?;
-        let config = settings.train(data.examples.len()).map_err(js)?;
+        let (train, mut validation) =
+            split(data.examples.clone(), settings.validation, settings.seed);
+        validation
+            .iter_mut()
+            .for_each(|e| e.truncate(settings.seq_len));
+        let config = settings.train(train.len()).map_err(js)?;
         let adapters =
             LoraAdapters::init(lora, &model.model.config, settings.seed, &s.device).map_err(js)?;
         let trainable = adapters.num_parameters();
-        let trainer = Trainer::new(model.model.clone(), adapters, data.examples.clone(), config)
-            .map_err(js)?;
+        let trainer = Trainer::new(model.model.clone(), adapters, train, config).map_err(js)?;
         let c = &trainer.config;
         let info = RunInfo {
             steps: c.steps,
@@ -256,9 +277,13 @@ impl Engine {
             skipped: trainer.skipped,
             trainable_parameters: trainable,
             tokens_per_step_max: c.batch_size * c.grad_accum * c.seq_len,
+            validation_examples: validation.len(),
         };
         s.trainer = Some(trainer);
         s.last = None;
+        s.validation = validation;
+        s.val_before = None;
+        s.val_after = None;
         to_js(&info)
     }
 
@@ -287,6 +312,46 @@ impl Engine {
             };
             state.borrow_mut().last = Some(r);
             to_js(&info)
+        })
+    }
+
+    /// The loss on the run's held-out examples, with the adapter as trained
+    /// so far when `tuned` (else the base model); resolves to
+    /// `{loss, tokens, examples}`. The page asks before and after training.
+    pub fn validate(&self, tuned: bool) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let (model, adapters, examples, batch, seq_len) = {
+                let s = state.try_borrow().map_err(|_| busy())?;
+                let t = s.trainer.as_ref().ok_or_else(|| no("run"))?;
+                if s.validation.is_empty() {
+                    return Err(no("validation set (the data is too small to split)"));
+                }
+                (
+                    s.model.clone().ok_or_else(|| no("model"))?,
+                    tuned.then(|| t.adapters.clone()),
+                    s.validation.clone(),
+                    t.config.batch_size,
+                    t.config.seq_len,
+                )
+            };
+            let (loss, tokens) =
+                evaluate_async(&model.model, adapters.as_ref(), &examples, batch, seq_len)
+                    .await
+                    .map_err(js)?;
+            {
+                let mut s = state.borrow_mut();
+                if tuned {
+                    s.val_after = Some(loss);
+                } else {
+                    s.val_before = Some(loss);
+                }
+            }
+            to_js(&ValidationInfo {
+                loss,
+                tokens,
+                examples: examples.len(),
+            })
         })
     }
 
@@ -345,7 +410,7 @@ impl Engine {
     pub fn export_zip(&self, base_model: String) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let (adapters, config, examples, done, file, backend, loss) = {
+            let (adapters, config, examples, done, file, backend, loss, validation) = {
                 let s = state.try_borrow().map_err(|_| busy())?;
                 let t = s.trainer.as_ref().ok_or_else(|| no("run"))?;
                 let file = s.data.as_ref().map(|d| d.file.clone()).unwrap_or_default();
@@ -357,6 +422,10 @@ impl Engine {
                     file,
                     s.backend,
                     s.last.as_ref().map(|r| r.loss),
+                    match (s.val_before, s.val_after) {
+                        (Some(b), Some(a)) => Some((b, a, s.validation.len())),
+                        _ => None,
+                    },
                 )
             };
             let files = export_async(&adapters, &base_model).await.map_err(js)?;
@@ -369,6 +438,7 @@ impl Engine {
                 lora: &adapters.config,
                 train: &config,
                 backend,
+                validation,
             });
             let zip = adapter_zip(&files, &card).map_err(js)?;
             Ok(Uint8Array::from(zip.as_slice()).into())

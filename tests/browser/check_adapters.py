@@ -106,7 +106,8 @@ def compare(name, spec, files, tensors, tabtune, tmp):
     cli_zip = Path(tmp) / f"{name}-cli.zip"
     out = run([tabtune, "train", "--model", spec["model"], "--data", spec["data"], "--out", str(cli_zip),
                "--steps", str(s["steps"]), "--batch", str(s["batch"]), "--seq-len", str(s["seq_len"]),
-               "--dropout", str(s["dropout"]), "--seed", str(s["seed"]), "--base-model", spec["base"]])
+               "--dropout", str(s["dropout"]), "--seed", str(s["seed"]), "--base-model", spec["base"],
+               "--validation", str(s.get("validation", 0.1))])
     cli_files = read_zip(cli_zip)
     cli = load(cli_files["adapter_model.safetensors"])
     final = float(re.search(r"final loss ([0-9.]+)", out).group(1))

@@ -163,7 +163,7 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
 
     // Pause holds the run between steps, Resume goes on, Stop ends it.
     await dropData(page);
-    await setSettings(page, { steps: 500, batch: 1, 'seq-len': 64 });
+    await setSettings(page, { steps: 500, batch: 1, 'seq-len': 64, validation: 0.25 });
     await page.click(tid('start'));
     const points = () => page.getAttribute(tid('loss-chart'), 'data-points').then(Number);
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="loss-chart"]').dataset.points) >= 2);
@@ -178,6 +178,9 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     await page.click(tid('stop'));
     await page.waitForFunction(() => document.body.dataset.run === 'stopped');
     assert.match(await page.textContent(tid('run-status')), /^Stopped after \d+ steps/);
+    // 6 of the 24 examples were held out: their loss before and after shows.
+    assert.match(await page.textContent(tid('stat-val')), /^\d+\.\d{4} → \d+\.\d{4}$/);
+    assert.match(await page.getAttribute(tid('stat-val'), 'title'), /of 6 held-out examples/);
     await expectNoErrors(page, consoleLines);
 
     // A panic in the engine shows in the page; the engine restarts and the page goes on.
@@ -191,7 +194,7 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     await loadModel(page, consoleLines);
     assert.match(await page.textContent(tid('model-info')), /30 layers, width 576/);
     await dropData(page);
-    await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, seed: 42 });
+    await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, seed: 42, validation: 0.1 });
 
     const quietFrom = requests.length;
     const losses = await trainToTheEnd(page, consoleLines, 2, async () => {

@@ -1,0 +1,38 @@
+//! A seeded train/validation split, so the loss on examples the adapter
+//! never trained on shows whether it learned or memorised.
+
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::StdRng};
+
+use crate::data::render::Example;
+
+/// Fewest validation examples worth measuring; smaller sets are not split.
+pub const MIN_VALIDATION: usize = 5;
+
+/// Splits off `round(fraction · n)` examples, chosen by `seed`, for
+/// validation. Returns `(train, validation)`; validation is empty when
+/// `fraction` is 0 or the share would be under [`MIN_VALIDATION`] examples
+/// (a tiny set trains on everything). Order within each part is kept.
+pub fn split(examples: Vec<Example>, fraction: f64, seed: u64) -> (Vec<Example>, Vec<Example>) {
+    let n = examples.len();
+    let take = (fraction * n as f64).round() as usize;
+    if take < MIN_VALIDATION || take >= n {
+        return (examples, Vec::new());
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    // A stream of its own, so the split does not move with the data order.
+    order.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_0005_7117));
+    let mut held = vec![false; n];
+    for &i in &order[..take] {
+        held[i] = true;
+    }
+    let (mut train, mut validation) = (Vec::with_capacity(n - take), Vec::with_capacity(take));
+    for (ex, h) in examples.into_iter().zip(held) {
+        if h {
+            validation.push(ex);
+        } else {
+            train.push(ex);
+        }
+    }
+    (train, validation)
+}
