@@ -17,8 +17,14 @@ package), in the style of llm.c's `train_gpt2.py` `write_state`:
 * smollm2/           (when the default model is in the cache) tokenizer ids for a set
                      of strings, chat-template renderings, and logits of a prompt, from
                      transformers loading the same GGUF file.
+* data/formats/reference.json   for each data file in data/formats/, its
+                     conversations as transformers' apply_chat_template renders them
+                     with SmolLM2's template, their ids, and the trained-token mask
+                     found independently: tokens whose offsets fall inside an
+                     assistant turn's content or its closing <|im_end|>.
 
-Run: scripts/make_fixtures.py   (needs the venv made by scripts/setup-python.sh)
+Run: scripts/make_fixtures.py [PART ...]   (needs the venv made by scripts/setup-python.sh;
+     PART is one of quant_types, tiny, tiny_tied, smollm2, formats; default all)
 """
 import json
 import math
@@ -290,10 +296,65 @@ def make_smollm2():
     print("smollm2: prompt ids", ids.tolist(), "argmax", logits[-1].argmax().item())
 
 
+def formats_conversations(path):
+    """The conversations of a data file, converted as tabtune documents it."""
+    import csv
+    name = path.name
+    if name.endswith(".csv") or name.endswith(".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f, delimiter="," if name.endswith(".csv") else "\t"))
+        keys = list(rows[0].keys())
+        p = next(k for k in keys if k.lower() in ("prompt", "question", "instruction", "input", "query", "user", "human"))
+        r = next(k for k in keys if k.lower() in ("response", "completion", "answer", "output", "target", "assistant", "gpt"))
+        return [[{"role": "user", "content": row[p]}, {"role": "assistant", "content": row[r]}] for row in rows]
+    text = path.read_text()
+    recs = json.loads(text) if name.endswith(".json") else [json.loads(l) for l in text.splitlines() if l.strip()]
+    out = []
+    for rec in recs:
+        if "messages" in rec:
+            out.append(rec["messages"])
+        elif "conversations" in rec:
+            role = {"human": "user", "gpt": "assistant", "system": "system"}
+            out.append([{"role": role[m["from"]], "content": m["value"]} for m in rec["conversations"]])
+        else:
+            prompt = rec["instruction"] + (f"\n\n{rec['input']}" if rec.get("input") else "")
+            out.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": rec["output"]}])
+    return out
+
+
+def make_formats():
+    import re
+    from transformers import AutoTokenizer
+
+    if not SMOL.exists():
+        sys.exit(f"{SMOL} is missing: run scripts/fetch-model.sh first")
+    tok = AutoTokenizer.from_pretrained(SMOL.parent, gguf_file=SMOL.name)
+    folder = FIX / "data" / "formats"
+    result = {}
+    for path in sorted(folder.glob("*")):
+        if path.suffix not in (".json", ".jsonl", ".csv", ".tsv") or path.name == "reference.json":
+            continue
+        examples = []
+        for messages in formats_conversations(path):
+            text = tok.apply_chat_template(messages, tokenize=False)
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            # Trained spans: each assistant turn's content through its <|im_end|>.
+            spans = [(m.start(1), m.end(1)) for m in re.finditer(r"<\|im_start\|>assistant\n(.*?<\|im_end\|>)", text, re.S)]
+            trained = [any(a <= s < b for a, b in spans) and e > s for s, e in enc["offset_mapping"]]
+            examples.append({"text": text, "ids": enc["input_ids"], "trained": trained})
+        result[path.name] = examples
+    (folder / "reference.json").write_text(json.dumps(result, ensure_ascii=False, indent=1))
+    print("formats:", {k: len(v) for k, v in result.items()})
+
+
+PARTS = {"quant_types": lambda: make_quant_types(), "tiny": lambda: make_tiny(),
+         "tiny_tied": lambda: make_tiny_tied(), "smollm2": lambda: make_smollm2(),
+         "formats": lambda: make_formats()}
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     FIX.mkdir(parents=True, exist_ok=True)
-    make_quant_types()
-    make_tiny()
-    make_tiny_tied()
-    make_smollm2()
+    for part in sys.argv[1:] or list(PARTS):
+        if part not in PARTS:
+            sys.exit(f"unknown part {part}; one of {', '.join(PARTS)}")
+        PARTS[part]()

@@ -294,3 +294,28 @@ fn all_tokens_trains_the_prompts_too() {
     );
     assert!(answers.summary.trained_tokens < s.trained_tokens / 4);
 }
+
+#[test]
+fn conversations_from_every_format_match_transformers_ids_and_an_independent_mask() {
+    // tests/fixtures/data/formats/reference.json, from scripts/make_fixtures.py:
+    // transformers' apply_chat_template + tokenizer, and the trained mask from
+    // the assistant spans found by a regular expression over the rendering.
+    let t = tok();
+    let reference: serde_json::Value =
+        serde_json::from_slice(&read("data/formats/reference.json")).expect("json");
+    let files = reference.as_object().expect("object");
+    assert_eq!(files.len(), 6);
+    for (file, examples) in files {
+        let s = scan(file, &read(&format!("data/formats/{file}")));
+        assert_eq!(problems(&s), Vec::<String>::new(), "{file}");
+        let examples = examples.as_array().expect("examples");
+        assert_eq!(s.lines.len(), examples.len(), "{file}");
+        for (line, want) in s.lines.iter().zip(examples) {
+            let ex = tabtune::data::render_record(&t, &line.record).expect("renders");
+            let ids: Vec<u32> = serde_json::from_value(want["ids"].clone()).expect("ids");
+            let trained: Vec<bool> = serde_json::from_value(want["trained"].clone()).expect("mask");
+            assert_eq!(ex.ids, ids, "{file}:{}", line.line);
+            assert_eq!(ex.trained, trained, "{file}:{}", line.line);
+        }
+    }
+}

@@ -152,6 +152,7 @@ fn data_readers_survive_mutated_files_of_every_format() {
         ("messages.json", "data/formats/messages.json"),
         ("alpaca.json", "data/formats/alpaca.json"),
         ("sharegpt.jsonl", "data/formats/sharegpt.jsonl"),
+        ("multi_turn.jsonl", "data/formats/multi_turn.jsonl"),
         ("qa.csv", "data/formats/qa.csv"),
         ("qa.tsv", "data/formats/qa.tsv"),
         ("notes.md", "data/formats/notes.md"),
