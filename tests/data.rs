@@ -290,5 +290,14 @@ fn the_preview_marks_the_answer_as_trained_and_the_question_as_context() {
     let all: String = p.summary.preview.iter().map(|s| s.text.as_str()).collect();
     assert_eq!(all, t.decode(&p.examples[0].ids, false).expect("decodes"));
     assert_eq!(p.summary.longer_than_seq_len, 1, "longer than 8 tokens");
+    assert_eq!(p.summary.notes.len(), 1);
+    assert_eq!(p.summary.notes[0].line, 1);
+    assert!(
+        p.summary.notes[0]
+            .reason
+            .ends_with("longer than the sequence length 8: no trained token is left after the cut, so it is left out"),
+        "{:?}",
+        p.summary.notes
+    );
     assert_eq!(p.summary.trained_tokens, p.examples[0].trained_tokens());
 }

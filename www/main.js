@@ -332,6 +332,13 @@ function renderSummary(s) {
     + `(${count(s.trained_tokens)} trained), ${s.problems.length} bad line${s.problems.length === 1 ? '' : 's'}`
     + (s.longer_than_seq_len ? `, ${s.longer_than_seq_len} longer than ${s.seq_len} tokens (they will be cut)` : '') + '.'
     + (s.problems.length ? ' Bad lines are left out:' : '');
+  for (const n of s.notes.slice(0, 50)) {
+    const li = document.createElement('li');
+    li.className = 'note';
+    li.textContent = `line ${n.line}: ${n.reason}`;
+    li.dataset.line = n.line;
+    problems.append(li);
+  }
   for (const p of s.problems.slice(0, 200)) {
     const li = document.createElement('li');
     li.textContent = `line ${p.line}: ${p.reason}`;

@@ -83,6 +83,9 @@ fn inspect(a: InspectArgs) -> Result<()> {
     for problem in &s.problems {
         println!("    line {}: {}", problem.line, problem.reason);
     }
+    for note in &s.notes {
+        println!("  note, line {}: {}", note.line, note.reason);
+    }
     let color = std::io::stdout().is_terminal();
     for (i, ex) in p.examples.iter().take(a.examples).enumerate() {
         println!(

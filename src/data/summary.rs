@@ -53,6 +53,9 @@ pub struct Summary {
     pub seq_len: usize,
     /// Every bad line.
     pub problems: Vec<Problem>,
+    /// Good lines worth a word: examples longer than the sequence length,
+    /// and what happens to them.
+    pub notes: Vec<Problem>,
     /// The first example, as the model sees it.
     pub preview: Vec<Segment>,
 }
@@ -88,6 +91,7 @@ pub fn prepare(
         })
         .collect();
     let mut examples = Vec::with_capacity(scan.lines.len());
+    let mut notes = Vec::new();
     let mut turns = 0;
     for l in &scan.lines {
         match render_examples(tok, &l.record, seq_len, options.all_tokens) {
@@ -98,6 +102,12 @@ pub fn prepare(
             Ok(exs) => {
                 if let Record::Messages(m) = &l.record {
                     turns += m.len();
+                }
+                if let Some(reason) = exs.iter().find_map(|e| cut_note(e, seq_len)) {
+                    notes.push(Problem {
+                        line: l.line,
+                        reason,
+                    });
                 }
                 examples.extend(exs);
             }
@@ -135,9 +145,37 @@ pub fn prepare(
         longer_than_seq_len: examples.iter().filter(|e| e.ids.len() > seq_len).count(),
         seq_len,
         problems,
+        notes,
         preview: preview(tok, &examples[0])?,
     };
     Ok(Prepared { examples, summary })
+}
+
+/// What cutting `e` to `seq_len` tokens does to it, if it is longer.
+fn cut_note(e: &Example, seq_len: usize) -> Option<String> {
+    if e.ids.len() <= seq_len {
+        return None;
+    }
+    let kept = e
+        .trained
+        .iter()
+        .take(seq_len)
+        .skip(1)
+        .filter(|&&t| t)
+        .count();
+    let lost = e.trained_tokens() - kept;
+    Some(if kept == 0 {
+        format!(
+            "{} tokens, longer than the sequence length {seq_len}: no trained token is left after the cut, so it is left out",
+            e.ids.len()
+        )
+    } else {
+        format!(
+            "{} tokens, longer than the sequence length {seq_len}: cut to {seq_len}, so {lost} of its {} trained tokens are not learned",
+            e.ids.len(),
+            e.trained_tokens()
+        )
+    })
 }
 
 /// `example` split into runs of trained and untrained tokens, decoded.

@@ -43,7 +43,7 @@ async function dropData(page) {
   const summary = await page.textContent(tid('data-summary'));
   assert.match(summary, /24 examples/);
   assert.match(summary, /1 bad line\b/);
-  const problems = await page.locator(`${tid('data-problems')} li`).allTextContents();
+  const problems = await page.locator(`${tid('data-problems')} li:not(.note)`).allTextContents();
   assert.equal(problems.length, 1);
   assert.match(problems[0], /^line 3: invalid JSON/);
   // The preview marks the assistant's answer as trained, the question not.
@@ -194,6 +194,10 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     await loadModel(page, consoleLines);
     assert.match(await page.textContent(tid('model-info')), /30 layers, width 576/);
     await dropData(page);
+    // The sequence length is still 64 from the run above: the long example is noted.
+    const notes = await page.locator(`${tid('data-problems')} li.note`).allTextContents();
+    assert.equal(notes.length, 1, notes.join('\n'));
+    assert.match(notes[0], /^line \d+: \d+ tokens, longer than the sequence length 64: cut to 64, so \d+ of its \d+ trained tokens are not learned$/);
     await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, seed: 42, validation: 0.1 });
 
     const quietFrom = requests.length;
