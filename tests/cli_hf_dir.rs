@@ -228,3 +228,101 @@ fn train_holds_out_a_seeded_validation_share_and_reports_its_loss() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Peak resident memory (bytes) of `cmd` run to the end, from wait4's rusage.
+#[cfg(target_os = "linux")]
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives the rusage
+fn peak_rss(mut cmd: Command) -> (bool, u64, String) {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = child.stderr.expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).expect("reads");
+        s
+    });
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (
+        ok,
+        usage.ru_maxrss as u64 * 1024,
+        reader.join().expect("joins"),
+    )
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_jsonl_file_is_streamed_not_held_in_memory() {
+    let dir = std::env::temp_dir().join(format!("tabtune-hf-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_tiny_model(&dir);
+    let small = dir.join("small.jsonl");
+    let big = dir.join("big.jsonl");
+    std::fs::write(&small, "{\"text\": \"one small record\"}\n").expect("writes");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).expect("creates"));
+        let pad = "x".repeat(600);
+        for i in 0..80_000 {
+            writeln!(f, "{{\"text\": \"record {i}: {pad}\"}}").expect("writes");
+        }
+    }
+    let size = std::fs::metadata(&big).expect("size").len();
+    let train = |data: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tabtune"));
+        cmd.args(["train", "--model"])
+            .arg(&dir)
+            .arg("--data")
+            .arg(data)
+            .arg("--out")
+            .arg(dir.join("adapter"))
+            .args([
+                "--steps",
+                "1",
+                "--batch",
+                "1",
+                "--seq-len",
+                "8",
+                "--validation",
+                "0",
+            ]);
+        peak_rss(cmd)
+    };
+    let (ok, base, err) = train(&small);
+    assert!(ok, "{err}");
+    let (ok, peak, err) = train(&big);
+    assert!(ok, "{err}");
+    // What must stay: each record's token ids (u32) and trained flags (bool).
+    let tok = tabtune::tokenizer::TextTokenizer::from_hf(
+        "tiny",
+        &std::fs::read(dir.join("tokenizer.json")).expect("reads"),
+        None,
+        None,
+    )
+    .expect("tokenizer");
+    let per_line = tok
+        .encode(&format!("record 40000: {}", "x".repeat(600)), true)
+        .expect("encodes")
+        .len()
+        + 1; // EOS
+    let tokens = per_line as u64 * 80_000;
+    let kept = tokens * 5;
+    // Holding the file whole would add its size, and its parsed records as
+    // much again; streamed, only the tokens stay (plus allocator slack).
+    let extra = peak.saturating_sub(base);
+    assert!(
+        extra < kept + size / 2,
+        "training on a {} MB file ({} MB of tokens) took {} MB more than on a tiny one",
+        size >> 20,
+        kept >> 20,
+        extra >> 20
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

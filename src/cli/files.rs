@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use tabtune::data::{Line, ReadOptions, read_strict};
+use tabtune::data::{Line, ReadOptions, read_stream};
 use tabtune::io::bundle::adapter_zip;
 use tabtune::io::peft;
 use tabtune::lora::LoraAdapters;
@@ -93,28 +93,64 @@ pub fn read_bytes(path: &str) -> Result<Vec<u8>> {
     read(Path::new(path))
 }
 
-/// Reads a data file (any supported format). A bad record stops it, unless
-/// `skip_bad`: then each is reported on stderr and left out.
-pub fn read_data(path: &str, options: &ReadOptions, skip_bad: bool) -> Result<Vec<Line>> {
-    let bytes = read(Path::new(path))?;
-    if !skip_bad {
-        return read_strict(path, &bytes, options);
+/// Streams a data file (any supported format), handing each good record to
+/// `on_line` as it is read (JSONL and text are never held whole). Bad
+/// records stop it, all listed (up to 20), unless `skip_bad`: then each is
+/// reported on stderr and left out.
+pub fn read_data(
+    path: &str,
+    options: &ReadOptions,
+    skip_bad: bool,
+    on_line: &mut dyn FnMut(Line),
+) -> Result<()> {
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::format(path, format!("cannot read: {e}")))?;
+    let scan = read_stream(path, std::io::BufReader::new(file), options, on_line);
+    let n = scan.problems.len();
+    if n > 0 && !skip_bad {
+        let shown: Vec<String> = scan
+            .problems
+            .iter()
+            .take(20)
+            .map(|e| e.to_string())
+            .collect();
+        let line = match &scan.problems[0] {
+            Error::Data { line, .. } => *line,
+            _ => 1,
+        };
+        return Err(if n == 1 {
+            scan.problems.into_iter().next().expect("one problem")
+        } else {
+            let more = if n > 20 {
+                format!("\n... and {} more", n - 20)
+            } else {
+                String::new()
+            };
+            Error::Data {
+                file: path.to_string(),
+                line,
+                reason: format!("{n} bad lines:\n{}{more}", shown.join("\n")),
+            }
+        });
     }
-    let scan = tabtune::data::read(path, &bytes, options);
-    if !scan.problems.is_empty() {
-        eprintln!("{} bad records left out:", scan.problems.len());
+    if n > 0 {
+        eprintln!("{n} bad records left out:");
         for p in &scan.problems {
             eprintln!("  {p}");
         }
     }
-    if scan.lines.is_empty() {
+    if scan.records == 0 {
         return Err(Error::Data {
             file: path.to_string(),
             line: 1,
-            reason: "no usable record".into(),
+            reason: if n > 0 {
+                "no usable record".into()
+            } else {
+                "the file has no records".into()
+            },
         });
     }
-    Ok(scan.lines)
+    Ok(())
 }
 
 /// Reads a PEFT adapter directory.

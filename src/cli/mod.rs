@@ -208,22 +208,31 @@ impl DataArgs {
     }
 }
 
+/// The examples of the data file, rendered as each record is read.
 fn examples(loaded: &files::Model, data: &DataArgs, seq_len: usize) -> Result<Vec<Example>> {
     let tok = loaded.tokenizer()?;
     let options = data.options()?;
-    let lines = files::read_data(&data.data, &options, data.skip_bad)?;
-    let mut out = Vec::with_capacity(lines.len());
-    for l in &lines {
-        let exs = render_examples(tok, &l.record, seq_len, options.all_tokens).map_err(|e| {
-            Error::Data {
-                file: data.data.clone(),
-                line: l.line,
-                reason: e.to_string(),
+    let mut out = Vec::new();
+    let mut failed = None;
+    files::read_data(&data.data, &options, data.skip_bad, &mut |l| {
+        if failed.is_some() {
+            return;
+        }
+        match render_examples(tok, &l.record, seq_len, options.all_tokens) {
+            Ok(exs) => out.extend(exs),
+            Err(e) => {
+                failed = Some(Error::Data {
+                    file: data.data.clone(),
+                    line: l.line,
+                    reason: e.to_string(),
+                })
             }
-        })?;
-        out.extend(exs);
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
     }
-    Ok(out)
 }
 
 impl TrainArgs {

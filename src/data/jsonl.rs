@@ -6,10 +6,15 @@ use serde_json::Value;
 use crate::data::read::Collector;
 use crate::data::record::parse_record;
 
-pub(crate) fn read(bytes: &[u8], c: &mut Collector) {
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+/// Reads JSONL from its lines (without `\n`), as they come.
+pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mut Collector) {
+    for (i, raw) in lines.enumerate() {
         let line = i + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => return c.problem(line, format!("cannot read: {e}")),
+        };
+        let raw = raw.strip_suffix(b"\r").unwrap_or(&raw);
         let raw = if line == 1 {
             raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
         } else {

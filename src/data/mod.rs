@@ -12,7 +12,7 @@ pub mod summary;
 pub mod table;
 mod text;
 
-pub use read::{Format, ReadOptions, Scan, read, read_strict};
+pub use read::{Format, ReadOptions, Scan, StreamScan, read, read_stream, read_strict};
 pub use record::{Line, Record, Schema};
 pub use render::{Example, render_examples, render_record};
 pub use split::split;

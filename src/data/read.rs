@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::BufRead;
 
 use crate::data::record::{Line, Record, Schema, data_err};
 use crate::data::{json, jsonl, table, text};
@@ -105,22 +106,24 @@ pub struct Scan {
 }
 
 /// Collects records from a format's reader and applies the checks that
-/// span records.
+/// span records; good records go to the sink as they come.
 pub(crate) struct Collector<'a> {
     file: &'a str,
     schema: Option<(Schema, usize)>,
     seen: HashMap<u64, usize>,
-    pub(crate) lines: Vec<Line>,
+    sink: &'a mut dyn FnMut(Line),
+    pub(crate) records: usize,
     pub(crate) problems: Vec<Error>,
 }
 
 impl<'a> Collector<'a> {
-    pub(crate) fn new(file: &'a str) -> Self {
+    pub(crate) fn new(file: &'a str, sink: &'a mut dyn FnMut(Line)) -> Self {
         Self {
             file,
             schema: None,
             seen: HashMap::new(),
-            lines: Vec::new(),
+            sink,
+            records: 0,
             problems: Vec::new(),
         }
     }
@@ -154,7 +157,73 @@ impl<'a> Collector<'a> {
             return self.problem(line, format!("duplicate of line {first}"));
         }
         self.seen.insert(key, line);
-        self.lines.push(Line { line, record });
+        self.records += 1;
+        (self.sink)(Line { line, record });
+    }
+
+    fn finish(mut self, format: Format) -> StreamScan {
+        self.problems.sort_by_key(|e| match e {
+            Error::Data { line, .. } => *line,
+            _ => 0,
+        });
+        StreamScan {
+            format,
+            schema: self.schema.map(|(s, _)| s),
+            records: self.records,
+            problems: self.problems,
+        }
+    }
+}
+
+/// What reading a stream found; the records went to the sink.
+#[derive(Debug)]
+pub struct StreamScan {
+    /// The format read.
+    pub format: Format,
+    /// The schema of the records (of the first good one).
+    pub schema: Option<Schema>,
+    /// Good records handed to the sink.
+    pub records: usize,
+    /// Every problem, as [`Error::Data`] with its line.
+    pub problems: Vec<Error>,
+}
+
+/// Reads a data file from `reader`, handing each good record to `sink` as
+/// soon as it is read: JSONL and plain text are streamed line by line, so
+/// a file of any size is never held whole; CSV/TSV and JSON arrays are read
+/// whole first. An I/O error is a problem on the line it happened at.
+pub fn read_stream(
+    file: &str,
+    mut reader: impl BufRead,
+    options: &ReadOptions,
+    sink: &mut dyn FnMut(Line),
+) -> StreamScan {
+    let head = reader.fill_buf().map(<[u8]>::to_vec).unwrap_or_default();
+    let format = options
+        .format
+        .unwrap_or_else(|| Format::detect(file, &head));
+    let mut c = Collector::new(file, sink);
+    match format {
+        Format::Jsonl => jsonl::read(reader.split(b'\n'), &mut c),
+        Format::Text => text::read(reader.split(b'\n'), &mut c),
+        _ => {
+            let mut bytes = Vec::new();
+            match reader.read_to_end(&mut bytes) {
+                Ok(_) => read_whole(format, &bytes, options, &mut c),
+                Err(e) => c.problem(1, format!("cannot read: {e}")),
+            }
+        }
+    }
+    c.finish(format)
+}
+
+fn read_whole(format: Format, bytes: &[u8], options: &ReadOptions, c: &mut Collector) {
+    match format {
+        Format::Jsonl => jsonl::read(bytes.split(|&b| b == b'\n').map(|l| Ok(l.to_vec())), c),
+        Format::JsonArray => json::read(bytes, c),
+        Format::Csv => table::read(bytes, b',', &options.columns, c),
+        Format::Tsv => table::read(bytes, b'\t', &options.columns, c),
+        Format::Text => text::read(bytes.split(|&b| b == b'\n').map(|l| Ok(l.to_vec())), c),
     }
 }
 
@@ -167,23 +236,16 @@ pub fn read(file: &str, bytes: &[u8], options: &ReadOptions) -> Scan {
     let format = options
         .format
         .unwrap_or_else(|| Format::detect(file, bytes));
-    let mut c = Collector::new(file);
-    match format {
-        Format::Jsonl => jsonl::read(bytes, &mut c),
-        Format::JsonArray => json::read(bytes, &mut c),
-        Format::Csv => table::read(bytes, b',', &options.columns, &mut c),
-        Format::Tsv => table::read(bytes, b'\t', &options.columns, &mut c),
-        Format::Text => text::read(bytes, &mut c),
-    }
-    c.problems.sort_by_key(|e| match e {
-        Error::Data { line, .. } => *line,
-        _ => 0,
-    });
+    let mut lines = Vec::new();
+    let mut sink = |l: Line| lines.push(l);
+    let mut c = Collector::new(file, &mut sink);
+    read_whole(format, bytes, options, &mut c);
+    let done = c.finish(format);
     Scan {
         format,
-        schema: c.schema.map(|(s, _)| s),
-        lines: c.lines,
-        problems: c.problems,
+        schema: done.schema,
+        lines,
+        problems: done.problems,
     }
 }
 

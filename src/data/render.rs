@@ -118,6 +118,10 @@ pub fn render_examples(
         ex.trained.iter_mut().for_each(|t| *t = true);
     }
     if !matches!(record, Record::Document(_)) || ex.ids.len() <= seq_len {
+        // Appending EOS may have doubled the capacity; a large data set keeps
+        // millions of these.
+        ex.ids.shrink_to_fit();
+        ex.trained.shrink_to_fit();
         return Ok(vec![ex]);
     }
     Ok(ex

@@ -5,12 +5,24 @@
 use crate::data::read::Collector;
 use crate::data::record::{Record, Schema};
 
-pub(crate) fn read(bytes: &[u8], c: &mut Collector) {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+/// Reads text from its lines (without `\n`), as they come.
+pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mut Collector) {
     let mut doc = String::new();
     let mut start = 0;
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+    for (i, raw) in lines.enumerate() {
         let line = i + 1;
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                c.problem(line, format!("cannot read: {e}"));
+                break;
+            }
+        };
+        let raw = if line == 1 {
+            raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&raw)
+        } else {
+            &raw
+        };
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let Ok(text) = std::str::from_utf8(raw) else {
             c.problem(line, "line is not valid UTF-8 (the line is left out)");
