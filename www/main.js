@@ -292,25 +292,32 @@ async function loadLocalFiles(files) {
 }
 
 // ---- data --------------------------------------------------------------------
-async function useDataFile(file) {
+function useDataFile(file) {
   clearErrors();
   if (file.size > 2 ** 31) {
     showError(`${file.name}: ${mb(file.size)} is more than this page can read at once`);
     return;
   }
-  state.data = { file: file.name, bytes: await file.arrayBuffer() };
+  // The page keeps the File, not its bytes: each read goes straight to the
+  // worker, so the data is in memory once.
+  state.data = { file: file.name, handle: file };
   prepareData();
 }
 
-function prepareData() {
+async function prepareData() {
   if (!state.data) return;
   if (!state.model) {
-    $('data-summary').textContent = `${state.data.file}: ${mb(state.data.bytes.byteLength)}, read once a model is loaded.`;
+    $('data-summary').textContent = `${state.data.file}: ${mb(state.data.handle.size)}, read once a model is loaded.`;
     return;
   }
   const seqLen = Number(settingsForm().seq_len.value) || 256;
-  // A copy: the page keeps its bytes to re-read them with other settings.
-  const bytes = state.data.bytes.slice(0);
+  let bytes;
+  try {
+    bytes = await state.data.handle.arrayBuffer();
+  } catch (e) {
+    showError(`${state.data.file}: cannot read it (${e.message}); choose it again`);
+    return;
+  }
   send({
     type: 'data', file: state.data.file, bytes, seqLen,
     format: $('data-format').value, columns: $('data-columns').value.trim(),
