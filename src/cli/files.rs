@@ -88,11 +88,6 @@ pub fn default_model_path() -> String {
     format!("{cache}/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// The bytes of a file, or an error naming it.
-pub fn read_bytes(path: &str) -> Result<Vec<u8>> {
-    read(Path::new(path))
-}
-
 /// Streams a data file (any supported format), handing each good record to
 /// `on_line` as it is read (JSONL and text are never held whole). Bad
 /// records stop it, all listed (up to 20), unless `skip_bad`: then each is

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use clap::{Args, Subcommand};
 
 use tabtune::Result;
-use tabtune::data::prepare;
+use tabtune::data::prepare_stream;
 use tabtune::data::summary::{Segment, preview};
 
 use super::{DataArgs, ModelArg, device, files};
@@ -47,8 +47,15 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let options = a.data.options()?;
     let loaded = files::load_model(&a.model.model, &device())?;
     let tok = loaded.tokenizer()?;
-    let bytes = files::read_bytes(&a.data.data)?;
-    let p = prepare(&a.data.data, &bytes, &options, tok, a.seq_len)?;
+    let file = std::fs::File::open(&a.data.data)
+        .map_err(|e| tabtune::Error::format(&a.data.data, format!("cannot read: {e}")))?;
+    let p = prepare_stream(
+        &a.data.data,
+        std::io::BufReader::new(file),
+        &options,
+        tok,
+        a.seq_len,
+    )?;
     let s = &p.summary;
     if a.json {
         println!(

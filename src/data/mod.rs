@@ -16,4 +16,4 @@ pub use read::{Format, ReadOptions, Scan, StreamScan, read, read_stream, read_st
 pub use record::{Line, Record, Schema};
 pub use render::{Example, render_examples, render_record};
 pub use split::split;
-pub use summary::{Prepared, Summary, prepare};
+pub use summary::{Prepared, Summary, prepare, prepare_stream};

@@ -4,7 +4,10 @@
 
 use serde::Serialize;
 
-use crate::data::read::{ReadOptions, read};
+use std::io::BufRead;
+
+use crate::data::read::{ReadOptions, read_stream};
+use crate::data::record::Line;
 use crate::data::record::Record;
 use crate::data::render::{Example, render_examples};
 use crate::error::{Error, Result};
@@ -78,7 +81,45 @@ pub fn prepare(
     tok: &TextTokenizer,
     seq_len: usize,
 ) -> Result<Prepared> {
-    let scan = read(file, bytes, options);
+    prepare_stream(file, bytes, options, tok, seq_len)
+}
+
+/// As [`prepare`], reading from `reader`: each record is tokenized as it
+/// is read (JSONL and text are never held whole; see [`read_stream`]).
+pub fn prepare_stream(
+    file: &str,
+    reader: impl BufRead,
+    options: &ReadOptions,
+    tok: &TextTokenizer,
+    seq_len: usize,
+) -> Result<Prepared> {
+    let mut examples = Vec::new();
+    let mut notes = Vec::new();
+    let mut rendered: Vec<Problem> = Vec::new();
+    let mut turns = 0;
+    let mut on_line = |l: Line| match render_examples(tok, &l.record, seq_len, options.all_tokens) {
+        Ok(exs) if exs.iter().all(|e| e.trained_tokens() == 0) => rendered.push(Problem {
+            line: l.line,
+            reason: "nothing to train: the example has no trained token".into(),
+        }),
+        Ok(exs) => {
+            if let Record::Messages(m) = &l.record {
+                turns += m.len();
+            }
+            if let Some(reason) = exs.iter().find_map(|e| cut_note(e, seq_len)) {
+                notes.push(Problem {
+                    line: l.line,
+                    reason,
+                });
+            }
+            examples.extend(exs);
+        }
+        Err(e) => rendered.push(Problem {
+            line: l.line,
+            reason: e.to_string(),
+        }),
+    };
+    let scan = read_stream(file, reader, options, &mut on_line);
     let mut problems: Vec<Problem> = scan
         .problems
         .into_iter()
@@ -89,34 +130,8 @@ pub fn prepare(
                 reason: other.to_string(),
             },
         })
+        .chain(rendered)
         .collect();
-    let mut examples = Vec::with_capacity(scan.lines.len());
-    let mut notes = Vec::new();
-    let mut turns = 0;
-    for l in &scan.lines {
-        match render_examples(tok, &l.record, seq_len, options.all_tokens) {
-            Ok(exs) if exs.iter().all(|e| e.trained_tokens() == 0) => problems.push(Problem {
-                line: l.line,
-                reason: "nothing to train: the example has no trained token".into(),
-            }),
-            Ok(exs) => {
-                if let Record::Messages(m) = &l.record {
-                    turns += m.len();
-                }
-                if let Some(reason) = exs.iter().find_map(|e| cut_note(e, seq_len)) {
-                    notes.push(Problem {
-                        line: l.line,
-                        reason,
-                    });
-                }
-                examples.extend(exs);
-            }
-            Err(e) => problems.push(Problem {
-                line: l.line,
-                reason: e.to_string(),
-            }),
-        }
-    }
     problems.sort_by_key(|p| p.line);
     if examples.is_empty() {
         let first = problems.first();
@@ -137,7 +152,7 @@ pub fn prepare(
         file: file.to_string(),
         format: scan.format.name().into(),
         schema: scan.schema.map_or("", |s| s.name()).into(),
-        records: scan.lines.len(),
+        records: scan.records,
         turns,
         examples: examples.len(),
         tokens: examples.iter().map(|e| e.ids.len()).sum(),
