@@ -319,3 +319,44 @@ fn conversations_from_every_format_match_transformers_ids_and_an_independent_mas
         }
     }
 }
+
+#[test]
+fn streamed_in_one_byte_reads_every_format_gives_the_same_records_and_lines() {
+    for file in [
+        "qa.csv",
+        "qa.tsv",
+        "sharegpt.jsonl",
+        "notes.md",
+        "messages.json",
+    ] {
+        let bytes = read(&format!("data/formats/{file}"));
+        let whole = scan(file, &bytes);
+        let mut streamed = Vec::new();
+        let s = tabtune::data::read_stream(
+            file,
+            std::io::BufReader::with_capacity(1, bytes.as_slice()),
+            &ReadOptions::default(),
+            &mut |l| streamed.push(l),
+        );
+        assert_eq!(s.format, whole.format, "{file}");
+        assert_eq!(streamed, whole.lines, "{file}");
+        assert!(s.problems.is_empty(), "{file}");
+    }
+    let csv = b"\xEF\xBB\xBFprompt,response\r\n\"multi\r\nline\",ok\r\n\r\nq,\r\n";
+    let mut streamed = Vec::new();
+    let s = tabtune::data::read_stream(
+        "x.csv",
+        std::io::BufReader::with_capacity(1, &csv[..]),
+        &ReadOptions::default(),
+        &mut |l| streamed.push(l),
+    );
+    assert_eq!(streamed.iter().map(|l| l.line).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        problems_of(&s),
+        vec!["x.csv:5: column `response` is empty".to_string()]
+    );
+}
+
+fn problems_of(s: &tabtune::data::StreamScan) -> Vec<String> {
+    s.problems.iter().map(|e| e.to_string()).collect()
+}

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use crate::data::record::{Line, Record, Schema, data_err};
 use crate::data::{json, jsonl, table, text};
@@ -189,24 +189,29 @@ pub struct StreamScan {
 }
 
 /// Reads a data file from `reader`, handing each good record to `sink` as
-/// soon as it is read: JSONL and plain text are streamed line by line, so
-/// a file of any size is never held whole; CSV/TSV and JSON arrays are read
-/// whole first. An I/O error is a problem on the line it happened at.
+/// soon as it is read: JSONL, plain text, CSV and TSV are streamed, so a
+/// file of any size is never held whole; a JSON array is read whole first.
+/// An I/O error is a problem on the line it happened at.
 pub fn read_stream(
     file: &str,
     mut reader: impl BufRead,
     options: &ReadOptions,
     sink: &mut dyn FnMut(Line),
 ) -> StreamScan {
-    let head = reader.fill_buf().map(<[u8]>::to_vec).unwrap_or_default();
+    // Up to 8 KiB to detect the format from, put back in front of the rest.
+    let mut head = Vec::with_capacity(8192);
+    let _ = (&mut reader).take(8192).read_to_end(&mut head);
     let format = options
         .format
         .unwrap_or_else(|| Format::detect(file, &head));
+    let mut reader = std::io::Cursor::new(head).chain(reader);
     let mut c = Collector::new(file, sink);
     match format {
         Format::Jsonl => jsonl::read(reader.split(b'\n'), &mut c),
         Format::Text => text::read(reader.split(b'\n'), &mut c),
-        _ => {
+        Format::Csv => table::read(reader, b',', &options.columns, &mut c),
+        Format::Tsv => table::read(reader, b'\t', &options.columns, &mut c),
+        Format::JsonArray => {
             let mut bytes = Vec::new();
             match reader.read_to_end(&mut bytes) {
                 Ok(_) => read_whole(format, &bytes, options, &mut c),

@@ -3,6 +3,10 @@
 //! chat template, like Alpaca), optionally a system message, or to plain
 //! text: by common header names, or as the person maps them.
 
+use std::cell::RefCell;
+use std::io::Read;
+use std::rc::Rc;
+
 use crate::data::read::Collector;
 use crate::data::record::{Record, Schema, check_turns, instruction_turns};
 use crate::error::{Error, Result};
@@ -117,13 +121,81 @@ fn layout(headers: &[String], c: &Columns) -> std::result::Result<Layout, String
     }
 }
 
-pub(crate) fn read(bytes: &[u8], delimiter: u8, columns: &Columns, c: &mut Collector) {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+/// Where the line ends are, recorded as the bytes stream past (the csv
+/// crate's own line count does not follow CRLF files): each `\n`'s offset
+/// and whether a `\r` came just before it.
+#[derive(Default)]
+struct LineEnds {
+    ends: Vec<(u64, bool)>,
+    seen: u64,
+    last: u8,
+}
+
+impl LineEnds {
+    fn note(&mut self, chunk: &[u8]) {
+        for (i, &b) in chunk.iter().enumerate() {
+            if b == b'\n' {
+                self.ends.push((self.seen + i as u64, self.last == b'\r'));
+            }
+            self.last = b;
+        }
+        self.seen += chunk.len() as u64;
+    }
+
+    fn lf_at(&self, at: u64) -> Option<bool> {
+        self.ends
+            .binary_search_by_key(&at, |e| e.0)
+            .ok()
+            .map(|i| self.ends[i].1)
+    }
+
+    /// The 1-based line of a row starting at byte `at` (which may point at
+    /// the line end of the row before).
+    fn line_of(&self, mut at: u64) -> usize {
+        loop {
+            if self.lf_at(at).is_some() {
+                at += 1;
+            } else if self.lf_at(at + 1) == Some(true) {
+                at += 2;
+            } else {
+                break;
+            }
+        }
+        1 + self.ends.partition_point(|e| e.0 < at)
+    }
+}
+
+/// A reader that tells [`LineEnds`] about every byte it passes on.
+struct Watched<R> {
+    inner: R,
+    ends: Rc<RefCell<LineEnds>>,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.ends.borrow_mut().note(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads a table from `input` as it streams (a UTF-8 BOM is skipped).
+pub(crate) fn read(mut input: impl Read, delimiter: u8, columns: &Columns, c: &mut Collector) {
+    let mut head = Vec::with_capacity(3);
+    let _ = (&mut input).take(3).read_to_end(&mut head);
+    if head == b"\xEF\xBB\xBF" {
+        head.clear();
+    }
+    let input = std::io::Cursor::new(head).chain(input);
+    let ends = Rc::new(RefCell::new(LineEnds::default()));
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)
         .flexible(true)
-        .from_reader(bytes);
+        .from_reader(Watched {
+            inner: input,
+            ends: ends.clone(),
+        });
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(str::to_string).collect(),
         Err(e) => return c.problem(1, format!("cannot read the header row: {e}")),
@@ -136,21 +208,6 @@ pub(crate) fn read(bytes: &[u8], delimiter: u8, columns: &Columns, c: &mut Colle
         Err(reason) => return c.problem(1, reason),
     };
     let mut record = csv::ByteRecord::new();
-    // Lines are counted from byte offsets (the csv crate's own line count
-    // does not follow CRLF files), once over the file.
-    let (mut line, mut counted) = (1, 0);
-    let mut line_at = |at: u64| {
-        // A record's position may point at the `\n` ending the row before.
-        let mut at = (at as usize).min(bytes.len());
-        while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
-            at += 1;
-        }
-        if at > counted {
-            line += bytes[counted..at].iter().filter(|&&b| b == b'\n').count();
-            counted = at;
-        }
-        line
-    };
     loop {
         let start = reader.position().byte();
         match reader.read_byte_record(&mut record) {
@@ -158,11 +215,17 @@ pub(crate) fn read(bytes: &[u8], delimiter: u8, columns: &Columns, c: &mut Colle
             Ok(true) => {}
             Err(e) => {
                 let at = e.position().map_or(start, |p| p.byte());
-                c.problem(line_at(at), format!("cannot read this row: {e}"));
+                let line = ends.borrow().line_of(at);
+                c.problem(line, format!("cannot read this row: {e}"));
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    return;
+                }
                 continue;
             }
         }
-        let line = line_at(record.position().map_or(start, |p| p.byte()));
+        let line = ends
+            .borrow()
+            .line_of(record.position().map_or(start, |p| p.byte()));
         if record.len() != headers.len() {
             c.problem(
                 line,
