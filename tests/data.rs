@@ -17,13 +17,7 @@ fn parse_jsonl(file: &str, bytes: &[u8]) -> tabtune::Result<Vec<Line>> {
 use tabtune::tokenizer::{Message, TextTokenizer};
 
 fn tok() -> TextTokenizer {
-    TextTokenizer::from_hf(
-        "hf_tokenizer",
-        &read("smollm2/hf_tokenizer/tokenizer.json"),
-        Some(&read("smollm2/hf_tokenizer/tokenizer_config.json")),
-        Some(&read("smollm2/hf_tokenizer/chat_template.jinja")),
-    )
-    .expect("tokenizer loads")
+    common::smollm2_tokenizer()
 }
 
 /// The text of the trained tokens (positions > 0), concatenated.

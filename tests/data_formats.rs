@@ -9,13 +9,7 @@ use tabtune::data::{Format, ReadOptions, Record, Schema, render_examples};
 use tabtune::tokenizer::{Message, TextTokenizer};
 
 fn tok() -> TextTokenizer {
-    TextTokenizer::from_hf(
-        "hf_tokenizer",
-        &read("smollm2/hf_tokenizer/tokenizer.json"),
-        Some(&read("smollm2/hf_tokenizer/tokenizer_config.json")),
-        Some(&read("smollm2/hf_tokenizer/chat_template.jinja")),
-    )
-    .expect("tokenizer loads")
+    common::smollm2_tokenizer()
 }
 
 fn scan(file: &str, bytes: &[u8]) -> tabtune::data::Scan {

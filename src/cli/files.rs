@@ -5,6 +5,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
+use tabtune::data::read::problems_error;
 use tabtune::data::{Line, ReadOptions, read_stream};
 use tabtune::io::bundle::adapter_zip;
 use tabtune::io::peft;
@@ -103,30 +104,7 @@ pub fn read_data(
     let scan = read_stream(path, std::io::BufReader::new(file), options, on_line);
     let n = scan.problems.len();
     if n > 0 && !skip_bad {
-        let shown: Vec<String> = scan
-            .problems
-            .iter()
-            .take(20)
-            .map(|e| e.to_string())
-            .collect();
-        let line = match &scan.problems[0] {
-            Error::Data { line, .. } => *line,
-            _ => 1,
-        };
-        return Err(if n == 1 {
-            scan.problems.into_iter().next().expect("one problem")
-        } else {
-            let more = if n > 20 {
-                format!("\n... and {} more", n - 20)
-            } else {
-                String::new()
-            };
-            Error::Data {
-                file: path.to_string(),
-                line,
-                reason: format!("{n} bad lines:\n{}{more}", shown.join("\n")),
-            }
-        });
+        return Err(problems_error(path, scan.problems));
     }
     if n > 0 {
         eprintln!("{n} bad records left out:");

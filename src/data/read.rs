@@ -254,34 +254,36 @@ pub fn read(file: &str, bytes: &[u8], options: &ReadOptions) -> Scan {
     }
 }
 
-/// Reads `bytes` into records, failing on any problem: all are reported
-/// together (up to 20) so a file can be fixed in one go.
+/// One error for a file's problems (not empty): the problem itself when
+/// there is one, else all of them listed (up to 20), so a person can fix
+/// the file in one go.
+pub fn problems_error(file: &str, mut problems: Vec<Error>) -> Error {
+    let n = problems.len();
+    if n == 1 {
+        return problems.remove(0);
+    }
+    let shown: Vec<String> = problems.iter().take(20).map(|e| e.to_string()).collect();
+    let more = if n > 20 {
+        format!("\n... and {} more", n - 20)
+    } else {
+        String::new()
+    };
+    Error::Data {
+        file: file.to_string(),
+        line: match problems.first() {
+            Some(Error::Data { line, .. }) => *line,
+            _ => 1,
+        },
+        reason: format!("{n} bad lines:\n{}{more}", shown.join("\n")),
+    }
+}
+
+/// Reads `bytes` into records, failing on any problem (see [`problems_error`]).
 pub fn read_strict(file: &str, bytes: &[u8], options: &ReadOptions) -> Result<Vec<Line>> {
-    let mut scan = read(file, bytes, options);
-    match scan.problems.len() {
-        0 if scan.lines.is_empty() => Err(data_err(file, 1, "the file has no records")),
-        0 => Ok(scan.lines),
-        1 => Err(scan.problems.remove(0)),
-        n => {
-            let shown: Vec<String> = scan
-                .problems
-                .iter()
-                .take(20)
-                .map(|e| e.to_string())
-                .collect();
-            let more = if n > 20 {
-                format!("\n... and {} more", n - 20)
-            } else {
-                String::new()
-            };
-            Err(Error::Data {
-                file: file.to_string(),
-                line: match &scan.problems[0] {
-                    Error::Data { line, .. } => *line,
-                    _ => 1,
-                },
-                reason: format!("{n} bad lines:\n{}{more}", shown.join("\n")),
-            })
-        }
+    let scan = read(file, bytes, options);
+    match (scan.problems.is_empty(), scan.lines.is_empty()) {
+        (true, true) => Err(data_err(file, 1, "the file has no records")),
+        (true, false) => Ok(scan.lines),
+        (false, _) => Err(problems_error(file, scan.problems)),
     }
 }

@@ -194,3 +194,15 @@ pub fn assert_tokenizer_matches_transformers(tok: &TextTokenizer) {
         );
     }
 }
+
+/// SmolLM2's tokenizer with its chat template, as transformers saved them
+/// (tests/fixtures/smollm2/hf_tokenizer).
+pub fn smollm2_tokenizer() -> TextTokenizer {
+    TextTokenizer::from_hf(
+        "hf_tokenizer",
+        &read("smollm2/hf_tokenizer/tokenizer.json"),
+        Some(&read("smollm2/hf_tokenizer/tokenizer_config.json")),
+        Some(&read("smollm2/hf_tokenizer/chat_template.jinja")),
+    )
+    .expect("tokenizer loads")
+}
