@@ -151,7 +151,7 @@ impl<'a> Collector<'a> {
             Some(_) => {}
         }
         let mut h = DefaultHasher::new();
-        record_key(&record).hash(&mut h);
+        record.hash(&mut h);
         let key = h.finish();
         if let Some(first) = self.seen.get(&key) {
             return self.problem(line, format!("duplicate of line {first}"));
@@ -214,7 +214,7 @@ pub fn read_stream(
         Format::JsonArray => {
             let mut bytes = Vec::new();
             match reader.read_to_end(&mut bytes) {
-                Ok(_) => read_whole(format, &bytes, options, &mut c),
+                Ok(_) => json::read(&bytes, &mut c),
                 Err(e) => c.problem(1, format!("cannot read: {e}")),
             }
         }
@@ -222,32 +222,12 @@ pub fn read_stream(
     c.finish(format)
 }
 
-fn read_whole(format: Format, bytes: &[u8], options: &ReadOptions, c: &mut Collector) {
-    match format {
-        Format::Jsonl => jsonl::read(bytes.split(|&b| b == b'\n').map(|l| Ok(l.to_vec())), c),
-        Format::JsonArray => json::read(bytes, c),
-        Format::Csv => table::read(bytes, b',', &options.columns, c),
-        Format::Tsv => table::read(bytes, b'\t', &options.columns, c),
-        Format::Text => text::read(bytes.split(|&b| b == b'\n').map(|l| Ok(l.to_vec())), c),
-    }
-}
-
-fn record_key(r: &Record) -> String {
-    format!("{r:?}")
-}
-
 /// Reads `bytes` (the file `file`) into records.
 pub fn read(file: &str, bytes: &[u8], options: &ReadOptions) -> Scan {
-    let format = options
-        .format
-        .unwrap_or_else(|| Format::detect(file, bytes));
     let mut lines = Vec::new();
-    let mut sink = |l: Line| lines.push(l);
-    let mut c = Collector::new(file, &mut sink);
-    read_whole(format, bytes, options, &mut c);
-    let done = c.finish(format);
+    let done = read_stream(file, bytes, options, &mut |l| lines.push(l));
     Scan {
-        format,
+        format: done.format,
         schema: done.schema,
         lines,
         problems: done.problems,

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::tokenizer::Message;
 
 /// One training record, as the user wrote it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Record {
     /// Plain text; every token is trained, cut to the sequence length.
     Text(String),
