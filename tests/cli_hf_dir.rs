@@ -260,19 +260,39 @@ fn peak_rss(mut cmd: Command) -> (bool, u64, String) {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_large_jsonl_file_is_streamed_not_held_in_memory() {
-    let dir = std::env::temp_dir().join(format!("tabtune-hf-big-{}", std::process::id()));
+    large_file_is_streamed("jsonl", "", "\n", "\n");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_json_array_is_streamed_not_held_in_memory() {
+    large_file_is_streamed("json", "[\n", ",\n", "\n]\n");
+}
+
+/// Trains one step on an 80,000-record file of format `ext` (records
+/// framed by `open`, `between` and `close`) and checks
+/// that peak memory grows by the tokens, not by the file's size.
+#[cfg(target_os = "linux")]
+fn large_file_is_streamed(ext: &str, open: &str, between: &str, close: &str) {
+    let dir = std::env::temp_dir().join(format!("tabtune-hf-big-{ext}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
     write_tiny_model(&dir);
-    let small = dir.join("small.jsonl");
-    let big = dir.join("big.jsonl");
-    std::fs::write(&small, "{\"text\": \"one small record\"}\n").expect("writes");
+    let small = dir.join(format!("small.{ext}"));
+    let big = dir.join(format!("big.{ext}"));
+    let record = |i: usize, pad: &str| format!("{{\"text\": \"record {i}: {pad}\"}}");
+    std::fs::write(&small, format!("{open}{}{close}", record(0, "small"))).expect("writes");
     {
         use std::io::Write;
         let mut f = std::io::BufWriter::new(std::fs::File::create(&big).expect("creates"));
         let pad = "x".repeat(600);
+        f.write_all(open.as_bytes()).expect("writes");
         for i in 0..80_000 {
-            writeln!(f, "{{\"text\": \"record {i}: {pad}\"}}").expect("writes");
+            if i > 0 {
+                f.write_all(between.as_bytes()).expect("writes");
+            }
+            f.write_all(record(i, &pad).as_bytes()).expect("writes");
         }
+        f.write_all(close.as_bytes()).expect("writes");
     }
     let size = std::fs::metadata(&big).expect("size").len();
     let train = |data: &Path| {

@@ -139,6 +139,80 @@ fn a_json_syntax_error_names_its_line_and_column() {
 }
 
 #[test]
+fn a_json_array_reports_each_element_at_the_line_it_starts_on() {
+    let json = b"\xEF\xBB\xBF[\n  {\"text\":\n    \"a\"},\n\n  {\"text\": \"b\"}, {\"text\": \"c\"},\n  {\"nope\": 1},\n  {\n\"text\": \"\"\n}\n]\n";
+    let s = scan("a.json", json);
+    let at: Vec<(usize, &Record)> = s.lines.iter().map(|l| (l.line, &l.record)).collect();
+    assert_eq!(
+        at,
+        vec![
+            (2, &Record::Text("a".into())),
+            (5, &Record::Text("b".into())),
+            (5, &Record::Text("c".into())),
+        ]
+    );
+    assert_eq!(problems(&s).len(), 2, "{:?}", problems(&s));
+    assert!(
+        problems(&s)[0].starts_with("a.json:6: "),
+        "{:?}",
+        problems(&s)
+    );
+    assert!(
+        problems(&s)[1].starts_with("a.json:7: "),
+        "{:?}",
+        problems(&s)
+    );
+}
+
+#[test]
+fn a_broken_json_array_keeps_the_records_before_the_break_and_names_it() {
+    // (file, its one problem, how many records before it are kept)
+    let cases: [(&[u8], &str, usize); 5] = [
+        (
+            b"[{\"text\": \"a\"},\n {\"text\": \"b\"}\n {\"text\": \"c\"}]",
+            "b.json:3: invalid JSON at column 2: expected `,` or `]` at line 3 column 2",
+            2,
+        ),
+        (
+            b"[{\"text\": \"a\"},\n {\"text\": \"\xff\"}]",
+            "b.json:2: the file is not valid UTF-8",
+            1,
+        ),
+        (
+            b"[{\"text\": \"a\"}]\n]",
+            "b.json:2: invalid JSON at column 1: trailing characters at line 2 column 1",
+            1,
+        ),
+        (
+            b"[{\"text\": \"a\"},\n",
+            "b.json:2: the file ends inside the JSON array: a closing `]` or `}` is missing (or the file was cut short)",
+            1,
+        ),
+        (
+            b"\n{\"text\": \"a\"}",
+            "b.json:2: invalid JSON at column 1: invalid type: map, expected a JSON array of records at line 2 column 1",
+            0,
+        ),
+    ];
+    for (bytes, want, kept) in cases {
+        let s = tabtune::data::read(
+            "b.json",
+            bytes,
+            &ReadOptions {
+                format: Some(Format::JsonArray),
+                ..ReadOptions::default()
+            },
+        );
+        assert_eq!(problems(&s), vec![want.to_string()]);
+        assert_eq!(s.lines.len(), kept, "{want}");
+    }
+    assert_eq!(
+        problems(&scan("e.json", b" [ ] ")),
+        vec!["e.json:1: the JSON array is empty".to_string()]
+    );
+}
+
+#[test]
 fn wrong_role_order_duplicates_and_bad_sharegpt_roles_are_named() {
     let jsonl = concat!(
         r#"{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}"#,

@@ -90,7 +90,7 @@ pub fn default_model_path() -> String {
 }
 
 /// Streams a data file (any supported format), handing each good record to
-/// `on_line` as it is read (JSONL and text are never held whole). Bad
+/// `on_line` as it is read (the file is never held whole). Bad
 /// records stop it, all listed (up to 20), unless `skip_bad`: then each is
 /// reported on stderr and left out.
 pub fn read_data(

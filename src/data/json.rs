@@ -1,53 +1,107 @@
-//! A JSON array of records. Each element is reported with the line it
-//! starts on; a syntax error with its line and column.
+//! A JSON array of records, streamed: serde_json reads the array from the
+//! reader one element at a time, so only the element being read is held,
+//! never the whole file. Each element is reported with the line it starts
+//! on; a syntax error with its line and column. JSON cannot be resynced
+//! after a syntax error, so the records after one are not read.
 
+use std::cell::Cell;
+use std::fmt;
+use std::io::{BufRead, Read};
+
+use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::data::read::Collector;
 use crate::data::record::parse_record;
 
-pub(crate) fn read(bytes: &[u8], c: &mut Collector) {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        let at = std::str::from_utf8(bytes)
-            .err()
-            .map_or(0, |e| e.valid_up_to());
-        return c.problem(line_of(bytes, at), "the file is not valid UTF-8");
-    };
-    let items: Vec<&RawValue> = match serde_json::from_str(text) {
-        Ok(items) => items,
-        Err(e) => {
-            return c.problem(
-                e.line().max(1),
-                format!("invalid JSON at column {}: {e}", e.column()),
-            );
-        }
-    };
-    if items.is_empty() {
-        return c.problem(1, "the JSON array is empty");
+/// Reads a JSON array from `input` as it streams (a UTF-8 BOM is skipped).
+pub(crate) fn read(mut input: impl BufRead, c: &mut Collector) {
+    if input
+        .fill_buf()
+        .is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"))
+    {
+        input.consume(3);
     }
-    let (mut line, mut counted) = (1, 0);
-    for item in items {
-        // The element's text is a slice of `text`: its offset gives its line
-        // (elements come in order, so lines are counted once overall).
-        let at = item.get().as_ptr() as usize - text.as_ptr() as usize;
-        line += bytes[counted..at].iter().filter(|&&b| b == b'\n').count();
-        counted = at;
-        match serde_json::from_str::<Value>(item.get())
-            .map_err(|e| e.to_string())
-            .and_then(|v| parse_record(&v))
-        {
-            Ok((schema, record)) => c.record(line, schema, record),
-            Err(reason) => c.problem(line, reason),
+    let newlines = Cell::new(0);
+    let reader = Lines {
+        inner: input,
+        newlines: &newlines,
+    };
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let elements = Elements {
+        c,
+        newlines: &newlines,
+    };
+    let done = de
+        .deserialize_seq(elements)
+        .and_then(|read| de.end().map(|()| read));
+    match done {
+        Ok(0) => c.problem(1, "the JSON array is empty"),
+        Ok(_) => {}
+        Err(e) if e.is_io() => c.problem(e.line().max(1), format!("cannot read: {e}")),
+        Err(e) if e.is_eof() => c.problem(
+            e.line().max(1),
+            "the file ends inside the JSON array: a closing `]` or `}` is missing \
+             (or the file was cut short)",
+        ),
+        Err(e) if e.to_string().starts_with("invalid unicode code point") => {
+            c.problem(e.line().max(1), "the file is not valid UTF-8")
         }
+        Err(e) => c.problem(
+            e.line().max(1),
+            format!("invalid JSON at column {}: {e}", e.column()),
+        ),
     }
 }
 
-/// 1-based line of byte offset `at`.
-fn line_of(bytes: &[u8], at: usize) -> usize {
-    1 + bytes[..at.min(bytes.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
+/// A reader that counts the newlines it has handed on. serde_json reads a
+/// byte at a time and holds at most the byte it peeked, so when an element
+/// ends at its closing bracket the count is the line that bracket is on.
+struct Lines<'a, R> {
+    inner: R,
+    newlines: &'a Cell<usize>,
+}
+
+impl<R: Read> Read for Lines<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let seen = buf[..n].iter().filter(|&&b| b == b'\n').count();
+        self.newlines.set(self.newlines.get() + seen);
+        Ok(n)
+    }
+}
+
+/// Visits the array's elements, handing each to the collector; the value is
+/// how many elements there were.
+struct Elements<'a, 'c, 's> {
+    c: &'a mut Collector<'c>,
+    newlines: &'s Cell<usize>,
+}
+
+impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut count = 0;
+        while let Some(item) = seq.next_element::<Box<RawValue>>()? {
+            count += 1;
+            // The element ends on line `1 + newlines`; it starts as many
+            // lines earlier as it spans.
+            let spans = item.get().bytes().filter(|&b| b == b'\n').count();
+            let line = 1 + self.newlines.get() - spans;
+            match serde_json::from_str::<Value>(item.get())
+                .map_err(|e| e.to_string())
+                .and_then(|v| parse_record(&v))
+            {
+                Ok((schema, record)) => self.c.record(line, schema, record),
+                Err(reason) => self.c.problem(line, reason),
+            }
+        }
+        Ok(count)
+    }
 }

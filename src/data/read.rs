@@ -189,8 +189,8 @@ pub struct StreamScan {
 }
 
 /// Reads a data file from `reader`, handing each good record to `sink` as
-/// soon as it is read: JSONL, plain text, CSV and TSV are streamed, so a
-/// file of any size is never held whole; a JSON array is read whole first.
+/// soon as it is read: every format is streamed, so a file of any size is
+/// never held whole.
 /// An I/O error is a problem on the line it happened at.
 pub fn read_stream(
     file: &str,
@@ -204,20 +204,14 @@ pub fn read_stream(
     let format = options
         .format
         .unwrap_or_else(|| Format::detect(file, &head));
-    let mut reader = std::io::Cursor::new(head).chain(reader);
+    let reader = std::io::Cursor::new(head).chain(reader);
     let mut c = Collector::new(file, sink);
     match format {
         Format::Jsonl => jsonl::read(reader.split(b'\n'), &mut c),
         Format::Text => text::read(reader.split(b'\n'), &mut c),
         Format::Csv => table::read(reader, b',', &options.columns, &mut c),
         Format::Tsv => table::read(reader, b'\t', &options.columns, &mut c),
-        Format::JsonArray => {
-            let mut bytes = Vec::new();
-            match reader.read_to_end(&mut bytes) {
-                Ok(_) => json::read(&bytes, &mut c),
-                Err(e) => c.problem(1, format!("cannot read: {e}")),
-            }
-        }
+        Format::JsonArray => json::read(reader, &mut c),
     }
     c.finish(format)
 }

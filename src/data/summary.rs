@@ -85,7 +85,7 @@ pub fn prepare(
 }
 
 /// As [`prepare`], reading from `reader`: each record is tokenized as it
-/// is read (JSONL and text are never held whole; see [`read_stream`]).
+/// is read (the file is never held whole; see [`read_stream`]).
 pub fn prepare_stream(
     file: &str,
     reader: impl BufRead,
