@@ -16,7 +16,7 @@ const state = {
   worker: null,
   ready: false,
   model: null, // {load message, info}
-  data: null, // {file, bytes}
+  data: null, // {file, handle: the File}
   summary: null,
   running: false,
   paused: false,
@@ -83,6 +83,10 @@ function send(msg, transfer) {
 }
 
 function onWorker(msg) {
+  if (msg.memory) {
+    $('engine-memory').textContent = `· memory ${mb(msg.memory)}`;
+    $('engine-memory').dataset.bytes = String(msg.memory);
+  }
   switch (msg.type) {
     case 'ready':
       state.ready = true;
@@ -107,6 +111,10 @@ function onWorker(msg) {
       }
       document.body.dataset.model = 'loaded';
       if (state.data) prepareData();
+      break;
+    case 'data-progress':
+      $('data-summary').textContent = `Reading ${msg.file}: ${mb(msg.read)} of ${mb(msg.size)} `
+        + `(${Math.floor((100 * msg.read) / Math.max(msg.size, 1))}%)…`;
       break;
     case 'data':
       state.summary = msg.summary;
@@ -294,12 +302,8 @@ async function loadLocalFiles(files) {
 // ---- data --------------------------------------------------------------------
 function useDataFile(file) {
   clearErrors();
-  if (file.size > 2 ** 31) {
-    showError(`${file.name}: ${mb(file.size)} is more than this page can read at once`);
-    return;
-  }
-  // The page keeps the File, not its bytes: each read goes straight to the
-  // worker, so the data is in memory once.
+  // The page keeps the File, not its bytes: the worker reads it a slice at
+  // a time, so only its tokens are ever held.
   state.data = { file: file.name, handle: file };
   prepareData();
 }
@@ -311,18 +315,24 @@ async function prepareData() {
     return;
   }
   const seqLen = Number(settingsForm().seq_len.value) || 256;
-  let bytes;
-  try {
-    bytes = await state.data.handle.arrayBuffer();
-  } catch (e) {
-    showError(`${state.data.file}: cannot read it (${e.message}); choose it again`);
-    return;
-  }
+  state.summary = null;
+  $('data-summary').textContent = `Reading ${state.data.file}…`;
+  refresh();
   send({
-    type: 'data', file: state.data.file, bytes, seqLen,
+    type: 'data', file: state.data.file, blob: state.data.handle, seqLen,
     format: $('data-format').value, columns: $('data-columns').value.trim(),
     allTokens: $('data-all-tokens').checked,
-  }, [bytes]);
+  });
+}
+
+// The person's choice for bad lines: leave them out, or stop until fixed.
+const stopAtBadLines = () => $('data-bad').value === 'stop';
+const blockedByBadLines = () => !!(state.summary && state.summary.problems.length && stopAtBadLines());
+
+function badLinesNote(n) {
+  return stopAtBadLines()
+    ? ` Training waits until ${n === 1 ? 'this line is' : `these ${count(n)} lines are`} fixed (or bad lines are set to be left out):`
+    : ' Bad lines are left out:';
 }
 
 function renderSummary(s) {
@@ -338,7 +348,7 @@ function renderSummary(s) {
     + (s.turns ? ` with ${count(s.turns)} turns` : '') + `, ${count(s.tokens)} tokens `
     + `(${count(s.trained_tokens)} trained), ${s.problems.length} bad line${s.problems.length === 1 ? '' : 's'}`
     + (s.longer_than_seq_len ? `, ${s.longer_than_seq_len} longer than ${s.seq_len} tokens (they will be cut)` : '') + '.'
-    + (s.problems.length ? ' Bad lines are left out:' : '');
+    + (s.problems.length ? badLinesNote(s.problems.length) : '');
   for (const n of s.notes.slice(0, 50)) {
     const li = document.createElement('li');
     li.className = 'note';
@@ -403,6 +413,10 @@ function readSettings() {
 
 function start() {
   clearErrors();
+  if (blockedByBadLines()) {
+    showError(`${state.summary.file}: ${state.summary.problems.length} bad lines; fix them, or set Bad lines to leave them out`);
+    return;
+  }
   let settings;
   try {
     settings = readSettings();
@@ -457,7 +471,7 @@ function saveZip(bytes) {
 function refresh() {
   const modelLoaded = !!state.model;
   $('load-model').disabled = !state.ready || state.running;
-  $('start').disabled = !(state.ready && modelLoaded && state.summary && !state.running);
+  $('start').disabled = !(state.ready && modelLoaded && state.summary && !state.running && !blockedByBadLines());
   $('pause').disabled = !state.running;
   $('pause').textContent = state.paused ? 'Resume' : 'Pause';
   $('stop').disabled = !state.running;
@@ -501,6 +515,10 @@ function wire() {
   $('data-format').onchange = prepareData;
   $('data-columns').onchange = prepareData;
   $('data-all-tokens').onchange = prepareData;
+  $('data-bad').onchange = () => {
+    renderSummary(state.summary);
+    refresh();
+  };
   settingsForm().backend.onchange = () => {
     clearErrors();
     $('model-info').textContent = '';

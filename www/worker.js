@@ -7,6 +7,7 @@
 import init, { Engine, version } from './pkg/tabtune.js';
 
 let engine = null;
+let memory = null; // the wasm instance's memory, reported with results
 let dead = false; // after a panic only the fatal message goes out
 let queue = Promise.resolve();
 const run = { active: false, paused: false, stop: false, resume: null };
@@ -17,8 +18,10 @@ globalThis.tabtunePanic = (message) => {
   dead = true;
 };
 
+// Every reply carries the engine's memory (the wasm heap, which only grows),
+// so the page can show what a model or a data file costs.
 function post(msg, transfer) {
-  if (!dead) self.postMessage(msg, transfer || []);
+  if (!dead) self.postMessage({ ...msg, memory: memory ? memory.buffer.byteLength : 0 }, transfer || []);
 }
 
 function serial(fn) {
@@ -116,7 +119,7 @@ async function trainLoop(steps, held) {
 
 const handlers = {
   async init({ backend }) {
-    await init();
+    memory = (await init()).memory;
     const chosen = await chooseBackend(backend || 'auto');
     engine = chosen.engine;
     post({ type: 'ready', backend: engine.backend(), reason: chosen.reason, version: version() });
@@ -131,8 +134,17 @@ const handlers = {
       u8(files.tokenizer), u8(files.tokenizer_config), u8(files.chat_template)));
     post({ type: 'model', info });
   },
-  async data({ file, bytes, seqLen, format, columns, allTokens }) {
-    const summary = await serial(() => engine.prepareData(file, new Uint8Array(bytes), seqLen, format, columns, !!allTokens));
+  // The File is read a slice at a time inside the engine (FileReaderSync),
+  // so a file of any size is never copied into memory whole.
+  async data({ file, blob, seqLen, format, columns, allTokens }) {
+    let shown = 0;
+    const progress = (read, size) => {
+      const now = performance.now();
+      if (now - shown < 250 && read < size) return;
+      shown = now;
+      post({ type: 'data-progress', file, read, size });
+    };
+    const summary = await serial(() => engine.prepareData(file, blob, seqLen, format, columns, !!allTokens, progress));
     post({ type: 'data', summary });
   },
   async start({ settings }) {

@@ -10,9 +10,10 @@ use js_sys::{Function, Promise, Uint8Array};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
+use web_sys::Blob;
 
 use crate::data::table::Columns;
-use crate::data::{Example, Format, ReadOptions, prepare, split};
+use crate::data::{Example, Format, ReadOptions, prepare_stream, split};
 use crate::error::Error;
 use crate::generate::{Decoder, GenerateConfig, TextStream};
 use crate::io::bundle::adapter_zip;
@@ -21,6 +22,7 @@ use crate::io::peft::export_async;
 use crate::lora::LoraAdapters;
 use crate::model::load::{HfFiles, Loaded, load_gguf, load_hf};
 use crate::train::{RunSettings, StepReport, Trainer, evaluate_async};
+use crate::web::blob::{BlobReader, CHUNK};
 
 /// What the page shows about a loaded model.
 #[derive(Serialize)]
@@ -214,20 +216,24 @@ impl Engine {
         to_js(&info)
     }
 
-    /// Parses and tokenizes a JSONL data file for the loaded model; returns
-    /// the summary the page shows (counts, bad lines, a preview).
-    /// `format` overrides detection (`jsonl`, `json`, `csv`, `tsv`, `text`);
-    /// `columns` maps table columns (`prompt=Q,response=A`); `all_tokens`
-    /// trains prompts too.
+    /// Reads and tokenizes the data file `blob` (named `file`) for the
+    /// loaded model, streaming it a slice at a time, so only its tokens stay
+    /// in memory; returns the summary the page shows (counts, bad lines, a
+    /// preview). `format` overrides detection (`jsonl`, `json`, `csv`,
+    /// `tsv`, `text`); `columns` maps table columns (`prompt=Q,response=A`);
+    /// `all_tokens` trains prompts too; `on_progress(read, size)` is called
+    /// after each slice. Worker only (it reads with `FileReaderSync`).
     #[wasm_bindgen(js_name = prepareData)]
+    #[allow(clippy::too_many_arguments)]
     pub fn prepare_data(
         &self,
         file: &str,
-        bytes: &[u8],
+        blob: Blob,
         seq_len: usize,
         format: Option<String>,
         columns: Option<String>,
         all_tokens: bool,
+        on_progress: Option<Function>,
     ) -> std::result::Result<JsValue, JsValue> {
         let options = ReadOptions {
             format: format
@@ -241,7 +247,9 @@ impl Engine {
         let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
         let model = s.model.clone().ok_or_else(|| no("model"))?;
         let tok = model.tokenizer.as_ref().expect("checked on load");
-        let prepared = prepare(file, bytes, &options, tok, seq_len).map_err(js)?;
+        let reader = BlobReader::new(blob, on_progress)?;
+        let reader = std::io::BufReader::with_capacity(CHUNK, reader);
+        let prepared = prepare_stream(file, reader, &options, tok, seq_len).map_err(js)?;
         s.data = Some(Data {
             file: file.to_string(),
             examples: prepared.examples,

@@ -1,10 +1,12 @@
 //! The browser façade (wasm32 only): a thin wasm-bindgen layer over the same
 //! loader, trainer, generator and exporter the CLI uses. `www/worker.js`
-//! owns one [`Engine`] and drives it; nothing here names a DOM type.
+//! owns one [`Engine`] and drives it; nothing here names a DOM type (the
+//! data file comes in as a `Blob`, read a slice at a time).
 //!
 //! Every GPU readback is async (`read_async`, `export_async`): a blocking
 //! read panics on wasm.
 
+mod blob;
 mod engine;
 
 pub use engine::Engine;

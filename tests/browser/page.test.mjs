@@ -8,7 +8,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, startServer, open, tid, expectNoErrors, waitForEngine, loadModel, setSettings } from './driver.mjs';
 
@@ -218,6 +218,65 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     }));
   } finally {
     writeFileSync(join(OUT, 'cpu-console.log'), consoleLines.join('\n'));
+    await browser.close();
+  }
+});
+
+test('a large data file streams into the engine, and bad lines can be set to stop the run', async () => {
+  const { browser, page, consoleLines } = await open(ORIGIN, { webgpu: false });
+  const memory = () => page.getAttribute(tid('engine-memory'), 'data-bytes').then(Number);
+  const useData = async (path, name) => {
+    await page.setInputFiles(tid('data-file'), path);
+    await page.waitForFunction((n) => document.querySelector('[data-testid="data-summary"]').textContent.startsWith(`${n} (`),
+      name, { timeout: 300_000 });
+    await expectNoErrors(page, consoleLines);
+    return page.textContent(tid('data-summary'));
+  };
+  try {
+    await waitForEngine(page, 'cpu');
+    await page.check(tid('model-source-files'));
+    await page.setInputFiles(tid('model-files'), readdirSync(TINY_DIR).map((f) => join(TINY_DIR, f)));
+    await loadModel(page, consoleLines);
+
+    // Bad lines: left out by default; set to stop, Start waits until they are fixed.
+    await dropData(page);
+    assert.equal(await page.isEnabled(tid('start')), true);
+    await page.selectOption(tid('data-bad'), 'stop');
+    assert.equal(await page.isEnabled(tid('start')), false);
+    assert.match(await page.textContent(tid('data-summary')), /Training waits until this line is fixed/);
+    await page.selectOption(tid('data-bad'), 'skip');
+    assert.equal(await page.isEnabled(tid('start')), true);
+    assert.match(await page.textContent(tid('data-summary')), /Bad lines are left out:$/);
+
+    // A JSON array of 40 MB: the engine reads it a slice at a time, so its
+    // memory grows by the tokens kept (the dashes tokenize 60 bytes to a
+    // token), not by the file. Copying the file in whole would add its size.
+    const record = (i) => JSON.stringify({ text: `record ${i}: ${'-'.repeat(600)}` });
+    const small = join(OUT, 'small.json');
+    const big = join(OUT, 'big.json');
+    writeFileSync(small, `[\n${Array.from({ length: 10 }, (_, i) => record(i)).join(',\n')}\n]\n`);
+    const records = 64_000;
+    writeFileSync(big, `[\n${Array.from({ length: records }, (_, i) => record(i)).join(',\n')}\n]\n`);
+    const size = statSync(big).size;
+    await useData(small, 'small.json');
+    const before = await memory();
+    // Reading shows its progress in the page.
+    await page.evaluate(() => {
+      const el = document.querySelector('[data-testid="data-summary"]');
+      window.seenSummaries = [];
+      new MutationObserver(() => window.seenSummaries.push(el.textContent))
+        .observe(el, { childList: true, characterData: true, subtree: true });
+    });
+    const summary = await useData(big, 'big.json');
+    const seen = await page.evaluate(() => window.seenSummaries);
+    assert.ok(seen.some((t) => /^Reading big\.json: \d+\.\d MB of 40\.1 MB \(\d+%\)…$/.test(t)), seen.join('\n'));
+    assert.match(summary, new RegExp(`^big\\.json \\(json, text\\): ${records.toLocaleString('en-US')} examples`));
+    const grew = (await memory()) - before;
+    console.log(`big.json: ${(size / 1e6).toFixed(1)} MB file, engine memory ${(before / 1e6).toFixed(1)} MB grew ${(grew / 1e6).toFixed(1)} MB`);
+    assert.ok(before > 0);
+    assert.ok(grew < size / 2, `a ${size} byte file grew the engine's memory by ${grew} bytes`);
+  } finally {
+    writeFileSync(join(OUT, 'large-console.log'), consoleLines.join('\n'));
     await browser.close();
   }
 });
