@@ -10,12 +10,15 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { ROOT, startServer, open, tid, expectNoErrors, waitForEngine, loadModel, setSettings } from './driver.mjs';
 
 const OUT = process.env.TABTUNE_BROWSER_OUT || '/tmp/tabtune-browser';
 const TINY = process.env.TABTUNE_TINY || join(OUT, 'tiny');
 const TINY_REPO = 'tabtune-test/tiny-chat';
 const TINY_DIR = join(TINY, 'hub', TINY_REPO, 'resolve', 'main');
+// The CLI, for reading the same files the page reads (scripts/test-browser.sh builds it).
+const CLI = process.env.TABTUNE_BIN || join(process.env.CARGO_TARGET_DIR || join(process.env.HOME, '.cache/tabtune/target'), 'debug/tabtune');
 let server;
 let ORIGIN;
 mkdirSync(OUT, { recursive: true });
@@ -277,6 +280,47 @@ test('a large data file streams into the engine, and bad lines can be set to sto
     assert.ok(grew < size / 2, `a ${size} byte file grew the engine's memory by ${grew} bytes`);
   } finally {
     writeFileSync(join(OUT, 'large-console.log'), consoleLines.join('\n'));
+    await browser.close();
+  }
+});
+
+test('every data format reads in the page as the CLI reads it, and trains', async () => {
+  const { browser, page, requests, consoleLines } = await open(ORIGIN, { webgpu: false });
+  const number = (t) => Number((t || '0').replaceAll(',', ''));
+  try {
+    await waitForEngine(page, 'cpu');
+    await page.check(tid('model-source-files'));
+    await page.setInputFiles(tid('model-files'), readdirSync(TINY_DIR).map((f) => join(TINY_DIR, f)));
+    await loadModel(page, consoleLines);
+    await setSettings(page, { steps: 1, batch: 1 });
+    const quietFrom = requests.length;
+    for (const file of ['messages.json', 'sharegpt.jsonl', 'alpaca.json', 'multi_turn.jsonl', 'qa.csv', 'qa.tsv', 'notes.md']) {
+      const path = join(ROOT, 'tests/fixtures/data/formats', file);
+      const cli = JSON.parse(execFileSync(CLI, ['data', 'inspect', '--model', TINY_DIR, '--data', path, '--json'], { encoding: 'utf8' }));
+      await page.setInputFiles(tid('data-file'), path);
+      await page.waitForFunction((n) => document.querySelector('[data-testid="data-summary"]').textContent.startsWith(`${n} (`),
+        file, { timeout: 60_000 });
+      await expectNoErrors(page, consoleLines);
+      const text = await page.textContent(tid('data-summary'));
+      const m = text.match(/^(\S+) \((\w+), ([^)]+)\): ([\d,]+) examples(?: with ([\d,]+) turns)?, ([\d,]+) tokens \(([\d,]+) trained\), (\d+) bad lines?/);
+      assert.ok(m, text);
+      assert.deepEqual(
+        { format: m[2], schema: m[3], examples: number(m[4]), turns: number(m[5]), tokens: number(m[6]), trained: number(m[7]), bad: number(m[8]) },
+        { format: cli.format, schema: cli.schema, examples: cli.examples, turns: cli.turns, tokens: cli.tokens, trained: cli.trained_tokens, bad: cli.problems.length },
+        file,
+      );
+      const trained = (await page.locator(`${tid('data-preview')} mark.trained`).allTextContents()).join('');
+      assert.equal(trained, cli.preview.filter((s) => s.trained).map((s) => s.text).join(''), file);
+      await page.evaluate(() => { document.body.dataset.run = ''; });
+      await page.click(tid('start'));
+      await page.waitForFunction(() => document.body.dataset.run === 'finished', null, { timeout: 60_000 });
+      assert.equal(await page.textContent(tid('stat-step')), '1 / 1', file);
+      assert.ok(Number(await page.textContent(tid('stat-loss'))) > 0, file);
+      await expectNoErrors(page, consoleLines);
+    }
+    assert.deepEqual(requests.slice(quietFrom).map((r) => r.url), [], 'requests while reading data and training');
+  } finally {
+    writeFileSync(join(OUT, 'formats-console.log'), consoleLines.join('\n'));
     await browser.close();
   }
 });
