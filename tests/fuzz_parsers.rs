@@ -2,8 +2,10 @@
 //! safetensors, config.json, PEFT adapters and whole model loads. Each
 //! target starts from real files and applies seeded mutations (bit flips,
 //! huge or zero integers written over length fields, truncation, spliced
-//! copies). No input may panic, and none may ask for an allocation over
-//! 256 MiB (a length field trusted before checking it against the file).
+//! copies). No input may panic, none may ask for an allocation over
+//! 256 MiB (a length field trusted before checking it against the file),
+//! and none may take longer than TABTUNE_FUZZ_HANG_SECS (default 30; the
+//! inputs are small files that take milliseconds).
 //!
 //! Bounded for CI: TABTUNE_FUZZ_ITERS mutations per seed file (default 1000),
 //! seeded by TABTUNE_FUZZ_SEED (default 1). A failing input is written to
@@ -13,7 +15,9 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::{device, read};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -121,17 +125,87 @@ fn mutate(base: &[u8], rng: &mut StdRng) -> Vec<u8> {
     b
 }
 
+fn hang_limit() -> Duration {
+    let secs = std::env::var("TABTUNE_FUZZ_HANG_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
+
+/// Watches the input being run from another thread: one that runs past
+/// [`hang_limit`] is a hang, reported with its saved input, and the process
+/// aborts (a hung call cannot be interrupted), failing the test.
+struct Watchdog<'a> {
+    name: &'a str,
+    started: Mutex<Option<Instant>>,
+    done: AtomicBool,
+}
+
+impl Watchdog<'_> {
+    fn watch(&self) {
+        let limit = hang_limit();
+        while !self.done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+            let started = *self.started.lock().unwrap_or_else(|e| e.into_inner());
+            if started.is_some_and(|t| t.elapsed() > limit) {
+                // Straight to stderr: the test harness's capture of
+                // `eprintln!` would be lost with the abort.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!(
+                        "\nfuzz: {}: an input ran for over {limit:?}; it is saved as {}\n",
+                        self.name,
+                        current_input(self.name).display()
+                    )
+                    .as_bytes(),
+                );
+                std::process::abort();
+            }
+        }
+    }
+
+    fn running(&self, yes: bool) {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = yes.then(Instant::now);
+    }
+}
+
 /// Runs `target` on `iters()` mutations of `base`; fails on a panic (the
-/// input is saved and named) or an oversized allocation (see [`Capped`]).
+/// input is saved and named), an oversized allocation (see [`Capped`]) or
+/// a hang (see [`Watchdog`]).
 fn fuzz(name: &str, base: &[u8], target: impl Fn(&[u8])) {
+    let dog = Watchdog {
+        name,
+        started: Mutex::new(None),
+        done: AtomicBool::new(false),
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| dog.watch());
+        // Stops the watchdog however the run ends, a failing one included.
+        struct Stop<'a, 'b>(&'a Watchdog<'b>);
+        impl Drop for Stop<'_, '_> {
+            fn drop(&mut self) {
+                self.0.done.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&dog);
+        run_inputs(name, base, &target, &dog);
+    });
+}
+
+fn run_inputs(name: &str, base: &[u8], target: &dyn Fn(&[u8]), dog: &Watchdog) {
     let mut rng = StdRng::seed_from_u64(seed() ^ name.len() as u64 ^ base.len() as u64);
+    dog.running(true);
     target(base); // the unmutated file must be fine too
+    dog.running(false);
     for i in 0..iters() {
         let input = mutate(base, &mut rng);
         std::fs::write(current_input(name), &input).expect("save the input");
+        dog.running(true);
         WATCHING.store(true, Ordering::Relaxed);
         let result = catch_unwind(AssertUnwindSafe(|| target(&input)));
         WATCHING.store(false, Ordering::Relaxed);
+        dog.running(false);
         if result.is_err() {
             let path = std::env::temp_dir()
                 .join(format!("tabtune-fuzz-{}-{i}.bin", name.replace('/', "_")));
@@ -261,6 +335,37 @@ fn the_harness_stops_an_unbounded_allocation() {
     assert!(!out.status.success(), "the probe should have been stopped");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("asked for more than 256 MiB at once"), "{err}");
+}
+
+/// Run only by `the_harness_stops_a_hanging_input`, in a child process.
+#[test]
+#[ignore]
+fn harness_hang_probe() {
+    fuzz("self-test-hang", b"abc", |_| {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+}
+
+#[test]
+fn the_harness_stops_a_hanging_input() {
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "harness_hang_probe",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("TABTUNE_FUZZ_HANG_SECS", "1")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "the probe should have been stopped");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("self-test-hang: an input ran for over 1s"),
+        "{err}"
+    );
 }
 
 #[test]
