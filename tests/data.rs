@@ -295,3 +295,53 @@ fn the_preview_marks_the_answer_as_trained_and_the_question_as_context() {
     );
     assert_eq!(p.summary.trained_tokens, p.examples[0].trained_tokens());
 }
+
+#[test]
+fn a_file_past_the_token_budget_is_refused_at_its_line_without_reading_on() {
+    let t = tok();
+    let line = "{\"text\": \"one two three four five six seven eight\"}\n";
+    let data: String = (0..20_000)
+        .map(|i| line.replace("one", &format!("n{i}")))
+        .collect();
+    let read = std::cell::Cell::new(0usize);
+    struct Counting<'a>(&'a [u8], &'a std::cell::Cell<usize>);
+    impl std::io::Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.set(self.1.get() + n);
+            Ok(n)
+        }
+    }
+    let reader = std::io::BufReader::with_capacity(4096, Counting(data.as_bytes(), &read));
+    let Err(err) =
+        tabtune::data::prepare_within("big.jsonl", reader, &ReadOptions::default(), &t, 64, 1000)
+    else {
+        panic!("a file past the budget is refused");
+    };
+    let err = err.to_string();
+    let at: usize = err
+        .strip_prefix("big.jsonl:")
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("names a line: {err}"));
+    // Each line is about a dozen tokens: the budget runs out near line 80.
+    assert!((40..200).contains(&at), "{err}");
+    assert!(err.contains("more than 1000 tokens"), "{err}");
+    assert!(
+        read.get() < 32 * 1024,
+        "read {} of {} bytes",
+        read.get(),
+        data.len()
+    );
+    // Under the budget, the same reader keeps everything.
+    let p = tabtune::data::prepare_within(
+        "big.jsonl",
+        data.as_bytes(),
+        &ReadOptions::default(),
+        &t,
+        64,
+        usize::MAX,
+    )
+    .expect("prepares");
+    assert_eq!(p.summary.examples, 20_000);
+}

@@ -300,6 +300,32 @@ fn a_long_document_becomes_windows_that_cover_every_token() {
 }
 
 #[test]
+fn a_huge_document_without_blank_lines_is_read_in_parts_at_line_ends() {
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| format!("line {i} of one long document without a blank line"))
+        .collect();
+    let text = lines.join("\n");
+    let s = scan("huge.txt", text.as_bytes());
+    assert!(s.lines.len() >= 4, "{} parts", s.lines.len());
+    let mut next = 1;
+    let mut parts = Vec::new();
+    for l in &s.lines {
+        let Record::Document(part) = &l.record else {
+            panic!("documents");
+        };
+        assert_eq!(l.line, next, "each part starts on the line after the last");
+        assert!(part.len() < tabtune::data::text::PART_BYTES + 64);
+        next += part.lines().count();
+        parts.push(part.as_str());
+    }
+    assert_eq!(
+        parts.join("\n"),
+        text,
+        "the parts are the document, in order"
+    );
+}
+
+#[test]
 fn invalid_utf8_in_a_text_file_names_the_line_and_keeps_the_rest() {
     let s = scan("n.txt", b"good line\n\xff\xfe\nnext\n\nsecond doc\n");
     assert_eq!(

@@ -10,10 +10,10 @@ pub mod render;
 pub mod split;
 pub mod summary;
 pub mod table;
-mod text;
+pub mod text;
 
 pub use read::{Format, ReadOptions, Scan, StreamScan, read, read_stream, read_strict};
 pub use record::{Line, Record, Schema};
 pub use render::{Example, render_examples, render_record};
 pub use split::split;
-pub use summary::{Prepared, Summary, prepare, prepare_stream};
+pub use summary::{Prepared, Summary, prepare, prepare_stream, prepare_within};

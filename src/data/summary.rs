@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use std::io::BufRead;
+use std::cell::Cell;
+use std::io::{BufRead, Read};
 
 use crate::data::read::{ReadOptions, read_stream};
 use crate::data::record::Line;
@@ -93,6 +94,27 @@ pub fn prepare_stream(
     tok: &TextTokenizer,
     seq_len: usize,
 ) -> Result<Prepared> {
+    prepare_within(file, reader, options, tok, seq_len, usize::MAX)
+}
+
+/// As [`prepare_stream`], keeping at most `max_tokens` tokens: once the
+/// examples read so far hold more, reading stops and the file is refused
+/// with the line it got to (the browser's memory is bounded; 5 bytes a
+/// token are kept: the id and whether it is trained).
+pub fn prepare_within(
+    file: &str,
+    reader: impl BufRead,
+    options: &ReadOptions,
+    tok: &TextTokenizer,
+    seq_len: usize,
+    max_tokens: usize,
+) -> Result<Prepared> {
+    let over = Cell::new(None);
+    let mut kept = 0usize;
+    let reader = Budget {
+        inner: reader,
+        over: &over,
+    };
     let mut examples = Vec::new();
     let mut notes = Vec::new();
     let mut rendered: Vec<Problem> = Vec::new();
@@ -112,6 +134,10 @@ pub fn prepare_stream(
                     reason,
                 });
             }
+            kept += exs.iter().map(|e| e.ids.len()).sum::<usize>();
+            if kept > max_tokens && over.get().is_none() {
+                over.set(Some(l.line));
+            }
             examples.extend(exs);
         }
         Err(e) => rendered.push(Problem {
@@ -120,6 +146,17 @@ pub fn prepare_stream(
         }),
     };
     let scan = read_stream(file, reader, options, &mut on_line);
+    if let Some(line) = over.get() {
+        return Err(Error::Data {
+            file: file.to_string(),
+            line,
+            reason: format!(
+                "the examples up to here hold more than {max_tokens} tokens, more than can be \
+                 kept here ({} MB); train on a part of the file, or use the CLI",
+                max_tokens * 5 / 1_000_000
+            ),
+        });
+    }
     let mut problems: Vec<Problem> = scan
         .problems
         .into_iter()
@@ -164,6 +201,39 @@ pub fn prepare_stream(
         preview: preview(tok, &examples[0])?,
     };
     Ok(Prepared { examples, summary })
+}
+
+/// A reader that stops (with an error the caller replaces) once `over` is
+/// set, so a file past the token budget is not read to its end.
+struct Budget<'a, R> {
+    inner: R,
+    over: &'a Cell<Option<usize>>,
+}
+
+impl<R> Budget<'_, R> {
+    fn check(&self) -> std::io::Result<()> {
+        match self.over.get() {
+            Some(_) => Err(std::io::Error::other("over the token budget")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<R: Read> Read for Budget<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: BufRead> BufRead for Budget<'_, R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.check()?;
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n)
+    }
 }
 
 /// What cutting `e` to `seq_len` tokens does to it, if it is longer.

@@ -1,9 +1,15 @@
 //! Plain text and Markdown: documents are separated by blank lines, and
 //! every token is trained. Each document becomes windows of the sequence
-//! length when rendered (see `render`), so nothing is cut away.
+//! length when rendered (see `render`), so nothing is cut away. A document
+//! longer than [`PART_BYTES`] is read in parts that end at a line end, so
+//! a huge file with no blank line is never held (or tokenized) whole.
 
 use crate::data::read::Collector;
 use crate::data::record::{Record, Schema};
+
+/// The size at which a document is passed on as a part and the next line
+/// starts a new one (the windows of one part do not span into the next).
+pub const PART_BYTES: usize = 256 * 1024;
 
 /// Reads text from its lines (without `\n`), as they come.
 pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mut Collector) {
@@ -38,6 +44,9 @@ pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mu
             doc.push('\n');
         }
         doc.push_str(text);
+        if doc.len() >= PART_BYTES {
+            flush(&mut doc, start, c);
+        }
     }
     flush(&mut doc, start, c);
 }

@@ -13,7 +13,7 @@ use wasm_bindgen_futures::future_to_promise;
 use web_sys::Blob;
 
 use crate::data::table::Columns;
-use crate::data::{Example, Format, ReadOptions, prepare_stream, split};
+use crate::data::{Example, Format, ReadOptions, prepare_within, split};
 use crate::error::Error;
 use crate::generate::{Decoder, GenerateConfig, TextStream};
 use crate::io::bundle::adapter_zip;
@@ -23,6 +23,13 @@ use crate::lora::LoraAdapters;
 use crate::model::load::{HfFiles, Loaded, load_gguf, load_hf};
 use crate::train::{RunSettings, StepReport, Trainer, evaluate_async};
 use crate::web::blob::{BlobReader, CHUNK};
+
+/// The most tokens a data file may bring into the engine: 500 MB of ids and
+/// flags (twice that while a run starts), next to a model of about 1 GB in
+/// wasm32's 4 GiB. At a few thousand tokens a second on a GPU that is many
+/// hours of training; a larger file is refused with its line, not left to
+/// run the engine out of memory.
+const MAX_DATA_TOKENS: usize = 100_000_000;
 
 /// What the page shows about a loaded model.
 #[derive(Serialize)]
@@ -249,7 +256,8 @@ impl Engine {
         let tok = model.tokenizer.as_ref().expect("checked on load");
         let reader = BlobReader::new(blob, on_progress)?;
         let reader = std::io::BufReader::with_capacity(CHUNK, reader);
-        let prepared = prepare_stream(file, reader, &options, tok, seq_len).map_err(js)?;
+        let prepared =
+            prepare_within(file, reader, &options, tok, seq_len, MAX_DATA_TOKENS).map_err(js)?;
         s.data = Some(Data {
             file: file.to_string(),
             examples: prepared.examples,
