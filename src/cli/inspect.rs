@@ -84,7 +84,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
         );
     }
     println!(
-        "  {} (the page leaves them out; `tabtune train` stops on them)",
+        "  {} (`tabtune train` stops on them; `--skip-bad`, or the page's Bad lines choice, leaves them out)",
         plural(s.problems.len(), "bad line")
     );
     for problem in &s.problems {

@@ -24,14 +24,17 @@ pub(crate) fn read(mut input: impl BufRead, c: &mut Collector) {
         input.consume(3);
     }
     let newlines = Cell::new(0);
+    let last = Cell::new(0);
     let reader = Lines {
         inner: input,
         newlines: &newlines,
+        last: &last,
     };
     let mut de = serde_json::Deserializer::from_reader(reader);
     let elements = Elements {
         c,
         newlines: &newlines,
+        last: &last,
     };
     let done = de
         .deserialize_seq(elements)
@@ -55,12 +58,14 @@ pub(crate) fn read(mut input: impl BufRead, c: &mut Collector) {
     }
 }
 
-/// A reader that counts the newlines it has handed on. serde_json reads a
-/// byte at a time and holds at most the byte it peeked, so when an element
-/// ends at its closing bracket the count is the line that bracket is on.
+/// A reader that counts the newlines it has handed on and keeps the last
+/// byte. serde_json reads a byte at a time, so when an element ends at its
+/// closing bracket the count is the line that bracket is on; a number is
+/// only known to end when the byte after it has been read.
 struct Lines<'a, R> {
     inner: R,
     newlines: &'a Cell<usize>,
+    last: &'a Cell<u8>,
 }
 
 impl<R: Read> Read for Lines<'_, R> {
@@ -68,6 +73,9 @@ impl<R: Read> Read for Lines<'_, R> {
         let n = self.inner.read(buf)?;
         let seen = buf[..n].iter().filter(|&&b| b == b'\n').count();
         self.newlines.set(self.newlines.get() + seen);
+        if let Some(&b) = buf[..n].last() {
+            self.last.set(b);
+        }
         Ok(n)
     }
 }
@@ -77,6 +85,7 @@ impl<R: Read> Read for Lines<'_, R> {
 struct Elements<'a, 'c, 's> {
     c: &'a mut Collector<'c>,
     newlines: &'s Cell<usize>,
+    last: &'s Cell<u8>,
 }
 
 impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
@@ -91,8 +100,11 @@ impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
         while let Some(item) = seq.next_element::<Box<RawValue>>()? {
             count += 1;
             // The element ends on line `1 + newlines`; it starts as many
-            // lines earlier as it spans.
-            let spans = item.get().bytes().filter(|&b| b == b'\n').count();
+            // lines earlier as it spans (and one more when it is a number
+            // followed by the line end that was read to see it end).
+            let raw = item.get();
+            let peeked = raw.ends_with(|c: char| c.is_ascii_digit()) && self.last.get() == b'\n';
+            let spans = raw.bytes().filter(|&b| b == b'\n').count() + usize::from(peeked);
             let line = 1 + self.newlines.get() - spans;
             match serde_json::from_str::<Value>(item.get())
                 .map_err(|e| e.to_string())
