@@ -6,35 +6,27 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::io::{BufRead, Read};
+use std::io::Read;
 
-use serde::de::{Deserializer as _, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::data::read::Collector;
 use crate::data::record::parse_record;
 
-/// Reads a JSON array from `input` as it streams (a UTF-8 BOM is skipped).
-pub(crate) fn read(mut input: impl BufRead, c: &mut Collector) {
-    if input
-        .fill_buf()
-        .is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"))
-    {
-        input.consume(3);
-    }
+/// Reads a JSON array from `input` as it streams.
+pub(crate) fn read(input: impl Read, c: &mut Collector) {
     let newlines = Cell::new(0);
-    let last = Cell::new(0);
     let reader = Lines {
         inner: input,
         newlines: &newlines,
-        last: &last,
     };
     let mut de = serde_json::Deserializer::from_reader(reader);
     let elements = Elements {
         c,
         newlines: &newlines,
-        last: &last,
     };
     let done = de
         .deserialize_seq(elements)
@@ -58,14 +50,12 @@ pub(crate) fn read(mut input: impl BufRead, c: &mut Collector) {
     }
 }
 
-/// A reader that counts the newlines it has handed on and keeps the last
-/// byte. serde_json reads a byte at a time, so when an element ends at its
-/// closing bracket the count is the line that bracket is on; a number is
-/// only known to end when the byte after it has been read.
+/// A reader that counts the newlines it has handed on. serde_json reads a
+/// byte at a time, and has read just the first byte of an element when it
+/// starts to deserialize it, so the count then is the line it starts on.
 struct Lines<'a, R> {
     inner: R,
     newlines: &'a Cell<usize>,
-    last: &'a Cell<u8>,
 }
 
 impl<R: Read> Read for Lines<'_, R> {
@@ -73,9 +63,6 @@ impl<R: Read> Read for Lines<'_, R> {
         let n = self.inner.read(buf)?;
         let seen = buf[..n].iter().filter(|&&b| b == b'\n').count();
         self.newlines.set(self.newlines.get() + seen);
-        if let Some(&b) = buf[..n].last() {
-            self.last.set(b);
-        }
         Ok(n)
     }
 }
@@ -85,7 +72,6 @@ impl<R: Read> Read for Lines<'_, R> {
 struct Elements<'a, 'c, 's> {
     c: &'a mut Collector<'c>,
     newlines: &'s Cell<usize>,
-    last: &'s Cell<u8>,
 }
 
 impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
@@ -97,15 +83,8 @@ impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
         let mut count = 0;
-        while let Some(item) = seq.next_element::<Box<RawValue>>()? {
+        while let Some((line, item)) = seq.next_element_seed(StartLine(self.newlines))? {
             count += 1;
-            // The element ends on line `1 + newlines`; it starts as many
-            // lines earlier as it spans (and one more when it is a number
-            // followed by the line end that was read to see it end).
-            let raw = item.get();
-            let peeked = raw.ends_with(|c: char| c.is_ascii_digit()) && self.last.get() == b'\n';
-            let spans = raw.bytes().filter(|&b| b == b'\n').count() + usize::from(peeked);
-            let line = 1 + self.newlines.get() - spans;
             match serde_json::from_str::<Value>(item.get())
                 .map_err(|e| e.to_string())
                 .and_then(|v| parse_record(&v))
@@ -115,5 +94,17 @@ impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
             }
         }
         Ok(count)
+    }
+}
+
+/// One element, as raw JSON, with the line it starts on.
+struct StartLine<'s>(&'s Cell<usize>);
+
+impl<'de> DeserializeSeed<'de> for StartLine<'_> {
+    type Value = (usize, Box<RawValue>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let line = 1 + self.0.get();
+        Ok((line, Box::<RawValue>::deserialize(d)?))
     }
 }

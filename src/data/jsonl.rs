@@ -1,5 +1,5 @@
-//! JSONL: one JSON record per line. A UTF-8 BOM, CRLF line ends and blank
-//! lines are accepted.
+//! JSONL: one JSON record per line. CRLF line ends and blank lines are
+//! accepted (a BOM is skipped before, in `read_stream`).
 
 use serde_json::Value;
 
@@ -15,11 +15,6 @@ pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mu
             Err(e) => return c.problem(line, format!("cannot read: {e}")),
         };
         let raw = raw.strip_suffix(b"\r").unwrap_or(&raw);
-        let raw = if line == 1 {
-            raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
-        } else {
-            raw
-        };
         let Ok(text) = std::str::from_utf8(raw) else {
             c.problem(line, "line is not valid UTF-8");
             continue;

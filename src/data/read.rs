@@ -13,6 +13,10 @@ use crate::data::record::{Line, Record, Schema, data_err};
 use crate::data::{json, jsonl, table, text};
 use crate::error::{Error, Result};
 
+/// The UTF-8 byte order mark some editors write first; skipped once, in
+/// [`read_stream`], for every format.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// A data file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -63,7 +67,7 @@ impl Format {
         let lower = file.to_ascii_lowercase();
         let ext = lower.rsplit('.').next().unwrap_or("");
         let first = bytes
-            .strip_prefix(b"\xEF\xBB\xBF")
+            .strip_prefix(BOM)
             .unwrap_or(bytes)
             .iter()
             .find(|b| !b.is_ascii_whitespace());
@@ -198,9 +202,13 @@ pub fn read_stream(
     options: &ReadOptions,
     sink: &mut dyn FnMut(Line),
 ) -> StreamScan {
-    // Up to 8 KiB to detect the format from, put back in front of the rest.
+    // Up to 8 KiB to detect the format from (without a BOM), put back in
+    // front of the rest.
     let mut head = Vec::with_capacity(8192);
     let _ = (&mut reader).take(8192).read_to_end(&mut head);
+    if head.starts_with(BOM) {
+        head.drain(..BOM.len());
+    }
     let format = options
         .format
         .unwrap_or_else(|| Format::detect(file, &head));

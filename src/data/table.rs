@@ -4,6 +4,7 @@
 //! text: by common header names, or as the person maps them.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::Read;
 use std::rc::Rc;
 
@@ -123,10 +124,13 @@ fn layout(headers: &[String], c: &Columns) -> std::result::Result<Layout, String
 
 /// Where the line ends are, recorded as the bytes stream past (the csv
 /// crate's own line count does not follow CRLF files): each `\n`'s offset
-/// and whether a `\r` came just before it.
+/// and whether a `\r` came just before it. Rows are asked for in file
+/// order, so the ends before the last row asked for are only counted, and
+/// the list stays as long as the csv reader's look-ahead.
 #[derive(Default)]
 struct LineEnds {
-    ends: Vec<(u64, bool)>,
+    ends: VecDeque<(u64, bool)>,
+    passed: usize,
     seen: u64,
     last: u8,
 }
@@ -135,7 +139,8 @@ impl LineEnds {
     fn note(&mut self, chunk: &[u8]) {
         for (i, &b) in chunk.iter().enumerate() {
             if b == b'\n' {
-                self.ends.push((self.seen + i as u64, self.last == b'\r'));
+                self.ends
+                    .push_back((self.seen + i as u64, self.last == b'\r'));
             }
             self.last = b;
         }
@@ -150,8 +155,8 @@ impl LineEnds {
     }
 
     /// The 1-based line of a row starting at byte `at` (which may point at
-    /// the line end of the row before).
-    fn line_of(&self, mut at: u64) -> usize {
+    /// the line end of the row before); `at` never goes back.
+    fn line_of(&mut self, mut at: u64) -> usize {
         loop {
             if self.lf_at(at).is_some() {
                 at += 1;
@@ -161,7 +166,11 @@ impl LineEnds {
                 break;
             }
         }
-        1 + self.ends.partition_point(|e| e.0 < at)
+        while self.ends.front().is_some_and(|e| e.0 < at) {
+            self.ends.pop_front();
+            self.passed += 1;
+        }
+        1 + self.passed
     }
 }
 
@@ -179,14 +188,8 @@ impl<R: Read> Read for Watched<R> {
     }
 }
 
-/// Reads a table from `input` as it streams (a UTF-8 BOM is skipped).
-pub(crate) fn read(mut input: impl Read, delimiter: u8, columns: &Columns, c: &mut Collector) {
-    let mut head = Vec::with_capacity(3);
-    let _ = (&mut input).take(3).read_to_end(&mut head);
-    if head == b"\xEF\xBB\xBF" {
-        head.clear();
-    }
-    let input = std::io::Cursor::new(head).chain(input);
+/// Reads a table from `input` as it streams.
+pub(crate) fn read(input: impl Read, delimiter: u8, columns: &Columns, c: &mut Collector) {
     let ends = Rc::new(RefCell::new(LineEnds::default()));
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -215,7 +218,7 @@ pub(crate) fn read(mut input: impl Read, delimiter: u8, columns: &Columns, c: &m
             Ok(true) => {}
             Err(e) => {
                 let at = e.position().map_or(start, |p| p.byte());
-                let line = ends.borrow().line_of(at);
+                let line = ends.borrow_mut().line_of(at);
                 c.problem(line, format!("cannot read this row: {e}"));
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     return;
@@ -224,7 +227,7 @@ pub(crate) fn read(mut input: impl Read, delimiter: u8, columns: &Columns, c: &m
             }
         }
         let line = ends
-            .borrow()
+            .borrow_mut()
             .line_of(record.position().map_or(start, |p| p.byte()));
         if record.len() != headers.len() {
             c.problem(

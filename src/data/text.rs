@@ -24,12 +24,7 @@ pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mu
                 break;
             }
         };
-        let raw = if line == 1 {
-            raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&raw)
-        } else {
-            &raw
-        };
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(&raw);
         let Ok(text) = std::str::from_utf8(raw) else {
             c.problem(line, "line is not valid UTF-8 (the line is left out)");
             continue;
