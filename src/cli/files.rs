@@ -5,8 +5,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use tabtune::data::read::problems_error;
-use tabtune::data::{Line, ReadOptions, read_stream};
+use tabtune::data::{Prepared, ReadOptions, prepare_stream};
 use tabtune::io::bundle::adapter_zip;
 use tabtune::io::peft;
 use tabtune::lora::LoraAdapters;
@@ -89,41 +88,18 @@ pub fn default_model_path() -> String {
     format!("{cache}/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// Streams a data file (any supported format), handing each good record to
-/// `on_line` as it is read (the file is never held whole). Bad
-/// records stop it, all listed (up to 20), unless `skip_bad`: then each is
-/// reported on stderr and left out.
-pub fn read_data(
+/// Reads and tokenizes a data file (any supported format) as it streams,
+/// the way the page does ([`prepare_stream`]): what `data inspect` shows
+/// and what `train` and `eval` use.
+pub fn prepare_data(
     path: &str,
     options: &ReadOptions,
-    skip_bad: bool,
-    on_line: &mut dyn FnMut(Line),
-) -> Result<()> {
+    tok: &TextTokenizer,
+    seq_len: usize,
+) -> Result<Prepared> {
     let file =
         std::fs::File::open(path).map_err(|e| Error::format(path, format!("cannot read: {e}")))?;
-    let scan = read_stream(path, std::io::BufReader::new(file), options, on_line);
-    let n = scan.problems.len();
-    if n > 0 && !skip_bad {
-        return Err(problems_error(path, scan.problems));
-    }
-    if n > 0 {
-        eprintln!("{n} bad records left out:");
-        for p in &scan.problems {
-            eprintln!("  {p}");
-        }
-    }
-    if scan.records == 0 {
-        return Err(Error::Data {
-            file: path.to_string(),
-            line: 1,
-            reason: if n > 0 {
-                "no usable record".into()
-            } else {
-                "the file has no records".into()
-            },
-        });
-    }
-    Ok(())
+    prepare_stream(path, std::io::BufReader::new(file), options, tok, seq_len)
 }
 
 /// Reads a PEFT adapter directory.

@@ -7,7 +7,6 @@ use std::io::IsTerminal;
 use clap::{Args, Subcommand};
 
 use tabtune::Result;
-use tabtune::data::prepare_stream;
 use tabtune::data::summary::{Segment, preview};
 
 use super::{DataArgs, ModelArg, device, files};
@@ -47,15 +46,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let options = a.data.options()?;
     let loaded = files::load_model(&a.model.model, &device())?;
     let tok = loaded.tokenizer()?;
-    let file = std::fs::File::open(&a.data.data)
-        .map_err(|e| tabtune::Error::format(&a.data.data, format!("cannot read: {e}")))?;
-    let p = prepare_stream(
-        &a.data.data,
-        std::io::BufReader::new(file),
-        &options,
-        tok,
-        a.seq_len,
-    )?;
+    let p = files::prepare_data(&a.data.data, &options, tok, a.seq_len)?;
     let s = &p.summary;
     if a.json {
         println!(

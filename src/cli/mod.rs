@@ -11,8 +11,9 @@ use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use tabtune::data::read::problems_error;
 use tabtune::data::table::Columns;
-use tabtune::data::{Example, Format, ReadOptions, render_examples, split};
+use tabtune::data::{Example, Format, ReadOptions, split};
 use tabtune::generate::{GenerateConfig, TextStream, generate};
 use tabtune::io::card::{CardInfo, model_card};
 use tabtune::lora::LoraAdapters;
@@ -208,31 +209,31 @@ impl DataArgs {
     }
 }
 
-/// The examples of the data file, rendered as each record is read.
+/// The examples of the data file, read and rendered as the page and `data
+/// inspect` do. Bad lines stop it, all listed (up to 20), unless
+/// `--skip-bad`: then each is reported on stderr and left out.
 fn examples(loaded: &files::Model, data: &DataArgs, seq_len: usize) -> Result<Vec<Example>> {
-    let tok = loaded.tokenizer()?;
-    let options = data.options()?;
-    let mut out = Vec::new();
-    let mut failed = None;
-    files::read_data(&data.data, &options, data.skip_bad, &mut |l| {
-        if failed.is_some() {
-            return;
+    let p = files::prepare_data(&data.data, &data.options()?, loaded.tokenizer()?, seq_len)?;
+    let bad: Vec<Error> = p
+        .summary
+        .problems
+        .into_iter()
+        .map(|p| Error::Data {
+            file: data.data.clone(),
+            line: p.line,
+            reason: p.reason,
+        })
+        .collect();
+    if !bad.is_empty() {
+        if !data.skip_bad {
+            return Err(problems_error(&data.data, bad));
         }
-        match render_examples(tok, &l.record, seq_len, options.all_tokens) {
-            Ok(exs) => out.extend(exs),
-            Err(e) => {
-                failed = Some(Error::Data {
-                    file: data.data.clone(),
-                    line: l.line,
-                    reason: e.to_string(),
-                })
-            }
+        eprintln!("{} bad records left out:", bad.len());
+        for e in &bad {
+            eprintln!("  {e}");
         }
-    })?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(out),
     }
+    Ok(p.examples)
 }
 
 impl TrainArgs {
