@@ -13,11 +13,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use tabtune::data::read::problems_error;
 use tabtune::data::table::Columns;
-use tabtune::data::{Example, Format, ReadOptions, split};
+use tabtune::data::{Example, Format, ReadOptions};
 use tabtune::generate::{GenerateConfig, TextStream, generate};
 use tabtune::io::card::{CardInfo, model_card};
 use tabtune::lora::LoraAdapters;
-use tabtune::train::{RunSettings, Trainer, evaluate};
+use tabtune::train::{Run, RunSettings, evaluate};
 use tabtune::{Error, Result};
 
 /// Fine-tune small language models with LoRA.
@@ -264,22 +264,23 @@ fn train(a: TrainArgs) -> Result<()> {
     // Every setting is checked before the (slow) model load.
     let settings = a.settings();
     settings.validate()?;
+    settings.lora()?;
     a.data.options()?;
-    let lora = settings.lora()?;
     let device = device();
     let loaded = files::load_model(&a.model.model, &device)?;
     let data = examples(&loaded, &a.data, a.seq_len)?;
-    let (data, mut validation) = split(data, settings.validation, settings.seed);
-    validation.iter_mut().for_each(|e| e.truncate(a.seq_len));
-    let config = settings.train(data.len())?;
-    let steps = config.steps;
-    let adapters = LoraAdapters::init(lora, &loaded.loaded.model.config, a.seed, &device)?;
+    let Run {
+        mut trainer,
+        validation,
+        trainable,
+    } = settings.begin(loaded.loaded.model.clone(), data, &device)?;
+    let steps = trainer.config.steps;
     eprintln!(
         "model {} ({} layers), {} examples, {} trainable parameters, {} steps",
         loaded.loaded.name,
         loaded.loaded.model.config.num_layers,
-        data.len(),
-        adapters.num_parameters(),
+        trainer.num_examples() + trainer.skipped,
+        trainable,
         steps
     );
     let val_before = (!validation.is_empty())
@@ -291,7 +292,6 @@ fn train(a: TrainArgs) -> Result<()> {
             validation.len()
         );
     }
-    let mut trainer = Trainer::new(loaded.loaded.model.clone(), adapters, data, config)?;
     if trainer.truncated + trainer.skipped > 0 {
         eprintln!(
             "{} examples longer than --seq-len {} were cut; {} left out with nothing to train after the cut",

@@ -22,7 +22,7 @@ use crate::lora::LoraAdapters;
 use crate::model::{Llama, Mode};
 pub use batch::Batch;
 pub use schedule::Schedule;
-pub use settings::RunSettings;
+pub use settings::{Run, RunSettings};
 
 /// Optimisation settings. Defaults follow common LoRA SFT recipes.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,12 +1,30 @@
 //! One run's settings as a person gives them (CLI flags or the page's form),
-//! checked and turned into a [`TrainConfig`] and a [`LoraConfig`]. Field
-//! names are the CLI's flag names with `_` for `-`; defaults are the CLI's.
+//! checked and turned into a [`TrainConfig`] and a [`LoraConfig`], and a
+//! run begun from them ([`RunSettings::begin`], for the CLI and the page
+//! alike). Field names are the CLI's flag names with `_` for `-`; defaults
+//! are the CLI's.
 
 use serde::{Deserialize, Serialize};
 
+use burn::tensor::Device;
+
+use crate::data::{Example, split};
 use crate::error::{Error, Result};
-use crate::lora::{LoraConfig, Target};
-use crate::train::{Schedule, TrainConfig};
+use crate::lora::{LoraAdapters, LoraConfig, Target};
+use crate::model::Llama;
+use crate::train::{Schedule, TrainConfig, Trainer};
+
+/// A run ready to step: its trainer (fresh seeded adapters, the training
+/// share of the examples) and the held-out share, cut to the sequence
+/// length as training cuts.
+pub struct Run {
+    /// The trainer.
+    pub trainer: Trainer,
+    /// Held-out examples (none for a tiny set or a share of 0).
+    pub validation: Vec<Example>,
+    /// Trainable parameters in the adapters.
+    pub trainable: usize,
+}
 
 /// Everything a person chooses about a run. Unknown fields are refused, so a
 /// misspelt setting is an error rather than silently ignored.
@@ -126,6 +144,23 @@ impl RunSettings {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Begins a run of `model` on `examples`: the seeded split, adapters and
+    /// trainer, every setting checked.
+    pub fn begin(&self, model: Llama, examples: Vec<Example>, device: &Device) -> Result<Run> {
+        self.validate()?;
+        let lora = self.lora()?;
+        let (train, mut validation) = split(examples, self.validation, self.seed);
+        validation.iter_mut().for_each(|e| e.truncate(self.seq_len));
+        let config = self.train(train.len())?;
+        let adapters = LoraAdapters::init(lora, &model.config, self.seed, device)?;
+        let trainable = adapters.num_parameters();
+        Ok(Run {
+            trainer: Trainer::new(model, adapters, train, config)?,
+            validation,
+            trainable,
+        })
     }
 
     /// Checks every setting that does not depend on the data.

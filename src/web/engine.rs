@@ -13,15 +13,14 @@ use wasm_bindgen_futures::future_to_promise;
 use web_sys::Blob;
 
 use crate::data::table::Columns;
-use crate::data::{Example, Format, ReadOptions, prepare_within, split};
+use crate::data::{Example, Format, ReadOptions, prepare_within};
 use crate::error::Error;
 use crate::generate::{Decoder, GenerateConfig, TextStream};
 use crate::io::bundle::adapter_zip;
 use crate::io::card::{CardInfo, model_card};
 use crate::io::peft::export_async;
-use crate::lora::LoraAdapters;
 use crate::model::load::{HfFiles, Loaded, load_gguf, load_hf};
-use crate::train::{RunSettings, StepReport, Trainer, evaluate_async};
+use crate::train::{Run, RunSettings, StepReport, Trainer, evaluate_async};
 use crate::web::blob::{BlobReader, CHUNK};
 
 /// The most tokens a data file may bring into the engine: 500 MB of ids and
@@ -273,18 +272,13 @@ impl Engine {
         let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
         let model = s.model.clone().ok_or_else(|| no("model"))?;
         let data = s.data.as_ref().ok_or_else(|| no("data"))?;
-        settings.validate().map_err(js)?;
-        let lora = settings.lora().map_err(js)?;
-        let (train, mut validation) =
-            split(data.examples.clone(), settings.validation, settings.seed);
-        validation
-            .iter_mut()
-            .for_each(|e| e.truncate(settings.seq_len));
-        let config = settings.train(train.len()).map_err(js)?;
-        let adapters =
-            LoraAdapters::init(lora, &model.model.config, settings.seed, &s.device).map_err(js)?;
-        let trainable = adapters.num_parameters();
-        let trainer = Trainer::new(model.model.clone(), adapters, train, config).map_err(js)?;
+        let Run {
+            trainer,
+            validation,
+            trainable,
+        } = settings
+            .begin(model.model.clone(), data.examples.clone(), &s.device)
+            .map_err(js)?;
         let c = &trainer.config;
         let info = RunInfo {
             steps: c.steps,
