@@ -321,19 +321,22 @@ fn harness_allocation_probe() {
     });
 }
 
-#[test]
-fn the_harness_stops_an_unbounded_allocation() {
+/// Runs the ignored test `probe` in a child process (the harness aborts
+/// it), with `TABTUNE_FUZZ_HANG_SECS` set to 1; its stderr, once it has
+/// been stopped.
+fn stopped_probe(probe: &str) -> String {
     let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "harness_allocation_probe",
-            "--ignored",
-            "--test-threads=1",
-        ])
+        .args(["--exact", probe, "--ignored", "--test-threads=1"])
+        .env("TABTUNE_FUZZ_HANG_SECS", "1")
         .output()
         .expect("runs");
-    assert!(!out.status.success(), "the probe should have been stopped");
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{probe} should have been stopped");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_harness_stops_an_unbounded_allocation() {
+    let err = stopped_probe("harness_allocation_probe");
     assert!(err.contains("asked for more than 256 MiB at once"), "{err}");
 }
 
@@ -350,18 +353,7 @@ fn harness_hang_probe() {
 
 #[test]
 fn the_harness_stops_a_hanging_input() {
-    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "harness_hang_probe",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env("TABTUNE_FUZZ_HANG_SECS", "1")
-        .output()
-        .expect("runs");
-    assert!(!out.status.success(), "the probe should have been stopped");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stopped_probe("harness_hang_probe");
     assert!(
         err.contains("self-test-hang: an input ran for over 1s"),
         "{err}"
