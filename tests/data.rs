@@ -5,9 +5,9 @@
 mod common;
 
 use common::read;
-use tabtune::data::{Format, Line, ReadOptions, Record, read_strict, render_record};
+use tabtune::data::{Format, NumberedRecord, ReadOptions, Record, read_strict, render_record};
 
-fn parse_jsonl(file: &str, bytes: &[u8]) -> tabtune::Result<Vec<Line>> {
+fn parse_jsonl(file: &str, bytes: &[u8]) -> tabtune::Result<Vec<NumberedRecord>> {
     let options = ReadOptions {
         format: Some(Format::Jsonl),
         ..ReadOptions::default()

@@ -51,7 +51,7 @@ fn messages_sharegpt_alpaca_csv_and_tsv_give_the_same_conversations() {
         let s = scan(file, &read(&format!("data/formats/{file}")));
         assert_eq!(problems(&s), Vec::<String>::new(), "{file}");
         assert_eq!((s.format, s.schema), (format, Some(schema)), "{file}");
-        let got: Vec<Record> = s.lines.iter().map(|l| l.record.clone()).collect();
+        let got: Vec<Record> = s.records.iter().map(|l| l.record.clone()).collect();
         assert_eq!(got, want, "{file}");
     }
 }
@@ -60,7 +60,7 @@ fn messages_sharegpt_alpaca_csv_and_tsv_give_the_same_conversations() {
 fn records_carry_the_line_they_start_on() {
     let lines = |file: &str| -> Vec<usize> {
         scan(file, &read(&format!("data/formats/{file}")))
-            .lines
+            .records
             .iter()
             .map(|l| l.line)
             .collect()
@@ -80,7 +80,7 @@ fn records_carry_the_line_they_start_on() {
 fn csv_quoting_embedded_newlines_and_an_explicit_column_mapping() {
     let csv = b"id,Q,A\n1,\"Say \"\"hi\"\"\",\"Hi,\nthere\"\n2,Next?,Yes\n";
     let s = tabtune::data::read("x.csv", csv, &ReadOptions::default());
-    assert_eq!(s.lines.len(), 0, "Q/A are not common names");
+    assert_eq!(s.records.len(), 0, "Q/A are not common names");
     assert!(
         problems(&s)[0].starts_with("x.csv:1: the header [\"id\", \"Q\", \"A\"] has no prompt")
     );
@@ -90,9 +90,9 @@ fn csv_quoting_embedded_newlines_and_an_explicit_column_mapping() {
     };
     let s = tabtune::data::read("x.csv", csv, &options);
     assert_eq!(problems(&s), Vec::<String>::new());
-    assert_eq!(s.lines[0].record, chat("Say \"hi\"", "Hi,\nthere"));
+    assert_eq!(s.records[0].record, chat("Say \"hi\"", "Hi,\nthere"));
     assert_eq!(
-        s.lines.iter().map(|l| l.line).collect::<Vec<_>>(),
+        s.records.iter().map(|l| l.line).collect::<Vec<_>>(),
         vec![2, 4],
         "row 2 starts after the embedded newline"
     );
@@ -117,7 +117,7 @@ fn csv_quoting_embedded_newlines_and_an_explicit_column_mapping() {
 fn table_rows_with_empty_cells_or_wrong_field_counts_are_named() {
     let tsv = b"prompt\tresponse\nq1\ta1\nq2\t\nq3\ta3\textra\n";
     let s = tabtune::data::read("t.tsv", tsv, &ReadOptions::default());
-    assert_eq!(s.lines.len(), 1);
+    assert_eq!(s.records.len(), 1);
     assert_eq!(
         problems(&s),
         vec![
@@ -142,7 +142,7 @@ fn a_json_syntax_error_names_its_line_and_column() {
 fn a_json_array_reports_each_element_at_the_line_it_starts_on() {
     let json = b"\xEF\xBB\xBF[\n  {\"text\":\n    \"a\"},\n\n  {\"text\": \"b\"}, {\"text\": \"c\"},\n  {\"nope\": 1},\n  {\n\"text\": \"\"\n}\n, 5\n, \"s\"\n, 7]\n";
     let s = scan("a.json", json);
-    let at: Vec<(usize, &Record)> = s.lines.iter().map(|l| (l.line, &l.record)).collect();
+    let at: Vec<(usize, &Record)> = s.records.iter().map(|l| (l.line, &l.record)).collect();
     assert_eq!(
         at,
         vec![
@@ -203,7 +203,7 @@ fn a_broken_json_array_keeps_the_records_before_the_break_and_names_it() {
             },
         );
         assert_eq!(problems(&s), vec![want.to_string()]);
-        assert_eq!(s.lines.len(), kept, "{want}");
+        assert_eq!(s.records.len(), kept, "{want}");
     }
     assert_eq!(
         problems(&scan("e.json", b" [ ] ")),
@@ -226,7 +226,7 @@ fn wrong_role_order_duplicates_and_bad_sharegpt_roles_are_named() {
         "\n",
     );
     let s = scan("r.jsonl", jsonl.as_bytes());
-    assert_eq!(s.lines.len(), 1);
+    assert_eq!(s.records.len(), 1);
     assert_eq!(
         problems(&s),
         vec![
@@ -274,7 +274,7 @@ fn the_format_comes_from_the_name_then_the_content_and_can_be_named() {
         ..ReadOptions::default()
     };
     let s = tabtune::data::read("data.txt", b"{\"text\": \"hi\"}\n", &options);
-    assert_eq!(s.lines[0].record, Record::Text("hi".into()));
+    assert_eq!(s.records[0].record, Record::Text("hi".into()));
 }
 
 #[test]
@@ -305,10 +305,10 @@ fn a_huge_document_without_blank_lines_is_read_in_parts_at_line_ends() {
         .collect();
     let text = lines.join("\n");
     let s = scan("huge.txt", text.as_bytes());
-    assert!(s.lines.len() >= 4, "{} parts", s.lines.len());
+    assert!(s.records.len() >= 4, "{} parts", s.records.len());
     let mut next = 1;
     let mut parts = Vec::new();
-    for l in &s.lines {
+    for l in &s.records {
         let Record::Document(part) = &l.record else {
             panic!("documents");
         };
@@ -332,7 +332,10 @@ fn invalid_utf8_in_a_text_file_names_the_line_and_keeps_the_rest() {
         vec!["n.txt:2: line is not valid UTF-8 (the line is left out)".to_string()]
     );
     assert_eq!(
-        s.lines.iter().map(|l| l.record.clone()).collect::<Vec<_>>(),
+        s.records
+            .iter()
+            .map(|l| l.record.clone())
+            .collect::<Vec<_>>(),
         vec![
             Record::Document("good line\nnext".into()),
             Record::Document("second doc".into())
@@ -402,8 +405,8 @@ fn conversations_from_every_format_match_transformers_ids_and_an_independent_mas
         let s = scan(file, &read(&format!("data/formats/{file}")));
         assert_eq!(problems(&s), Vec::<String>::new(), "{file}");
         let examples = examples.as_array().expect("examples");
-        assert_eq!(s.lines.len(), examples.len(), "{file}");
-        for (line, want) in s.lines.iter().zip(examples) {
+        assert_eq!(s.records.len(), examples.len(), "{file}");
+        for (line, want) in s.records.iter().zip(examples) {
             let ex = tabtune::data::render_record(&t, &line.record).expect("renders");
             let ids: Vec<u32> = serde_json::from_value(want["ids"].clone()).expect("ids");
             let trained: Vec<bool> = serde_json::from_value(want["trained"].clone()).expect("mask");
@@ -432,7 +435,7 @@ fn streamed_in_one_byte_reads_every_format_gives_the_same_records_and_lines() {
             &mut |l| streamed.push(l),
         );
         assert_eq!(s.format, whole.format, "{file}");
-        assert_eq!(streamed, whole.lines, "{file}");
+        assert_eq!(streamed, whole.records, "{file}");
         assert!(s.problems.is_empty(), "{file}");
     }
     let csv = b"\xEF\xBB\xBFprompt,response\r\n\"multi\r\nline\",ok\r\n\r\nq,\r\n";

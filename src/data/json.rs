@@ -13,11 +13,11 @@ use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::data::read::Collector;
 use crate::data::record::parse_record;
+use crate::data::sink::RecordSink;
 
 /// Reads a JSON array from `input` as it streams.
-pub(crate) fn read(input: impl Read, c: &mut Collector) {
+pub(crate) fn read(input: impl Read, c: &mut dyn RecordSink) {
     let newlines = Cell::new(0);
     let reader = Lines {
         inner: input,
@@ -32,16 +32,17 @@ pub(crate) fn read(input: impl Read, c: &mut Collector) {
         .deserialize_seq(elements)
         .and_then(|read| de.end().map(|()| read));
     match done {
-        Ok(0) => c.problem(1, "the JSON array is empty"),
+        Ok(0) => c.problem(1, "the JSON array is empty".into()),
         Ok(_) => {}
         Err(e) if e.is_io() => c.problem(e.line().max(1), format!("cannot read: {e}")),
         Err(e) if e.is_eof() => c.problem(
             e.line().max(1),
             "the file ends inside the JSON array: a closing `]` or `}` is missing \
-             (or the file was cut short)",
+             (or the file was cut short)"
+                .into(),
         ),
         Err(e) if e.to_string().starts_with("invalid unicode code point") => {
-            c.problem(e.line().max(1), "the file is not valid UTF-8")
+            c.problem(e.line().max(1), "the file is not valid UTF-8".into())
         }
         Err(e) => c.problem(
             e.line().max(1),
@@ -67,14 +68,14 @@ impl<R: Read> Read for Lines<'_, R> {
     }
 }
 
-/// Visits the array's elements, handing each to the collector; the value is
+/// Visits the array's elements, handing each to the sink; the value is
 /// how many elements there were.
-struct Elements<'a, 'c, 's> {
-    c: &'a mut Collector<'c>,
+struct Elements<'a, 's> {
+    c: &'a mut dyn RecordSink,
     newlines: &'s Cell<usize>,
 }
 
-impl<'de> Visitor<'de> for Elements<'_, '_, '_> {
+impl<'de> Visitor<'de> for Elements<'_, '_> {
     type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {

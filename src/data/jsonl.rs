@@ -3,11 +3,11 @@
 
 use serde_json::Value;
 
-use crate::data::read::Collector;
 use crate::data::record::parse_record;
+use crate::data::sink::RecordSink;
 
 /// Reads JSONL from its lines (without `\n`), as they come.
-pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mut Collector) {
+pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mut dyn RecordSink) {
     for (i, raw) in lines.enumerate() {
         let line = i + 1;
         let raw = match raw {
@@ -16,7 +16,7 @@ pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mu
         };
         let raw = raw.strip_suffix(b"\r").unwrap_or(&raw);
         let Ok(text) = std::str::from_utf8(raw) else {
-            c.problem(line, "line is not valid UTF-8");
+            c.problem(line, "line is not valid UTF-8".into());
             continue;
         };
         if text.trim().is_empty() {

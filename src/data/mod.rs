@@ -7,13 +7,14 @@ mod jsonl;
 pub mod read;
 pub mod record;
 pub mod render;
+mod sink;
 pub mod split;
 pub mod summary;
 pub mod table;
 pub mod text;
 
 pub use read::{Format, ReadOptions, Scan, StreamScan, read, read_stream, read_strict};
-pub use record::{Line, Record, Schema};
+pub use record::{NumberedRecord, Record, Schema};
 pub use render::{Example, render_examples, render_record};
 pub use split::split;
 pub use summary::{Prepared, Summary, prepare, prepare_stream, prepare_within};

@@ -2,14 +2,17 @@
 //! good one and every problem with its line: the format is detected from
 //! the file's name and first bytes unless the person names it.
 //!
-//! Checks that span records live here, whatever the format: a file keeps to
-//! one schema, and a record that repeats an earlier one is left out.
+//! Each format's reader (`jsonl`, `json`, `table`, `text`) hands what it
+//! reads to a `sink::RecordSink`; the checks that span records live here,
+//! in `FileChecks`, whatever the format: a file keeps to one schema, and a
+//! record that repeats an earlier one is left out.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufRead, Read};
 
-use crate::data::record::{Line, Record, Schema, data_err};
+use crate::data::record::{NumberedRecord, Record, Schema, data_err};
+use crate::data::sink::RecordSink;
 use crate::data::{json, jsonl, table, text};
 use crate::error::{Error, Result};
 
@@ -104,24 +107,25 @@ pub struct Scan {
     /// The schema of the records (of the first good one).
     pub schema: Option<Schema>,
     /// Good records, in file order.
-    pub lines: Vec<Line>,
+    pub records: Vec<NumberedRecord>,
     /// Every problem, as [`Error::Data`] with its line.
     pub problems: Vec<Error>,
 }
 
-/// Collects records from a format's reader and applies the checks that
-/// span records; good records go to the sink as they come.
-pub(crate) struct Collector<'a> {
+/// The checks that span a file's records (one schema, no duplicates),
+/// applied to what a format's reader hands on; good records go on to the
+/// sink as they come, problems are kept with their lines.
+struct FileChecks<'a> {
     file: &'a str,
     schema: Option<(Schema, usize)>,
     seen: HashMap<u64, usize>,
-    sink: &'a mut dyn FnMut(Line),
-    pub(crate) records: usize,
-    pub(crate) problems: Vec<Error>,
+    sink: &'a mut dyn FnMut(NumberedRecord),
+    records: usize,
+    problems: Vec<Error>,
 }
 
-impl<'a> Collector<'a> {
-    pub(crate) fn new(file: &'a str, sink: &'a mut dyn FnMut(Line)) -> Self {
+impl<'a> FileChecks<'a> {
+    fn new(file: &'a str, sink: &'a mut dyn FnMut(NumberedRecord)) -> Self {
         Self {
             file,
             schema: None,
@@ -132,13 +136,23 @@ impl<'a> Collector<'a> {
         }
     }
 
-    /// A problem on `line`.
-    pub(crate) fn problem(&mut self, line: usize, reason: impl Into<String>) {
-        self.problems.push(data_err(self.file, line, reason));
+    fn finish(mut self, format: Format) -> StreamScan {
+        self.problems.sort_by_key(|e| match e {
+            Error::Data { line, .. } => *line,
+            _ => 0,
+        });
+        StreamScan {
+            format,
+            schema: self.schema.map(|(s, _)| s),
+            records: self.records,
+            problems: self.problems,
+        }
     }
+}
 
+impl RecordSink for FileChecks<'_> {
     /// A good record of `schema` on `line`, unless it breaks a file-wide rule.
-    pub(crate) fn record(&mut self, line: usize, schema: Schema, record: Record) {
+    fn record(&mut self, line: usize, schema: Schema, record: Record) {
         match self.schema {
             None => self.schema = Some((schema, line)),
             Some((first, at)) if first != schema => {
@@ -162,20 +176,12 @@ impl<'a> Collector<'a> {
         }
         self.seen.insert(key, line);
         self.records += 1;
-        (self.sink)(Line { line, record });
+        (self.sink)(NumberedRecord { line, record });
     }
 
-    fn finish(mut self, format: Format) -> StreamScan {
-        self.problems.sort_by_key(|e| match e {
-            Error::Data { line, .. } => *line,
-            _ => 0,
-        });
-        StreamScan {
-            format,
-            schema: self.schema.map(|(s, _)| s),
-            records: self.records,
-            problems: self.problems,
-        }
+    /// A problem on `line`.
+    fn problem(&mut self, line: usize, reason: String) {
+        self.problems.push(data_err(self.file, line, reason));
     }
 }
 
@@ -200,7 +206,7 @@ pub fn read_stream(
     file: &str,
     mut reader: impl BufRead,
     options: &ReadOptions,
-    sink: &mut dyn FnMut(Line),
+    sink: &mut dyn FnMut(NumberedRecord),
 ) -> StreamScan {
     // Up to 8 KiB to detect the format from (without a BOM), put back in
     // front of the rest.
@@ -213,7 +219,7 @@ pub fn read_stream(
         .format
         .unwrap_or_else(|| Format::detect(file, &head));
     let reader = std::io::Cursor::new(head).chain(reader);
-    let mut c = Collector::new(file, sink);
+    let mut c = FileChecks::new(file, sink);
     match format {
         Format::Jsonl => jsonl::read(reader.split(b'\n'), &mut c),
         Format::Text => text::read(reader.split(b'\n'), &mut c),
@@ -226,12 +232,12 @@ pub fn read_stream(
 
 /// Reads `bytes` (the file `file`) into records.
 pub fn read(file: &str, bytes: &[u8], options: &ReadOptions) -> Scan {
-    let mut lines = Vec::new();
-    let done = read_stream(file, bytes, options, &mut |l| lines.push(l));
+    let mut records = Vec::new();
+    let done = read_stream(file, bytes, options, &mut |r| records.push(r));
     Scan {
         format: done.format,
         schema: done.schema,
-        lines,
+        records,
         problems: done.problems,
     }
 }
@@ -261,11 +267,11 @@ pub fn problems_error(file: &str, mut problems: Vec<Error>) -> Error {
 }
 
 /// Reads `bytes` into records, failing on any problem (see [`problems_error`]).
-pub fn read_strict(file: &str, bytes: &[u8], options: &ReadOptions) -> Result<Vec<Line>> {
+pub fn read_strict(file: &str, bytes: &[u8], options: &ReadOptions) -> Result<Vec<NumberedRecord>> {
     let scan = read(file, bytes, options);
-    match (scan.problems.is_empty(), scan.lines.is_empty()) {
+    match (scan.problems.is_empty(), scan.records.is_empty()) {
         (true, true) => Err(data_err(file, 1, "the file has no records")),
-        (true, false) => Ok(scan.lines),
+        (true, false) => Ok(scan.records),
         (false, _) => Err(problems_error(file, scan.problems)),
     }
 }

@@ -60,7 +60,7 @@ impl Schema {
 
 /// A record with the line it starts on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Line {
+pub struct NumberedRecord {
     /// 1-based line number in the file.
     pub line: usize,
     /// The record.

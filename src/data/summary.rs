@@ -8,8 +8,7 @@ use std::cell::Cell;
 use std::io::{BufRead, Read};
 
 use crate::data::read::{ReadOptions, read_stream};
-use crate::data::record::Line;
-use crate::data::record::Record;
+use crate::data::record::{NumberedRecord, Record};
 use crate::data::render::{Example, render_examples};
 use crate::error::{Error, Result};
 use crate::tokenizer::TextTokenizer;
@@ -119,33 +118,34 @@ pub fn prepare_within(
     let mut notes = Vec::new();
     let mut rendered: Vec<Problem> = Vec::new();
     let mut turns = 0;
-    let mut on_line = |l: Line| match render_examples(tok, &l.record, seq_len, options.all_tokens) {
-        Ok(exs) if exs.iter().all(|e| e.trained_tokens() == 0) => rendered.push(Problem {
-            line: l.line,
-            reason: "nothing to train: the example has no trained token".into(),
-        }),
-        Ok(exs) => {
-            if let Record::Messages(m) = &l.record {
-                turns += m.len();
+    let mut on_record =
+        |l: NumberedRecord| match render_examples(tok, &l.record, seq_len, options.all_tokens) {
+            Ok(exs) if exs.iter().all(|e| e.trained_tokens() == 0) => rendered.push(Problem {
+                line: l.line,
+                reason: "nothing to train: the example has no trained token".into(),
+            }),
+            Ok(exs) => {
+                if let Record::Messages(m) = &l.record {
+                    turns += m.len();
+                }
+                if let Some(reason) = exs.iter().find_map(|e| cut_note(e, seq_len)) {
+                    notes.push(Problem {
+                        line: l.line,
+                        reason,
+                    });
+                }
+                kept += exs.iter().map(|e| e.ids.len()).sum::<usize>();
+                if kept > max_tokens && over.get().is_none() {
+                    over.set(Some(l.line));
+                }
+                examples.extend(exs);
             }
-            if let Some(reason) = exs.iter().find_map(|e| cut_note(e, seq_len)) {
-                notes.push(Problem {
-                    line: l.line,
-                    reason,
-                });
-            }
-            kept += exs.iter().map(|e| e.ids.len()).sum::<usize>();
-            if kept > max_tokens && over.get().is_none() {
-                over.set(Some(l.line));
-            }
-            examples.extend(exs);
-        }
-        Err(e) => rendered.push(Problem {
-            line: l.line,
-            reason: e.to_string(),
-        }),
-    };
-    let scan = read_stream(file, reader, options, &mut on_line);
+            Err(e) => rendered.push(Problem {
+                line: l.line,
+                reason: e.to_string(),
+            }),
+        };
+    let scan = read_stream(file, reader, options, &mut on_record);
     if let Some(line) = over.get() {
         return Err(Error::Data {
             file: file.to_string(),

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::rc::Rc;
 
-use crate::data::read::Collector;
 use crate::data::record::{Record, Schema, check_turns, instruction_turns};
+use crate::data::sink::RecordSink;
 use crate::error::{Error, Result};
 
 /// Which header holds each part of a record; `None` = find it by name.
@@ -189,7 +189,7 @@ impl<R: Read> Read for Watched<R> {
 }
 
 /// Reads a table from `input` as it streams.
-pub(crate) fn read(input: impl Read, delimiter: u8, columns: &Columns, c: &mut Collector) {
+pub(crate) fn read(input: impl Read, delimiter: u8, columns: &Columns, c: &mut dyn RecordSink) {
     let ends = Rc::new(RefCell::new(LineEnds::default()));
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -204,7 +204,7 @@ pub(crate) fn read(input: impl Read, delimiter: u8, columns: &Columns, c: &mut C
         Err(e) => return c.problem(1, format!("cannot read the header row: {e}")),
     };
     if headers.iter().all(|h| h.trim().is_empty()) {
-        return c.problem(1, "the header row is empty");
+        return c.problem(1, "the header row is empty".into());
     }
     let l = match layout(&headers, columns) {
         Ok(l) => l,
