@@ -3,7 +3,7 @@
 # (settings from wasm-pack.toml), the vendored front-end packages, and a
 # link to the default model. Incremental: a second run with no change takes
 # seconds. Picks rustup's wasm32 target when it can, else Debian's rustc-web
-# with std built from source (design.md 4.1); TABTUNE_WASM_TOOLCHAIN=rustup|debian
+# with std built from source (when rustup cannot add the wasm32 target); TABTUNE_WASM_TOOLCHAIN=rustup|debian
 # forces one.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"

@@ -1,17 +1,19 @@
 //! Text generation with a KV cache: prefill the prompt once, then one token
 //! per forward pass. Greedy by default; temperature sampling when asked.
 //!
-//! [`Decoder`] splits each token into a device step and a read, so the CLI
-//! reads blocking and the browser reads with `await`; [`generate`] is the
-//! blocking loop over it.
+//! [`Decoder`] splits each token into a device step and a [`Readback`];
+//! [`generate`] is the one loop over it, awaited by the page and blocked on
+//! by the CLI.
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData, Transaction};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::error::{Error, Result};
 use crate::lora::LoraAdapters;
 use crate::model::{KvCache, Llama, Mode};
+use crate::readback::Readback;
+use crate::tokenizer::TextTokenizer;
 
 /// Decoding settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,16 +49,8 @@ pub struct Decoder<'a> {
     done: bool,
 }
 
-/// The next token, computed on the device and not yet read.
-pub enum PendingToken {
-    /// The argmax id `[1]`.
-    Greedy(Tensor<1, Int>),
-    /// Probabilities `[V]` and a uniform draw to sample with.
-    Sample(Tensor<1>, f32),
-}
-
 /// The id from a readback: the argmax, or the draw's slot in the probabilities.
-fn pick(data: TensorData, draw: Option<f32>) -> Result<u32> {
+fn pick(data: &TensorData, draw: Option<f32>) -> Result<u32> {
     match draw {
         None => data
             .iter::<i64>()
@@ -78,25 +72,14 @@ fn pick(data: TensorData, draw: Option<f32>) -> Result<u32> {
     }
 }
 
-impl PendingToken {
-    /// Reads the token, blocking (native backends).
-    pub fn read(self) -> Result<u32> {
-        match self {
-            PendingToken::Greedy(t) => pick(t.into_data(), None),
-            PendingToken::Sample(p, x) => pick(p.into_data(), Some(x)),
-        }
-    }
-
-    /// Reads the token without blocking (required on WebGPU in a browser).
-    pub async fn read_async(self) -> Result<u32> {
-        match self {
-            PendingToken::Greedy(t) => {
-                pick(t.into_data_async().await.map_err(Error::backend)?, None)
-            }
-            PendingToken::Sample(p, x) => {
-                pick(p.into_data_async().await.map_err(Error::backend)?, Some(x))
-            }
-        }
+/// The one element of a single-tensor readback, picked.
+fn pick_one(data: Vec<TensorData>, draw: Option<f32>) -> Result<u32> {
+    match data.as_slice() {
+        [d] => pick(d, draw),
+        _ => Err(Error::Backend(format!(
+            "expected 1 readback, got {}",
+            data.len()
+        ))),
     }
 }
 
@@ -127,9 +110,10 @@ impl<'a> Decoder<'a> {
         &self.produced
     }
 
-    /// Runs the model on the pending input; `None` once generation is over
-    /// (stop token, `max_tokens`, or the context is full).
-    pub fn step(&mut self) -> Option<PendingToken> {
+    /// Runs the model on the pending input; the next token is read with the
+    /// readback. `None` once generation is over (stop token, `max_tokens`,
+    /// or the context is full).
+    pub fn step(&mut self) -> Option<Readback<u32>> {
         let limit = self.model.config.max_position_embeddings;
         if self.done
             || self.produced.len() >= self.config.max_tokens
@@ -148,10 +132,15 @@ impl<'a> Decoder<'a> {
         let logits = self.model.logits(last); // [1, V]
         let v = self.model.config.vocab_size;
         Some(if self.config.temperature <= 0.0 {
-            PendingToken::Greedy(logits.argmax(1).reshape([1]))
+            let id: Tensor<1, Int> = logits.argmax(1).reshape([1]);
+            Readback::new(Transaction::default().register(id), |d| pick_one(d, None))
         } else {
-            let probs = softmax(logits.div_scalar(self.config.temperature), 1).reshape([v]);
-            PendingToken::Sample(probs, self.rng.random())
+            let probs: Tensor<1> =
+                softmax(logits.div_scalar(self.config.temperature), 1).reshape([v]);
+            let draw: f32 = self.rng.random();
+            Readback::new(Transaction::default().register(probs), move |d| {
+                pick_one(d, Some(draw))
+            })
         })
     }
 
@@ -169,36 +158,58 @@ impl<'a> Decoder<'a> {
 
 /// Continues `prompt` until a `stop` id or `max_tokens`; returns the new
 /// ids (the stop id excluded). `on_token` sees each id as it comes and may
-/// return false to stop early.
-pub fn generate(
+/// return false to stop early. The one decode loop: the CLI blocks on it,
+/// the page awaits it.
+pub async fn generate(
     model: &Llama,
     adapters: Option<&LoraAdapters>,
     prompt: &[u32],
     stop: &[u32],
     config: &GenerateConfig,
-    mut on_token: impl FnMut(u32) -> bool,
+    mut on_token: impl FnMut(u32) -> Result<bool>,
 ) -> Result<Vec<u32>> {
     let mut decoder = Decoder::new(model, adapters, prompt, stop, config.clone());
-    while let Some(pending) = decoder.step() {
-        let id = pending.read()?;
-        if !decoder.accept(id) || !on_token(id) {
+    while let Some(next) = decoder.step() {
+        let id = next.read().await?;
+        if !decoder.accept(id) || !on_token(id)? {
             break;
         }
     }
     Ok(decoder.produced().to_vec())
 }
 
+/// [`generate`] as text: `on_text` gets each piece as it becomes whole
+/// characters; returns all the text, a trailing partial character included.
+pub async fn generate_text(
+    model: &Llama,
+    adapters: Option<&LoraAdapters>,
+    tok: &TextTokenizer,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    mut on_text: impl FnMut(&str) -> Result<()>,
+) -> Result<String> {
+    let mut stream = TextStream::new(tok);
+    generate(model, adapters, prompt, &[tok.eos_id], config, |id| {
+        if let Some(text) = stream.push(id) {
+            on_text(&text)?;
+        }
+        Ok(true)
+    })
+    .await?;
+    stream.finish()
+}
+
 /// Turns generated ids into text as they come, yielding only whole
 /// characters: a token can end inside a UTF-8 sequence.
 pub struct TextStream<'a> {
-    tok: &'a crate::tokenizer::TextTokenizer,
+    tok: &'a TextTokenizer,
     ids: Vec<u32>,
     shown: String,
 }
 
 impl<'a> TextStream<'a> {
     /// An empty stream over `tok`.
-    pub fn new(tok: &'a crate::tokenizer::TextTokenizer) -> Self {
+    pub fn new(tok: &'a TextTokenizer) -> Self {
         Self {
             tok,
             ids: Vec::new(),

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod io;
 pub mod lora;
 pub mod model;
+pub mod readback;
 pub mod tokenizer;
 pub mod train;
 #[cfg(target_arch = "wasm32")]

@@ -7,7 +7,6 @@ use std::io::{Cursor, Read};
 use common::{device, lora_config, small_data, tiny_hf};
 use tabtune::io::bundle::{ENTRIES, adapter_zip};
 use tabtune::io::card::{CardInfo, model_card};
-use tabtune::io::peft;
 use tabtune::lora::LoraAdapters;
 use tabtune::train::{TrainConfig, Trainer};
 
@@ -21,8 +20,9 @@ fn the_zip_holds_the_adapter_files_and_a_model_card_byte_for_byte() {
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(loaded.model, adapters, small_data(), config).expect("trainer");
-    let last = trainer.step().and_then(|_| trainer.step()).expect("steps");
-    let files = peft::export(&trainer.adapters, "org/tiny").expect("export");
+    common::step(&mut trainer);
+    let last = common::step(&mut trainer);
+    let files = common::export(&trainer.adapters, "org/tiny");
     let card = model_card(&CardInfo {
         base_model: "org/tiny",
         data_file: "data.jsonl",

@@ -4,97 +4,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::fixture;
-use rand::{Rng, SeedableRng, rngs::StdRng};
-use safetensors::{Dtype, tensor::TensorView};
+use common::{fixture, write_tiny_model};
 use serde_json::Value;
-
-fn write_tiny_model(dir: &Path) {
-    let (v, d, ff, layers, heads, kv, hd) =
-        (49152usize, 32usize, 64usize, 2usize, 4usize, 2usize, 8usize);
-    let config = serde_json::json!({
-        "model_type": "llama", "vocab_size": v, "hidden_size": d, "intermediate_size": ff,
-        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
-        "head_dim": hd, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
-        "tie_word_embeddings": true, "hidden_act": "silu"
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).expect("writes");
-    let mut rng = StdRng::seed_from_u64(0);
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut add = |name: String, shape: Vec<usize>, ones: bool| {
-        let n: usize = shape.iter().product();
-        let vals: Vec<f32> = (0..n)
-            .map(|_| {
-                if ones {
-                    1.0
-                } else {
-                    rng.random_range(-0.1..0.1)
-                }
-            })
-            .collect();
-        tensors.push((
-            name,
-            shape,
-            vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ));
-    };
-    add("model.embed_tokens.weight".into(), vec![v, d], false);
-    add("model.norm.weight".into(), vec![d], true);
-    for i in 0..layers {
-        let p = format!("model.layers.{i}");
-        add(format!("{p}.input_layernorm.weight"), vec![d], true);
-        add(
-            format!("{p}.post_attention_layernorm.weight"),
-            vec![d],
-            true,
-        );
-        add(
-            format!("{p}.self_attn.q_proj.weight"),
-            vec![heads * hd, d],
-            false,
-        );
-        add(
-            format!("{p}.self_attn.k_proj.weight"),
-            vec![kv * hd, d],
-            false,
-        );
-        add(
-            format!("{p}.self_attn.v_proj.weight"),
-            vec![kv * hd, d],
-            false,
-        );
-        add(
-            format!("{p}.self_attn.o_proj.weight"),
-            vec![d, heads * hd],
-            false,
-        );
-        add(format!("{p}.mlp.gate_proj.weight"), vec![ff, d], false);
-        add(format!("{p}.mlp.up_proj.weight"), vec![ff, d], false);
-        add(format!("{p}.mlp.down_proj.weight"), vec![d, ff], false);
-    }
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).expect("view"),
-            )
-        })
-        .collect();
-    let bytes = safetensors::serialize(views, None::<HashMap<String, String>>).expect("serializes");
-    std::fs::write(dir.join("model.safetensors"), bytes).expect("writes");
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.jinja",
-    ] {
-        std::fs::copy(fixture(&format!("smollm2/hf_tokenizer/{f}")), dir.join(f)).expect("copies");
-    }
-}
 
 #[test]
 fn the_cli_trains_evaluates_and_generates_from_an_hf_directory() {

@@ -4,8 +4,11 @@ mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{assert_close, device, tiny_hf, to_vec};
-use tabtune::generate::{Decoder, GenerateConfig, generate};
+use tabtune::generate::{Decoder, GenerateConfig};
+use tabtune::lora::LoraAdapters;
+use tabtune::model::Llama;
 use tabtune::model::{KvCache, Mode};
+use tabtune::readback::block_on;
 
 fn ids(v: &[i64]) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len()]), &device())
@@ -25,6 +28,25 @@ fn appending_chunks_to_the_cache_matches_one_full_pass() {
     assert_close("prefill", &a, &full[..5 * d], 1e-5);
     assert_close("chunk of 3", &b, &full[5 * d..8 * d], 1e-5);
     assert_close("single token", &c, &full[8 * d..], 1e-5);
+}
+
+/// The decode loop, blocked on.
+fn generate(
+    m: &Llama,
+    adapters: Option<&LoraAdapters>,
+    prompt: &[u32],
+    stop: &[u32],
+    cfg: &GenerateConfig,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> tabtune::Result<Vec<u32>> {
+    block_on(tabtune::generate::generate(
+        m,
+        adapters,
+        prompt,
+        stop,
+        cfg,
+        |id| Ok(on_token(id)),
+    ))
 }
 
 #[test]
@@ -82,7 +104,7 @@ fn generation_stops_at_a_stop_token_and_when_asked() {
 }
 
 #[test]
-fn async_reads_decode_the_same_tokens_as_blocking_reads() {
+fn driving_the_decoder_by_hand_gives_the_tokens_of_generate() {
     let m = tiny_hf("tiny_llama").model;
     for temperature in [0.0, 0.8] {
         let cfg = GenerateConfig {
@@ -93,7 +115,7 @@ fn async_reads_decode_the_same_tokens_as_blocking_reads() {
         let blocking = generate(&m, None, &[7, 3, 55], &[], &cfg, |_| true).expect("generates");
         let mut d = Decoder::new(&m, None, &[7, 3, 55], &[], cfg.clone());
         while let Some(p) = d.step() {
-            let id = common::block_on(p.read_async()).expect("reads");
+            let id = block_on(p.read()).expect("reads");
             if !d.accept(id) {
                 break;
             }

@@ -7,6 +7,7 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{Reference, assert_close, device, tiny_gguf, tiny_hf, to_vec};
 use tabtune::data::Example;
+use tabtune::readback::block_on;
 use tabtune::train::evaluate;
 
 const LOGIT_TOL: f32 = 1e-4;
@@ -91,7 +92,8 @@ fn masked_loss_matches_transformers() {
             }
         })
         .collect();
-    let (loss, tokens) = evaluate(&m.model, None, &examples, 2, 64).expect("evaluates");
+    let read = evaluate(&m.model, None, &examples, 2, 64).expect("evaluates");
+    let (loss, tokens) = block_on(read.read()).expect("reads");
     let want = r.f32("loss_base").1[0] as f64;
     assert!((loss - want).abs() < 1e-5, "loss {loss} vs {want}");
     assert_eq!(

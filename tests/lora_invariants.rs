@@ -9,6 +9,7 @@ use tabtune::data::Example;
 use tabtune::io::peft;
 use tabtune::lora::{LoraAdapters, LoraConfig, Target};
 use tabtune::model::Llama;
+use tabtune::readback::block_on;
 use tabtune::train::{Batch, TrainConfig, Trainer};
 
 fn input() -> Tensor<2, Int> {
@@ -27,7 +28,7 @@ fn trained(model: &Llama, steps: usize) -> LoraAdapters {
     };
     let mut t = Trainer::new(model.clone(), lora, small_data(), cfg).expect("trainer");
     for _ in 0..steps {
-        t.step().expect("step");
+        common::step(&mut t);
     }
     t.adapters
 }
@@ -95,7 +96,9 @@ fn frozen_weights_get_no_gradient() {
         Some(&tracked),
         tabtune::model::Mode::Train,
     );
-    let grads = m.nll_sum(hidden, &batch.rows, &batch.targets).backward();
+    let grads = m
+        .nll_sum(hidden, &batch.trained_positions, &batch.targets)
+        .backward();
     for l in &m.weights.layers {
         for w in &l.proj {
             assert!(
@@ -142,7 +145,7 @@ fn merged_weights_equal_the_unmerged_adapter() {
 fn an_exported_adapter_loads_back_with_the_same_logits() {
     let m = tiny_hf("tiny_llama").model;
     let lora = trained(&m, 2);
-    let files = peft::export(&lora, "tiny_llama").expect("exports");
+    let files = common::export(&lora, "tiny_llama");
     let back = peft::import(
         "c",
         files.config_json.as_bytes(),
@@ -211,56 +214,21 @@ fn loss_falls_when_overfitting_a_few_examples() {
         ..TrainConfig::default()
     };
     let mut t = Trainer::new(m, lora, small_data(), cfg).expect("trainer");
-    let first = t.step().expect("step").loss;
+    let first = common::step(&mut t).loss;
     let mut last = first;
     for _ in 1..30 {
-        last = t.step().expect("step").loss;
+        last = common::step(&mut t).loss;
     }
     assert!(last < 0.5 * first, "loss fell from {first} to {last}");
 }
 
 #[test]
-fn an_async_read_of_a_step_gives_the_same_report_as_a_blocking_one() {
-    let m = tiny_hf("tiny_llama").model;
-    let make = || {
-        let lora = LoraAdapters::init(lora_config(4), &m.config, 1, &device()).expect("init");
-        let cfg = TrainConfig {
-            lr: 1e-2,
-            steps: 3,
-            batch_size: 2,
-            seq_len: 32,
-            ..TrainConfig::default()
-        };
-        Trainer::new(m.clone(), lora, small_data(), cfg).expect("trainer")
-    };
-    let (mut a, mut b) = (make(), make());
-    for _ in 0..3 {
-        let sync = a.step().expect("step");
-        let pending = b.step_pending().expect("step");
-        let read = common::block_on(pending.read_async()).expect("reads");
-        assert_eq!(sync, read);
-        assert!(read.loss.is_finite() && read.grad_norm > 0.0);
-    }
-}
-
-#[test]
-fn async_evaluation_matches_blocking_evaluation() {
+fn evaluation_counts_every_trained_position() {
     let m = tiny_hf("tiny_llama").model;
     let lora = trained(&m, 1);
     let d = small_data();
-    let sync = tabtune::train::evaluate(&m, Some(&lora), &d, 3, 32).expect("evaluates");
-    let asy = common::block_on(tabtune::train::evaluate_async(&m, Some(&lora), &d, 3, 32))
-        .expect("evaluates");
-    assert_eq!(sync, asy);
-    assert_eq!(sync.1, 4 * 8, "8 trained positions per example");
-}
-
-#[test]
-fn async_export_writes_the_same_bytes_as_blocking_export() {
-    let m = tiny_hf("tiny_llama").model;
-    let lora = trained(&m, 1);
-    let sync = peft::export(&lora, "tiny").expect("exports");
-    let asy = common::block_on(peft::export_async(&lora, "tiny")).expect("exports");
-    assert_eq!(sync.safetensors, asy.safetensors);
-    assert_eq!(sync.config_json, asy.config_json);
+    let read = tabtune::train::evaluate(&m, Some(&lora), &d, 3, 32).expect("evaluates");
+    let (loss, tokens) = block_on(read.read()).expect("reads");
+    assert!(loss.is_finite() && loss > 0.0);
+    assert_eq!(tokens, 4 * 8, "8 trained positions per example");
 }

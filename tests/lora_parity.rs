@@ -11,6 +11,7 @@ use common::{Reference, assert_close, device, read, tiny_hf, to_vec};
 use tabtune::data::Example;
 use tabtune::io::peft;
 use tabtune::lora::LoraAdapters;
+use tabtune::readback::block_on;
 use tabtune::train::{Batch, Schedule, TrainConfig, Trainer, gradients};
 
 fn peft_adapter(config: &tabtune::model::LlamaConfig) -> LoraAdapters {
@@ -60,7 +61,7 @@ fn peft_adapter_logits_and_loss_match_peft() {
     assert_close("logits", &to_vec(logits), &r.f32("logits_lora").1, 1e-4);
 
     let batch = batch_from(&r, "input_ids", "loss_mask");
-    let n = batch.rows.len();
+    let n = batch.trained_positions.len();
     let (sum, _) = gradients(&m.model, &lora, &[batch], n);
     let loss = sum.into_scalar::<f32>() / n as f32;
     let want = r.f32("loss_lora").1[0];
@@ -73,7 +74,7 @@ fn every_lora_gradient_matches_peft() {
     let m = tiny_hf("tiny_llama");
     let lora = peft_adapter(&m.model.config);
     let batch = batch_from(&r, "input_ids", "loss_mask");
-    let n = batch.rows.len();
+    let n = batch.trained_positions.len();
     let (_, grads) = gradients(&m.model, &lora, &[batch], n);
     let names = lora.named_tensors();
     assert_eq!(names.len(), 2 * 7 * 2, "A and B for 7 targets in 2 layers");
@@ -120,7 +121,7 @@ fn four_training_steps_match_pytorch_adamw() {
                 batch_from(&r, &format!("{p}.input_ids"), &format!("{p}.loss_mask"))
             })
             .collect();
-        let rep = trainer.step_batches(&micro).expect("step");
+        let rep = block_on(trainer.step_batches(&micro).expect("step").read()).expect("reads");
         assert!(
             (rep.loss - want_losses[step]).abs() < 1e-5,
             "step {step} loss {} vs {}",

@@ -2,6 +2,7 @@
 //! trainer's and the adapter's configs, checked, with the same defaults.
 
 use tabtune::lora::{LoraConfig, Target};
+use tabtune::train::setting::{Kind, SETTINGS, Setting};
 use tabtune::train::{RunSettings, Schedule, TrainConfig};
 
 fn from_json(json: &str) -> Result<RunSettings, serde_json::Error> {
@@ -98,4 +99,107 @@ fn the_validation_share_is_checked_and_tiny_sets_are_not_split() {
         (0..100).collect::<Vec<_>>(),
         "nothing lost, nothing twice"
     );
+}
+
+/// Values a setting must refuse, from its kind: empty, negative, NaN,
+/// infinite, 2^32, words, a fraction where a whole number is needed, and
+/// just past each end of its range.
+fn bad_values(s: &Setting) -> Vec<String> {
+    let mut v: Vec<String> = ["", "-1", "NaN", "4294967296", "abc"]
+        .map(String::from)
+        .to_vec();
+    match s.kind {
+        Kind::Int { min, max } => {
+            v.push("0.5".into());
+            if min > 0 {
+                v.push((min - 1).to_string());
+            }
+            v.push((max + 1).to_string());
+        }
+        Kind::Float {
+            min,
+            min_included,
+            max,
+            max_included,
+        } => {
+            v.push("inf".into());
+            if !min_included {
+                v.push(min.to_string());
+            }
+            if !max_included {
+                v.push(max.to_string());
+            }
+            v.push((max * 2.0 + 1.0).to_string());
+        }
+        Kind::Choice { .. } => v.push("nope".into()),
+        Kind::Targets { .. } => v.extend(["lm_head".into(), "q,nope".into()]),
+        Kind::Flag => return vec!["maybe".into(), "2".into()],
+    }
+    if s.empty.is_some() {
+        v.retain(|x| !x.is_empty());
+    }
+    v
+}
+
+#[test]
+fn every_setting_refuses_values_out_of_its_range_naming_it() {
+    let mut checked = 0;
+    for s in SETTINGS {
+        for bad in bad_values(s) {
+            let err = RunSettings::from_text([(s.name, bad.as_str())]).expect_err(&bad);
+            let want = format!("setting `{}`", s.name);
+            assert!(
+                err.to_string().starts_with(&want),
+                "{} = {bad:?}: {err}",
+                s.name
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked} values checked");
+}
+
+#[test]
+fn every_default_reads_back_as_itself() {
+    let defaults = RunSettings::default();
+    let text: Vec<(&str, String)> = SETTINGS
+        .iter()
+        .map(|s| (s.name, s.value_text(&defaults)))
+        .collect();
+    let back = RunSettings::from_text(text.iter().map(|(n, v)| (*n, v.as_str()))).expect("valid");
+    assert_eq!(back, defaults);
+    let err = RunSettings::from_text([("rnak", "4")]).expect_err("unknown");
+    assert!(
+        err.to_string()
+            .starts_with("setting `rnak`: is not a setting"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_cli_refuses_every_bad_value_before_loading_anything() {
+    let mut checked = 0;
+    for s in SETTINGS.iter().filter(|s| s.kind != Kind::Flag) {
+        for bad in bad_values(s) {
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_tabtune"))
+                .args([
+                    "train",
+                    "--model",
+                    "/nonexistent/model.gguf",
+                    "--data",
+                    "/nonexistent/d.jsonl",
+                ])
+                .args(["--out", "/nonexistent/out"])
+                .arg(format!("--{}", s.name))
+                .arg(&bad)
+                .output()
+                .expect("runs");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "--{} {bad:?} was taken", s.name);
+            let want = format!("error: setting `{}`", s.name);
+            assert!(err.starts_with(&want), "--{} {bad:?}: {err}", s.name);
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked} values checked");
 }

@@ -10,7 +10,6 @@ use std::sync::OnceLock;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{Reference, default_model, device, fixture, to_vec};
 use serde_json::Value;
-use tabtune::io::peft;
 use tabtune::lora::{LoraAdapters, LoraConfig};
 use tabtune::model::load::{Loaded, load_gguf};
 
@@ -79,7 +78,7 @@ fn exported_keys_and_shapes_follow_peft_for_smollm2() {
         &device(),
     )
     .expect("init");
-    let files = peft::export(&lora, "HuggingFaceTB/SmolLM2-135M-Instruct").expect("exports");
+    let files = common::export(&lora, "HuggingFaceTB/SmolLM2-135M-Instruct");
     let st = safetensors::SafeTensors::deserialize(&files.safetensors).expect("valid safetensors");
     assert_eq!(st.len(), 30 * 7 * 2);
     let shape = |k: &str| {

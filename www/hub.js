@@ -81,34 +81,29 @@ export function hubUrl({ base, repo, revision }, file) {
   return `${u.href.replace(/\/$/, '')}/${repo}/resolve/${encodeURIComponent(revision)}/${file.split('/').map(encodeURIComponent).join('/')}`;
 }
 
-// The files of a Hugging Face repository: one GGUF file when `gguf` is
-// given, else config.json, model.safetensors and tokenizer.json (+ the
-// optional tokenizer_config.json and chat_template.jinja).
-export async function fetchRepo(spec, onProgress) {
+// The files of a Hugging Face repository as [{name, bytes}]: one GGUF file
+// when `gguf` is given, else those the engine says a model needs
+// (`files.required`) and those present of `files.optional`.
+export async function fetchRepo(spec, files, onProgress) {
   if (spec.gguf) {
     if (!spec.gguf.endsWith('.gguf')) throw new Error(`GGUF file "${spec.gguf}" should end in .gguf`);
     const bytes = await download(hubUrl(spec, spec.gguf), { keep: true, onProgress: (r, t) => onProgress(spec.gguf, r, t) });
-    return { kind: 'gguf', name: spec.gguf, bytes };
+    return [{ name: spec.gguf, bytes }];
   }
-  const wanted = [
-    ['config', 'config.json', false],
-    ['tokenizer', 'tokenizer.json', false],
-    ['tokenizer_config', 'tokenizer_config.json', true],
-    ['chat_template', 'chat_template.jinja', true],
-    ['weights', 'model.safetensors', false],
-  ];
-  const files = {};
-  for (const [key, file, optional] of wanted) {
+  const wanted = [...files.required.map((name) => [name, false]), ...files.optional.map((name) => [name, true])];
+  const got = [];
+  for (const [name, optional] of wanted) {
     try {
-      files[key] = await download(hubUrl(spec, file), {
-        keep: true, optional, onProgress: (r, t) => onProgress(file, r, t),
+      const bytes = await download(hubUrl(spec, name), {
+        keep: true, optional, onProgress: (r, t) => onProgress(name, r, t),
       });
+      if (bytes) got.push({ name, bytes });
     } catch (e) {
-      if (file === 'model.safetensors' && e.status === 404) {
+      if (name === 'model.safetensors' && e.status === 404) {
         throw new Error(`${spec.repo} has no model.safetensors (sharded checkpoints are not supported yet; a .gguf file works too)`);
       }
       throw e;
     }
   }
-  return { kind: 'hf', name: spec.repo, files };
+  return got;
 }

@@ -18,6 +18,9 @@ const state = {
   model: null, // {load message, info}
   data: null, // {file, handle: the File}
   summary: null,
+  badLines: [], // what each bad-lines choice means for the data (from the engine)
+  settings: null, // the engine's description of each setting
+  hubFiles: null, // the files a hub repository must / may have (from the engine)
   running: false,
   paused: false,
   trained: false,
@@ -95,6 +98,12 @@ function onWorker(msg) {
       $('backend-reason').textContent = `(${msg.reason})`;
       $('version').textContent = msg.version;
       document.body.dataset.engine = msg.backend;
+      state.hubFiles = msg.hubFiles;
+      buildSettings(msg.settings);
+      buildBadLines(msg.badLines);
+      break;
+    case 'settings-check':
+      showFieldErrors(msg.errors);
       break;
     case 'model':
       state.model = { info: msg.info, source: lastModelSource };
@@ -118,6 +127,7 @@ function onWorker(msg) {
       break;
     case 'data':
       state.summary = msg.summary;
+      state.badLines = msg.bad_lines;
       renderSummary(msg.summary);
       break;
     case 'started':
@@ -147,8 +157,10 @@ function onWorker(msg) {
     }
     case 'validation': {
       const el = $('stat-val');
+      const before = el.dataset.before ? Number(el.dataset.before).toFixed(4) : '–';
       if (msg.when === 'before') el.textContent = `${msg.loss.toFixed(4)} → …`;
-      else el.textContent = el.textContent.replace('…', msg.loss.toFixed(4));
+      else if (msg.when === 'during') el.textContent = `${before} → ${msg.loss.toFixed(4)} (step ${msg.step}) → …`;
+      else el.textContent = `${before} → ${msg.loss.toFixed(4)}`;
       el.title = `mean loss over ${msg.tokens} tokens of ${msg.examples} held-out examples`;
       el.dataset[msg.when] = String(msg.loss);
       break;
@@ -182,7 +194,7 @@ function onWorker(msg) {
       saveZip(msg.bytes);
       break;
     case 'error':
-      if (msg.where === 'loadGguf' || msg.where === 'loadHf') {
+      if (msg.where === 'loadFiles') {
         modelProgress(null);
         document.body.dataset.model = state.model ? 'loaded' : '';
       }
@@ -237,15 +249,20 @@ async function loadModel() {
   refresh();
   try {
     const source = modelSource();
+    let name;
+    let files;
     if (source === 'default') {
       const bytes = await download(DEFAULT_MODEL.url, {
         onProgress: (r, t) => modelProgress(`Downloading ${mb(r)}${t ? ` of ${mb(t)}` : ''}`, t ? r / t : undefined),
       });
       lastModelSource = { base: DEFAULT_MODEL.base };
-      modelProgress('Loading the model…');
-      send({ type: 'loadGguf', name: DEFAULT_MODEL.name, bytes }, [bytes]);
+      name = DEFAULT_MODEL.name;
+      files = [{ name, bytes }];
     } else if (source === 'files') {
-      await loadLocalFiles([...$('model-files').files]);
+      // The engine picks the model's files out of those chosen, or says what is missing.
+      lastModelSource = null;
+      name = 'local model';
+      files = [...$('model-files').files];
     } else {
       const spec = {
         base: $('hub-base').value.trim(),
@@ -253,50 +270,19 @@ async function loadModel() {
         revision: $('hub-revision').value.trim() || 'main',
         gguf: $('hub-file').value.trim(),
       };
-      const got = await fetchRepo(spec, (file, r, t) =>
+      files = await fetchRepo(spec, state.hubFiles, (file, r, t) =>
         modelProgress(`${file}: ${mb(r)}${t ? ` of ${mb(t)}` : ''}`, t ? r / t : undefined));
       lastModelSource = { base: spec.repo };
-      modelProgress('Loading the model…');
-      if (got.kind === 'gguf') send({ type: 'loadGguf', name: got.name, bytes: got.bytes }, [got.bytes]);
-      else send({ type: 'loadHf', name: got.name, files: got.files }, Object.values(got.files).filter(Boolean));
+      name = spec.repo;
     }
+    modelProgress('Loading the model…');
+    send({ type: 'loadFiles', name, files }, files.map((f) => f.bytes).filter(Boolean));
   } catch (e) {
     modelProgress(null);
     document.body.dataset.model = state.model ? 'loaded' : '';
     showError(e.message);
   }
   refresh();
-}
-
-async function loadLocalFiles(files) {
-  if (!files.length) throw new Error('Choose a .gguf file, or model.safetensors + config.json + tokenizer.json');
-  const gguf = files.filter((f) => f.name.endsWith('.gguf'));
-  if (gguf.length > 1) throw new Error(`Choose one .gguf file, not ${gguf.length}`);
-  if (gguf.length === 1) {
-    const bytes = await gguf[0].arrayBuffer();
-    lastModelSource = { base: gguf[0].name.replace(/\.gguf$/, '') };
-    modelProgress('Loading the model…');
-    send({ type: 'loadGguf', name: gguf[0].name, bytes }, [bytes]);
-    return;
-  }
-  const byName = Object.fromEntries(files.map((f) => [f.name, f]));
-  const missing = ['config.json', 'model.safetensors', 'tokenizer.json'].filter((n) => !byName[n]);
-  if (missing.length) {
-    throw new Error(`Missing ${missing.join(', ')}: choose model.safetensors, config.json and tokenizer.json together `
-      + `(you chose ${files.map((f) => f.name).join(', ')})`);
-  }
-  const read = async (n) => (byName[n] ? byName[n].arrayBuffer() : undefined);
-  const fileSet = {
-    config: await read('config.json'),
-    weights: await read('model.safetensors'),
-    tokenizer: await read('tokenizer.json'),
-    tokenizer_config: await read('tokenizer_config.json'),
-    chat_template: await read('chat_template.jinja'),
-  };
-  const name = 'local model';
-  lastModelSource = { base: name };
-  modelProgress('Loading the model…');
-  send({ type: 'loadHf', name, files: fileSet }, Object.values(fileSet).filter(Boolean));
 }
 
 // ---- data --------------------------------------------------------------------
@@ -314,25 +300,26 @@ async function prepareData() {
     $('data-summary').textContent = `${state.data.file}: ${mb(state.data.handle.size)}, read once a model is loaded.`;
     return;
   }
-  const seqLen = Number(settingsForm().seq_len.value) || 256;
   state.summary = null;
   $('data-summary').textContent = `Reading ${state.data.file}…`;
   refresh();
   send({
-    type: 'data', file: state.data.file, blob: state.data.handle, seqLen,
-    format: $('data-format').value, columns: $('data-columns').value.trim(),
-    allTokens: $('data-all-tokens').checked,
+    type: 'data', file: state.data.file, blob: state.data.handle,
+    request: {
+      format: $('data-format').value, columns: $('data-columns').value.trim(),
+      allTokens: $('data-all-tokens').checked, seqLen: settingsForm()['seq-len'].value,
+    },
   });
 }
 
-// The person's choice for bad lines: leave them out, or stop until fixed.
-const stopAtBadLines = () => $('data-bad').value === 'stop';
-const blockedByBadLines = () => !!(state.summary && state.summary.problems.length && stopAtBadLines());
+// The person's choice for bad lines, and what the engine says it means for this file.
+const badLinesChoice = () => state.badLines.find((c) => c.policy === $('data-bad').value);
+const blockedByBadLines = () => !!(state.summary && badLinesChoice()?.blocked);
 
-function badLinesNote(n) {
-  return stopAtBadLines()
-    ? ` Training waits until ${n === 1 ? 'this line is' : `these ${count(n)} lines are`} fixed (or bad lines are set to be left out):`
-    : ' Bad lines are left out:';
+function buildBadLines(choices) {
+  const select = $('data-bad');
+  if (select.options.length) return;
+  for (const c of choices) select.append(new Option(c.label, c.policy));
 }
 
 function renderSummary(s) {
@@ -348,7 +335,7 @@ function renderSummary(s) {
     + (s.turns ? ` with ${count(s.turns)} turns` : '') + `, ${count(s.tokens)} tokens `
     + `(${count(s.trained_tokens)} trained), ${s.problems.length} bad line${s.problems.length === 1 ? '' : 's'}`
     + (s.longer_than_seq_len ? `, ${s.longer_than_seq_len} longer than ${s.seq_len} tokens (they will be cut)` : '') + '.'
-    + (s.problems.length ? badLinesNote(s.problems.length) : '');
+    + (badLinesChoice()?.note || '');
   for (const n of s.notes.slice(0, 50)) {
     const li = document.createElement('li');
     li.className = 'note';
@@ -383,32 +370,90 @@ function settingsForm() {
   return $('settings').elements;
 }
 
-function readSettings() {
-  const f = settingsForm();
-  const num = (name, { int = false } = {}) => {
-    const raw = f[name].value.trim();
-    const v = Number(raw);
-    if (raw === '' || !Number.isFinite(v) || (int && !Number.isInteger(v))) {
-      throw new Error(`Setting ${f[name].closest('label').firstChild.textContent.trim()}: "${raw}" is not ${int ? 'a whole number' : 'a number'}`);
+// The form is built from the engine's description of each setting, so its
+// labels, defaults and help are the CLI's; values go to the engine as typed
+// and it names any it refuses.
+function buildSettings(list) {
+  state.settings = list;
+  const box = $('settings-fields');
+  if (box.childElementCount) return; // a restarted engine keeps the form as it is
+  for (const s of list) {
+    const help = document.createElement('small');
+    help.textContent = s.help;
+    const error = document.createElement('small');
+    error.className = 'field-error';
+    error.dataset.testid = `setting-error-${s.name}`;
+    error.id = `setting-error-${s.name}`;
+    if (s.kind.type === 'targets') {
+      const set = document.createElement('fieldset');
+      set.className = 'targets';
+      const legend = document.createElement('legend');
+      legend.append(`${s.label} `, help);
+      set.append(legend);
+      const on = s.default === 'all' ? s.kind.choices : s.default.split(',');
+      for (const t of s.kind.choices) {
+        const label = document.createElement('label');
+        const check = document.createElement('input');
+        Object.assign(check, { type: 'checkbox', name: 'target', value: t, checked: on.includes(t) });
+        check.dataset.testid = `target-${t}`;
+        check.onchange = checkSettings;
+        label.append(check, t);
+        set.append(label);
+      }
+      set.append(error);
+      box.append(set);
+      continue;
     }
-    return v;
-  };
-  const targets = [...document.querySelectorAll('input[name="target"]:checked')].map((c) => c.value);
-  if (!targets.length) throw new Error('Setting Targets: choose at least one projection');
-  const settings = {
-    rank: num('rank', { int: true }),
-    alpha: num('alpha'),
-    lr: num('lr'),
-    epochs: num('epochs'),
-    batch: num('batch', { int: true }),
-    seq_len: num('seq_len', { int: true }),
-    dropout: num('dropout'),
-    seed: num('seed', { int: true }),
-    validation: num('validation'),
-    targets: targets.join(','),
-  };
-  if (f.steps.value.trim() !== '') settings.steps = num('steps', { int: true });
-  return settings;
+    const label = document.createElement('label');
+    let input;
+    if (s.kind.type === 'choice') {
+      input = document.createElement('select');
+      for (const c of s.kind.choices) input.append(new Option(c, c, false, c === s.default));
+    } else if (s.kind.type === 'flag') {
+      input = Object.assign(document.createElement('input'), { type: 'checkbox', checked: s.default === 'true' });
+    } else {
+      input = Object.assign(document.createElement('input'), {
+        type: 'text', value: s.default, placeholder: s.empty || '',
+        inputMode: s.kind.type === 'int' ? 'numeric' : 'decimal', spellcheck: false,
+      });
+    }
+    input.name = s.name;
+    input.dataset.testid = `setting-${s.name}`;
+    input.setAttribute('aria-describedby', error.id);
+    input.onchange = checkSettings;
+    label.append(`${s.label} `, input, help, error);
+    box.append(label);
+  }
+}
+
+// The form's values as text, by setting name.
+function formValues() {
+  const f = settingsForm();
+  const values = {};
+  for (const s of state.settings || []) {
+    if (s.kind.type === 'targets') {
+      values[s.name] = [...document.querySelectorAll('input[name="target"]:checked')].map((c) => c.value).join(',');
+    } else if (s.kind.type === 'flag') {
+      values[s.name] = String(f[s.name].checked);
+    } else {
+      values[s.name] = f[s.name].value;
+    }
+  }
+  return values;
+}
+
+function checkSettings() {
+  send({ type: 'checkSettings', values: formValues() });
+}
+
+function showFieldErrors(errors) {
+  for (const s of state.settings || []) {
+    const el = $(`setting-error-${s.name}`);
+    const e = errors.find((x) => x.name === s.name);
+    el.textContent = e ? e.message : '';
+    const input = settingsForm()[s.name];
+    if (input && input.setAttribute) input.setAttribute('aria-invalid', e ? 'true' : 'false');
+  }
 }
 
 function start() {
@@ -417,15 +462,8 @@ function start() {
     showError(`${state.summary.file}: ${state.summary.problems.length} bad lines; fix them, or set Bad lines to leave them out`);
     return;
   }
-  let settings;
-  try {
-    settings = readSettings();
-  } catch (e) {
-    showError(e.message);
-    return;
-  }
   $('out-tuned').textContent = '';
-  send({ type: 'start', settings });
+  send({ type: 'start', settings: formValues(), badLines: $('data-bad').value });
 }
 
 function pauseResume() {
@@ -511,7 +549,7 @@ function wire() {
     const file = e.dataTransfer.files[0];
     if (file) useDataFile(file);
   };
-  settingsForm().seq_len.onchange = prepareData;
+  settingsForm().addEventListener('change', (e) => { if (e.target.name === 'seq-len') prepareData(); });
   $('data-format').onchange = prepareData;
   $('data-columns').onchange = prepareData;
   $('data-all-tokens').onchange = prepareData;
@@ -537,8 +575,9 @@ function wire() {
   window.addEventListener('error', (e) => showError(`Page error: ${e.message}`));
   window.addEventListener('unhandledrejection', (e) => showError(`Page error: ${e.reason?.message || e.reason}`));
   startWorker();
-  // A handle for scripts that drive the page: post a worker request.
-  window.tabtune = { post: (msg) => send(msg) };
+  // A handle for scripts that drive the page: post a worker request, read
+  // the engine's description of the settings.
+  window.tabtune = { post: (msg) => send(msg), settings: () => state.settings };
 }
 
 wire();

@@ -10,7 +10,7 @@ let engine = null;
 let memory = null; // the wasm instance's memory, reported with results
 let dead = false; // after a panic only the fatal message goes out
 let queue = Promise.resolve();
-const run = { active: false, paused: false, stop: false, resume: null };
+const run = { active: false, wake: null };
 
 // A panic aborts the wasm instance: tell the page, which restarts us.
 globalThis.tabtunePanic = (message) => {
@@ -63,46 +63,41 @@ async function chooseBackend(preference) {
   return { engine: Engine.cpu(), reason: `running on the CPU: ${reason}` };
 }
 
-async function validation(when, tuned) {
-  const v = await serial(() => engine.validate(tuned));
-  post({ type: 'validation', when, ...v });
-}
-
-async function trainLoop(steps, held) {
+// The loop only moves the session on and times it: what each step does,
+// validation, pause and stop are the engine's (Session::advance).
+async function trainLoop() {
   run.active = true;
-  run.stop = false;
-  run.paused = false;
   let active = 0; // ms spent stepping, pauses excluded
   let tokens = 0;
   let done = 0;
   try {
-    if (held) await validation('before', false);
-    while (done < steps && !run.stop) {
-      if (run.paused) {
-        post({ type: 'paused' });
-        await new Promise((resolve) => { run.resume = resolve; });
-        run.resume = null;
-        if (run.stop) break;
-        post({ type: 'resumed' });
-      }
+    for (;;) {
       const t0 = performance.now();
-      const report = await serial(() => engine.step());
-      active += performance.now() - t0;
-      tokens += report.tokens;
-      done = report.step;
-      const perStep = active / done;
-      post({
-        type: 'step',
-        report,
-        elapsedMs: active,
-        tokensPerSecond: tokens / (active / 1000),
-        etaMs: perStep * (steps - done),
-      });
+      const p = await serial(() => engine.advance());
+      if (p.kind === 'step') {
+        active += performance.now() - t0;
+        tokens += p.tokens;
+        done = p.step;
+        post({
+          type: 'step',
+          report: p,
+          elapsedMs: active,
+          tokensPerSecond: tokens / (active / 1000),
+          etaMs: (active / done) * (p.steps - done),
+        });
+      } else if (p.kind === 'validation') {
+        post({ type: 'validation', ...p });
+      } else if (p.kind === 'paused') {
+        post({ type: 'paused' });
+        await new Promise((resolve) => { run.wake = resolve; });
+        run.wake = null;
+      } else if (p.kind === 'finished') {
+        post({ type: 'finished', stopped: p.stopped, steps: p.steps });
+        return;
+      }
       // Let pause/stop/generate messages in between steps.
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
-    if (held && done > 0) await validation('after', true);
-    post({ type: 'finished', stopped: done < steps, steps: done });
   } catch (e) {
     const text = message(e);
     if (engine.backend() === 'webgpu' && DEVICE_LOST.test(text)) {
@@ -117,26 +112,36 @@ async function trainLoop(steps, held) {
   }
 }
 
+function wake() {
+  if (run.wake) run.wake();
+}
+
 const handlers = {
   async init({ backend }) {
     memory = (await init()).memory;
     const chosen = await chooseBackend(backend || 'auto');
     engine = chosen.engine;
-    post({ type: 'ready', backend: engine.backend(), reason: chosen.reason, version: version() });
+    post({
+      type: 'ready', backend: engine.backend(), reason: chosen.reason, version: version(),
+      settings: Engine.settings(), hubFiles: Engine.hubFiles(), badLines: Engine.badLinesChoices(),
+    });
   },
-  async loadGguf({ name, bytes }) {
-    const info = await serial(() => engine.loadGguf(name, new Uint8Array(bytes)));
+  // `files`: the person's File objects, or {name, bytes} from the hub. The
+  // engine says which of them make a model; only those are read.
+  async loadFiles({ name, files }) {
+    const chosen = Engine.modelFiles(files.map((f) => f.name));
+    const names = chosen.kind === 'gguf' ? [chosen.file] : chosen.files;
+    const picked = names.map((n) => files.find((f) => f.name === n));
+    const bytes = await Promise.all(picked.map(async (f) => new Uint8Array(f.bytes || (await f.arrayBuffer()))));
+    const info = await serial(() => engine.loadModel(name, names, bytes));
     post({ type: 'model', info });
   },
-  async loadHf({ name, files }) {
-    const u8 = (b) => (b ? new Uint8Array(b) : undefined);
-    const info = await serial(() => engine.loadHf(name, u8(files.config), u8(files.weights),
-      u8(files.tokenizer), u8(files.tokenizer_config), u8(files.chat_template)));
-    post({ type: 'model', info });
+  checkSettings({ values }) {
+    post({ type: 'settings-check', errors: Engine.checkSettings(values) });
   },
   // The File is read a slice at a time inside the engine (FileReaderSync),
   // so a file of any size is never copied into memory whole.
-  async data({ file, blob, seqLen, format, columns, allTokens }) {
+  async data({ file, blob, request }) {
     let shown = 0;
     const progress = (read, size) => {
       const now = performance.now();
@@ -144,26 +149,28 @@ const handlers = {
       shown = now;
       post({ type: 'data-progress', file, read, size });
     };
-    const summary = await serial(() => engine.prepareData(file, blob, seqLen, format, columns, !!allTokens, progress));
-    post({ type: 'data', summary });
+    const report = await serial(() => engine.prepareData(file, blob, request, progress));
+    post({ type: 'data', ...report });
   },
-  async start({ settings }) {
+  async start({ settings, badLines }) {
     if (run.active) throw new Error('a run is already going');
-    const info = await serial(() => engine.start(settings));
+    const info = await serial(() => engine.start(settings, badLines));
     post({ type: 'started', info });
-    trainLoop(info.steps, info.validation_examples > 0);
+    trainLoop();
   },
-  pause() {
-    if (run.active) run.paused = true;
+  async pause() {
+    if (run.active) await serial(() => engine.pause());
   },
-  resume() {
-    run.paused = false;
-    if (run.resume) run.resume();
+  async resume() {
+    if (!run.active) return;
+    await serial(() => engine.resume());
+    post({ type: 'resumed' });
+    wake();
   },
-  stop() {
-    run.stop = true;
-    run.paused = false;
-    if (run.resume) run.resume();
+  async stop() {
+    if (!run.active) return;
+    await serial(() => engine.stop());
+    wake();
   },
   async generate({ id, prompt, maxTokens, tuned }) {
     const text = await serial(() => engine.generate(prompt, maxTokens, tuned,

@@ -10,8 +10,10 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tabtune::Result;
 use tabtune::data::Example;
 use tabtune::lora::{LoraAdapters, LoraConfig, Target};
+use tabtune::readback::block_on;
 use tabtune::train::{Batch, TrainConfig, Trainer};
 
+use super::settings::{SettingsArgs, Shape};
 use super::{device, files};
 
 #[derive(Args, Debug)]
@@ -20,21 +22,12 @@ pub struct BenchArgs {
     /// cache that scripts/fetch-model.sh fills).
     #[arg(long)]
     model: Option<String>,
-    /// Examples per step.
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
-    /// Tokens per example.
-    #[arg(long, default_value_t = 256)]
-    seq_len: usize,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
-    rank: usize,
+    /// The batch, example length (every example is this long), rank and targets.
+    #[command(flatten)]
+    settings: SettingsArgs<Shape>,
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    /// Projections to adapt.
-    #[arg(long, default_value = "all")]
-    targets: String,
 }
 
 /// Peak resident memory of this process in bytes (Linux `VmHWM`).
@@ -46,42 +39,43 @@ fn peak_rss() -> Option<u64> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    let s = a.settings.settings()?;
     let device = device();
     let model = a.model.unwrap_or_else(files::default_model_path);
-    let loaded = files::load_model(&model, &device)?;
-    let model = loaded.loaded.model;
+    let model = files::load_model(&model, &device)?.model;
     let lora = LoraConfig {
-        rank: a.rank,
-        alpha: 2.0 * a.rank as f64,
+        rank: s.rank,
+        alpha: 2.0 * s.rank as f64,
         dropout: 0.0,
-        targets: Target::parse_list(&a.targets)?,
+        targets: Target::parse_list(&s.targets)?,
         use_rslora: false,
     };
+    let (batch, seq_len) = (s.batch, s.seq_len);
     let adapters = LoraAdapters::init(lora, &model.config, 0, &device)?;
     let mut rng = StdRng::seed_from_u64(0);
     let example = |rng: &mut StdRng| Example {
-        ids: (0..a.seq_len)
+        ids: (0..seq_len)
             .map(|_| rng.random_range(0..model.config.vocab_size as u32))
             .collect(),
-        trained: vec![true; a.seq_len],
+        trained: vec![true; seq_len],
     };
-    let data: Vec<Example> = (0..a.batch).map(|_| example(&mut rng)).collect();
+    let data: Vec<Example> = (0..batch).map(|_| example(&mut rng)).collect();
     let config = TrainConfig {
         steps: a.steps + 1,
-        batch_size: a.batch,
-        seq_len: a.seq_len,
+        batch_size: batch,
+        seq_len,
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, adapters, data.clone(), config)?;
     let refs: Vec<&Example> = data.iter().collect();
-    let batch = Batch::new(&refs, a.seq_len);
-    trainer.step_batches(std::slice::from_ref(&batch))?; // warm-up
+    let micro = [Batch::new(&refs, seq_len)];
+    block_on(trainer.step_batches(&micro)?.read())?; // warm-up
     let start = Instant::now();
     for _ in 0..a.steps {
-        trainer.step_batches(std::slice::from_ref(&batch))?;
+        block_on(trainer.step_batches(&micro)?.read())?;
     }
     let secs = start.elapsed().as_secs_f64();
-    let tokens = (a.steps * a.batch * a.seq_len) as f64;
+    let tokens = (a.steps * batch * seq_len) as f64;
     println!("{:.1} tokens/s", tokens / secs);
     println!("{:.3} s/step", secs / a.steps as f64);
     if let Some(peak) = peak_rss() {

@@ -5,75 +5,60 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use tabtune::data::{Prepared, ReadOptions, prepare_stream};
-use tabtune::io::bundle::adapter_zip;
+use tabtune::io::bundle::ENTRIES;
 use tabtune::io::peft;
 use tabtune::lora::LoraAdapters;
 use tabtune::model::LlamaConfig;
-use tabtune::model::load::{HfFiles, Loaded, load_gguf, load_hf};
+use tabtune::model::files::{ModelFiles, load_files};
+use tabtune::model::load::{Loaded, load_gguf};
 use tabtune::tokenizer::TextTokenizer;
+use tabtune::train::session::AdapterFiles;
 use tabtune::{Error, Result};
 
-/// A loaded model and where it came from.
-pub struct Model {
-    pub loaded: Loaded,
-    pub path: String,
-}
-
-impl Model {
-    /// The tokenizer, or a clear error when the checkpoint has none.
-    pub fn tokenizer(&self) -> Result<&TextTokenizer> {
-        self.loaded.tokenizer.as_ref().ok_or_else(|| {
-            Error::format(
-                &self.path,
-                "the model has no tokenizer, so text cannot be tokenized",
-            )
-        })
-    }
+/// The model's tokenizer, or a clear error when the checkpoint has none.
+pub fn tokenizer(loaded: &Loaded) -> Result<&TextTokenizer> {
+    loaded.tokenizer.as_ref().ok_or_else(|| {
+        Error::format(
+            &loaded.name,
+            "the model has no tokenizer, so text cannot be tokenized",
+        )
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::format(path.display(), format!("cannot read: {e}")))
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    if path.exists() {
-        read(path).map(Some)
-    } else {
-        Ok(None)
-    }
-}
-
-/// Loads `--model`: a `.gguf` file or an HF directory.
-pub fn load_model(path: &str, device: &Device) -> Result<Model> {
+/// Loads `--model`: a `.gguf` file, or a Hugging Face directory whose files
+/// are picked by the same rule as the page's ([`ModelFiles::choose`]).
+pub fn load_model(path: &str, device: &Device) -> Result<Loaded> {
     let p = Path::new(path);
-    let loaded = if p.is_dir() {
-        let config = read(&p.join("config.json"))?;
-        let weights = read(&p.join("model.safetensors"))?;
-        let tokenizer = read_optional(&p.join("tokenizer.json"))?;
-        let tokenizer_config = read_optional(&p.join("tokenizer_config.json"))?;
-        let chat_template = read_optional(&p.join("chat_template.jinja"))?;
-        load_hf(
-            path,
-            &HfFiles {
-                config: &config,
-                weights: &weights,
-                tokenizer: tokenizer.as_deref(),
-                tokenizer_config: tokenizer_config.as_deref(),
-                chat_template: chat_template.as_deref(),
-            },
-            device,
-        )?
-    } else if p.is_file() {
-        let bytes = read(p)?;
-        load_gguf(path, &bytes, device)?
-    } else {
+    if p.is_file() {
+        return load_gguf(path, &read(p)?, device);
+    }
+    if !p.is_dir() {
         return Err(Error::format(path, "no such file or directory"));
+    }
+    let listing =
+        std::fs::read_dir(p).map_err(|e| Error::format(path, format!("cannot list: {e}")))?;
+    let names: Vec<String> = listing
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let chosen = match ModelFiles::choose(&names).map_err(|e| Error::format(path, e))? {
+        ModelFiles::Gguf { file } => vec![file],
+        ModelFiles::Hf { files } => files,
     };
-    Ok(Model {
-        loaded,
-        path: path.to_string(),
-    })
+    let bytes = chosen
+        .iter()
+        .map(|n| read(&p.join(n)))
+        .collect::<Result<Vec<_>>>()?;
+    let files: Vec<(&str, &[u8])> = chosen
+        .iter()
+        .map(String::as_str)
+        .zip(bytes.iter().map(Vec::as_slice))
+        .collect();
+    load_files(path, &files, device)
 }
 
 /// Where scripts/fetch-model.sh puts the default model:
@@ -86,20 +71,6 @@ pub fn default_model_path() -> String {
         )
     });
     format!("{cache}/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-/// Reads and tokenizes a data file (any supported format) as it streams,
-/// the way the page does ([`prepare_stream`]): what `data inspect` shows
-/// and what `train` and `eval` use.
-pub fn prepare_data(
-    path: &str,
-    options: &ReadOptions,
-    tok: &TextTokenizer,
-    seq_len: usize,
-) -> Result<Prepared> {
-    let file =
-        std::fs::File::open(path).map_err(|e| Error::format(path, format!("cannot read: {e}")))?;
-    prepare_stream(path, std::io::BufReader::new(file), options, tok, seq_len)
 }
 
 /// Reads a PEFT adapter directory.
@@ -117,18 +88,22 @@ pub fn read_adapter(dir: &str, model: &LlamaConfig, device: &Device) -> Result<L
     )
 }
 
-/// Writes the adapter files and the model card `card` into the directory
-/// `dir`, or, when `dir` ends in `.zip`, into that zip (as the page does).
-pub fn write_adapter(dir: &str, adapters: &LoraAdapters, base: &str, card: &str) -> Result<()> {
+/// Writes the adapter files and its model card into the directory `dir`,
+/// or, when `dir` ends in `.zip`, into that zip (as the page does).
+pub fn write_adapter(dir: &str, adapter: &AdapterFiles) -> Result<()> {
     let d = Path::new(dir);
     let io = |e: std::io::Error| Error::format(dir, format!("cannot write: {e}"));
-    let files = peft::export(adapters, base)?;
     if dir.ends_with(".zip") {
-        return std::fs::write(d, adapter_zip(&files, card)?).map_err(io);
+        return std::fs::write(d, adapter.zip()?).map_err(io);
     }
     std::fs::create_dir_all(d).map_err(io)?;
-    std::fs::write(d.join("adapter_model.safetensors"), &files.safetensors).map_err(io)?;
-    std::fs::write(d.join("adapter_config.json"), &files.config_json).map_err(io)?;
-    std::fs::write(d.join("README.md"), card).map_err(io)?;
+    let files: [(&str, &[u8]); 3] = [
+        (ENTRIES[0], &adapter.peft.safetensors),
+        (ENTRIES[1], adapter.peft.config_json.as_bytes()),
+        (ENTRIES[2], adapter.card.as_bytes()),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(d.join(name), bytes).map_err(io)?;
+    }
     Ok(())
 }

@@ -7,8 +7,10 @@ use std::io::IsTerminal;
 use clap::{Args, Subcommand};
 
 use tabtune::Result;
+use tabtune::data::prepare_stream;
 use tabtune::data::summary::{Segment, preview};
 
+use super::settings::{Batching, SettingsArgs};
 use super::{DataArgs, ModelArg, device, files};
 
 /// Data commands.
@@ -24,9 +26,8 @@ pub struct InspectArgs {
     model: ModelArg,
     #[command(flatten)]
     data: DataArgs,
-    /// The sequence length training would use.
-    #[arg(long, default_value_t = 256)]
-    seq_len: usize,
+    #[command(flatten)]
+    settings: SettingsArgs<Batching>,
     /// How many examples to show.
     #[arg(long, default_value_t = 1)]
     examples: usize,
@@ -44,9 +45,10 @@ pub fn run(command: DataCommand) -> Result<()> {
 
 fn inspect(a: InspectArgs) -> Result<()> {
     let options = a.data.options()?;
+    let seq_len = a.settings.settings()?.seq_len;
     let loaded = files::load_model(&a.model.model, &device())?;
-    let tok = loaded.tokenizer()?;
-    let p = files::prepare_data(&a.data.data, &options, tok, a.seq_len)?;
+    let tok = files::tokenizer(&loaded)?;
+    let p = prepare_stream(&a.data.data, a.data.open()?, &options, tok, seq_len)?;
     let s = &p.summary;
     if a.json {
         println!(

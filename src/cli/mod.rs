@@ -1,24 +1,32 @@
-//! Argument parsing and the four commands.
+//! Argument parsing and the commands: `train` drives a
+//! [`Session`] as the page's engine does; `eval`, `generate`, `bench` and
+//! `data inspect` call the core directly.
 
 pub mod alloc;
 mod bench;
 mod files;
 mod inspect;
+mod settings;
 
+use std::io::Write;
 use std::time::Instant;
 
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use tabtune::data::read::problems_error;
+use tabtune::data::summary::Problem;
 use tabtune::data::table::Columns;
-use tabtune::data::{Example, Format, ReadOptions};
-use tabtune::generate::{GenerateConfig, TextStream, generate};
-use tabtune::io::card::{CardInfo, model_card};
+use tabtune::data::{BadLines, Example, Format, ReadOptions, prepare_stream};
+use tabtune::generate::{GenerateConfig, generate_text};
 use tabtune::lora::LoraAdapters;
-use tabtune::train::{Run, RunSettings, evaluate};
+use tabtune::model::load::Loaded;
+use tabtune::readback::block_on;
+use tabtune::train::session::When;
+use tabtune::train::{Progress, Session, evaluate};
 use tabtune::{Error, Result};
+
+use settings::SettingsArgs;
 
 /// Fine-tune small language models with LoRA.
 #[derive(Parser, Debug)]
@@ -60,63 +68,17 @@ struct TrainArgs {
     /// README.md into, or a `.zip` to hold them (as the page's download).
     #[arg(long)]
     out: String,
-    /// Optimizer steps (overrides --epochs).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Passes over the data when --steps is not given.
-    #[arg(long, default_value_t = 3.0)]
-    epochs: f64,
-    /// LoRA rank r.
-    #[arg(long, default_value_t = 8)]
-    rank: usize,
-    /// LoRA alpha (scale alpha/r).
-    #[arg(long, default_value_t = 16.0)]
-    alpha: f64,
-    /// Dropout on the adapter input.
-    #[arg(long, default_value_t = 0.05)]
-    dropout: f64,
-    /// Use rsLoRA scaling alpha/sqrt(r).
-    #[arg(long)]
-    rslora: bool,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-4)]
-    lr: f64,
-    /// Warm-up steps.
-    #[arg(long, default_value_t = 0)]
-    warmup: usize,
-    /// constant, linear or cosine decay after warm-up.
-    #[arg(long, default_value = "cosine")]
-    schedule: String,
-    /// Examples per micro-batch.
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
-    /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
-    /// Longest example in tokens (longer ones are cut).
-    #[arg(long, default_value_t = 256)]
-    seq_len: usize,
-    /// Clip the global gradient norm (0 = off).
-    #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f64,
-    /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
-    /// Seed for init, data order and dropout.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Projections to adapt: q,k,v,o,gate,up,down or `all`.
-    #[arg(long, default_value = "all")]
-    targets: String,
-    /// Share of the examples held out to measure the validation loss (0 = none;
-    /// no split when it would be under 5 examples).
-    #[arg(long, default_value_t = 0.1)]
-    validation: f64,
+    #[command(flatten)]
+    settings: SettingsArgs<settings::All>,
     /// Name written as base_model_name_or_path in adapter_config.json, e.g.
     /// HuggingFaceTB/SmolLM2-135M-Instruct (default: the GGUF's general.name
     /// or the model directory).
     #[arg(long)]
     base_model: Option<String>,
+    /// Also write every step's report and validation loss, one JSON object
+    /// a line, to this file.
+    #[arg(long)]
+    log: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -128,12 +90,8 @@ struct EvalArgs {
     adapter: Option<String>,
     #[command(flatten)]
     data: DataArgs,
-    /// Longest example in tokens (as in training).
-    #[arg(long, default_value_t = 256)]
-    seq_len: usize,
-    /// Examples per forward pass.
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
+    #[command(flatten)]
+    settings: SettingsArgs<settings::Batching>,
     /// Also write the evaluated token ids and loss masks to this JSON file.
     #[arg(long)]
     dump_tokens: Option<String>,
@@ -207,98 +165,67 @@ impl DataArgs {
             all_tokens: self.all_tokens,
         })
     }
-}
 
-/// The examples of the data file, read and rendered as the page and `data
-/// inspect` do. Bad lines stop it, all listed (up to 20), unless
-/// `--skip-bad`: then each is reported on stderr and left out.
-fn examples(loaded: &files::Model, data: &DataArgs, seq_len: usize) -> Result<Vec<Example>> {
-    let p = files::prepare_data(&data.data, &data.options()?, loaded.tokenizer()?, seq_len)?;
-    let bad: Vec<Error> = p
-        .summary
-        .problems
-        .into_iter()
-        .map(|p| Error::Data {
-            file: data.data.clone(),
-            line: p.line,
-            reason: p.reason,
-        })
-        .collect();
-    if !bad.is_empty() {
-        if !data.skip_bad {
-            return Err(problems_error(&data.data, bad));
-        }
-        eprintln!("{} bad records left out:", bad.len());
-        for e in &bad {
-            eprintln!("  {e}");
+    fn bad_lines(&self) -> BadLines {
+        if self.skip_bad {
+            BadLines::Skip
+        } else {
+            BadLines::Stop
         }
     }
-    Ok(p.examples)
+
+    /// The file, opened for streaming.
+    fn open(&self) -> Result<std::io::BufReader<std::fs::File>> {
+        std::fs::File::open(&self.data)
+            .map(std::io::BufReader::new)
+            .map_err(|e| Error::format(&self.data, format!("cannot read: {e}")))
+    }
 }
 
-impl TrainArgs {
-    fn settings(&self) -> RunSettings {
-        RunSettings {
-            rank: self.rank,
-            alpha: self.alpha,
-            dropout: self.dropout,
-            rslora: self.rslora,
-            lr: self.lr,
-            steps: self.steps,
-            epochs: self.epochs,
-            batch: self.batch,
-            grad_accum: self.grad_accum,
-            seq_len: self.seq_len,
-            warmup: self.warmup,
-            schedule: self.schedule.clone(),
-            max_grad_norm: self.max_grad_norm,
-            weight_decay: self.weight_decay,
-            seed: self.seed,
-            targets: self.targets.clone(),
-            validation: self.validation,
+/// Lists the bad lines on stderr when they are to be left out (a stop
+/// refuses the run with them listed instead).
+fn report_left_out(data: &DataArgs, problems: &[Problem]) {
+    if data.skip_bad && !problems.is_empty() {
+        eprintln!("{} bad records left out:", problems.len());
+        for p in problems {
+            eprintln!("  {}:{}: {}", data.data, p.line, p.reason);
         }
     }
 }
 
 fn train(a: TrainArgs) -> Result<()> {
     // Every setting is checked before the (slow) model load.
-    let settings = a.settings();
-    settings.validate()?;
-    settings.lora()?;
+    let settings = a.settings.settings()?;
     a.data.options()?;
-    let device = device();
-    let loaded = files::load_model(&a.model.model, &device)?;
-    let data = examples(&loaded, &a.data, a.seq_len)?;
-    let Run {
-        mut trainer,
-        validation,
-        trainable,
-    } = settings.begin(loaded.loaded.model.clone(), data, &device)?;
-    let steps = trainer.config.steps;
+    let mut log = a.log.as_deref().map(Log::create).transpose()?;
+    let loaded = files::load_model(&a.model.model, &device())?;
+    let name = loaded.name.clone();
+    let mut session = Session::new(device(), "cpu");
+    let model = session.load(loaded)?;
+    let data = session.prepare_data(
+        &a.data.data,
+        a.data.open()?,
+        &a.data.options()?,
+        settings.seq_len,
+        usize::MAX,
+    )?;
+    let run = session.start(&settings, a.data.bad_lines())?;
+    report_left_out(&a.data, &data.summary.problems);
     eprintln!(
         "model {} ({} layers), {} examples, {} trainable parameters, {} steps",
-        loaded.loaded.name,
-        loaded.loaded.model.config.num_layers,
-        trainer.num_examples() + trainer.skipped,
-        trainable,
-        steps
+        model.name,
+        model.layers,
+        run.examples + run.skipped,
+        run.trainable_parameters,
+        run.steps
     );
-    let val_before = (!validation.is_empty())
-        .then(|| evaluate(&loaded.loaded.model, None, &validation, a.batch, a.seq_len))
-        .transpose()?;
-    if let Some((loss, tokens)) = val_before {
-        eprintln!(
-            "{} examples held out for validation ({tokens} tokens), loss before training {loss:.4}",
-            validation.len()
-        );
-    }
-    if trainer.truncated + trainer.skipped > 0 {
+    if run.truncated + run.skipped > 0 {
         eprintln!(
             "{} examples longer than --seq-len {} were cut; {} left out with nothing to train after the cut",
-            trainer.truncated, a.seq_len, trainer.skipped
+            run.truncated, settings.seq_len, run.skipped
         );
     }
-    let bar = ProgressBar::new(steps as u64);
+    let bar = ProgressBar::new(run.steps as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
@@ -307,45 +234,43 @@ fn train(a: TrainArgs) -> Result<()> {
     );
     let start = Instant::now();
     let (mut tokens, mut last) = (0usize, None);
-    for _ in 0..steps {
-        let r = trainer.step()?;
-        tokens += r.tokens;
-        let rate = tokens as f64 / start.elapsed().as_secs_f64();
-        bar.set_message(format!(
-            "loss {:.4}  lr {:.2e}  {:.0} tok/s",
-            r.loss, r.lr, rate
-        ));
-        bar.inc(1);
-        last = Some(r);
+    loop {
+        let progress = block_on(session.advance())?;
+        if let Some(log) = &mut log {
+            log.write(&progress)?;
+        }
+        match progress {
+            Progress::Validation(v) => match v.when {
+                When::Before => eprintln!(
+                    "{} examples held out for validation ({} tokens), loss before training {:.4}",
+                    v.examples, v.tokens, v.loss
+                ),
+                When::During => {
+                    bar.println(format!("validation loss {:.6} at step {}", v.loss, v.step))
+                }
+                When::After => {
+                    let before = session.validations().first().map_or(f64::NAN, |b| b.loss);
+                    println!("validation loss {before:.6} -> {:.6}", v.loss);
+                }
+            },
+            Progress::Step { report: r, .. } => {
+                tokens += r.tokens;
+                let rate = tokens as f64 / start.elapsed().as_secs_f64();
+                bar.set_message(format!(
+                    "loss {:.4}  lr {:.2e}  {:.0} tok/s",
+                    r.loss, r.lr, rate
+                ));
+                bar.inc(1);
+                last = Some(r);
+            }
+            Progress::Paused { .. } => unreachable!("the CLI never pauses"),
+            Progress::Finished { .. } => break,
+        }
     }
     bar.finish();
-    let val = match val_before {
-        Some((before, _)) => {
-            let (after, _) = evaluate(
-                &loaded.loaded.model,
-                Some(&trainer.adapters),
-                &validation,
-                a.batch,
-                a.seq_len,
-            )?;
-            println!("validation loss {before:.6} -> {after:.6}");
-            Some((before, after, validation.len()))
-        }
-        None => None,
-    };
-    let base = a.base_model.as_deref().unwrap_or(&loaded.loaded.name);
-    let card = model_card(&CardInfo {
-        base_model: base,
-        data_file: &a.data.data,
-        examples: trainer.num_examples(),
-        steps_done: trainer.steps_done(),
-        final_loss: last.as_ref().map(|r| r.loss),
-        lora: &trainer.adapters.config,
-        train: &trainer.config,
-        backend: "cpu",
-        validation: val,
-    });
-    files::write_adapter(&a.out, &trainer.adapters, base, &card)?;
+    let base = a.base_model.as_deref().unwrap_or(&name);
+    let adapter = block_on(session.export(base))?;
+    files::write_adapter(&a.out, &adapter)?;
     if let Some(r) = last {
         println!("final loss {:.6}", r.loss);
     }
@@ -353,27 +278,60 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--log`: one JSON object a line for each step and validation loss.
+struct Log {
+    path: String,
+    file: std::fs::File,
+}
+
+impl Log {
+    fn create(path: &str) -> Result<Log> {
+        let file = std::fs::File::create(path)
+            .map_err(|e| Error::format(path, format!("cannot write: {e}")))?;
+        Ok(Log {
+            path: path.to_string(),
+            file,
+        })
+    }
+
+    fn write(&mut self, progress: &Progress) -> Result<()> {
+        let line = serde_json::to_string(progress).map_err(Error::backend)?;
+        writeln!(self.file, "{line}")
+            .map_err(|e| Error::format(&self.path, format!("cannot write: {e}")))
+    }
+}
+
 /// Loads `--model` and, when given, the `--adapter` directory for it.
-fn model_and_adapter(
-    model: &str,
-    adapter: Option<&str>,
-) -> Result<(files::Model, Option<LoraAdapters>)> {
+fn model_and_adapter(model: &str, adapter: Option<&str>) -> Result<(Loaded, Option<LoraAdapters>)> {
     let device = device();
     let loaded = files::load_model(model, &device)?;
     let adapters = adapter
-        .map(|dir| files::read_adapter(dir, &loaded.loaded.model.config, &device))
+        .map(|dir| files::read_adapter(dir, &loaded.model.config, &device))
         .transpose()?;
     Ok((loaded, adapters))
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    a.data.options()?;
+    let options = a.data.options()?;
+    let settings = a.settings.settings()?;
+    let (batch, seq_len) = (settings.batch, settings.seq_len);
     let (loaded, adapters) = model_and_adapter(&a.model.model, a.adapter.as_deref())?;
-    let data = examples(&loaded, &a.data, a.seq_len)?;
-    let data: Vec<Example> = data
+    let p = prepare_stream(
+        &a.data.data,
+        a.data.open()?,
+        &options,
+        files::tokenizer(&loaded)?,
+        seq_len,
+    )?;
+    a.data
+        .bad_lines()
+        .check(&a.data.data, &p.summary.problems)?;
+    report_left_out(&a.data, &p.summary.problems);
+    let data: Vec<Example> = p
+        .examples
         .into_iter()
         .map(|mut e| {
-            e.truncate(a.seq_len);
+            e.truncate(seq_len);
             e
         })
         .collect();
@@ -382,17 +340,12 @@ fn eval(a: EvalArgs) -> Result<()> {
             .iter()
             .map(|e| serde_json::json!({"ids": e.ids, "trained": e.trained}))
             .collect();
-        let json = serde_json::json!({"batch": a.batch, "examples": examples});
+        let json = serde_json::json!({"batch": batch, "examples": examples});
         std::fs::write(path, json.to_string())
             .map_err(|e| Error::format(path, format!("cannot write: {e}")))?;
     }
-    let (loss, tokens) = evaluate(
-        &loaded.loaded.model,
-        adapters.as_ref(),
-        &data,
-        a.batch,
-        a.seq_len,
-    )?;
+    let (loss, tokens) =
+        block_on(evaluate(&loaded.model, adapters.as_ref(), &data, batch, seq_len)?.read())?;
     println!(
         "{}",
         serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": tokens})
@@ -402,31 +355,27 @@ fn eval(a: EvalArgs) -> Result<()> {
 
 fn generate_cmd(a: GenerateArgs) -> Result<()> {
     let (loaded, adapters) = model_and_adapter(&a.model.model, a.adapter.as_deref())?;
-    let tok = loaded.tokenizer()?;
+    let tok = files::tokenizer(&loaded)?;
     let prompt = tok.encode_prompt(&a.prompt, a.raw)?;
     let config = GenerateConfig {
         max_tokens: a.max_tokens,
         temperature: a.temperature,
         ..GenerateConfig::default()
     };
-    let mut stream = TextStream::new(tok);
     let mut shown = 0;
-    generate(
-        &loaded.loaded.model,
+    let full = block_on(generate_text(
+        &loaded.model,
         adapters.as_ref(),
+        tok,
         &prompt,
-        &[tok.eos_id],
         &config,
-        |id| {
-            if let Some(text) = stream.push(id) {
-                shown += text.len();
-                print!("{text}");
-                let _ = std::io::Write::flush(&mut std::io::stdout());
-            }
-            true
+        |text| {
+            shown += text.len();
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+            Ok(())
         },
-    )?;
-    let full = stream.finish()?;
+    ))?;
     print!("{}", full.get(shown..).unwrap_or_default());
     println!();
     Ok(())

@@ -4,6 +4,7 @@
 
 mod json;
 mod jsonl;
+pub mod policy;
 pub mod read;
 pub mod record;
 pub mod render;
@@ -13,6 +14,7 @@ pub mod summary;
 pub mod table;
 pub mod text;
 
+pub use policy::{BadLines, BadLinesChoice};
 pub use read::{Format, ReadOptions, Scan, StreamScan, read, read_stream, read_strict};
 pub use record::{NumberedRecord, Record, Schema};
 pub use render::{Example, render_examples, render_record};

@@ -26,6 +26,17 @@ impl Example {
         self.trained.iter().skip(1).filter(|&&m| m).count()
     }
 
+    /// Trained tokens within the first `len` tokens (what is left to train
+    /// once the example is cut to `len`).
+    pub fn trained_within(&self, len: usize) -> usize {
+        self.trained
+            .iter()
+            .take(len)
+            .skip(1)
+            .filter(|&&m| m)
+            .count()
+    }
+
     /// Cuts the example to at most `len` tokens.
     pub fn truncate(&mut self, len: usize) {
         self.ids.truncate(len);

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::io::safetensors::SafetensorsFile;
 use crate::lora::{LoraAdapters, LoraConfig, LoraPair, Target};
 use crate::model::config::LlamaConfig;
+use crate::readback::Readback;
 
 /// `adapter_config.json`: the fields PEFT's `LoraConfig` reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,22 +98,14 @@ fn transaction(adapters: &LoraAdapters) -> Transaction {
         })
 }
 
-/// Serialises `adapters` as PEFT does, reading the factors blocking
-/// (native backends). `base_model` goes into `base_model_name_or_path`.
-pub fn export(adapters: &LoraAdapters, base_model: &str) -> Result<PeftFiles> {
-    let data = transaction(adapters)
-        .try_execute()
-        .map_err(Error::backend)?;
-    serialize(adapters, &data, base_model)
-}
-
-/// As [`export`], reading the factors without blocking (the browser).
-pub async fn export_async(adapters: &LoraAdapters, base_model: &str) -> Result<PeftFiles> {
-    let data = transaction(adapters)
-        .execute_async()
-        .await
-        .map_err(Error::backend)?;
-    serialize(adapters, &data, base_model)
+/// Serialises `adapters` as PEFT does, once the factors are read (all in
+/// one transaction). `base_model` goes into `base_model_name_or_path`.
+pub fn export(adapters: &LoraAdapters, base_model: &str) -> Readback<PeftFiles> {
+    let owned = adapters.clone();
+    let base_model = base_model.to_string();
+    Readback::new(transaction(adapters), move |data| {
+        serialize(&owned, &data, &base_model)
+    })
 }
 
 /// Writes the two files from the factors' values, in `named_tensors` order.

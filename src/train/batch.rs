@@ -14,9 +14,9 @@ pub struct Batch {
     pub batch: usize,
     /// Columns `T` (the longest example, at most the sequence length).
     pub len: usize,
-    /// Flattened positions `b·T + t - 1` that predict a trained token `t`.
-    pub rows: Vec<i64>,
-    /// The trained token each of `rows` predicts.
+    /// Flattened positions `b·T + t - 1` whose next token `t` is trained.
+    pub trained_positions: Vec<i64>,
+    /// The trained token each of `trained_positions` predicts.
     pub targets: Vec<i64>,
     /// Non-padding tokens in the batch.
     pub tokens: usize,
@@ -32,14 +32,14 @@ impl Batch {
             .unwrap_or(1)
             .max(1);
         let mut ids = vec![0i64; examples.len() * len];
-        let (mut rows, mut targets, mut tokens) = (Vec::new(), Vec::new(), 0);
+        let (mut trained_positions, mut targets, mut tokens) = (Vec::new(), Vec::new(), 0);
         for (b, e) in examples.iter().enumerate() {
             let n = e.ids.len().min(seq_len);
             tokens += n;
             for t in 0..n {
                 ids[b * len + t] = e.ids[t] as i64;
                 if t > 0 && e.trained[t] {
-                    rows.push((b * len + t - 1) as i64);
+                    trained_positions.push((b * len + t - 1) as i64);
                     targets.push(e.ids[t] as i64);
                 }
             }
@@ -48,7 +48,7 @@ impl Batch {
             ids,
             batch: examples.len(),
             len,
-            rows,
+            trained_positions,
             targets,
             tokens,
         }

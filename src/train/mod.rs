@@ -9,10 +9,14 @@
 
 pub mod batch;
 pub mod schedule;
+pub mod session;
+pub mod setting;
 pub mod settings;
 
+use std::sync::Arc;
+
 use burn::optim::{AdamW, AdamWConfig, AdamWState, Optimizer};
-use burn::tensor::{Tensor, TensorData, Transaction};
+use burn::tensor::{Tensor, Transaction};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -20,8 +24,10 @@ use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::lora::LoraAdapters;
 use crate::model::{Llama, Mode};
+use crate::readback::{Readback, first};
 pub use batch::Batch;
 pub use schedule::Schedule;
+pub use session::{Progress, RunStatus, Session};
 pub use settings::{Run, RunSettings};
 
 /// Optimisation settings. Defaults follow common LoRA SFT recipes.
@@ -102,7 +108,7 @@ impl TrainConfig {
 }
 
 /// What one optimizer step did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepReport {
     /// 1-based optimizer step just taken.
     pub step: usize,
@@ -130,7 +136,10 @@ pub struct Trainer {
     optim: AdamW,
     states: Vec<Option<AdamWState<2>>>,
     step: usize,
-    data: Vec<Example>,
+    /// The examples, shared with whoever prepared them (never copied); the
+    /// trainer reads those `order` names, each cut to the sequence length
+    /// when batched.
+    data: Arc<[Example]>,
     order: Vec<usize>,
     cursor: usize,
     rng: StdRng,
@@ -141,26 +150,41 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A trainer over `data`. Examples with nothing to train are rejected.
+    /// A trainer over all of `data`. Examples with nothing to train are
+    /// left out.
     pub fn new(
         model: Llama,
         adapters: LoraAdapters,
         data: Vec<Example>,
         config: TrainConfig,
     ) -> Result<Self> {
+        let all: Vec<usize> = (0..data.len()).collect();
+        Self::on(model, adapters, Arc::from(data), &all, config)
+    }
+
+    /// A trainer over the examples of `data` that `picked` names (the
+    /// training share of a split). Examples with nothing to train within
+    /// the sequence length are left out.
+    pub fn on(
+        model: Llama,
+        adapters: LoraAdapters,
+        data: Arc<[Example]>,
+        picked: &[usize],
+        config: TrainConfig,
+    ) -> Result<Self> {
         config.validate()?;
-        let total = data.len();
-        let truncated = data.iter().filter(|e| e.ids.len() > config.seq_len).count();
-        let data: Vec<Example> = data
-            .into_iter()
-            .map(|mut e| {
-                e.truncate(config.seq_len);
-                e
-            })
-            .filter(|e| e.trained_tokens() > 0)
+        let seq_len = config.seq_len;
+        let truncated = picked
+            .iter()
+            .filter(|&&i| data[i].ids.len() > seq_len)
+            .count();
+        let mut order: Vec<usize> = picked
+            .iter()
+            .copied()
+            .filter(|&i| data[i].trained_within(seq_len) > 0)
             .collect();
-        let skipped = total - data.len();
-        if data.is_empty() {
+        let skipped = picked.len() - order.len();
+        if order.is_empty() {
             return Err(Error::setting(
                 "data",
                 "no example has a trained token within the sequence length",
@@ -174,7 +198,6 @@ impl Trainer {
             .build();
         let n = adapters.named_tensors().len();
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let mut order: Vec<usize> = (0..data.len()).collect();
         order.shuffle(&mut rng);
         model.device.seed(config.seed);
         Ok(Self {
@@ -205,12 +228,12 @@ impl Trainer {
 
     /// Examples in the training set.
     pub fn num_examples(&self) -> usize {
-        self.data.len()
+        self.order.len()
     }
 
     fn next_batch(&mut self) -> Batch {
         let mut picked = Vec::with_capacity(self.config.batch_size);
-        for _ in 0..self.config.batch_size.min(self.data.len()) {
+        for _ in 0..self.config.batch_size.min(self.order.len()) {
             if self.cursor == self.order.len() {
                 self.order.shuffle(&mut self.rng);
                 self.cursor = 0;
@@ -223,33 +246,24 @@ impl Trainer {
     }
 
     fn epoch(&self) -> f64 {
-        let seen = self.step * self.config.grad_accum * self.config.batch_size.min(self.data.len());
-        seen as f64 / self.data.len() as f64
+        let n = self.order.len();
+        let seen = self.step * self.config.grad_accum * self.config.batch_size.min(n);
+        seen as f64 / n as f64
     }
 
-    /// One optimizer step on the next `grad_accum` batches of the data.
-    pub fn step(&mut self) -> Result<StepReport> {
-        self.step_pending()?.read()
-    }
-
-    /// As [`Trainer::step`], leaving the loss and norm on the device; read
-    /// them with [`PendingStep::read_async`] where a blocking read is not
-    /// allowed (the browser).
-    pub fn step_pending(&mut self) -> Result<PendingStep> {
+    /// One optimizer step on the next `grad_accum` batches of the data; its
+    /// loss and gradient norm are read from the device when the returned
+    /// readback is read.
+    pub fn step(&mut self) -> Result<Readback<StepReport>> {
         let micro: Vec<Batch> = (0..self.config.grad_accum)
             .map(|_| self.next_batch())
             .collect();
-        self.step_batches_pending(&micro)
+        self.step_batches(&micro)
     }
 
     /// One optimizer step on the given micro-batches.
-    pub fn step_batches(&mut self, micro: &[Batch]) -> Result<StepReport> {
-        self.step_batches_pending(micro)?.read()
-    }
-
-    /// One optimizer step on the given micro-batches.
-    pub fn step_batches_pending(&mut self, micro: &[Batch]) -> Result<PendingStep> {
-        let trained: usize = micro.iter().map(|b| b.rows.len()).sum();
+    pub fn step_batches(&mut self, micro: &[Batch]) -> Result<Readback<StepReport>> {
+        let trained: usize = micro.iter().map(|b| b.trained_positions.len()).sum();
         if trained == 0 {
             return Err(Error::setting("data", "the batch has no trained token"));
         }
@@ -300,62 +314,30 @@ impl Trainer {
             .adapters
             .map(|_| it.next().expect("one update per factor"));
         self.step += 1;
-        Ok(PendingStep {
-            loss_sum,
-            norm,
-            report: StepReport {
-                step: self.step,
-                loss: f32::NAN,
-                grad_norm: f32::NAN,
-                lr,
-                trained_tokens: trained,
-                tokens: micro.iter().map(|b| b.tokens).sum(),
-                epoch: self.epoch(),
-            },
-        })
-    }
-}
-
-/// A finished step whose loss and gradient norm are still on the device.
-pub struct PendingStep {
-    loss_sum: Tensor<1>,
-    norm: Tensor<1>,
-    report: StepReport,
-}
-
-impl PendingStep {
-    fn transaction(&self) -> Transaction {
-        Transaction::default()
-            .register(self.loss_sum.clone())
-            .register(self.norm.clone())
-    }
-
-    fn fill(mut self, data: Vec<TensorData>) -> Result<StepReport> {
-        let [loss_sum, norm] = data.as_slice() else {
-            return Err(Error::Backend(format!(
-                "expected 2 readbacks, got {}",
-                data.len()
-            )));
+        let report = StepReport {
+            step: self.step,
+            loss: f32::NAN,
+            grad_norm: f32::NAN,
+            lr,
+            trained_tokens: trained,
+            tokens: micro.iter().map(|b| b.tokens).sum(),
+            epoch: self.epoch(),
         };
-        self.report.loss = first(loss_sum)? / self.report.trained_tokens as f32;
-        self.report.grad_norm = first(norm)?;
-        Ok(self.report)
-    }
-
-    /// Reads the numbers, blocking (native backends).
-    pub fn read(self) -> Result<StepReport> {
-        let data = self.transaction().try_execute().map_err(Error::backend)?;
-        self.fill(data)
-    }
-
-    /// Reads the numbers without blocking (required on WebGPU in a browser).
-    pub async fn read_async(self) -> Result<StepReport> {
-        let data = self
-            .transaction()
-            .execute_async()
-            .await
-            .map_err(Error::backend)?;
-        self.fill(data)
+        // One transaction for the loss sum and the norm.
+        let read = Transaction::default().register(loss_sum).register(norm);
+        Ok(Readback::new(read, move |data| {
+            let [loss_sum, norm] = data.as_slice() else {
+                return Err(Error::Backend(format!(
+                    "expected 2 readbacks, got {}",
+                    data.len()
+                )));
+            };
+            Ok(StepReport {
+                loss: first(loss_sum)? / report.trained_tokens as f32,
+                grad_norm: first(norm)?,
+                ..report
+            })
+        }))
     }
 }
 
@@ -371,10 +353,10 @@ pub fn gradients(
     let device = &model.device;
     let mut grads: Vec<Option<Tensor<2>>> = vec![None; adapters.named_tensors().len()];
     let mut loss_sum = Tensor::<1>::zeros([1], device);
-    for batch in micro.iter().filter(|b| !b.rows.is_empty()) {
+    for batch in micro.iter().filter(|b| !b.trained_positions.is_empty()) {
         let tracked = adapters.map(|t| t.autodiff().require_grad());
         let hidden = model.hidden(batch.ids_tensor(device), Some(&tracked), Mode::Train);
-        let nll = model.nll_sum(hidden, &batch.rows, &batch.targets); // [1]
+        let nll = model.nll_sum(hidden, &batch.trained_positions, &batch.targets); // [1]
         let g = nll.clone().div_scalar(trained as f64).backward();
         loss_sum = loss_sum + nll.inner();
         for (slot, (_, t)) in grads.iter_mut().zip(tracked.named_tensors()) {
@@ -407,12 +389,12 @@ fn eval_sum(
     for chunk in examples.chunks(batch_size.max(1)) {
         let refs: Vec<&Example> = chunk.iter().collect();
         let batch = Batch::new(&refs, seq_len);
-        if batch.rows.is_empty() {
+        if batch.trained_positions.is_empty() {
             continue;
         }
         let hidden = model.hidden(batch.ids_tensor(&model.device), adapters, Mode::Eval);
-        sum = sum + model.nll_sum(hidden, &batch.rows, &batch.targets);
-        count += batch.rows.len();
+        sum = sum + model.nll_sum(hidden, &batch.trained_positions, &batch.targets);
+        count += batch.trained_positions.len();
     }
     if count == 0 {
         return Err(Error::setting("data", "no trained token to evaluate"));
@@ -420,36 +402,17 @@ fn eval_sum(
     Ok((sum, count))
 }
 
-/// The first value of a readback.
-fn first(d: &TensorData) -> Result<f32> {
-    d.iter::<f32>()
-        .next()
-        .ok_or_else(|| Error::Backend("empty readback".into()))
-}
-
 /// Mean NLL and token count of `model` (+ `adapters`) over `examples`,
-/// on exactly the tokens training would use.
+/// on exactly the tokens training would use, read when the readback is.
 pub fn evaluate(
     model: &Llama,
     adapters: Option<&LoraAdapters>,
     examples: &[Example],
     batch_size: usize,
     seq_len: usize,
-) -> Result<(f64, usize)> {
+) -> Result<Readback<(f64, usize)>> {
     let (sum, count) = eval_sum(model, adapters, examples, batch_size, seq_len)?;
-    let sum = first(&sum.try_into_data().map_err(Error::backend)?)?;
-    Ok((sum as f64 / count as f64, count))
-}
-
-/// As [`evaluate`], reading the result without blocking (for the browser).
-pub async fn evaluate_async(
-    model: &Llama,
-    adapters: Option<&LoraAdapters>,
-    examples: &[Example],
-    batch_size: usize,
-    seq_len: usize,
-) -> Result<(f64, usize)> {
-    let (sum, count) = eval_sum(model, adapters, examples, batch_size, seq_len)?;
-    let data = sum.into_data_async().await.map_err(Error::backend)?;
-    Ok((first(&data)? as f64 / count as f64, count))
+    Ok(Readback::scalar(sum, move |sum| {
+        (sum as f64 / count as f64, count)
+    }))
 }

@@ -1,14 +1,17 @@
 //! One run's settings as a person gives them (CLI flags or the page's form),
 //! checked and turned into a [`TrainConfig`] and a [`LoraConfig`], and a
-//! run begun from them ([`RunSettings::begin`], for the CLI and the page
-//! alike). Field names are the CLI's flag names with `_` for `-`; defaults
-//! are the CLI's.
+//! run begun from them ([`RunSettings::begin`]). Field names are the
+//! settings' names ([`SETTINGS`](crate::train::setting::SETTINGS)) with `_`
+//! for `-`; this file holds their defaults.
 
 use serde::{Deserialize, Serialize};
 
 use burn::tensor::Device;
 
-use crate::data::{Example, split};
+use std::sync::Arc;
+
+use crate::data::Example;
+use crate::data::split::split_indices;
 use crate::error::{Error, Result};
 use crate::lora::{LoraAdapters, LoraConfig, Target};
 use crate::model::Llama;
@@ -67,6 +70,9 @@ pub struct RunSettings {
     /// Share of the examples held out to measure the validation loss
     /// (seeded by `seed`; none when it would be under 5 examples). Default 0.1.
     pub validation: f64,
+    /// Steps between validation losses during training; 0 measures only
+    /// before and after. Default 0.
+    pub eval_every: usize,
 }
 
 impl Default for RunSettings {
@@ -91,6 +97,7 @@ impl Default for RunSettings {
             seed: t.seed,
             targets: "all".into(),
             validation: 0.1,
+            eval_every: 0,
         }
     }
 }
@@ -147,30 +154,36 @@ impl RunSettings {
     }
 
     /// Begins a run of `model` on `examples`: the seeded split, adapters and
-    /// trainer, every setting checked.
-    pub fn begin(&self, model: Llama, examples: Vec<Example>, device: &Device) -> Result<Run> {
+    /// trainer, every setting checked. The training share is read where it
+    /// is (the trainer shares `examples`); the held-out share is copied,
+    /// cut to the sequence length as training cuts.
+    pub fn begin(&self, model: Llama, examples: Arc<[Example]>, device: &Device) -> Result<Run> {
         self.validate()?;
         let lora = self.lora()?;
-        let (train, mut validation) = split(examples, self.validation, self.seed);
-        validation.iter_mut().for_each(|e| e.truncate(self.seq_len));
+        let (train, held) = split_indices(examples.len(), self.validation, self.seed);
+        let validation = held
+            .iter()
+            .map(|&i| {
+                let mut e = examples[i].clone();
+                e.truncate(self.seq_len);
+                e
+            })
+            .collect();
         let config = self.train(train.len())?;
         let adapters = LoraAdapters::init(lora, &model.config, self.seed, device)?;
         let trainable = adapters.num_parameters();
         Ok(Run {
-            trainer: Trainer::new(model, adapters, train, config)?,
+            trainer: Trainer::on(model, adapters, examples, &train, config)?,
             validation,
             trainable,
         })
     }
 
-    /// Checks every setting that does not depend on the data.
+    /// Checks every setting that does not depend on the data: each against
+    /// its range in [`SETTINGS`](crate::train::setting::SETTINGS), then
+    /// the adapter and optimiser configs they make.
     pub fn validate(&self) -> Result<()> {
-        if !(0.0..0.9).contains(&self.validation) {
-            return Err(Error::setting(
-                "validation",
-                format!("{} is not in [0, 0.9)", self.validation),
-            ));
-        }
+        self.check_ranges()?;
         self.lora()?;
         self.train(1).map(|_| ())
     }

@@ -1,113 +1,79 @@
-//! [`Engine`]: one model, one data set and one training run, owned by the
-//! worker. Methods that read from the device return promises; the rest run
-//! to completion on the worker's thread.
+//! [`Engine`]: the page's handle on one [`Session`], owned by the worker.
+//! It converts JS values to and from Session calls and holds no run logic.
+//! Methods that read from the device return promises; the worker runs
+//! engine calls one at a time, so a promise's borrow of the session never
+//! meets another.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use burn::tensor::Device;
-use js_sys::{Function, Promise, Uint8Array};
-use serde::Serialize;
+use js_sys::{Array, Function, Promise, Uint8Array};
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_sys::Blob;
 
 use crate::data::table::Columns;
-use crate::data::{Example, Format, ReadOptions, prepare_within};
+use crate::data::{BadLines, Format, ReadOptions};
 use crate::error::Error;
-use crate::generate::{Decoder, GenerateConfig, TextStream};
-use crate::io::bundle::adapter_zip;
-use crate::io::card::{CardInfo, model_card};
-use crate::io::peft::export_async;
-use crate::model::load::{HfFiles, Loaded, load_gguf, load_hf};
-use crate::train::{Run, RunSettings, StepReport, Trainer, evaluate_async};
+use crate::model::files::{HF_OPTIONAL, HF_REQUIRED, ModelFiles, load_files};
+use crate::train::setting::{setting, views};
+use crate::train::{RunSettings, Session};
 use crate::web::blob::{BlobReader, CHUNK};
 
 /// The most tokens a data file may bring into the engine: 500 MB of ids and
-/// flags (twice that while a run starts), next to a model of about 1 GB in
+/// flags (shared by the runs on it, not copied), next to a model of about 1 GB in
 /// wasm32's 4 GiB. At a few thousand tokens a second on a GPU that is many
 /// hours of training; a larger file is refused with its line, not left to
 /// run the engine out of memory.
 const MAX_DATA_TOKENS: usize = 100_000_000;
 
-/// What the page shows about a loaded model.
+/// The page's settings form: each setting's name and the text in its field.
+type FormValues = BTreeMap<String, String>;
+
+/// How the page asks for a data file to be read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DataRequest {
+    /// `auto` or empty to detect, else `jsonl`, `json`, `csv`, `tsv`, `text`.
+    #[serde(default)]
+    format: String,
+    /// Table columns, `prompt=Q,response=A`.
+    #[serde(default)]
+    columns: String,
+    /// Train on every token.
+    #[serde(default)]
+    all_tokens: bool,
+    /// The Sequence length field's text.
+    seq_len: String,
+}
+
+/// A setting the page's form holds a wrong value for.
 #[derive(Serialize)]
-struct ModelInfo {
+struct FieldError {
     name: String,
-    layers: usize,
-    hidden: usize,
-    heads: usize,
-    kv_heads: usize,
-    vocab: usize,
-    context: usize,
-    parameters: usize,
-    chat_template: bool,
-}
-
-/// What the page shows when a run starts.
-#[derive(Serialize)]
-struct RunInfo {
-    steps: usize,
-    examples: usize,
-    truncated: usize,
-    skipped: usize,
-    trainable_parameters: usize,
-    tokens_per_step_max: usize,
-    validation_examples: usize,
-}
-
-/// The loss on the held-out examples.
-#[derive(Serialize)]
-struct ValidationInfo {
-    loss: f64,
-    tokens: usize,
-    examples: usize,
-}
-
-/// The page's view of one optimizer step.
-#[derive(Serialize)]
-struct StepInfo {
-    step: usize,
-    steps: usize,
-    loss: f32,
-    grad_norm: f32,
-    lr: f64,
-    tokens: usize,
-    trained_tokens: usize,
-    epoch: f64,
-}
-
-struct Data {
-    file: String,
-    examples: Vec<Example>,
-}
-
-struct State {
-    device: Device,
-    backend: &'static str,
-    model: Option<Rc<Loaded>>,
-    data: Option<Data>,
-    trainer: Option<Trainer>,
-    last: Option<StepReport>,
-    /// Held-out examples of the current run, and their loss before/after.
-    validation: Vec<Example>,
-    val_before: Option<f64>,
-    val_after: Option<f64>,
+    message: String,
 }
 
 /// The training engine of one page.
 #[wasm_bindgen]
 pub struct Engine {
-    state: Rc<RefCell<State>>,
+    session: Rc<RefCell<Session>>,
 }
 
 fn js(e: Error) -> JsValue {
     JsError::new(&e.to_string()).into()
 }
 
-fn to_js(v: &impl Serialize) -> std::result::Result<JsValue, JsValue> {
+fn to_js(v: &impl Serialize) -> Result<JsValue, JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(|e| JsError::new(&e.to_string()).into())
+}
+
+fn from_js<T: for<'de> Deserialize<'de>>(what: &str, v: JsValue) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value(v).map_err(|e| js(Error::setting(what, e)))
 }
 
 fn busy() -> JsValue {
@@ -124,7 +90,7 @@ impl Engine {
     /// An engine on the browser's WebGPU adapter. The caller checks first
     /// that the adapter offers `timestamp-query` (burn's wgpu runtime needs
     /// it) and falls back to [`Engine::cpu`] when this fails.
-    pub async fn webgpu() -> std::result::Result<Engine, JsValue> {
+    pub async fn webgpu() -> Result<Engine, JsValue> {
         let device = Device::wgpu_options()
             .init_async()
             .await
@@ -132,19 +98,9 @@ impl Engine {
         Ok(Engine::on(device, "webgpu"))
     }
 
-    fn on(device: Device, backend: &'static str) -> Engine {
+    fn on(device: Device, backend: &str) -> Engine {
         Engine {
-            state: Rc::new(RefCell::new(State {
-                device,
-                backend,
-                model: None,
-                data: None,
-                trainer: None,
-                last: None,
-                validation: Vec::new(),
-                val_before: None,
-                val_after: None,
-            })),
+            session: Rc::new(RefCell::new(Session::new(device, backend))),
         }
     }
 
@@ -157,212 +113,165 @@ impl Engine {
 
     /// `cpu` or `webgpu`.
     pub fn backend(&self) -> String {
-        self.state.borrow().backend.to_string()
+        self.session.borrow().backend().to_string()
     }
 
-    /// Loads a GGUF model from its bytes; `name` is the file's name.
-    #[wasm_bindgen(js_name = loadGguf)]
-    pub fn load_gguf(&self, name: &str, bytes: &[u8]) -> std::result::Result<JsValue, JsValue> {
-        let device = self.state.borrow().device.clone();
-        let loaded = load_gguf(name, bytes, &device).map_err(js)?;
-        self.set_model(loaded)
+    /// Every run setting (name, label, kind and range, default, help), in
+    /// the order of the page's form.
+    pub fn settings() -> Result<JsValue, JsValue> {
+        to_js(&views())
     }
 
-    /// Loads a Hugging Face model from its files' bytes; `name` names the
-    /// model (repository id or folder) in messages and the adapter config.
-    #[wasm_bindgen(js_name = loadHf)]
-    pub fn load_hf(
+    /// Checks the form's values (`{name: text}`) one field at a time, then
+    /// together; resolves to the wrong ones as `[{name, message}]`.
+    #[wasm_bindgen(js_name = checkSettings)]
+    pub fn check_settings(values: JsValue) -> Result<JsValue, JsValue> {
+        let values: FormValues = from_js("settings", values)?;
+        let mut errors: Vec<FieldError> = values
+            .iter()
+            .filter_map(|(name, text)| {
+                let e = setting(name).and_then(|s| s.parse(text)).err()?;
+                Some(FieldError {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect();
+        if errors.is_empty()
+            && let Err(e) =
+                RunSettings::from_text(values.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        {
+            errors.push(FieldError {
+                name: "settings".into(),
+                message: e.to_string(),
+            });
+        }
+        to_js(&errors)
+    }
+
+    /// Which of the chosen files make a model: `{kind: "gguf", file}` or
+    /// `{kind: "hf", files}`; throws saying what is missing.
+    #[wasm_bindgen(js_name = modelFiles)]
+    pub fn model_files(names: Vec<String>) -> Result<JsValue, JsValue> {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        to_js(&ModelFiles::choose(&names).map_err(js)?)
+    }
+
+    /// The choices for a data file's bad lines, the default first (labels
+    /// for the page's select; each data summary says what each means).
+    #[wasm_bindgen(js_name = badLinesChoices)]
+    pub fn bad_lines_choices() -> Result<JsValue, JsValue> {
+        to_js(&BadLines::choices(0))
+    }
+
+    /// The files a Hugging Face repository must have, and those it may.
+    #[wasm_bindgen(js_name = hubFiles)]
+    pub fn hub_files() -> Result<JsValue, JsValue> {
+        to_js(&serde_json::json!({"required": HF_REQUIRED, "optional": HF_OPTIONAL}))
+    }
+
+    /// Loads a model from its files (`names[i]` holds `bytes[i]`): one
+    /// `.gguf`, or a Hugging Face model's files. `name` names the model
+    /// (repository id or folder) in messages and the adapter config.
+    #[wasm_bindgen(js_name = loadModel)]
+    pub fn load_model(
         &self,
         name: &str,
-        config: &[u8],
-        weights: &[u8],
-        tokenizer: Option<Vec<u8>>,
-        tokenizer_config: Option<Vec<u8>>,
-        chat_template: Option<Vec<u8>>,
-    ) -> std::result::Result<JsValue, JsValue> {
-        let device = self.state.borrow().device.clone();
-        let files = HfFiles {
-            config,
-            weights,
-            tokenizer: tokenizer.as_deref(),
-            tokenizer_config: tokenizer_config.as_deref(),
-            chat_template: chat_template.as_deref(),
-        };
-        let loaded = load_hf(name, &files, &device).map_err(js)?;
-        self.set_model(loaded)
+        names: Vec<String>,
+        bytes: Array,
+    ) -> Result<JsValue, JsValue> {
+        let bytes: Vec<Vec<u8>> = bytes.iter().map(|b| Uint8Array::new(&b).to_vec()).collect();
+        let files: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(String::as_str)
+            .zip(bytes.iter().map(Vec::as_slice))
+            .collect();
+        let mut s = self.session.try_borrow_mut().map_err(|_| busy())?;
+        let loaded = load_files(name, &files, s.device()).map_err(js)?;
+        to_js(&s.load(loaded).map_err(js)?)
     }
 
-    fn set_model(&self, loaded: Loaded) -> std::result::Result<JsValue, JsValue> {
-        if loaded.tokenizer.is_none() {
-            return Err(js(Error::format(
-                &loaded.name,
-                "the model has no tokenizer (tokenizer.json), so text cannot be tokenized",
-            )));
-        }
-        let c = &loaded.model.config;
-        let info = ModelInfo {
-            name: loaded.name.clone(),
-            layers: c.num_layers,
-            hidden: c.hidden_size,
-            heads: c.num_heads,
-            kv_heads: c.num_kv_heads,
-            vocab: c.vocab_size,
-            context: c.max_position_embeddings,
-            parameters: c.num_parameters(),
-            chat_template: loaded
-                .tokenizer
-                .as_ref()
-                .is_some_and(|t| t.chat_template.is_some()),
-        };
-        let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
-        s.model = Some(Rc::new(loaded));
-        s.data = None;
-        s.trainer = None;
-        s.last = None;
-        to_js(&info)
-    }
-
-    /// Reads and tokenizes the data file `blob` (named `file`) for the
-    /// loaded model, streaming it a slice at a time, so only its tokens stay
-    /// in memory; returns the summary the page shows (counts, bad lines, a
-    /// preview). `format` overrides detection (`jsonl`, `json`, `csv`,
-    /// `tsv`, `text`); `columns` maps table columns (`prompt=Q,response=A`);
-    /// `all_tokens` trains prompts too; `on_progress(read, size)` is called
-    /// after each slice. Worker only (it reads with `FileReaderSync`).
+    /// Reads and tokenizes the data file `blob` (named `file`) a slice at a
+    /// time, so only its tokens stay in memory; `request` is `{format,
+    /// columns, allTokens, seqLen}`; `on_progress(read, size)` is called
+    /// after each slice. Returns the summary and the bad-lines choices.
+    /// Worker only (it reads with `FileReaderSync`).
     #[wasm_bindgen(js_name = prepareData)]
-    #[allow(clippy::too_many_arguments)]
     pub fn prepare_data(
         &self,
         file: &str,
         blob: Blob,
-        seq_len: usize,
-        format: Option<String>,
-        columns: Option<String>,
-        all_tokens: bool,
+        request: JsValue,
         on_progress: Option<Function>,
-    ) -> std::result::Result<JsValue, JsValue> {
+    ) -> Result<JsValue, JsValue> {
+        let r: DataRequest = from_js("data", request)?;
+        let seq_len = RunSettings::from_text([("seq-len", r.seq_len.as_str())])
+            .map_err(js)?
+            .seq_len;
+        let format = match r.format.as_str() {
+            "" | "auto" => None,
+            f => Some(Format::parse(f).map_err(js)?),
+        };
         let options = ReadOptions {
-            format: format
-                .filter(|f| !f.is_empty() && f != "auto")
-                .map(|f| Format::parse(&f))
-                .transpose()
-                .map_err(js)?,
-            columns: Columns::parse(columns.as_deref().unwrap_or("")).map_err(js)?,
-            all_tokens,
+            format,
+            columns: Columns::parse(&r.columns).map_err(js)?,
+            all_tokens: r.all_tokens,
         };
-        let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
-        let model = s.model.clone().ok_or_else(|| no("model"))?;
-        let tok = model.tokenizer.as_ref().expect("checked on load");
-        let reader = BlobReader::new(blob, on_progress)?;
-        let reader = std::io::BufReader::with_capacity(CHUNK, reader);
-        let prepared =
-            prepare_within(file, reader, &options, tok, seq_len, MAX_DATA_TOKENS).map_err(js)?;
-        s.data = Some(Data {
-            file: file.to_string(),
-            examples: prepared.examples,
-        });
-        to_js(&prepared.summary)
-    }
-
-    /// Starts a run with `settings` (a [`RunSettings`] object; missing
-    /// fields take their defaults): fresh adapters, optimizer and data order.
-    pub fn start(&self, settings: JsValue) -> std::result::Result<JsValue, JsValue> {
-        let settings: RunSettings = serde_wasm_bindgen::from_value(settings)
-            .map_err(|e| js(Error::setting("settings", e)))?;
-        let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
-        let model = s.model.clone().ok_or_else(|| no("model"))?;
-        let data = s.data.as_ref().ok_or_else(|| no("data"))?;
-        let Run {
-            trainer,
-            validation,
-            trainable,
-        } = settings
-            .begin(model.model.clone(), data.examples.clone(), &s.device)
+        let reader = std::io::BufReader::with_capacity(CHUNK, BlobReader::new(blob, on_progress)?);
+        let mut s = self.session.try_borrow_mut().map_err(|_| busy())?;
+        let report = s
+            .prepare_data(file, reader, &options, seq_len, MAX_DATA_TOKENS)
             .map_err(js)?;
-        let c = &trainer.config;
-        let info = RunInfo {
-            steps: c.steps,
-            examples: trainer.num_examples(),
-            truncated: trainer.truncated,
-            skipped: trainer.skipped,
-            trainable_parameters: trainable,
-            tokens_per_step_max: c.batch_size * c.grad_accum * c.seq_len,
-            validation_examples: validation.len(),
-        };
-        s.trainer = Some(trainer);
-        s.last = None;
-        s.validation = validation;
-        s.val_before = None;
-        s.val_after = None;
-        to_js(&info)
+        to_js(&report)
     }
 
-    /// One optimizer step; resolves to its report (loss, norm, lr, tokens).
-    pub fn step(&self) -> Promise {
-        let state = self.state.clone();
+    /// Starts a run with the form's `settings` (`{name: text}`; settings
+    /// not given keep their defaults) and the bad-lines choice (`skip` or
+    /// `stop`); returns what the page shows about it.
+    pub fn start(&self, settings: JsValue, bad_lines: &str) -> Result<JsValue, JsValue> {
+        let values: FormValues = from_js("settings", settings)?;
+        let settings = RunSettings::from_text(values.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            .map_err(js)?;
+        let bad_lines = BadLines::parse(bad_lines).map_err(js)?;
+        let mut s = self.session.try_borrow_mut().map_err(|_| busy())?;
+        to_js(&s.start(&settings, bad_lines).map_err(js)?)
+    }
+
+    /// Moves the run on: resolves to `{kind: "validation" | "step" |
+    /// "paused" | "finished", ...}`.
+    pub fn advance(&self) -> Promise {
+        let session = self.session.clone();
         future_to_promise(async move {
-            let (pending, steps) = {
-                let mut s = state.try_borrow_mut().map_err(|_| busy())?;
-                let t = s.trainer.as_mut().ok_or_else(|| no("run"))?;
-                if t.steps_done() >= t.config.steps {
-                    return Err(js(Error::setting("steps", "the run is complete")));
-                }
-                (t.step_pending().map_err(js)?, t.config.steps)
-            };
-            let r = pending.read_async().await.map_err(js)?;
-            let info = StepInfo {
-                step: r.step,
-                steps,
-                loss: r.loss,
-                grad_norm: r.grad_norm,
-                lr: r.lr,
-                tokens: r.tokens,
-                trained_tokens: r.trained_tokens,
-                epoch: r.epoch,
-            };
-            state.borrow_mut().last = Some(r);
-            to_js(&info)
+            let mut s = session.try_borrow_mut().map_err(|_| busy())?;
+            to_js(&s.advance().await.map_err(js)?)
         })
     }
 
-    /// The loss on the run's held-out examples, with the adapter as trained
-    /// so far when `tuned` (else the base model); resolves to
-    /// `{loss, tokens, examples}`. The page asks before and after training.
-    pub fn validate(&self, tuned: bool) -> Promise {
-        let state = self.state.clone();
-        future_to_promise(async move {
-            let (model, adapters, examples, batch, seq_len) = {
-                let s = state.try_borrow().map_err(|_| busy())?;
-                let t = s.trainer.as_ref().ok_or_else(|| no("run"))?;
-                if s.validation.is_empty() {
-                    return Err(no("validation set (the data is too small to split)"));
-                }
-                (
-                    s.model.clone().ok_or_else(|| no("model"))?,
-                    tuned.then(|| t.adapters.clone()),
-                    s.validation.clone(),
-                    t.config.batch_size,
-                    t.config.seq_len,
-                )
-            };
-            let (loss, tokens) =
-                evaluate_async(&model.model, adapters.as_ref(), &examples, batch, seq_len)
-                    .await
-                    .map_err(js)?;
-            {
-                let mut s = state.borrow_mut();
-                if tuned {
-                    s.val_after = Some(loss);
-                } else {
-                    s.val_before = Some(loss);
-                }
-            }
-            to_js(&ValidationInfo {
-                loss,
-                tokens,
-                examples: examples.len(),
-            })
-        })
+    /// Holds the run between steps.
+    pub fn pause(&self) -> Result<(), JsValue> {
+        self.session
+            .try_borrow_mut()
+            .map_err(|_| busy())?
+            .pause()
+            .map_err(js)
+    }
+
+    /// Lets a paused run go on.
+    pub fn resume(&self) -> Result<(), JsValue> {
+        self.session
+            .try_borrow_mut()
+            .map_err(|_| busy())?
+            .resume()
+            .map_err(js)
+    }
+
+    /// Ends the run after the step under way.
+    pub fn stop(&self) -> Result<(), JsValue> {
+        self.session
+            .try_borrow_mut()
+            .map_err(|_| busy())?
+            .stop()
+            .map_err(js)
     }
 
     /// Continues `prompt` (a user turn for chat models) greedily for at most
@@ -375,42 +284,19 @@ impl Engine {
         tuned: bool,
         on_text: Function,
     ) -> Promise {
-        let state = self.state.clone();
+        let session = self.session.clone();
         future_to_promise(async move {
-            let (model, adapters) = {
-                let s = state.try_borrow().map_err(|_| busy())?;
-                let model = s.model.clone().ok_or_else(|| no("model"))?;
-                let adapters = match (tuned, &s.trainer) {
-                    (false, _) => None,
-                    (true, Some(t)) => Some(t.adapters.clone()),
-                    (true, None) => return Err(no("trained adapter")),
-                };
-                (model, adapters)
-            };
-            let tok = model.tokenizer.as_ref().expect("checked on load");
-            let prompt = tok.encode_prompt(&prompt, false).map_err(js)?;
-            let config = GenerateConfig {
-                max_tokens,
-                ..GenerateConfig::default()
-            };
-            let mut decoder = Decoder::new(
-                &model.model,
-                adapters.as_ref(),
-                &prompt,
-                &[tok.eos_id],
-                config,
-            );
-            let mut stream = TextStream::new(tok);
-            while let Some(pending) = decoder.step() {
-                let id = pending.read_async().await.map_err(js)?;
-                if !decoder.accept(id) {
-                    break;
-                }
-                if let Some(text) = stream.push(id) {
-                    on_text.call1(&JsValue::NULL, &JsValue::from_str(&text))?;
-                }
-            }
-            Ok(JsValue::from_str(&stream.finish().map_err(js)?))
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let reply = s
+                .generate(&prompt, max_tokens, tuned, |text| {
+                    on_text
+                        .call1(&JsValue::NULL, &JsValue::from_str(text))
+                        .map(|_| ())
+                        .map_err(|e| Error::setting("generate", format!("{e:?}")))
+                })
+                .await
+                .map_err(js)?;
+            Ok(JsValue::from_str(&reply))
         })
     }
 
@@ -418,44 +304,15 @@ impl Engine {
     /// adapter_config.json, README.md). `base_model` goes into the config.
     #[wasm_bindgen(js_name = exportZip)]
     pub fn export_zip(&self, base_model: String) -> Promise {
-        let state = self.state.clone();
+        let session = self.session.clone();
         future_to_promise(async move {
-            let (adapters, config, examples, done, file, backend, loss, validation) = {
-                let s = state.try_borrow().map_err(|_| busy())?;
-                let t = s.trainer.as_ref().ok_or_else(|| no("run"))?;
-                let file = s.data.as_ref().map(|d| d.file.clone()).unwrap_or_default();
-                (
-                    t.adapters.clone(),
-                    t.config.clone(),
-                    t.num_examples(),
-                    t.steps_done(),
-                    file,
-                    s.backend,
-                    s.last.as_ref().map(|r| r.loss),
-                    match (s.val_before, s.val_after) {
-                        (Some(b), Some(a)) => Some((b, a, s.validation.len())),
-                        _ => None,
-                    },
-                )
-            };
-            let files = export_async(&adapters, &base_model).await.map_err(js)?;
-            let card = model_card(&CardInfo {
-                base_model: &base_model,
-                data_file: &file,
-                examples,
-                steps_done: done,
-                final_loss: loss,
-                lora: &adapters.config,
-                train: &config,
-                backend,
-                validation,
-            });
-            let zip = adapter_zip(&files, &card).map_err(js)?;
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let zip = s
+                .export(&base_model)
+                .await
+                .and_then(|a| a.zip())
+                .map_err(js)?;
             Ok(Uint8Array::from(zip.as_slice()).into())
         })
     }
-}
-
-fn no(what: &str) -> JsValue {
-    JsError::new(&format!("no {what} yet")).into()
 }

@@ -1,5 +1,5 @@
 // Shared by the browser tests and the screenshot script: the static server,
-// Debian's headless Chromium (design.md 4.2) and the page's common moves.
+// Debian's headless Chromium (WebGPU on its SwiftShader adapter) and the page's common moves.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

@@ -324,3 +324,60 @@ test('every data format reads in the page as the CLI reads it, and trains', asyn
     await browser.close();
   }
 });
+
+// Values a setting must refuse, from the engine's description of it (as
+// tests/run_settings.rs makes them for the CLI).
+function badValues(s) {
+  const v = ['', '-1', 'NaN', '4294967296', 'abc'];
+  const k = s.kind;
+  if (k.type === 'int') {
+    v.push('0.5');
+    if (k.min > 0) v.push(String(k.min - 1));
+    v.push(String(k.max + 1));
+  } else if (k.type === 'float') {
+    v.push('inf');
+    if (!k.min_included) v.push(String(k.min));
+    if (!k.max_included) v.push(String(k.max));
+    v.push(String(k.max * 2 + 1));
+  }
+  return s.empty ? v.filter((x) => x !== '') : v;
+}
+
+test('every setting refuses values out of its range in the page, naming it', async () => {
+  const { browser, page, consoleLines } = await open(ORIGIN, { webgpu: false });
+  const errorOf = (name) => page.locator(tid(`setting-error-${name}`));
+  const check = async (name, value, want) => {
+    await errorOf(name).evaluate((el) => { el.textContent = 'checking'; });
+    const field = page.locator(tid(`setting-${name}`));
+    await field.fill(value);
+    await field.dispatchEvent('change');
+    await page.waitForFunction((n) => document.querySelector(`[data-testid="setting-error-${n}"]`).textContent !== 'checking', name);
+    const text = await errorOf(name).textContent();
+    if (want) assert.ok(text.startsWith(want), `${name} = ${JSON.stringify(value)}: "${text}"`);
+    else assert.equal(text, '', `${name} = ${JSON.stringify(value)}`);
+  };
+  try {
+    await waitForEngine(page, 'cpu');
+    const settings = await page.evaluate(() => window.tabtune.settings());
+    // The form is the engine's: every setting is there with its default.
+    for (const s of settings) {
+      if (['int', 'float'].includes(s.kind.type)) assert.equal(await page.inputValue(tid(`setting-${s.name}`)), s.default, s.name);
+    }
+    let checked = 0;
+    for (const s of settings.filter((x) => ['int', 'float'].includes(x.kind.type))) {
+      for (const bad of badValues(s)) {
+        await check(s.name, bad, `setting \`${s.name}\``);
+        checked += 1;
+      }
+      await check(s.name, s.default, '');
+    }
+    assert.ok(checked > 100, `${checked} values checked`);
+    // Targets are checkboxes: choosing none is refused.
+    for (const t of ['q', 'k', 'v', 'o', 'gate', 'up', 'down']) await page.uncheck(tid(`target-${t}`));
+    await page.waitForFunction(() => /^setting `targets`/.test(document.querySelector('[data-testid="setting-error-targets"]').textContent));
+    await expectNoErrors(page, consoleLines);
+  } finally {
+    writeFileSync(join(OUT, 'settings-console.log'), consoleLines.join('\n'));
+    await browser.close();
+  }
+});

@@ -1,0 +1,554 @@
+//! [`Session`]: the one home of a training run, from a person's settings to
+//! the exported files. It holds the loaded model, the prepared data and the
+//! current run (seeded split, adapters, trainer, validation losses, pause
+//! and stop), and it answers generation with the base or tuned weights and
+//! the export with its model card. `tabtune train` and the page's `Engine`
+//! are thin drivers over it; both move a run on with [`Session::advance`].
+//!
+//! A run's life, one [`Progress`] per `advance`:
+//!
+//! ```text
+//! start ─► [validation before] ─► step ─► step … ─► [validation during] ─► step … ─► [validation after] ─► finished
+//!              (when held out)        pause: Paused until resumed     stop: straight to validation after
+//! ```
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::data::{BadLines, BadLinesChoice, Example, ReadOptions, Summary, prepare_within};
+use crate::error::{Error, Result};
+use crate::generate::{GenerateConfig, generate_text};
+use crate::io::bundle::adapter_zip;
+use crate::io::card::{CardInfo, model_card};
+use crate::io::peft::{self, PeftFiles};
+use crate::model::load::Loaded;
+use crate::tokenizer::TextTokenizer;
+use crate::train::{Run, RunSettings, StepReport, Trainer, evaluate};
+
+/// What a front end shows about a loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    /// The model's name (GGUF `general.name`, or the folder or repository).
+    pub name: String,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Longest context.
+    pub context: usize,
+    /// Parameters in the base model.
+    pub parameters: usize,
+    /// Whether the tokenizer has a chat template.
+    pub chat_template: bool,
+}
+
+/// A prepared data file: its summary, and what each bad-lines choice means
+/// for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataReport {
+    /// Counts, bad lines, notes and a preview.
+    pub summary: Summary,
+    /// Each choice for the bad lines, and whether it lets a run start.
+    pub bad_lines: Vec<BadLinesChoice>,
+}
+
+/// What a front end shows when a run starts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunInfo {
+    /// Optimizer steps planned.
+    pub steps: usize,
+    /// Examples trained on.
+    pub examples: usize,
+    /// Examples cut to the sequence length.
+    pub truncated: usize,
+    /// Examples left out with nothing to train after the cut.
+    pub skipped: usize,
+    /// Parameters in the adapters.
+    pub trainable_parameters: usize,
+    /// Most tokens one optimizer step can hold.
+    pub tokens_per_step_max: usize,
+    /// Examples held out for the validation loss.
+    pub validation_examples: usize,
+}
+
+/// When a validation loss was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// With the base model, before the first step.
+    Before,
+    /// With the adapter as trained so far, every `eval-every` steps.
+    During,
+    /// With the adapter as trained, at the end.
+    After,
+}
+
+/// The loss on the held-out examples.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Validation {
+    /// When it was measured.
+    pub when: When,
+    /// Optimizer steps taken then.
+    pub step: usize,
+    /// Mean loss per trained token.
+    pub loss: f64,
+    /// Trained tokens it was taken over.
+    pub tokens: usize,
+    /// Held-out examples.
+    pub examples: usize,
+}
+
+/// What one [`Session::advance`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Progress {
+    /// Measured the validation loss.
+    Validation(Validation),
+    /// Took an optimizer step.
+    Step {
+        /// The step's report.
+        #[serde(flatten)]
+        report: StepReport,
+        /// Steps planned.
+        steps: usize,
+    },
+    /// Did nothing: the run is paused.
+    Paused {
+        /// Steps taken so far.
+        steps: usize,
+    },
+    /// The run is over: all steps taken, or stopped.
+    Finished {
+        /// Whether it was stopped before its last step.
+        stopped: bool,
+        /// Steps taken.
+        steps: usize,
+    },
+}
+
+/// Where the session's run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// No run has started.
+    Idle,
+    /// Advancing.
+    Running,
+    /// Paused between steps.
+    Paused,
+    /// Asked to stop; the next advances end it.
+    Stopping,
+    /// Took every planned step.
+    Finished,
+    /// Ended before its last step (stopped, or a step failed).
+    Stopped,
+}
+
+/// A run's place in its life (see the module's diagram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Before,
+    Training,
+    During,
+    After,
+    /// Over; `reported` once [`Progress::Finished`] went out.
+    Over {
+        stopped: bool,
+        reported: bool,
+    },
+}
+
+struct ActiveRun {
+    trainer: Trainer,
+    data_file: String,
+    validation: Vec<Example>,
+    validations: Vec<Validation>,
+    last: Option<StepReport>,
+    phase: Phase,
+    paused: bool,
+    stop: bool,
+    /// Steps between validation losses (0: before and after only).
+    eval_every: usize,
+}
+
+struct DataSet {
+    file: String,
+    /// Shared with the runs on it, never copied.
+    examples: Arc<[Example]>,
+    summary: Summary,
+}
+
+/// The adapter files of a run: PEFT's two files and the model card.
+pub struct AdapterFiles {
+    /// `adapter_model.safetensors` and `adapter_config.json`.
+    pub peft: PeftFiles,
+    /// `README.md`.
+    pub card: String,
+}
+
+impl AdapterFiles {
+    /// The three files in one `.zip`, as the page downloads them.
+    pub fn zip(&self) -> Result<Vec<u8>> {
+        adapter_zip(&self.peft, &self.card)
+    }
+}
+
+/// One model, one data set and one run.
+pub struct Session {
+    device: Device,
+    backend: String,
+    model: Option<Loaded>,
+    data: Option<DataSet>,
+    run: Option<ActiveRun>,
+}
+
+fn missing(what: &str) -> Error {
+    Error::setting("session", format!("no {what} yet"))
+}
+
+impl Session {
+    /// An empty session computing on `device`; `backend` names it in model
+    /// cards (`cpu`, `webgpu`).
+    pub fn new(device: Device, backend: &str) -> Self {
+        Self {
+            device,
+            backend: backend.to_string(),
+            model: None,
+            data: None,
+            run: None,
+        }
+    }
+
+    /// The device it computes on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// `cpu`, `webgpu`, …
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// Takes a loaded model (which must have a tokenizer), dropping the data
+    /// and run of the one before.
+    pub fn load(&mut self, loaded: Loaded) -> Result<ModelInfo> {
+        if loaded.tokenizer.is_none() {
+            return Err(Error::format(
+                &loaded.name,
+                "the model has no tokenizer (tokenizer.json), so text cannot be tokenized",
+            ));
+        }
+        let c = &loaded.model.config;
+        let info = ModelInfo {
+            name: loaded.name.clone(),
+            layers: c.num_layers,
+            hidden: c.hidden_size,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            vocab: c.vocab_size,
+            context: c.max_position_embeddings,
+            parameters: c.num_parameters(),
+            chat_template: loaded
+                .tokenizer
+                .as_ref()
+                .is_some_and(|t| t.chat_template.is_some()),
+        };
+        self.model = Some(loaded);
+        self.data = None;
+        self.run = None;
+        Ok(info)
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> Result<&Loaded> {
+        self.model.as_ref().ok_or_else(|| missing("model"))
+    }
+
+    /// The loaded model's tokenizer.
+    pub fn tokenizer(&self) -> Result<&TextTokenizer> {
+        self.model()?
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| missing("tokenizer"))
+    }
+
+    /// Reads and tokenizes the data file `file` from `reader` as it
+    /// streams, keeping at most `max_tokens` tokens (see
+    /// [`prepare_within`]); the counts are taken for `seq_len`.
+    pub fn prepare_data(
+        &mut self,
+        file: &str,
+        reader: impl BufRead,
+        options: &ReadOptions,
+        seq_len: usize,
+        max_tokens: usize,
+    ) -> Result<DataReport> {
+        let prepared = prepare_within(
+            file,
+            reader,
+            options,
+            self.tokenizer()?,
+            seq_len,
+            max_tokens,
+        )?;
+        let report = DataReport {
+            bad_lines: BadLines::choices(prepared.summary.problems.len()),
+            summary: prepared.summary.clone(),
+        };
+        self.data = Some(DataSet {
+            file: file.to_string(),
+            examples: Arc::from(prepared.examples),
+            summary: prepared.summary,
+        });
+        Ok(report)
+    }
+
+    /// Starts a run on the prepared data: every setting checked, the bad
+    /// lines refused when `bad_lines` says stop, then fresh seeded adapters,
+    /// optimizer, split and data order.
+    pub fn start(&mut self, settings: &RunSettings, bad_lines: BadLines) -> Result<RunInfo> {
+        settings.validate()?;
+        let model = self.model()?.model.clone();
+        let data = self.data.as_ref().ok_or_else(|| missing("data"))?;
+        bad_lines.check(&data.file, &data.summary.problems)?;
+        let Run {
+            trainer,
+            validation,
+            trainable,
+        } = settings.begin(model, Arc::clone(&data.examples), &self.device)?;
+        let c = &trainer.config;
+        let info = RunInfo {
+            steps: c.steps,
+            examples: trainer.num_examples(),
+            truncated: trainer.truncated,
+            skipped: trainer.skipped,
+            trainable_parameters: trainable,
+            tokens_per_step_max: c.batch_size * c.grad_accum * c.seq_len,
+            validation_examples: validation.len(),
+        };
+        self.run = Some(ActiveRun {
+            trainer,
+            data_file: data.file.clone(),
+            validation,
+            validations: Vec::new(),
+            last: None,
+            phase: Phase::Before,
+            paused: false,
+            stop: false,
+            eval_every: settings.eval_every,
+        });
+        Ok(info)
+    }
+
+    fn run(&self) -> Result<&ActiveRun> {
+        self.run.as_ref().ok_or_else(|| missing("run"))
+    }
+
+    fn run_mut(&mut self) -> Result<&mut ActiveRun> {
+        self.run.as_mut().ok_or_else(|| missing("run"))
+    }
+
+    /// Where the run stands.
+    pub fn status(&self) -> RunStatus {
+        match &self.run {
+            None => RunStatus::Idle,
+            Some(r) => match r.phase {
+                Phase::Over { stopped: true, .. } => RunStatus::Stopped,
+                Phase::Over { stopped: false, .. } => RunStatus::Finished,
+                _ if r.stop => RunStatus::Stopping,
+                _ if r.paused => RunStatus::Paused,
+                _ => RunStatus::Running,
+            },
+        }
+    }
+
+    /// Holds the run between steps: [`Session::advance`] answers
+    /// [`Progress::Paused`] until [`Session::resume`].
+    pub fn pause(&mut self) -> Result<()> {
+        self.run_mut()?.paused = true;
+        Ok(())
+    }
+
+    /// Lets a paused run go on.
+    pub fn resume(&mut self) -> Result<()> {
+        self.run_mut()?.paused = false;
+        Ok(())
+    }
+
+    /// Ends the run early: the next advances measure the validation loss
+    /// after (when there is a held-out set) and finish.
+    pub fn stop(&mut self) -> Result<()> {
+        let run = self.run_mut()?;
+        run.stop = true;
+        run.paused = false;
+        Ok(())
+    }
+
+    /// The validation losses measured in this run, in order.
+    pub fn validations(&self) -> &[Validation] {
+        self.run.as_ref().map_or(&[], |r| &r.validations)
+    }
+
+    /// The trainer of the current run (its adapters and config).
+    pub fn trainer(&self) -> Result<&Trainer> {
+        Ok(&self.run()?.trainer)
+    }
+
+    /// Moves the run on by one piece of work: a validation loss, a step,
+    /// or the end; reads its numbers from the device.
+    pub async fn advance(&mut self) -> Result<Progress> {
+        let run = self.run_mut()?;
+        let result = run.advance().await;
+        if result.is_err() {
+            run.phase = Phase::Over {
+                stopped: true,
+                reported: true,
+            };
+        }
+        result
+    }
+
+    /// Continues `prompt` (a user turn for chat models, raw text otherwise)
+    /// greedily for at most `max_tokens`, with the run's adapter when
+    /// `tuned`. `on_text` gets each new piece; returns the whole reply.
+    pub async fn generate(
+        &self,
+        prompt: &str,
+        max_tokens: usize,
+        tuned: bool,
+        on_text: impl FnMut(&str) -> Result<()>,
+    ) -> Result<String> {
+        let model = self.model()?;
+        let tok = self.tokenizer()?;
+        let adapters = match tuned {
+            false => None,
+            true => Some(&self.run()?.trainer.adapters),
+        };
+        let prompt = tok.encode_prompt(prompt, false)?;
+        let config = GenerateConfig {
+            max_tokens,
+            ..GenerateConfig::default()
+        };
+        generate_text(&model.model, adapters, tok, &prompt, &config, on_text).await
+    }
+
+    /// The run's adapter as PEFT files and a model card recording the data
+    /// file, the examples and the settings the run used; `base_model` goes
+    /// into the config and the card.
+    pub async fn export(&self, base_model: &str) -> Result<AdapterFiles> {
+        let run = self.run()?;
+        let t = &run.trainer;
+        let peft = peft::export(&t.adapters, base_model).read().await?;
+        let loss = |when| {
+            run.validations
+                .iter()
+                .find(|v| v.when == when)
+                .map(|v| v.loss)
+        };
+        let validation = match (loss(When::Before), loss(When::After)) {
+            (Some(before), Some(after)) => Some((before, after, run.validation.len())),
+            _ => None,
+        };
+        let card = model_card(&CardInfo {
+            base_model,
+            data_file: &run.data_file,
+            examples: t.num_examples(),
+            steps_done: t.steps_done(),
+            final_loss: run.last.as_ref().map(|r| r.loss),
+            lora: &t.adapters.config,
+            train: &t.config,
+            backend: &self.backend,
+            validation,
+        });
+        Ok(AdapterFiles { peft, card })
+    }
+}
+
+impl ActiveRun {
+    async fn validate(&mut self, when: When) -> Result<Progress> {
+        let t = &self.trainer;
+        let adapters = (when != When::Before).then_some(&t.adapters);
+        let (loss, tokens) = evaluate(
+            t.model(),
+            adapters,
+            &self.validation,
+            t.config.batch_size,
+            t.config.seq_len,
+        )?
+        .read()
+        .await?;
+        let v = Validation {
+            when,
+            step: t.steps_done(),
+            loss,
+            tokens,
+            examples: self.validation.len(),
+        };
+        self.validations.push(v.clone());
+        Ok(Progress::Validation(v))
+    }
+
+    async fn advance(&mut self) -> Result<Progress> {
+        let held = !self.validation.is_empty();
+        loop {
+            let (done, steps) = (self.trainer.steps_done(), self.trainer.config.steps);
+            match self.phase {
+                Phase::Before => {
+                    self.phase = Phase::Training;
+                    if held {
+                        return self.validate(When::Before).await;
+                    }
+                }
+                Phase::Training if self.stop || done >= steps => self.phase = Phase::After,
+                Phase::Training if self.paused => return Ok(Progress::Paused { steps: done }),
+                Phase::Training => {
+                    let report = self.trainer.step()?.read().await?;
+                    let every = self.eval_every;
+                    if held && every > 0 && report.step % every == 0 && report.step < steps {
+                        self.phase = Phase::During;
+                    }
+                    self.last = Some(report.clone());
+                    return Ok(Progress::Step { report, steps });
+                }
+                Phase::During => {
+                    self.phase = Phase::Training;
+                    return self.validate(When::During).await;
+                }
+                Phase::After => {
+                    self.phase = Phase::Over {
+                        stopped: done < steps,
+                        reported: false,
+                    };
+                    if held && done > 0 {
+                        return self.validate(When::After).await;
+                    }
+                }
+                Phase::Over {
+                    stopped,
+                    reported: false,
+                } => {
+                    self.phase = Phase::Over {
+                        stopped,
+                        reported: true,
+                    };
+                    return Ok(Progress::Finished {
+                        stopped,
+                        steps: done,
+                    });
+                }
+                Phase::Over { reported: true, .. } => {
+                    return Err(Error::setting("session", "the run is over"));
+                }
+            }
+        }
+    }
+}

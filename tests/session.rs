@@ -1,0 +1,308 @@
+//! The page's engine is a thin driver over `train::Session`; this drives a
+//! Session with the page's sequence of calls (load the chosen files, read
+//! the data, start, steps, pause, generate while paused, resume, stop,
+//! export) and checks it trains exactly as `tabtune train` with the same
+//! settings and seed. Only one test here trains: dropout draws from
+//! burn-flex's process-wide generator.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use common::{device, fixture, write_tiny_model};
+use serde_json::Value;
+use tabtune::data::{BadLines, ReadOptions};
+use tabtune::model::files::{ModelFiles, load_files};
+use tabtune::readback::block_on;
+use tabtune::train::session::When;
+use tabtune::train::{Progress, RunSettings, RunStatus, Session};
+
+/// The settings both runs use, as the page's form and the CLI's flags give them.
+const SETTINGS: [(&str, &str); 6] = [
+    ("steps", "6"),
+    ("batch", "2"),
+    ("seq-len", "64"),
+    ("validation", "0.25"),
+    ("eval-every", "4"),
+    ("lr", "0.01"),
+];
+
+/// What the page chose: every file in the tiny model's folder.
+fn chosen_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("lists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            (name, std::fs::read(&p).expect("reads"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn session_on(dir: &std::path::Path, data: &std::path::Path) -> (Session, usize) {
+    let files = chosen_files(dir);
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let mut session = Session::new(device(), "cpu");
+    let loaded = load_files("tiny", &files, &device()).expect("loads");
+    session.load(loaded).expect("has a tokenizer");
+    let reader = std::io::BufReader::new(std::fs::File::open(data).expect("opens"));
+    let report = session
+        .prepare_data(
+            "chat.jsonl",
+            reader,
+            &ReadOptions::default(),
+            64,
+            usize::MAX,
+        )
+        .expect("reads");
+    (session, report.summary.examples)
+}
+
+/// Equal to a millionth: the same computation in another process (the
+/// CPU backend's threads may add partial sums in another order).
+fn assert_same(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "{what}: {got:?} vs {want:?}"
+        );
+    }
+}
+
+/// The factors of an adapter_model.safetensors, by name.
+fn factors(bytes: &[u8]) -> Vec<(String, Vec<f64>)> {
+    let st = safetensors::SafeTensors::deserialize(bytes).expect("safetensors");
+    let mut out: Vec<(String, Vec<f64>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let vals = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect();
+            (name, vals)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn advance(s: &mut Session) -> Progress {
+    block_on(s.advance()).expect("advances")
+}
+
+#[test]
+fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
+    let dir = std::env::temp_dir().join(format!("tabtune-session-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_tiny_model(&dir);
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/samples/chat.jsonl");
+
+    // tabtune train, logging every step and validation loss.
+    let log = dir.join("log.jsonl");
+    let out = dir.join("cli-adapter");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tabtune"));
+    cmd.args(["train", "--model"])
+        .arg(&dir)
+        .arg("--data")
+        .arg(&data);
+    cmd.arg("--out").arg(&out).arg("--log").arg(&log);
+    for (name, value) in SETTINGS {
+        cmd.arg(format!("--{name}")).arg(value);
+    }
+    let o = cmd.output().expect("runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cli: Vec<Value> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let cli_losses = |kind: &str, key: &str| -> Vec<f64> {
+        cli.iter()
+            .filter(|v| v["kind"] == kind)
+            .map(|v| v[key].as_f64().expect("number"))
+            .collect()
+    };
+
+    // The page's sequence on a Session.
+    let (mut s, examples) = session_on(&dir, &data);
+    assert_eq!(examples, 24);
+    let settings = RunSettings::from_text(SETTINGS).expect("valid");
+    let info = s.start(&settings, BadLines::Skip).expect("starts");
+    assert_eq!((info.steps, info.validation_examples), (6, 6));
+    let mut steps = Vec::new();
+    let mut validations = Vec::new();
+    let mut record = |p: Progress| match p {
+        Progress::Step { report, .. } => steps.push(report.loss),
+        Progress::Validation(v) => validations.push((v.when, v.step, v.loss)),
+        other => panic!("unexpected {other:?}"),
+    };
+    record(advance(&mut s)); // validation before
+    record(advance(&mut s)); // step 1
+    record(advance(&mut s)); // step 2
+    s.pause().expect("pauses");
+    assert_eq!(s.status(), RunStatus::Paused);
+    assert_eq!(advance(&mut s), Progress::Paused { steps: 2 });
+    assert_eq!(
+        advance(&mut s),
+        Progress::Paused { steps: 2 },
+        "no step while paused"
+    );
+    let mut pieces = String::new();
+    let base = block_on(s.generate("What is the capital of France?", 4, false, |t| {
+        pieces.push_str(t);
+        Ok(())
+    }))
+    .expect("generates");
+    assert!(base.starts_with(&pieces));
+    block_on(s.generate("What is the capital of France?", 4, true, |_| Ok(()))).expect("tuned");
+    s.resume().expect("resumes");
+    assert_eq!(s.status(), RunStatus::Running);
+    loop {
+        match advance(&mut s) {
+            Progress::Finished { stopped, steps: n } => {
+                assert_eq!((stopped, n), (false, 6));
+                break;
+            }
+            p => record(p),
+        }
+    }
+    assert_eq!(s.status(), RunStatus::Finished);
+    assert!(
+        block_on(s.advance()).is_err(),
+        "a finished run does not go on"
+    );
+
+    // Same losses, same validation losses at the same steps, same adapter.
+    let cli_steps: Vec<f32> = cli_losses("step", "loss")
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
+    let as_f64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    assert_same("step losses", &as_f64(&steps), &as_f64(&cli_steps));
+    let whens: Vec<(When, usize)> = validations.iter().map(|v| (v.0, v.1)).collect();
+    assert_eq!(
+        whens,
+        [(When::Before, 0), (When::During, 4), (When::After, 6)]
+    );
+    let losses: Vec<f64> = validations.iter().map(|v| v.2).collect();
+    assert_same(
+        "validation losses",
+        &losses,
+        &cli_losses("validation", "loss"),
+    );
+    let adapter = block_on(s.export("tiny")).expect("exports");
+    let cli_weights = std::fs::read(out.join("adapter_model.safetensors")).expect("cli adapter");
+    let (ours, theirs) = (factors(&adapter.peft.safetensors), factors(&cli_weights));
+    assert_eq!(ours.len(), theirs.len());
+    for ((name, a), (other, b)) in ours.iter().zip(&theirs) {
+        assert_eq!(name, other);
+        assert_same(name, a, b);
+    }
+    assert!(
+        adapter.card.contains("| steps | 6 of 6 |"),
+        "{}",
+        adapter.card
+    );
+    assert!(
+        adapter.card.contains("`chat.jsonl` (18 examples)"),
+        "{}",
+        adapter.card
+    );
+
+    // A second run on the same session, stopped after two steps: the
+    // validation loss after is measured, and the card says how far it got.
+    s.start(&settings, BadLines::Skip).expect("starts again");
+    advance(&mut s);
+    advance(&mut s);
+    advance(&mut s);
+    s.stop().expect("stops");
+    assert_eq!(s.status(), RunStatus::Stopping);
+    assert!(
+        matches!(advance(&mut s), Progress::Validation(v) if v.when == When::After && v.step == 2)
+    );
+    assert_eq!(
+        advance(&mut s),
+        Progress::Finished {
+            stopped: true,
+            steps: 2
+        }
+    );
+    assert_eq!(s.status(), RunStatus::Stopped);
+    let card = block_on(s.export("tiny")).expect("exports").card;
+    assert!(card.contains("| steps | 2 of 6 |"), "{card}");
+    assert!(
+        card.contains("validation loss (6 held-out examples)"),
+        "{card}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_lines_stop_a_run_only_when_the_choice_is_to_stop() {
+    let dir = std::env::temp_dir().join(format!("tabtune-session-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_tiny_model(&dir);
+    let (mut s, _) = session_on(&dir, &fixture("data/chat.jsonl"));
+    let reader =
+        std::io::BufReader::new(std::fs::File::open(fixture("data/bad.jsonl")).expect("opens"));
+    let report = s
+        .prepare_data("bad.jsonl", reader, &ReadOptions::default(), 64, usize::MAX)
+        .expect("reads");
+    let choices: HashMap<String, bool> = report
+        .bad_lines
+        .iter()
+        .map(|c| (format!("{:?}", c.policy), c.blocked))
+        .collect();
+    assert!(choices["Stop"], "stop holds a file with bad lines");
+    assert!(!choices["Skip"], "leaving them out does not");
+    let settings = RunSettings::from_text([("steps", "1")]).expect("valid");
+    let err = s.start(&settings, BadLines::Stop).expect_err("stops");
+    assert!(
+        err.to_string().contains("bad.jsonl:2: 5 bad lines"),
+        "{err}"
+    );
+    assert_eq!(s.status(), RunStatus::Idle);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_model_files_rule_names_what_is_missing() {
+    let hf = ModelFiles::choose(&[
+        "tokenizer.json",
+        "x/config.json",
+        "model.safetensors",
+        "notes.txt",
+    ])
+    .expect("a model");
+    assert_eq!(
+        hf,
+        ModelFiles::Hf {
+            files: vec![
+                "config.json".into(),
+                "model.safetensors".into(),
+                "tokenizer.json".into()
+            ]
+        }
+    );
+    let gguf = ModelFiles::choose(&["a.GGUF", "config.json"]).expect("a model");
+    assert_eq!(
+        gguf,
+        ModelFiles::Gguf {
+            file: "a.GGUF".into()
+        }
+    );
+    let err = |names: &[&str]| ModelFiles::choose(names).expect_err("refused").to_string();
+    assert!(err(&["config.json"]).contains("Missing model.safetensors, tokenizer.json"));
+    assert!(err(&["a.gguf", "b.gguf"]).contains("one .gguf file, not 2"));
+    assert!(err(&[]).contains("none chosen"));
+}
