@@ -2,7 +2,7 @@
 //! trainer's and the adapter's configs, checked, with the same defaults.
 
 use tabtune::lora::{LoraConfig, Target};
-use tabtune::train::setting::{Kind, SETTINGS, Setting};
+use tabtune::train::setting::{Kind, SETTINGS, Setting, check_form};
 use tabtune::train::{RunSettings, Schedule, TrainConfig};
 
 fn from_json(json: &str) -> Result<RunSettings, serde_json::Error> {
@@ -202,4 +202,23 @@ fn the_cli_refuses_every_bad_value_before_loading_anything() {
         }
     }
     assert!(checked > 100, "{checked} values checked");
+}
+
+#[test]
+fn a_form_check_marks_every_wrong_field_at_once() {
+    let form = [
+        ("rank", "0"),
+        ("lr", "0.001"),
+        ("batch", "0.5"),
+        ("steps", ""),
+    ];
+    let errors = check_form(form);
+    let names: Vec<&str> = errors.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["rank", "batch"]);
+    assert!(
+        errors[1]
+            .message
+            .starts_with("setting `batch`: `0.5` is not a whole number")
+    );
+    assert!(check_form([("rank", "4"), ("steps", "")]).is_empty());
 }

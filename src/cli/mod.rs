@@ -16,8 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use tabtune::data::summary::Problem;
-use tabtune::data::table::Columns;
-use tabtune::data::{BadLines, Example, Format, ReadOptions, prepare_stream};
+use tabtune::data::{BadLines, Example, ReadOptions, prepare_stream};
 use tabtune::generate::{GenerateConfig, generate_text};
 use tabtune::lora::LoraAdapters;
 use tabtune::model::load::Loaded;
@@ -159,11 +158,11 @@ struct DataArgs {
 
 impl DataArgs {
     fn options(&self) -> Result<ReadOptions> {
-        Ok(ReadOptions {
-            format: self.format.as_deref().map(Format::parse).transpose()?,
-            columns: Columns::parse(self.columns.as_deref().unwrap_or(""))?,
-            all_tokens: self.all_tokens,
-        })
+        ReadOptions::from_text(
+            self.format.as_deref().unwrap_or(""),
+            self.columns.as_deref().unwrap_or(""),
+            self.all_tokens,
+        )
     }
 
     fn bad_lines(&self) -> BadLines {

@@ -99,6 +99,22 @@ pub struct ReadOptions {
     pub all_tokens: bool,
 }
 
+impl ReadOptions {
+    /// The options as a person gives them: a format name (`auto` or empty to
+    /// detect), a column mapping (`prompt=Q,response=A`, empty to find them
+    /// by name), and whether to train every token.
+    pub fn from_text(format: &str, columns: &str, all_tokens: bool) -> Result<Self> {
+        Ok(Self {
+            format: match format.trim() {
+                "" | "auto" => None,
+                f => Some(Format::parse(f)?),
+            },
+            columns: table::Columns::parse(columns)?,
+            all_tokens,
+        })
+    }
+}
+
 /// What reading a file found.
 #[derive(Debug)]
 pub struct Scan {

@@ -358,6 +358,42 @@ pub fn views() -> Vec<SettingView> {
         .collect()
 }
 
+/// A value a form holds that its setting refuses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    /// The setting (`settings` for a rule between settings).
+    pub name: String,
+    /// Why, naming the setting.
+    pub message: String,
+}
+
+/// Checks a form's values one field at a time, then together (when each is
+/// fine alone), so a page can mark every wrong field at once.
+pub fn check_form<'a>(
+    values: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+) -> Vec<FieldError> {
+    let mut errors: Vec<FieldError> = values
+        .clone()
+        .into_iter()
+        .filter_map(|(name, text)| {
+            let e = setting(name).and_then(|s| s.parse(text)).err()?;
+            Some(FieldError {
+                name: name.to_string(),
+                message: e.to_string(),
+            })
+        })
+        .collect();
+    if errors.is_empty()
+        && let Err(e) = RunSettings::from_text(values)
+    {
+        errors.push(FieldError {
+            name: "settings".into(),
+            message: e.to_string(),
+        });
+    }
+    errors
+}
+
 impl RunSettings {
     /// Settings from a person's text, `(name, value)` pairs named as in
     /// [`SETTINGS`]; settings not given keep their defaults. Every value is

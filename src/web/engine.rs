@@ -15,11 +15,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_sys::Blob;
 
-use crate::data::table::Columns;
-use crate::data::{BadLines, Format, ReadOptions};
+use crate::data::{BadLines, ReadOptions};
 use crate::error::Error;
 use crate::model::files::{HF_OPTIONAL, HF_REQUIRED, ModelFiles, load_files};
-use crate::train::setting::{setting, views};
+use crate::train::setting::{check_form, views};
 use crate::train::{RunSettings, Session};
 use crate::web::blob::{BlobReader, CHUNK};
 
@@ -50,11 +49,9 @@ struct DataRequest {
     seq_len: String,
 }
 
-/// A setting the page's form holds a wrong value for.
-#[derive(Serialize)]
-struct FieldError {
-    name: String,
-    message: String,
+/// The form's values as `(name, text)` pairs.
+fn pairs(values: &FormValues) -> impl Iterator<Item = (&str, &str)> + Clone {
+    values.iter().map(|(n, v)| (n.as_str(), v.as_str()))
 }
 
 /// The training engine of one page.
@@ -123,30 +120,11 @@ impl Engine {
     }
 
     /// Checks the form's values (`{name: text}`) one field at a time, then
-    /// together; resolves to the wrong ones as `[{name, message}]`.
+    /// together; returns the wrong ones as `[{name, message}]`.
     #[wasm_bindgen(js_name = checkSettings)]
     pub fn check_settings(values: JsValue) -> Result<JsValue, JsValue> {
         let values: FormValues = from_js("settings", values)?;
-        let mut errors: Vec<FieldError> = values
-            .iter()
-            .filter_map(|(name, text)| {
-                let e = setting(name).and_then(|s| s.parse(text)).err()?;
-                Some(FieldError {
-                    name: name.clone(),
-                    message: e.to_string(),
-                })
-            })
-            .collect();
-        if errors.is_empty()
-            && let Err(e) =
-                RunSettings::from_text(values.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-        {
-            errors.push(FieldError {
-                name: "settings".into(),
-                message: e.to_string(),
-            });
-        }
-        to_js(&errors)
+        to_js(&check_form(pairs(&values)))
     }
 
     /// Which of the chosen files make a model: `{kind: "gguf", file}` or
@@ -208,15 +186,7 @@ impl Engine {
         let seq_len = RunSettings::from_text([("seq-len", r.seq_len.as_str())])
             .map_err(js)?
             .seq_len;
-        let format = match r.format.as_str() {
-            "" | "auto" => None,
-            f => Some(Format::parse(f).map_err(js)?),
-        };
-        let options = ReadOptions {
-            format,
-            columns: Columns::parse(&r.columns).map_err(js)?,
-            all_tokens: r.all_tokens,
-        };
+        let options = ReadOptions::from_text(&r.format, &r.columns, r.all_tokens).map_err(js)?;
         let reader = std::io::BufReader::with_capacity(CHUNK, BlobReader::new(blob, on_progress)?);
         let mut s = self.session.try_borrow_mut().map_err(|_| busy())?;
         let report = s
@@ -230,8 +200,7 @@ impl Engine {
     /// `stop`); returns what the page shows about it.
     pub fn start(&self, settings: JsValue, bad_lines: &str) -> Result<JsValue, JsValue> {
         let values: FormValues = from_js("settings", settings)?;
-        let settings = RunSettings::from_text(values.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-            .map_err(js)?;
+        let settings = RunSettings::from_text(pairs(&values)).map_err(js)?;
         let bad_lines = BadLines::parse(bad_lines).map_err(js)?;
         let mut s = self.session.try_borrow_mut().map_err(|_| busy())?;
         to_js(&s.start(&settings, bad_lines).map_err(js)?)
