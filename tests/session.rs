@@ -244,6 +244,25 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
         card.contains("validation loss (6 held-out examples)"),
         "{card}"
     );
+
+    // Stopped just when a validation during training is due: the loss is
+    // measured once, as the loss after.
+    s.start(&settings, BadLines::Skip)
+        .expect("starts a third time");
+    for _ in 0..5 {
+        advance(&mut s); // before, steps 1 to 4
+    }
+    s.stop().expect("stops");
+    assert!(
+        matches!(advance(&mut s), Progress::Validation(v) if v.when == When::After && v.step == 4)
+    );
+    assert!(matches!(
+        advance(&mut s),
+        Progress::Finished {
+            stopped: true,
+            steps: 4
+        }
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -90,7 +90,9 @@ export async function fetchRepo(spec, files, onProgress) {
     const bytes = await download(hubUrl(spec, spec.gguf), { keep: true, onProgress: (r, t) => onProgress(spec.gguf, r, t) });
     return [{ name: spec.gguf, bytes }];
   }
-  const wanted = [...files.required.map((name) => [name, false]), ...files.optional.map((name) => [name, true])];
+  // The weights last: a repository missing a small file fails before them.
+  const wanted = [...files.required.map((name) => [name, false]), ...files.optional.map((name) => [name, true])]
+    .sort((a, b) => a[0].endsWith('.safetensors') - b[0].endsWith('.safetensors'));
   const got = [];
   for (const [name, optional] of wanted) {
     try {

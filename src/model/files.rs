@@ -41,8 +41,9 @@ fn base(name: &str) -> &str {
 }
 
 impl ModelFiles {
-    /// Picks the model's files out of `names` (bare names or paths), or
-    /// says what is missing or too much.
+    /// Picks the model's files out of `names` (bare names or paths): a
+    /// complete Hugging Face set, else one `.gguf`; or says what is missing
+    /// or too much.
     pub fn choose(names: &[&str]) -> Result<ModelFiles> {
         let fail = |reason: String| Err(Error::format("model files", reason));
         if names.is_empty() {
@@ -50,6 +51,17 @@ impl ModelFiles {
                 "none chosen: choose a .gguf file, or model.safetensors + config.json + tokenizer.json"
                     .into(),
             );
+        }
+        let has = |want: &str| names.iter().any(|n| base(n) == want);
+        let missing: Vec<&str> = HF_REQUIRED.into_iter().filter(|n| !has(n)).collect();
+        if missing.is_empty() {
+            let files = HF_REQUIRED
+                .into_iter()
+                .chain(HF_OPTIONAL)
+                .filter(|n| has(n))
+                .map(String::from)
+                .collect();
+            return Ok(ModelFiles::Hf { files });
         }
         let gguf: Vec<&str> = names
             .iter()
@@ -65,24 +77,13 @@ impl ModelFiles {
             [] => {}
             many => return fail(format!("choose one .gguf file, not {}", many.len())),
         }
-        let has = |want: &str| names.iter().any(|n| base(n) == want);
-        let missing: Vec<&str> = HF_REQUIRED.into_iter().filter(|n| !has(n)).collect();
-        if !missing.is_empty() {
-            let chosen: Vec<&str> = names.iter().map(|n| base(n)).collect();
-            return fail(format!(
-                "Missing {}: choose model.safetensors, config.json and tokenizer.json together \
-                 (you chose {})",
-                missing.join(", "),
-                chosen.join(", ")
-            ));
-        }
-        let files = HF_REQUIRED
-            .into_iter()
-            .chain(HF_OPTIONAL)
-            .filter(|n| has(n))
-            .map(String::from)
-            .collect();
-        Ok(ModelFiles::Hf { files })
+        let chosen: Vec<&str> = names.iter().map(|n| base(n)).collect();
+        fail(format!(
+            "Missing {}: choose model.safetensors, config.json and tokenizer.json together \
+             (you chose {})",
+            missing.join(", "),
+            chosen.join(", ")
+        ))
     }
 }
 

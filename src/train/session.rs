@@ -332,7 +332,10 @@ impl Session {
             truncated: trainer.truncated,
             skipped: trainer.skipped,
             trainable_parameters: trainable,
-            tokens_per_step_max: c.batch_size * c.grad_accum * c.seq_len,
+            tokens_per_step_max: c
+                .batch_size
+                .saturating_mul(c.grad_accum)
+                .saturating_mul(c.seq_len),
             validation_examples: validation.len(),
         };
         self.run = Some(ActiveRun {
@@ -519,6 +522,7 @@ impl ActiveRun {
                     self.last = Some(report.clone());
                     return Ok(Progress::Step { report, steps });
                 }
+                Phase::During if self.stop => self.phase = Phase::After,
                 Phase::During => {
                     self.phase = Phase::Training;
                     return self.validate(When::During).await;

@@ -79,7 +79,7 @@ const fn float(min: f64, min_included: bool, max: f64, max_included: bool) -> Ki
 
 /// Steps, warm-up steps and the validation interval are capped so a typo
 /// like 2^32 is caught rather than planned for.
-const MAX_STEPS: u64 = 10_000_000;
+pub const MAX_STEPS: u64 = 10_000_000;
 
 /// Every run setting, in the order the page shows them.
 pub const SETTINGS: &[Setting] = &[

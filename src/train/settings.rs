@@ -15,6 +15,7 @@ use crate::data::split::split_indices;
 use crate::error::{Error, Result};
 use crate::lora::{LoraAdapters, LoraConfig, Target};
 use crate::model::Llama;
+use crate::train::setting::MAX_STEPS;
 use crate::train::{Schedule, TrainConfig, Trainer};
 
 /// A run ready to step: its trainer (fresh seeded adapters, the training
@@ -133,9 +134,22 @@ impl RunSettings {
             return Err(Error::setting("steps", "must be at least 1"));
         }
         let per_step = (self.batch.min(examples).max(1) * self.grad_accum.max(1)) as f64;
-        let steps = self.steps.unwrap_or_else(|| {
-            ((self.epochs * examples as f64) / per_step).ceil().max(1.0) as usize
-        });
+        let steps = match self.steps {
+            Some(steps) => steps,
+            None => {
+                let steps = ((self.epochs * examples as f64) / per_step).ceil().max(1.0);
+                if steps > MAX_STEPS as f64 {
+                    return Err(Error::setting(
+                        "epochs",
+                        format!(
+                            "{} epochs of {examples} examples make {steps} steps, more than {MAX_STEPS}",
+                            self.epochs
+                        ),
+                    ));
+                }
+                steps as usize
+            }
+        };
         let config = TrainConfig {
             lr: self.lr,
             steps,

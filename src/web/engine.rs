@@ -58,6 +58,8 @@ fn pairs(values: &FormValues) -> impl Iterator<Item = (&str, &str)> + Clone {
 #[wasm_bindgen]
 pub struct Engine {
     session: Rc<RefCell<Session>>,
+    /// `cpu` or `webgpu`, readable while a promise holds the session.
+    backend: &'static str,
 }
 
 fn js(e: Error) -> JsValue {
@@ -95,9 +97,10 @@ impl Engine {
         Ok(Engine::on(device, "webgpu"))
     }
 
-    fn on(device: Device, backend: &str) -> Engine {
+    fn on(device: Device, backend: &'static str) -> Engine {
         Engine {
             session: Rc::new(RefCell::new(Session::new(device, backend))),
+            backend,
         }
     }
 
@@ -110,7 +113,7 @@ impl Engine {
 
     /// `cpu` or `webgpu`.
     pub fn backend(&self) -> String {
-        self.session.borrow().backend().to_string()
+        self.backend.to_string()
     }
 
     /// Every run setting (name, label, kind and range, default, help), in
@@ -158,7 +161,10 @@ impl Engine {
         names: Vec<String>,
         bytes: Array,
     ) -> Result<JsValue, JsValue> {
-        let bytes: Vec<Vec<u8>> = bytes.iter().map(|b| Uint8Array::new(&b).to_vec()).collect();
+        let bytes: Vec<Vec<u8>> = bytes
+            .iter()
+            .map(|b| b.unchecked_into::<Uint8Array>().to_vec())
+            .collect();
         let files: Vec<(&str, &[u8])> = names
             .iter()
             .map(String::as_str)

@@ -371,6 +371,15 @@ test('every setting refuses values out of its range in the page, naming it', asy
       }
       await check(s.name, s.default, '');
     }
+    // A choice and a switch cannot be set wrong in the form; the engine
+    // still refuses a wrong value sent for them, naming the setting.
+    for (const [name, bad] of [['schedule', 'step'], ['schedule', ''], ['rslora', 'maybe']]) {
+      await errorOf(name).evaluate((el) => { el.textContent = 'checking'; });
+      await page.evaluate(([n, v]) => window.tabtune.post({ type: 'checkSettings', values: { [n]: v } }), [name, bad]);
+      await page.waitForFunction((n) => document.querySelector(`[data-testid="setting-error-${n}"]`).textContent !== 'checking', name);
+      assert.ok((await errorOf(name).textContent()).startsWith(`setting \`${name}\``), `${name} = ${JSON.stringify(bad)}`);
+      checked += 1;
+    }
     assert.ok(checked > 100, `${checked} values checked`);
     // Targets are checkboxes: choosing none is refused.
     for (const t of ['q', 'k', 'v', 'o', 'gate', 'up', 'down']) await page.uncheck(tid(`target-${t}`));
