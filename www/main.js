@@ -276,7 +276,8 @@ async function loadModel() {
       name = spec.repo;
     }
     modelProgress('Loading the model…');
-    send({ type: 'loadFiles', name, files }, files.map((f) => f.bytes).filter(Boolean));
+    // Downloaded bytes move to the worker; a File is only a handle.
+    send({ type: 'loadFiles', name, files }, files.filter((f) => !(f instanceof Blob)).map((f) => f.bytes));
   } catch (e) {
     modelProgress(null);
     document.body.dataset.model = state.model ? 'loaded' : '';
@@ -549,7 +550,7 @@ function wire() {
     const file = e.dataTransfer.files[0];
     if (file) useDataFile(file);
   };
-  settingsForm().addEventListener('change', (e) => { if (e.target.name === 'seq-len') prepareData(); });
+  $('settings').addEventListener('change', (e) => { if (e.target.name === 'seq-len') prepareData(); });
   $('data-format').onchange = prepareData;
   $('data-columns').onchange = prepareData;
   $('data-all-tokens').onchange = prepareData;

@@ -132,7 +132,7 @@ const handlers = {
     const chosen = Engine.modelFiles(files.map((f) => f.name));
     const names = chosen.kind === 'gguf' ? [chosen.file] : chosen.files;
     const picked = names.map((n) => files.find((f) => f.name === n));
-    const bytes = await Promise.all(picked.map(async (f) => new Uint8Array(f.bytes || (await f.arrayBuffer()))));
+    const bytes = await Promise.all(picked.map(async (f) => new Uint8Array(f instanceof Blob ? await f.arrayBuffer() : f.bytes)));
     const info = await serial(() => engine.loadModel(name, names, bytes));
     post({ type: 'model', info });
   },

@@ -1,8 +1,10 @@
 //! [`Engine`]: the page's handle on one [`Session`], owned by the worker.
 //! It converts JS values to and from Session calls and holds no run logic.
-//! Methods that read from the device return promises; the worker runs
-//! engine calls one at a time, so a promise's borrow of the session never
-//! meets another.
+//! Methods that read from the device return promises that hold the
+//! session's borrow while they await: the worker runs engine calls one at a
+//! time, and every borrow here is a `try_borrow`, so a call that came in
+//! while another awaits is refused as busy rather than panicking (hence the
+//! `await_holding_refcell_ref` allowances).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -214,6 +216,7 @@ impl Engine {
 
     /// Moves the run on: resolves to `{kind: "validation" | "step" |
     /// "paused" | "finished", ...}`.
+    #[allow(clippy::await_holding_refcell_ref)]
     pub fn advance(&self) -> Promise {
         let session = self.session.clone();
         future_to_promise(async move {
@@ -252,6 +255,7 @@ impl Engine {
     /// Continues `prompt` (a user turn for chat models) greedily for at most
     /// `max_tokens`, with the trained adapter when `tuned`. `on_text` gets
     /// each new piece of text; resolves to the whole reply.
+    #[allow(clippy::await_holding_refcell_ref)]
     pub fn generate(
         &self,
         prompt: String,
@@ -278,6 +282,7 @@ impl Engine {
     /// The adapter as a `.zip` (adapter_model.safetensors,
     /// adapter_config.json, README.md). `base_model` goes into the config.
     #[wasm_bindgen(js_name = exportZip)]
+    #[allow(clippy::await_holding_refcell_ref)]
     pub fn export_zip(&self, base_model: String) -> Promise {
         let session = self.session.clone();
         future_to_promise(async move {
