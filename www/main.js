@@ -412,6 +412,7 @@ function buildSettings(list) {
       for (const c of s.kind.choices) input.append(new Option(c, c, false, c === s.default));
     } else if (s.kind.type === 'flag') {
       input = Object.assign(document.createElement('input'), { type: 'checkbox', checked: s.default === 'true' });
+      label.className = 'switch';
     } else {
       input = Object.assign(document.createElement('input'), {
         type: 'text', value: s.default, placeholder: s.empty || '',
