@@ -7,14 +7,12 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{fixture, write_tiny_model};
+use common::{fixture, tiny_model_dir};
 use serde_json::Value;
 
 #[test]
 fn the_cli_trains_evaluates_and_generates_from_an_hf_directory() {
-    let dir = std::env::temp_dir().join(format!("tabtune-hf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    write_tiny_model(&dir);
+    let dir = tiny_model_dir("tabtune-hf");
     let bin = env!("CARGO_BIN_EXE_tabtune");
     let run = |args: &[&str]| {
         let o = Command::new(bin).args(args).output().expect("runs");
@@ -75,9 +73,7 @@ fn the_cli_trains_evaluates_and_generates_from_an_hf_directory() {
 
 #[test]
 fn bad_records_stop_training_unless_skip_bad_leaves_them_out() {
-    let dir = std::env::temp_dir().join(format!("tabtune-hf-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    write_tiny_model(&dir);
+    let dir = tiny_model_dir("tabtune-hf-bad");
     let bin = env!("CARGO_BIN_EXE_tabtune");
     let data = fixture("data/bad.jsonl");
     let train = |extra: &[&str]| {
@@ -108,9 +104,7 @@ fn bad_records_stop_training_unless_skip_bad_leaves_them_out() {
 
 #[test]
 fn train_holds_out_a_seeded_validation_share_and_reports_its_loss() {
-    let dir = std::env::temp_dir().join(format!("tabtune-hf-val-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    write_tiny_model(&dir);
+    let dir = tiny_model_dir("tabtune-hf-val");
     let data: String = (0..20)
         .map(|i| {
             format!(
@@ -188,9 +182,7 @@ fn a_large_json_array_is_streamed_not_held_in_memory() {
 /// that peak memory grows by the tokens, not by the file's size.
 #[cfg(target_os = "linux")]
 fn large_file_is_streamed(ext: &str, open: &str, between: &str, close: &str) {
-    let dir = std::env::temp_dir().join(format!("tabtune-hf-big-{ext}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    write_tiny_model(&dir);
+    let dir = tiny_model_dir(&format!("tabtune-hf-big-{ext}"));
     let small = dir.join(format!("small.{ext}"));
     let big = dir.join(format!("big.{ext}"));
     let record = |i: usize, pad: &str| format!("{{\"text\": \"record {i}: {pad}\"}}");

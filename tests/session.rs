@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::process::Command;
 
-use common::{device, fixture, write_tiny_model};
+use common::{device, fixture, tiny_model_dir};
 use serde_json::Value;
 use tabtune::data::{BadLines, ReadOptions};
 use tabtune::model::files::{ModelFiles, load_files};
@@ -102,9 +102,7 @@ fn advance(s: &mut Session) -> Progress {
 
 #[test]
 fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
-    let dir = std::env::temp_dir().join(format!("tabtune-session-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    write_tiny_model(&dir);
+    let dir = tiny_model_dir("tabtune-session");
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/samples/chat.jsonl");
 
     // tabtune train, logging every step and validation loss.
@@ -268,9 +266,7 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
 
 #[test]
 fn bad_lines_stop_a_run_only_when_the_choice_is_to_stop() {
-    let dir = std::env::temp_dir().join(format!("tabtune-session-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    write_tiny_model(&dir);
+    let dir = tiny_model_dir("tabtune-session-bad");
     let (mut s, _) = session_on(&dir, &fixture("data/chat.jsonl"));
     let reader =
         std::io::BufReader::new(std::fs::File::open(fixture("data/bad.jsonl")).expect("opens"));

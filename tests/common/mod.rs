@@ -212,6 +212,15 @@ pub fn smollm2_tokenizer() -> TextTokenizer {
     .expect("tokenizer loads")
 }
 
+/// A fresh folder `{tag}-{pid}` in the temp dir holding the tiny model of
+/// [`write_tiny_model`].
+pub fn tiny_model_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_tiny_model(&dir);
+    dir
+}
+
 /// Writes a tiny random Llama (SmolLM2's vocabulary size) with SmolLM2's
 /// tokenizer.json, tokenizer_config.json and chat_template.jinja into `dir`.
 pub fn write_tiny_model(dir: &Path) {
