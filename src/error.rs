@@ -34,6 +34,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A call came before what it needs (no model, data or run yet) or
+    /// after its run ended.
+    #[error("{0}")]
+    Order(String),
     /// The tensor backend failed.
     #[error("tensor backend: {0}")]
     Backend(String),

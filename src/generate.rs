@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use crate::error::{Error, Result};
 use crate::lora::LoraAdapters;
 use crate::model::{KvCache, Llama, Mode};
-use crate::readback::Readback;
+use crate::readback::{Readback, one};
 use crate::tokenizer::TextTokenizer;
 
 /// Decoding settings.
@@ -74,13 +74,7 @@ fn pick(data: &TensorData, draw: Option<f32>) -> Result<u32> {
 
 /// The one element of a single-tensor readback, picked.
 fn pick_one(data: Vec<TensorData>, draw: Option<f32>) -> Result<u32> {
-    match data.as_slice() {
-        [d] => pick(d, draw),
-        _ => Err(Error::Backend(format!(
-            "expected 1 readback, got {}",
-            data.len()
-        ))),
-    }
+    pick(one(&data)?, draw)
 }
 
 impl<'a> Decoder<'a> {

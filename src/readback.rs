@@ -47,19 +47,10 @@ impl<T: 'static> Readback<T> {
             .map_err(Error::backend)?;
         (self.finish)(data)
     }
-
-    /// A readback of `f` applied to this one's value.
-    pub fn map<U: 'static>(self, f: impl FnOnce(T) -> Result<U> + 'static) -> Readback<U> {
-        let finish = self.finish;
-        Readback {
-            transaction: self.transaction,
-            finish: Box::new(move |data| f(finish(data)?)),
-        }
-    }
 }
 
 /// The only element of a one-tensor readback.
-fn one(data: &[TensorData]) -> Result<&TensorData> {
+pub(crate) fn one(data: &[TensorData]) -> Result<&TensorData> {
     match data {
         [d] => Ok(d),
         _ => Err(Error::Backend(format!(

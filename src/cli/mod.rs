@@ -195,7 +195,7 @@ fn report_left_out(data: &DataArgs, problems: &[Problem]) {
 fn train(a: TrainArgs) -> Result<()> {
     // Every setting is checked before the (slow) model load.
     let settings = a.settings.settings()?;
-    a.data.options()?;
+    let options = a.data.options()?;
     let mut log = a.log.as_deref().map(Log::create).transpose()?;
     let loaded = files::load_model(&a.model.model, &device())?;
     let name = loaded.name.clone();
@@ -204,7 +204,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let data = session.prepare_data(
         &a.data.data,
         a.data.open()?,
-        &a.data.options()?,
+        &options,
         settings.seq_len,
         usize::MAX,
     )?;

@@ -212,7 +212,7 @@ pub struct Session {
 }
 
 fn missing(what: &str) -> Error {
-    Error::setting("session", format!("no {what} yet"))
+    Error::Order(format!("no {what} yet"))
 }
 
 impl Session {
@@ -316,7 +316,6 @@ impl Session {
     /// lines refused when `bad_lines` says stop, then fresh seeded adapters,
     /// optimizer, split and data order.
     pub fn start(&mut self, settings: &RunSettings, bad_lines: BadLines) -> Result<RunInfo> {
-        settings.validate()?;
         let model = self.model()?.model.clone();
         let data = self.data.as_ref().ok_or_else(|| missing("data"))?;
         bad_lines.check(&data.file, &data.summary.problems)?;
@@ -399,11 +398,6 @@ impl Session {
     /// The validation losses measured in this run, in order.
     pub fn validations(&self) -> &[Validation] {
         self.run.as_ref().map_or(&[], |r| &r.validations)
-    }
-
-    /// The trainer of the current run (its adapters and config).
-    pub fn trainer(&self) -> Result<&Trainer> {
-        Ok(&self.run()?.trainer)
     }
 
     /// Moves the run on by one piece of work: a validation loss, a step,
@@ -550,7 +544,7 @@ impl ActiveRun {
                     });
                 }
                 Phase::Over { reported: true, .. } => {
-                    return Err(Error::setting("session", "the run is over"));
+                    return Err(Error::Order("the run is over".into()));
                 }
             }
         }

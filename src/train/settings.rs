@@ -118,7 +118,9 @@ impl RunSettings {
     }
 
     /// The optimisation settings for a data set of `examples` examples,
-    /// checked. Without `steps`, the run lasts `ceil(epochs · examples /
+    /// checked by [`TrainConfig::validate`] (each value's range is checked
+    /// by [`RunSettings::validate`], which [`RunSettings::begin`] runs
+    /// first). Without `steps`, the run lasts `ceil(epochs · examples /
     /// (min(batch, examples) · grad_accum))` steps.
     pub fn train(&self, examples: usize) -> Result<TrainConfig> {
         let schedule = Schedule::parse(&self.schedule).ok_or_else(|| {
@@ -127,12 +129,6 @@ impl RunSettings {
                 format!("`{}` is not constant, linear or cosine", self.schedule),
             )
         })?;
-        if self.steps.is_none() && !(self.epochs.is_finite() && self.epochs > 0.0) {
-            return Err(Error::setting("epochs", "must be positive"));
-        }
-        if self.steps == Some(0) {
-            return Err(Error::setting("steps", "must be at least 1"));
-        }
         let per_step = (self.batch.min(examples).max(1) * self.grad_accum.max(1)) as f64;
         let steps = match self.steps {
             Some(steps) => steps,

@@ -271,7 +271,9 @@ impl Engine {
                     on_text
                         .call1(&JsValue::NULL, &JsValue::from_str(text))
                         .map(|_| ())
-                        .map_err(|e| Error::setting("generate", format!("{e:?}")))
+                        .map_err(|e| {
+                            Error::Order(format!("the page's text callback failed: {e:?}"))
+                        })
                 })
                 .await
                 .map_err(js)?;
