@@ -7,7 +7,7 @@
 //! Activations are kept 2-D `[N = B·T, d]` outside attention, so every
 //! projection is one matmul against a `[d_in, d_out]` weight.
 
-use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
@@ -121,8 +121,12 @@ impl Llama {
         };
         let p = adapters.config.dropout;
         let x = if mode == Mode::Train && p > 0.0 {
+            // The backward pass keeps the bool mask, not an f32 one.
             let keep = Tensor::<2>::random(x.dims(), Distribution::Bernoulli(1.0 - p), &x.device());
-            x.clone() * keep.div_scalar(1.0 - p)
+            let scale = 1.0f32 / (1.0 - p) as f32;
+            x.clone()
+                .mask_fill(keep.equal_elem(0.0), 0.0)
+                .mul_scalar(scale)
         } else {
             x.clone()
         };
@@ -229,19 +233,5 @@ impl Llama {
         let [b, t] = ids.dims();
         let hidden = self.hidden(ids, lora, Mode::Eval);
         self.logits(hidden).reshape([b, t, self.config.vocab_size])
-    }
-
-    /// Sum of the next-token negative log-likelihood over the positions in
-    /// `rows` of the flattened `[B·T]` sequence, whose next tokens are
-    /// `targets` (both length M). Only those M rows go through the LM head.
-    pub fn nll_sum(&self, hidden: Tensor<2>, rows: &[i64], targets: &[i64]) -> Tensor<1> {
-        let device = hidden.device();
-        let m = rows.len();
-        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows.to_vec(), [m]), &device);
-        let picked = hidden.select(0, rows); // [M, d]
-        let logp = log_softmax(self.logits(picked), 1); // [M, V]
-        let targets =
-            Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [m, 1]), &device);
-        logp.gather(1, targets).sum().neg() // [1]
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod files;
 pub mod llama;
 pub mod load;
+pub mod loss;
 pub mod weights;
 
 pub use config::LlamaConfig;
