@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lints the wasm32 build (the core and the browser façade in src/web/) with
+# Lints the wasm32 builds (the core and the browser façade in src/web/) with
 # clippy. Runs after scripts/build-web.sh, in the same target dir and with the
 # same flags, so only the lint pass is extra. Clippy needs rustup's wasm32
 # target; on the Debian rustc-web path (no clippy) the build alone is the check.
@@ -10,5 +10,23 @@ if [ "${TABTUNE_WASM_TOOLCHAIN:-auto}" = debian ] || ! rustup target list --inst
   echo "no rustup wasm32 target: clippy for wasm32 skipped (Debian's rustc-web has no clippy)" >&2
   exit 0
 fi
-export CARGO_TARGET_DIR="$TABTUNE_CACHE/target-web" RUSTFLAGS="-C target-feature=+simd128"
-exec cargo clippy --lib --no-default-features --target wasm32-unknown-unknown -- -D warnings
+# Each variant of wasm-pack.toml with its features and flags (threads: std
+# rebuilt with atomics, as scripts/build-web.sh builds it).
+python3 - <<'PY' |
+import tomllib
+t = tomllib.load(open("wasm-pack.toml", "rb"))
+for name, v in t["variant"].items():
+    print(name, v["features"], t["build"]["rustflags"] + " " + v.get("rustflags", ""), "yes" if v.get("build-std") else "no", sep="|")
+PY
+while IFS='|' read -r name features flags build_std; do
+  dir="$TABTUNE_CACHE/target-web"
+  [ "$name" != webgpu ] && dir+="-$name"
+  echo "clippy, wasm32, $name build" >&2
+  if [ "$build_std" = yes ]; then
+    RUSTFLAGS="$flags" CARGO_TARGET_DIR="$dir" RUSTC_BOOTSTRAP=1 cargo clippy --lib --no-default-features \
+      --features "$features" --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort -- -D warnings
+  else
+    RUSTFLAGS="$flags" CARGO_TARGET_DIR="$dir" cargo clippy --lib --no-default-features \
+      --features "$features" --target wasm32-unknown-unknown -- -D warnings
+  fi
+done

@@ -3,7 +3,8 @@
 
 It adds the headers a static host should send: the page's
 Content-Security-Policy also for the worker script (a <meta> policy does
-not reach workers), correct types for .wasm/.mjs, and no caching of the
+not reach workers), COOP/COEP for cross-origin isolation (the CPU engine's
+threads need it), correct types for .wasm/.mjs, and no caching of the
 app's own files so a rebuild shows at once. `--mount /PATH=DIR` serves
 another folder under /PATH (the tests use it to serve a stand-in for the
 Hugging Face hub with the same URL layout).
@@ -14,7 +15,7 @@ import http.server
 import os
 import sys
 
-CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; "
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
        "connect-src 'self' https://huggingface.co https://*.huggingface.co https://*.hf.co; "
        "img-src 'self' data: blob:; style-src 'self'; font-src 'self'; object-src 'none'; "
        "base-uri 'none'; form-action 'none'")
@@ -42,6 +43,11 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def end_headers(self):
         self.send_header("Content-Security-Policy", CSP)
+        # Cross-origin isolation: lets the engine share its memory with
+        # worker threads (SharedArrayBuffer), so training on the CPU uses
+        # every core. Hub downloads still work: they are CORS requests.
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()

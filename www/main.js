@@ -25,6 +25,7 @@ const state = {
   paused: false,
   trained: false,
   generating: 0,
+  timings: [], // each step of this run: {step, tokens, elapsedMs (stepping time so far)}
 };
 let chart;
 let lastModelSource = null;
@@ -77,7 +78,8 @@ function startWorker() {
     e.preventDefault();
   };
   state.worker = worker;
-  worker.postMessage({ type: 'init', backend: settingsForm().backend.value });
+  const form = settingsForm();
+  worker.postMessage({ type: 'init', backend: form.backend.value, threads: Number(form.threads.value) || 1 });
   refresh();
 }
 
@@ -93,7 +95,9 @@ function onWorker(msg) {
   switch (msg.type) {
     case 'ready':
       state.ready = true;
-      $('backend').textContent = msg.backend === 'webgpu' ? 'WebGPU' : 'CPU (WebAssembly)';
+      $('backend').textContent = msg.backend === 'webgpu' ? 'WebGPU'
+        : `CPU (WebAssembly, ${msg.threads === 1 ? 'one thread' : `${msg.threads} threads`})`;
+      document.body.dataset.threads = String(msg.threads);
       $('backend').dataset.backend = msg.backend;
       $('backend-reason').textContent = `(${msg.reason})`;
       $('version').textContent = msg.version;
@@ -135,6 +139,7 @@ function onWorker(msg) {
       state.paused = false;
       state.trained = true;
       chart.clear();
+      state.timings = [];
       $('run-status').textContent = `Training ${count(msg.info.examples)} examples for ${msg.info.steps} steps, `
         + `${count(msg.info.trainable_parameters)} trainable parameters`
         + (msg.info.truncated ? `; ${msg.info.truncated} example${msg.info.truncated === 1 ? '' : 's'} cut to the sequence length` : '')
@@ -148,6 +153,7 @@ function onWorker(msg) {
     case 'step': {
       const r = msg.report;
       chart.add(r.step, r.loss);
+      state.timings.push({ step: r.step, tokens: r.tokens, elapsedMs: msg.elapsedMs });
       $('stat-step').textContent = `${r.step} / ${r.steps}`;
       $('stat-loss').textContent = r.loss.toFixed(4);
       $('stat-tps').textContent = msg.tokensPerSecond.toFixed(1);
@@ -530,7 +536,12 @@ function wire() {
     await forgetAll();
     $('model-progress-text').textContent = 'Downloaded models forgotten.';
   };
-  $('data-file').onchange = (e) => e.target.files[0] && useDataFile(e.target.files[0]);
+  $('data-file').onchange = (e) => {
+    const file = e.target.files[0];
+    // Cleared, so choosing the same file again (edited, say) reads it again.
+    e.target.value = '';
+    if (file) useDataFile(file);
+  };
   $('sample-data').onclick = async () => {
     try {
       const bytes = await download(SAMPLE_DATA);
@@ -559,7 +570,14 @@ function wire() {
     renderSummary(state.summary);
     refresh();
   };
-  settingsForm().backend.onchange = () => {
+  // The engine's choices; `?backend=cpu&threads=1` in the address presets them.
+  const params = new URLSearchParams(location.search);
+  const form = settingsForm();
+  const cores = navigator.hardwareConcurrency || 1;
+  form.threads.max = String(cores);
+  form.threads.value = String(Math.min(cores, Math.max(1, Number(params.get('threads')) || cores)));
+  if (['auto', 'webgpu', 'cpu'].includes(params.get('backend'))) form.backend.value = params.get('backend');
+  form.backend.onchange = form.threads.onchange = () => {
     clearErrors();
     $('model-info').textContent = '';
     document.body.dataset.model = '';
@@ -579,7 +597,7 @@ function wire() {
   startWorker();
   // A handle for scripts that drive the page: post a worker request, read
   // the engine's description of the settings.
-  window.tabtune = { post: (msg) => send(msg), settings: () => state.settings };
+  window.tabtune = { post: (msg) => send(msg), settings: () => state.settings, timings: () => state.timings };
 }
 
 wire();

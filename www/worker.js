@@ -4,8 +4,10 @@
 // ARCHITECTURE.md, "Worker messages"). Engine calls run one at a time
 // through `queue`, so generation can slot in between training steps.
 
-import init, { Engine, version } from './pkg/tabtune.js';
-
+// Two builds of the engine (scripts/build-web.sh): ./pkg has WebGPU and a
+// one-thread CPU fallback; ./pkg-threads runs the CPU on a pool of Web
+// Workers sharing its memory, which needs a cross-origin isolated page.
+let wasm = null; // the loaded module: {Engine, version, ...}
 let engine = null;
 let memory = null; // the wasm instance's memory, reported with results
 let dead = false; // after a panic only the fatal message goes out
@@ -38,29 +40,57 @@ function message(e) {
   return e && e.message ? e.message : String(e);
 }
 
-async function chooseBackend(preference) {
-  if (preference === 'cpu') return { engine: Engine.cpu(), reason: 'CPU chosen in the settings' };
-  let reason;
-  if (!('gpu' in navigator) || !navigator.gpu) {
-    reason = 'this browser does not offer WebGPU';
-  } else {
-    const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
-    if (!adapter) {
-      reason = 'WebGPU is present but no GPU adapter is available';
-    } else if (!adapter.features.has('timestamp-query')) {
-      reason = 'the GPU adapter lacks the timestamp-query feature that the engine needs';
-    } else {
-      const info = adapter.info || {};
-      const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
-      try {
-        return { engine: await Engine.webgpu(), reason: `WebGPU on ${name}${adapter.isFallbackAdapter || info.isFallbackAdapter ? ' (a software fallback adapter)' : ''}` };
-      } catch (e) {
-        reason = `WebGPU failed to start (${message(e)})`;
-      }
+async function load(path) {
+  const module = await import(path);
+  memory = (await module.default()).memory;
+  wasm = module;
+  return module;
+}
+
+// Why WebGPU cannot be used here, or null when it can.
+async function webgpuMissing() {
+  if (!('gpu' in navigator) || !navigator.gpu) return 'this browser does not offer WebGPU';
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) return 'WebGPU is present but no GPU adapter is available';
+  if (!adapter.features.has('timestamp-query')) return 'the GPU adapter lacks the timestamp-query feature that the engine needs';
+  return null;
+}
+
+async function gpuName() {
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+  const info = adapter.info || {};
+  const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
+  return `${name}${adapter.isFallbackAdapter || info.isFallbackAdapter ? ' (a software fallback adapter)' : ''}`;
+}
+
+// The CPU engine on `threads` threads where the page allows it; the reason
+// says how many it got and why.
+async function cpuEngine(threads, why) {
+  if (threads > 1 && globalThis.crossOriginIsolated) {
+    const m = await load('./pkg-threads/tabtune.js');
+    await m.initThreadPool(threads);
+    return { engine: m.Engine.cpu(), threads, reason: `${why}; ${threads} threads` };
+  }
+  const m = await load('./pkg/tabtune.js');
+  const one = threads > 1
+    ? 'one thread: the page is not cross-origin isolated (its server must send COOP/COEP headers)'
+    : 'one thread, as chosen';
+  return { engine: m.Engine.cpu(), threads: 1, reason: `${why}; ${one}` };
+}
+
+async function chooseBackend(preference, threads) {
+  if (preference === 'cpu') return cpuEngine(threads, 'CPU chosen in the settings');
+  let reason = await webgpuMissing();
+  if (!reason) {
+    const m = await load('./pkg/tabtune.js');
+    try {
+      return { engine: await m.Engine.webgpu(), threads: 1, reason: `WebGPU on ${await gpuName()}` };
+    } catch (e) {
+      reason = `WebGPU failed to start (${message(e)})`;
     }
   }
   if (preference === 'webgpu') throw new Error(`WebGPU was asked for, but ${reason}`);
-  return { engine: Engine.cpu(), reason: `running on the CPU: ${reason}` };
+  return cpuEngine(threads, `running on the CPU: ${reason}`);
 }
 
 // The loop only moves the session on and times it: what each step does,
@@ -117,19 +147,19 @@ function wake() {
 }
 
 const handlers = {
-  async init({ backend }) {
-    memory = (await init()).memory;
-    const chosen = await chooseBackend(backend || 'auto');
+  async init({ backend, threads }) {
+    const chosen = await chooseBackend(backend || 'auto', Math.max(1, Number(threads) || 1));
     engine = chosen.engine;
+    const { Engine } = wasm;
     post({
-      type: 'ready', backend: engine.backend(), reason: chosen.reason, version: version(),
+      type: 'ready', backend: engine.backend(), reason: chosen.reason, threads: chosen.threads, version: wasm.version(),
       settings: Engine.settings(), hubFiles: Engine.hubFiles(), badLines: Engine.badLinesChoices(),
     });
   },
   // `files`: the person's File objects, or {name, bytes} from the hub. The
   // engine says which of them make a model; only those are read.
   async loadFiles({ name, files }) {
-    const chosen = Engine.modelFiles(files.map((f) => f.name));
+    const chosen = wasm.Engine.modelFiles(files.map((f) => f.name));
     const names = chosen.kind === 'gguf' ? [chosen.file] : chosen.files;
     const picked = names.map((n) => files.find((f) => f.name === n));
     const bytes = await Promise.all(picked.map(async (f) => new Uint8Array(f instanceof Blob ? await f.arrayBuffer() : f.bytes)));
@@ -137,7 +167,7 @@ const handlers = {
     post({ type: 'model', info });
   },
   checkSettings({ values }) {
-    post({ type: 'settings-check', errors: Engine.checkSettings(values) });
+    post({ type: 'settings-check', errors: wasm.Engine.checkSettings(values) });
   },
   // The File is read a slice at a time inside the engine (FileReaderSync),
   // so a file of any size is never copied into memory whole.

@@ -9,7 +9,7 @@ mod inspect;
 mod settings;
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
@@ -75,7 +75,8 @@ struct TrainArgs {
     #[arg(long)]
     base_model: Option<String>,
     /// Also write every step's report and validation loss, one JSON object
-    /// a line, to this file.
+    /// a line, to this file, each with `elapsed_ms`: the time spent stepping
+    /// so far (validation excluded).
     #[arg(long)]
     log: Option<String>,
 }
@@ -231,12 +232,17 @@ fn train(a: TrainArgs) -> Result<()> {
         )
         .expect("valid template"),
     );
-    let start = Instant::now();
+    // Stepping time only (validation excluded), as the page counts it.
+    let mut stepping = Duration::ZERO;
     let (mut tokens, mut last) = (0usize, None);
     loop {
+        let t0 = Instant::now();
         let progress = block_on(session.advance())?;
+        if let Progress::Step { .. } = progress {
+            stepping += t0.elapsed();
+        }
         if let Some(log) = &mut log {
-            log.write(&progress)?;
+            log.write(&progress, stepping)?;
         }
         match progress {
             Progress::Validation(v) => match v.when {
@@ -254,7 +260,7 @@ fn train(a: TrainArgs) -> Result<()> {
             },
             Progress::Step { report: r, .. } => {
                 tokens += r.tokens;
-                let rate = tokens as f64 / start.elapsed().as_secs_f64();
+                let rate = tokens as f64 / stepping.as_secs_f64();
                 bar.set_message(format!(
                     "loss {:.4}  lr {:.2e}  {:.0} tok/s",
                     r.loss, r.lr, rate
@@ -272,12 +278,18 @@ fn train(a: TrainArgs) -> Result<()> {
     files::write_adapter(&a.out, &adapter)?;
     if let Some(r) = last {
         println!("final loss {:.6}", r.loss);
+        println!(
+            "{tokens} tokens in {:.2} s of stepping: {:.1} tokens/s",
+            stepping.as_secs_f64(),
+            tokens as f64 / stepping.as_secs_f64()
+        );
     }
     eprintln!("adapter written to {}", a.out);
     Ok(())
 }
 
-/// `--log`: one JSON object a line for each step and validation loss.
+/// `--log`: one JSON object a line for each step and validation loss,
+/// with the stepping time so far (`elapsed_ms`).
 struct Log {
     path: String,
     file: std::fs::File,
@@ -293,8 +305,16 @@ impl Log {
         })
     }
 
-    fn write(&mut self, progress: &Progress) -> Result<()> {
-        let line = serde_json::to_string(progress).map_err(Error::backend)?;
+    /// One line: the progress, with `elapsed_ms`, the stepping time so far.
+    fn write(&mut self, progress: &Progress, stepping: Duration) -> Result<()> {
+        let mut value = serde_json::to_value(progress).map_err(Error::backend)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert(
+                "elapsed_ms".into(),
+                serde_json::json!(stepping.as_secs_f64() * 1000.0),
+            );
+        }
+        let line = value.to_string();
         writeln!(self.file, "{line}")
             .map_err(|e| Error::format(&self.path, format!("cannot write: {e}")))
     }

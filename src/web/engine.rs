@@ -90,7 +90,10 @@ impl Engine {
 
     /// An engine on the browser's WebGPU adapter. The caller checks first
     /// that the adapter offers `timestamp-query` (burn's wgpu runtime needs
-    /// it) and falls back to [`Engine::cpu`] when this fails.
+    /// it) and falls back to [`Engine::cpu`] when this fails. Only in the
+    /// `webgpu` build: wgpu's handles cannot cross threads, so the threaded
+    /// CPU build has no WebGPU.
+    #[cfg(feature = "webgpu")]
     pub async fn webgpu() -> Result<Engine, JsValue> {
         let device = Device::wgpu_options()
             .init_async()

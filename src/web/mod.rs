@@ -30,6 +30,12 @@ pub fn start() {
     }));
 }
 
+/// `initThreadPool(n)` (the `threads` build): starts `n` Web Workers sharing
+/// this module's memory as rayon's pool, so flex's matrix products and
+/// reductions use every core. Needs a cross-origin isolated page.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
 /// The crate's version, shown in the page's footer.
 #[wasm_bindgen]
 pub fn version() -> String {

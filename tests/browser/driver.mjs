@@ -24,8 +24,9 @@ export async function startServer(mounts = {}) {
   return { origin: `http://127.0.0.1:${port}`, stop: () => server.kill() };
 }
 
-// A fresh browser on the page; every request and console line is recorded.
-export async function open(origin, { webgpu }) {
+// A fresh browser on the page (`query`: e.g. '?threads=1'); every request
+// and console line is recorded.
+export async function open(origin, { webgpu, query = '' }) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -38,7 +39,7 @@ export async function open(origin, { webgpu }) {
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
-  await page.goto(`${origin}/`);
+  await page.goto(`${origin}/${query}`);
   return { browser, context, page, requests, consoleLines };
 }
 

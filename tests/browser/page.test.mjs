@@ -390,3 +390,38 @@ test('every setting refuses values out of its range in the page, naming it', asy
     await browser.close();
   }
 });
+
+// The CPU engine's two builds: rayon's pool in Web Workers (the page is
+// cross-origin isolated by scripts/serve.py) and one thread (www/pkg).
+test('the CPU engine on every core trains the same steps as on one thread', async () => {
+  const cores = await (async () => {
+    const { browser, page } = await open(ORIGIN, { webgpu: false });
+    try {
+      return await page.evaluate(() => navigator.hardwareConcurrency);
+    } finally {
+      await browser.close();
+    }
+  })();
+  const run = async (threads) => {
+    const { browser, page, consoleLines } = await open(ORIGIN, { webgpu: false, query: `?backend=cpu&threads=${threads}` });
+    try {
+      await waitForEngine(page, 'cpu');
+      assert.equal(await page.getAttribute('body', 'data-threads'), String(threads));
+      assert.match(await page.textContent(tid('backend')), threads === 1 ? /one thread/ : new RegExp(`${threads} threads`));
+      assert.equal(await page.evaluate(() => globalThis.crossOriginIsolated), true, 'scripts/serve.py isolates the page');
+      await loadModel(page, consoleLines);
+      await dropData(page);
+      await setSettings(page, { steps: 2, batch: 2, 'seq-len': 64, validation: 0, seed: 7 });
+      return await trainToTheEnd(page, consoleLines, 2);
+    } finally {
+      writeFileSync(join(OUT, `threads-${threads}-console.log`), consoleLines.join('\n'));
+      await browser.close();
+    }
+  };
+  assert.ok(cores >= 2, `this test needs two cores; the browser reports ${cores}`);
+  const one = await run(1);
+  const many = await run(cores);
+  for (let i = 0; i < one.length; i += 1) {
+    assert.ok(Math.abs(many[i] - one[i]) <= 1e-5 * Math.abs(one[i]), `step ${i + 1}: ${many[i]} with ${cores} threads, ${one[i]} with one`);
+  }
+});

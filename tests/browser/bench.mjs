@@ -1,0 +1,63 @@
+// The page's training speed and memory, driven as a person would: the
+// default model, the sample chat data (loss on the answers only), fixed
+// settings, Start, wait for the end. Run by scripts/bench-browser.sh, which
+// puts `tabtune train` on the same data and settings beside it.
+//
+// Usage: node bench.mjs --batch B --seq-len T --steps N [--variants cpu-threads,cpu-1,webgpu]
+// Prints one JSON line per variant: tokens/s over steps 2..N (the first step
+// warms up), and the engine's peak WebAssembly memory.
+
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ROOT, startServer, open, tid, expectNoErrors, waitForEngine, loadModel, setSettings } from './driver.mjs';
+
+const { values: a } = parseArgs({
+  options: {
+    batch: { type: 'string', default: '4' },
+    'seq-len': { type: 'string', default: '128' },
+    steps: { type: 'string', default: '8' },
+    variants: { type: 'string', default: 'cpu-threads,cpu-1' },
+  },
+});
+
+// What each variant asks of the page.
+const VARIANTS = {
+  'cpu-threads': { webgpu: false, query: '?backend=cpu' },
+  'cpu-1': { webgpu: false, query: '?backend=cpu&threads=1' },
+  webgpu: { webgpu: true, query: '?backend=webgpu' },
+};
+
+async function measure(origin, name) {
+  const variant = VARIANTS[name];
+  if (!variant) throw new Error(`unknown variant ${name}; known: ${Object.keys(VARIANTS).join(', ')}`);
+  const { browser, page, consoleLines } = await open(origin, variant);
+  try {
+    await waitForEngine(page, name === 'webgpu' ? 'webgpu' : 'cpu');
+    const reason = await page.textContent(tid('backend-reason'));
+    await loadModel(page, consoleLines);
+    await page.setInputFiles(tid('data-file'), join(ROOT, 'www/samples/chat.jsonl'));
+    await page.waitForFunction(() => /examples/.test(document.querySelector('[data-testid="data-summary"]').textContent),
+      null, { timeout: 60_000 });
+    await setSettings(page, { steps: a.steps, batch: a.batch, 'seq-len': a['seq-len'], validation: 0, seed: 42 });
+    await page.click(tid('start'));
+    await page.waitForFunction(() => ['finished', 'stopped'].includes(document.body.dataset.run), null, { timeout: 3_600_000 });
+    await expectNoErrors(page, consoleLines);
+    const timings = await page.evaluate(() => window.tabtune.timings());
+    const timed = timings.slice(1);
+    const tokens = timed.reduce((n, t) => n + t.tokens, 0);
+    const seconds = (timings.at(-1).elapsedMs - timings[0].elapsedMs) / 1000;
+    const memory = Number(await page.getAttribute(tid('engine-memory'), 'data-bytes'));
+    const losses = (await page.getAttribute(tid('loss-chart'), 'data-losses')).split(',').map(Number);
+    return { variant: name, backend: reason, tokens_per_s: tokens / seconds, timed_steps: timed.length, tokens, seconds,
+      first_step_s: timings[0].elapsedMs / 1000, wasm_memory_mib: memory / 2 ** 20, losses };
+  } finally {
+    await browser.close();
+  }
+}
+
+const server = await startServer();
+try {
+  for (const name of a.variants.split(',')) console.log(JSON.stringify(await measure(server.origin, name)));
+} finally {
+  server.stop();
+}
