@@ -11,17 +11,8 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 WASM_BINDGEN_VERSION=0.2.130 # must equal the wasm-bindgen crate in Cargo.lock
 
-# wasm-pack.toml: the shared settings, then one line per variant.
-settings=$(python3 - <<'PY'
-import tomllib
-t = tomllib.load(open("wasm-pack.toml", "rb"))
-b = t["build"]
-print(b["target"], b["profile"], b["rustflags"], sep="|")
-for name, v in t["variant"].items():
-    print(name, v["out-dir"], v["features"], v.get("rustflags", ""), "yes" if v.get("build-std") else "no", sep="|")
-PY
-)
-IFS='|' read -r TARGET PROFILE BASE_RUSTFLAGS <<<"$(head -n1 <<<"$settings")"
+# wasm-pack.toml: the shared settings (variants: wasm_variants in env.sh).
+read -r TARGET PROFILE < <(python3 -c 'import tomllib; b = tomllib.load(open("wasm-pack.toml", "rb"))["build"]; print(b["target"], b["profile"])')
 
 # 1. Front-end packages (uPlot), vendored so the page needs no CDN.
 if [ ! -f www/node_modules/uplot/dist/uPlot.esm.js ] || [ www/package.json -nt www/node_modules/.stamp ]; then
@@ -54,18 +45,17 @@ fi
 build_variant() {
   local name=$1 out_dir=$2 features=$3 flags=$4 build_std=$5
   local args=(--lib --no-default-features --features "$features" --target wasm32-unknown-unknown --profile "$PROFILE")
-  local target_dir="$TABTUNE_CACHE/target-web"
-  [ "$toolchain" = debian ] && target_dir+="-debian"
-  [ "$name" != webgpu ] && target_dir+="-$name"
+  local target_dir
+  target_dir=$(wasm_target_dir "$name" "$toolchain")
   echo "building the $name wasm module with $toolchain's wasm32 target ($PROFILE)" >&2
   if [ "$toolchain" = rustup ] && [ "$build_std" = no ]; then
-    RUSTFLAGS="$BASE_RUSTFLAGS $flags" CARGO_TARGET_DIR="$target_dir" cargo build "${args[@]}"
+    RUSTFLAGS="$flags" CARGO_TARGET_DIR="$target_dir" cargo build "${args[@]}"
   elif [ "$toolchain" = rustup ]; then
     rustup component list --installed 2>/dev/null | grep -q '^rust-src' || rustup component add rust-src >&2
-    RUSTFLAGS="$BASE_RUSTFLAGS $flags" CARGO_TARGET_DIR="$target_dir" RUSTC_BOOTSTRAP=1 \
+    RUSTFLAGS="$flags" CARGO_TARGET_DIR="$target_dir" RUSTC_BOOTSTRAP=1 \
       cargo build "${args[@]}" -Zbuild-std=std,panic_abort
   else
-    RUSTFLAGS="$BASE_RUSTFLAGS $flags" CARGO_TARGET_DIR="$target_dir" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+    RUSTFLAGS="$flags" CARGO_TARGET_DIR="$target_dir" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
       /usr/bin/cargo build "${args[@]}" -Zbuild-std=std,panic_abort
   fi
   local wasm="$target_dir/wasm32-unknown-unknown/$PROFILE/tabtune.wasm"
@@ -80,7 +70,7 @@ build_variant() {
 }
 while IFS='|' read -r -u 3 name out_dir features flags build_std; do
   build_variant "$name" "$out_dir" "$features" "$flags" "$build_std"
-done 3< <(tail -n +2 <<<"$settings")
+done 3< <(wasm_variants)
 
 # 4. The default model, served with the page (not committed).
 bash "$ROOT/scripts/fetch-model.sh"

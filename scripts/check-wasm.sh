@@ -12,15 +12,8 @@ if [ "${TABTUNE_WASM_TOOLCHAIN:-auto}" = debian ] || ! rustup target list --inst
 fi
 # Each variant of wasm-pack.toml with its features and flags (threads: std
 # rebuilt with atomics, as scripts/build-web.sh builds it).
-python3 - <<'PY' |
-import tomllib
-t = tomllib.load(open("wasm-pack.toml", "rb"))
-for name, v in t["variant"].items():
-    print(name, v["features"], t["build"]["rustflags"] + " " + v.get("rustflags", ""), "yes" if v.get("build-std") else "no", sep="|")
-PY
-while IFS='|' read -r name features flags build_std; do
-  dir="$TABTUNE_CACHE/target-web"
-  [ "$name" != webgpu ] && dir+="-$name"
+wasm_variants | while IFS='|' read -r name _ features flags build_std; do
+  dir=$(wasm_target_dir "$name" rustup)
   echo "clippy, wasm32, $name build" >&2
   if [ "$build_std" = yes ]; then
     RUSTFLAGS="$flags" CARGO_TARGET_DIR="$dir" RUSTC_BOOTSTRAP=1 cargo clippy --lib --no-default-features \

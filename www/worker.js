@@ -47,20 +47,15 @@ async function load(path) {
   return module;
 }
 
-// Why WebGPU cannot be used here, or null when it can.
-async function webgpuMissing() {
-  if (!('gpu' in navigator) || !navigator.gpu) return 'this browser does not offer WebGPU';
+// The GPU adapter's name, or why WebGPU cannot be used here.
+async function webgpuAdapter() {
+  if (!('gpu' in navigator) || !navigator.gpu) return { missing: 'this browser does not offer WebGPU' };
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) return 'WebGPU is present but no GPU adapter is available';
-  if (!adapter.features.has('timestamp-query')) return 'the GPU adapter lacks the timestamp-query feature that the engine needs';
-  return null;
-}
-
-async function gpuName() {
-  const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) return { missing: 'WebGPU is present but no GPU adapter is available' };
+  if (!adapter.features.has('timestamp-query')) return { missing: 'the GPU adapter lacks the timestamp-query feature that the engine needs' };
   const info = adapter.info || {};
   const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
-  return `${name}${adapter.isFallbackAdapter || info.isFallbackAdapter ? ' (a software fallback adapter)' : ''}`;
+  return { name: `${name}${adapter.isFallbackAdapter || info.isFallbackAdapter ? ' (a software fallback adapter)' : ''}` };
 }
 
 // The CPU engine on `threads` threads where the page allows it; the reason
@@ -80,11 +75,12 @@ async function cpuEngine(threads, why) {
 
 async function chooseBackend(preference, threads) {
   if (preference === 'cpu') return cpuEngine(threads, 'CPU chosen in the settings');
-  let reason = await webgpuMissing();
+  const gpu = await webgpuAdapter();
+  let reason = gpu.missing;
   if (!reason) {
     const m = await load('./pkg/tabtune.js');
     try {
-      return { engine: await m.Engine.webgpu(), threads: 1, reason: `WebGPU on ${await gpuName()}` };
+      return { engine: await m.Engine.webgpu(), threads: 1, reason: `WebGPU on ${gpu.name}` };
     } catch (e) {
       reason = `WebGPU failed to start (${message(e)})`;
     }
