@@ -9,6 +9,7 @@ use tabtune::data::Example;
 use tabtune::io::peft;
 use tabtune::lora::{LoraAdapters, LoraConfig, Target};
 use tabtune::model::Llama;
+use tabtune::model::frozen::Frozen;
 use tabtune::readback::block_on;
 use tabtune::train::{Batch, TrainConfig, Trainer};
 
@@ -57,7 +58,7 @@ fn training_changes_only_a_and_b_never_the_frozen_weights() {
         .weights
         .layers
         .iter()
-        .flat_map(|l| l.proj.iter().map(|w| to_vec(w.clone())))
+        .flat_map(|l| l.proj.iter().map(|w| to_vec(w.to_dense(&device()))))
         .collect();
     let embed_before = to_vec(m.weights.embed.clone());
     let init = LoraAdapters::init(lora_config(4), &m.config, 1, &device()).expect("init");
@@ -66,7 +67,7 @@ fn training_changes_only_a_and_b_never_the_frozen_weights() {
         .weights
         .layers
         .iter()
-        .flat_map(|l| l.proj.iter().map(|w| to_vec(w.clone())))
+        .flat_map(|l| l.proj.iter().map(|w| to_vec(w.to_dense(&device()))))
         .collect();
     assert_eq!(before, after_w, "projection weights untouched");
     assert_eq!(
@@ -101,6 +102,9 @@ fn frozen_weights_get_no_gradient() {
         .backward();
     for l in &m.weights.layers {
         for w in &l.proj {
+            let Frozen::Dense(w) = w else {
+                panic!("a safetensors model loads dense");
+            };
             assert!(
                 !w.is_autodiff(),
                 "frozen weights are plain tensors, outside the graph"
@@ -129,8 +133,9 @@ fn merged_weights_equal_the_unmerged_adapter() {
     for (i, layer) in merged.weights.layers.iter_mut().enumerate() {
         for t in Target::ALL {
             let p = lora.get(i, t).expect("all targets adapted");
-            let w = layer.proj[t.index()].clone();
-            layer.proj[t.index()] = w + p.a.clone().matmul(p.b.clone()).mul_scalar(s);
+            let w = layer.proj[t.index()].to_dense(&device());
+            layer.proj[t.index()] =
+                Frozen::Dense(w + p.a.clone().matmul(p.b.clone()).mul_scalar(s));
         }
     }
     assert_close(

@@ -46,6 +46,19 @@ impl KvCache {
     }
 }
 
+/// What every block of one forward pass shares (see [`Llama::span`]).
+#[derive(Clone, Debug)]
+pub struct Span {
+    b: usize,
+    t: usize,
+    start: usize,
+    /// RoPE `cos`, `sin`: `[T, head_dim]`.
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    /// `[B, H, T, start + T]`, true where masked; `None` for plain causal.
+    mask: Option<Tensor<4, Bool>>,
+}
+
 /// How a forward pass treats the adapters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mode {
@@ -113,7 +126,7 @@ impl Llama {
         mode: Mode,
     ) -> Tensor<2> {
         let w = &self.weights.layers[layer].proj[target.index()];
-        let y = x.clone().matmul(w.clone()); // [N, d_out]
+        let y = w.apply(x.clone()); // [N, d_out]
         let Some((adapters, LoraPair { a, b })) =
             lora.and_then(|l| l.get(layer, target).map(|p| (l, p)))
         else {
@@ -153,9 +166,20 @@ impl Llama {
         lora: Option<&LoraAdapters>,
         mode: Mode,
     ) -> Tensor<2> {
-        let c = &self.config;
         let [b, t] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len());
+        let span = self.span(b, t, start);
+        let mut x = self.embed(ids);
+        for i in 0..self.weights.layers.len() {
+            x = self.block(i, x, &span, cache.as_deref_mut(), lora, mode);
+        }
+        self.final_norm(x)
+    }
+
+    /// What every block of one forward shares: `b` sequences of `t` new
+    /// positions after `start` cached ones, and their RoPE tables.
+    pub fn span(&self, b: usize, t: usize, start: usize) -> Span {
+        let c = &self.config;
         // New positions attend to all cached ones and causally among themselves.
         let mask = (start > 0 && t > 1).then(|| {
             let total = start + t;
@@ -166,58 +190,89 @@ impl Llama {
                 .unsqueeze::<4>()
                 .expand([b, c.num_heads, t, total])
         });
+        let (cos, sin) = rope_tables(c, start, t, &self.device);
+        Span {
+            b,
+            t,
+            start,
+            cos,
+            sin,
+            mask,
+        }
+    }
+
+    /// The token embeddings of `ids: [B, T]`, `[B·T, d]`.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<2> {
+        let [b, t] = ids.dims();
+        embedding(self.weights.embed.clone(), ids).reshape([b * t, self.config.hidden_size])
+    }
+
+    /// The final RMSNorm of the last block's output `[N, d]`.
+    pub fn final_norm(&self, x: Tensor<2>) -> Tensor<2> {
+        rms_norm(x, &self.weights.norm, self.config.rms_norm_eps)
+    }
+
+    /// Block `i` on its input `x: [B·T, d]`, giving its output `[B·T, d]`;
+    /// extends `cache` with this block's keys and values when given.
+    pub fn block(
+        &self,
+        i: usize,
+        x: Tensor<2>,
+        span: &Span,
+        cache: Option<&mut KvCache>,
+        lora: Option<&LoraAdapters>,
+        mode: Mode,
+    ) -> Tensor<2> {
+        let c = &self.config;
+        let lw = &self.weights.layers[i];
+        let (b, t) = (span.b, span.t);
         let (h, kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let groups = h / kv;
-        let (cos, sin) = rope_tables(c, start, t, &self.device);
-        let mut x = embedding(self.weights.embed.clone(), ids).reshape([b * t, c.hidden_size]);
-        for (i, lw) in self.weights.layers.iter().enumerate() {
-            // Attention block.
-            let xn = rms_norm(x.clone(), &lw.attn_norm, c.rms_norm_eps); // [N, d]
-            let heads = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2); // [B, n, T, hd]
-            let q = heads(self.project(&xn, i, Target::Q, lora, mode), h);
-            let k = heads(self.project(&xn, i, Target::K, lora, mode), kv);
-            let v = heads(self.project(&xn, i, Target::V, lora, mode), kv);
-            let q = apply_rope(q, &cos, &sin);
-            let mut k = apply_rope(k, &cos, &sin);
-            let mut v = v;
-            if let Some(cache) = cache.as_deref_mut() {
-                if let Some((pk, pv)) = cache.layers.get(i) {
-                    k = Tensor::cat(vec![pk.clone(), k], 2); // [B, KV, T_past + T, hd]
-                    v = Tensor::cat(vec![pv.clone(), v], 2);
-                }
-                if cache.layers.len() > i {
-                    cache.layers[i] = (k.clone(), v.clone());
-                } else {
-                    cache.layers.push((k.clone(), v.clone()));
-                }
+        // Attention block.
+        let xn = rms_norm(x.clone(), &lw.attn_norm, c.rms_norm_eps); // [N, d]
+        let heads = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2); // [B, n, T, hd]
+        let q = heads(self.project(&xn, i, Target::Q, lora, mode), h);
+        let k = heads(self.project(&xn, i, Target::K, lora, mode), kv);
+        let v = heads(self.project(&xn, i, Target::V, lora, mode), kv);
+        let q = apply_rope(q, &span.cos, &span.sin);
+        let mut k = apply_rope(k, &span.cos, &span.sin);
+        let mut v = v;
+        if let Some(cache) = cache {
+            if let Some((pk, pv)) = cache.layers.get(i) {
+                k = Tensor::cat(vec![pk.clone(), k], 2); // [B, KV, T_past + T, hd]
+                v = Tensor::cat(vec![pv.clone(), v], 2);
             }
-            let tk = k.dims()[2];
-            let (k, v) = if groups > 1 {
-                // [B, KV, T, hd] -> [B, KV, G, T, hd] -> [B, H, T, hd]
-                let rep = |y: Tensor<4>| {
-                    y.unsqueeze_dim::<5>(2)
-                        .expand([b, kv, groups, tk, hd])
-                        .reshape([b, h, tk, hd])
-                };
-                (rep(k), rep(v))
+            if cache.layers.len() > i {
+                cache.layers[i] = (k.clone(), v.clone());
             } else {
-                (k, v)
-            };
-            let options = AttentionModuleOptions {
-                scale: None,
-                softcap: None,
-                is_causal: start == 0,
-            };
-            let att = attention(q, k, v, mask.clone(), None, options); // [B, H, T, hd]
-            let att = att.swap_dims(1, 2).reshape([b * t, h * hd]);
-            x = x + self.project(&att, i, Target::O, lora, mode);
-            // MLP block.
-            let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps);
-            let gate = silu(self.project(&xn, i, Target::Gate, lora, mode));
-            let up = self.project(&xn, i, Target::Up, lora, mode);
-            x = x + self.project(&(gate * up), i, Target::Down, lora, mode);
+                cache.layers.push((k.clone(), v.clone()));
+            }
         }
-        rms_norm(x, &self.weights.norm, c.rms_norm_eps)
+        let tk = k.dims()[2];
+        let (k, v) = if groups > 1 {
+            // [B, KV, T, hd] -> [B, KV, G, T, hd] -> [B, H, T, hd]
+            let rep = |y: Tensor<4>| {
+                y.unsqueeze_dim::<5>(2)
+                    .expand([b, kv, groups, tk, hd])
+                    .reshape([b, h, tk, hd])
+            };
+            (rep(k), rep(v))
+        } else {
+            (k, v)
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: span.start == 0,
+        };
+        let att = attention(q, k, v, span.mask.clone(), None, options); // [B, H, T, hd]
+        let att = att.swap_dims(1, 2).reshape([b * t, h * hd]);
+        let x = x + self.project(&att, i, Target::O, lora, mode);
+        // MLP block.
+        let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps);
+        let gate = silu(self.project(&xn, i, Target::Gate, lora, mode));
+        let up = self.project(&xn, i, Target::Up, lora, mode);
+        x + self.project(&(gate * up), i, Target::Down, lora, mode)
     }
 
     /// Logits `[N, vocab]` for hidden states `[N, d]`.

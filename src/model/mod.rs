@@ -3,10 +3,12 @@
 
 pub mod config;
 pub mod files;
+pub mod frozen;
 pub mod llama;
 pub mod load;
 pub mod loss;
+pub mod packed;
 pub mod weights;
 
 pub use config::LlamaConfig;
-pub use llama::{KvCache, Llama, Mode};
+pub use llama::{KvCache, Llama, Mode, Span};

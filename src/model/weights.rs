@@ -23,22 +23,32 @@
 //!
 //! "unpermute" undoes llama.cpp's `convert_hf_to_gguf.py` `permute`, which
 //! reorders each head's rows from rotate-half to interleaved pairs.
+//!
+//! On a CPU device the seven projections of a GGUF file stay in the file's
+//! blocks ([`Frozen::Packed`], rows unpermuted block-row by block-row, no
+//! transpose): the f32 copy exists only inside one matmul. Everything else,
+//! and every weight on a GPU, is loaded as f32 ([`Frozen::Dense`]).
 
+use std::sync::Arc;
+
+use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::io::gguf::Gguf;
+use crate::io::gguf::{Gguf, TensorInfo};
 use crate::io::safetensors::SafetensorsFile;
 use crate::lora::Target;
 use crate::model::config::LlamaConfig;
+use crate::model::frozen::Frozen;
+use crate::model::packed::PackedWeight;
 
-/// The frozen weights of one transformer block, linear weights `[d_in, d_out]`.
+/// The frozen weights of one transformer block.
 #[derive(Clone, Debug)]
 pub struct LayerWeights {
     /// RMSNorm before attention, `[d]`.
     pub attn_norm: Tensor<1>,
     /// The seven projections, indexed by [`Target`].
-    pub proj: [Tensor<2>; 7],
+    pub proj: [Frozen; 7],
     /// RMSNorm before the MLP, `[d]`.
     pub ffn_norm: Tensor<1>,
 }
@@ -62,6 +72,11 @@ pub trait WeightSource {
     fn file(&self) -> &str;
     /// The tensor's PyTorch shape and f32 values, or `None` when absent.
     fn get(&self, hf_name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
+    /// A 2-D tensor in the file's own storage, PyTorch layout, HF row order;
+    /// `None` when absent or when this source keeps nothing packed.
+    fn get_packed(&self, _hf_name: &str) -> Result<Option<PackedWeight>> {
+        Ok(None)
+    }
 }
 
 impl WeightSource for SafetensorsFile<'_> {
@@ -123,6 +138,15 @@ fn move_rows(w: &[f32], rows: usize, cols: usize, n_head: usize, to_gguf: bool) 
     out
 }
 
+/// The GGUF row that HF row `r` of a q/k matrix comes from, with heads of
+/// `hd` rows (see [`move_rows`]).
+fn gguf_row_of(r: usize, hd: usize) -> usize {
+    let (h, rem) = (r / hd, r % hd);
+    let half = hd / 2;
+    let (j, i) = (rem / half, rem % half);
+    h * hd + 2 * i + j
+}
+
 /// GGUF q/k rows (interleaved RoPE) to HF order (rotate-half).
 pub fn unpermute_rows_from_gguf(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
     move_rows(w, rows, cols, n_head, false)
@@ -133,19 +157,16 @@ pub fn permute_rows_for_gguf(w: &[f32], rows: usize, cols: usize, n_head: usize)
     move_rows(w, rows, cols, n_head, true)
 }
 
-impl WeightSource for GgufSource<'_, '_> {
-    fn file(&self) -> &str {
-        self.gguf.file()
-    }
-    fn get(&self, hf_name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+impl GgufSource<'_, '_> {
+    /// The tensor info for `hf_name`, and the head count its rows must be
+    /// unpermuted by (q and k only), checked to hold whole heads.
+    fn lookup(&self, hf_name: &str) -> Result<Option<(&TensorInfo, Option<usize>)>> {
         let Some(name) = gguf_name(hf_name) else {
             return Ok(None);
         };
         let Some(info) = self.gguf.tensor(&name) else {
             return Ok(None);
         };
-        let shape = info.torch_shape();
-        let values = self.gguf.tensor_f32(info)?;
         let n_head = if hf_name.ends_with("self_attn.q_proj.weight") {
             Some(self.config.num_heads)
         } else if hf_name.ends_with("self_attn.k_proj.weight") {
@@ -153,19 +174,55 @@ impl WeightSource for GgufSource<'_, '_> {
         } else {
             None
         };
-        let values = match (n_head, shape.as_slice()) {
-            (Some(h), &[rows, cols]) if rows % (2 * h) == 0 => {
-                unpermute_rows_from_gguf(&values, rows, cols, h)
-            }
+        let shape = info.torch_shape();
+        match (n_head, shape.as_slice()) {
+            (Some(h), &[rows, _]) if rows % (2 * h) == 0 => {}
             (Some(_), _) => {
                 return Err(Error::format(
                     self.file(),
                     format!("tensor {name} has shape {shape:?}, which cannot hold whole heads"),
                 ));
             }
-            (None, _) => values,
+            (None, _) => {}
+        }
+        Ok(Some((info, n_head)))
+    }
+}
+
+impl WeightSource for GgufSource<'_, '_> {
+    fn file(&self) -> &str {
+        self.gguf.file()
+    }
+    fn get(&self, hf_name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let Some((info, n_head)) = self.lookup(hf_name)? else {
+            return Ok(None);
+        };
+        let shape = info.torch_shape();
+        let values = self.gguf.tensor_f32(info)?;
+        let values = match (n_head, shape.as_slice()) {
+            (Some(h), &[rows, cols]) => unpermute_rows_from_gguf(&values, rows, cols, h),
+            _ => values,
         };
         Ok(Some((shape, values)))
+    }
+    fn get_packed(&self, hf_name: &str) -> Result<Option<PackedWeight>> {
+        let Some((info, n_head)) = self.lookup(hf_name)? else {
+            return Ok(None);
+        };
+        let &[rows, cols] = info.torch_shape().as_slice() else {
+            return Ok(None);
+        };
+        let bytes = self.gguf.tensor_bytes(info).to_vec();
+        let packed = PackedWeight::new(info.ggml_type, rows, cols, bytes).map_err(|reason| {
+            Error::format(self.file(), format!("tensor {}: {reason}", info.name))
+        })?;
+        Ok(Some(match n_head {
+            Some(h) => {
+                let hd = rows / h;
+                packed.reorder_rows(|r| gguf_row_of(r, hd))
+            }
+            None => packed,
+        }))
     }
 }
 
@@ -220,23 +277,55 @@ fn linear(
     ))
 }
 
+/// A projection: packed when `pack` and the source keeps it so, else
+/// dense `[in, out]`.
+fn projection(
+    src: &dyn WeightSource,
+    name: &str,
+    (d_in, d_out): (usize, usize),
+    pack: bool,
+    device: &Device,
+) -> Result<Frozen> {
+    if pack && let Some(p) = src.get_packed(name)? {
+        if p.shape() != [d_out, d_in] {
+            return Err(Error::format(
+                src.file(),
+                format!(
+                    "tensor `{name}` has shape {:?}, the config implies {:?}",
+                    p.shape(),
+                    [d_out, d_in]
+                ),
+            ));
+        }
+        return Ok(Frozen::Packed(Arc::new(p)));
+    }
+    Ok(Frozen::Dense(linear(src, name, d_in, d_out, device)?))
+}
+
+/// Whether base weights on `device` are kept packed: on the CPU, where the
+/// f32 copy is the memory that bounds a model's size. (On a GPU the weights
+/// are expanded there once; a dequantizing kernel is what would keep them
+/// packed.)
+pub fn packs_on(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}
+
 impl LlamaWeights {
-    /// Loads every weight `config` implies from `src`, checking each shape.
+    /// Loads every weight `config` implies from `src`, checking each shape;
+    /// the projections stay packed where [`packs_on`] says so.
     pub fn load(config: &LlamaConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
+        let pack = packs_on(device);
         let (v, d) = (config.vocab_size, config.hidden_size);
         let embed = required(src, "model.embed_tokens.weight", &[v, d])?;
         let embed = Tensor::from_data(TensorData::new(embed, [v, d]), device);
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = |t: Target| {
-                let (d_in, d_out) = t.dims(config);
-                linear(
-                    src,
-                    &format!("model.layers.{i}.{}.weight", t.hf_path()),
-                    d_in,
-                    d_out,
-                    device,
-                )
+                let name = format!("model.layers.{i}.{}.weight", t.hf_path());
+                projection(src, &name, t.dims(config), pack, device)
             };
             layers.push(LayerWeights {
                 attn_norm: vector(
@@ -275,11 +364,47 @@ impl LlamaWeights {
             lm_head,
         })
     }
+
+    /// The same weights with every projection expanded to f32.
+    pub fn to_dense(&self, device: &Device) -> Self {
+        let mut dense = self.clone();
+        for layer in &mut dense.layers {
+            for w in &mut layer.proj {
+                *w = Frozen::Dense(w.to_dense(device));
+            }
+        }
+        dense
+    }
+
+    /// Bytes the weights hold resident.
+    pub fn byte_len(&self) -> usize {
+        let f32s = |t: &Tensor<2>| t.shape().num_elements() * 4;
+        let norms = self.norm.shape().num_elements() * 4 * (1 + 2 * self.layers.len());
+        f32s(&self.embed)
+            + self.lm_head.as_ref().map_or(0, f32s)
+            + norms
+            + self
+                .layers
+                .iter()
+                .flat_map(|l| l.proj.iter().map(Frozen::byte_len))
+                .sum::<usize>()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{permute_rows_for_gguf, unpermute_rows_from_gguf};
+    use super::{gguf_row_of, permute_rows_for_gguf, unpermute_rows_from_gguf};
+
+    #[test]
+    fn the_packed_row_order_is_the_dense_unpermutation() {
+        let (rows, n_head) = (12, 3);
+        let w: Vec<f32> = (0..rows).map(|x| x as f32).collect();
+        let dense = unpermute_rows_from_gguf(&w, rows, 1, n_head);
+        let packed: Vec<f32> = (0..rows)
+            .map(|r| w[gguf_row_of(r, rows / n_head)])
+            .collect();
+        assert_eq!(packed, dense);
+    }
 
     #[test]
     fn gguf_row_permutation_round_trips_and_interleaves_halves() {

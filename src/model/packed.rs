@@ -1,0 +1,106 @@
+//! A frozen base weight kept in the checkpoint's own storage: the GGUF
+//! blocks (Q4_0, Q4_1, Q8_0, the k-quants, f16, ...) as they are in the file,
+//! rows in Hugging Face order.
+//!
+//! A LoRA base is never updated, so the engine never needs it as an f32
+//! tensor for longer than one matmul: [`crate::model::frozen`] expands a
+//! packed weight just before it multiplies and drops the f32 copy right
+//! after, in the forward and again in the backward pass. What stays resident
+//! is this, at the file's 0.56–2 bytes a weight instead of 4.
+//!
+//! The expansion is `io::dequant::dequantize`, the same code the dense path
+//! loads with, so a packed model computes with bit-identical weights.
+
+use std::fmt;
+
+use crate::io::dequant::{GgmlType, dequantize};
+
+/// A `[rows, cols]` (PyTorch `[out, in]`) matrix in ggml blocks, each row a
+/// whole number of blocks.
+#[derive(Clone)]
+pub struct PackedWeight {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+}
+
+impl fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PackedWeight({:?}, [{}, {}], {} bytes)",
+            self.ty,
+            self.rows,
+            self.cols,
+            self.bytes.len()
+        )
+    }
+}
+
+impl PackedWeight {
+    /// Wraps `bytes` holding a `[rows, cols]` matrix of type `ty`. Returns a
+    /// reason (without the file name) when a row is not a whole number of
+    /// blocks or the length does not match.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
+        if !cols.is_multiple_of(ty.block_len()) {
+            return Err(format!(
+                "a row of {cols} elements is not a whole number of {ty:?} blocks of {}",
+                ty.block_len()
+            ));
+        }
+        let expected = rows * cols / ty.block_len() * ty.block_bytes();
+        if bytes.len() != expected {
+            return Err(format!(
+                "[{rows}, {cols}] {ty:?} needs {expected} bytes, got {}",
+                bytes.len()
+            ));
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            bytes,
+        })
+    }
+
+    /// The storage type.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// `[rows, cols]`, PyTorch's `[out, in]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// Bytes held.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_len() * self.ty.block_bytes()
+    }
+
+    /// The same matrix with its rows reordered: row `r` of the result is row
+    /// `source(r)` of this one. Blocks never span rows, so this is exact.
+    pub fn reorder_rows(&self, source: impl Fn(usize) -> usize) -> Self {
+        let rb = self.row_bytes();
+        let mut bytes = Vec::with_capacity(self.bytes.len());
+        for r in 0..self.rows {
+            let s = source(r);
+            bytes.extend_from_slice(&self.bytes[s * rb..(s + 1) * rb]);
+        }
+        Self {
+            bytes,
+            ..self.clone()
+        }
+    }
+
+    /// The f32 values, row-major `[rows, cols]`.
+    pub fn to_f32(&self) -> Vec<f32> {
+        dequantize(self.ty, &self.bytes, self.rows * self.cols)
+            .expect("the length was checked when the weight was made")
+    }
+}
