@@ -12,7 +12,7 @@ use tabtune::data::Example;
 use tabtune::io::peft;
 use tabtune::lora::LoraAdapters;
 use tabtune::readback::block_on;
-use tabtune::train::{Batch, Schedule, TrainConfig, Trainer, gradients};
+use tabtune::train::{Activations, Batch, Schedule, TrainConfig, Trainer, gradients};
 
 fn peft_adapter(config: &tabtune::model::LlamaConfig) -> LoraAdapters {
     peft::import(
@@ -62,7 +62,7 @@ fn peft_adapter_logits_and_loss_match_peft() {
 
     let batch = batch_from(&r, "input_ids", "loss_mask");
     let n = batch.trained_positions.len();
-    let (sum, _) = gradients(&m.model, &lora, &[batch], n);
+    let (sum, _) = gradients(&m.model, &lora, &[batch], n, 0, Activations::Keep);
     let loss = sum.into_scalar::<f32>() / n as f32;
     let want = r.f32("loss_lora").1[0];
     assert!((loss - want).abs() < 1e-5, "loss {loss} vs {want}");
@@ -75,14 +75,24 @@ fn every_lora_gradient_matches_peft() {
     let lora = peft_adapter(&m.model.config);
     let batch = batch_from(&r, "input_ids", "loss_mask");
     let n = batch.trained_positions.len();
-    let (_, grads) = gradients(&m.model, &lora, &[batch], n);
     let names = lora.named_tensors();
     assert_eq!(names.len(), 2 * 7 * 2, "A and B for 7 targets in 2 layers");
-    for ((name, _), g) in names.iter().zip(grads) {
-        // engine layout is the transpose of PEFT's
-        let got = to_vec(g.transpose());
-        let (_, want) = r.f32(&format!("grad.{}", peft_key(name)));
-        assert_close(name, &got, &want, 1e-5);
+    // Kept in one graph, and recomputed block by block.
+    for activations in [Activations::Keep, Activations::Recompute] {
+        let (_, grads) = gradients(
+            &m.model,
+            &lora,
+            std::slice::from_ref(&batch),
+            n,
+            0,
+            activations,
+        );
+        for ((name, _), g) in names.iter().zip(grads) {
+            // engine layout is the transpose of PEFT's
+            let got = to_vec(g.transpose());
+            let (_, want) = r.f32(&format!("grad.{}", peft_key(name)));
+            assert_close(&format!("{name} ({activations:?})"), &got, &want, 1e-5);
+        }
     }
 }
 
@@ -105,6 +115,7 @@ fn four_training_steps_match_pytorch_adamw() {
         beta2: 0.999,
         eps: 1e-8,
         seed: 0,
+        activations: Activations::Recompute,
     };
     // The trainer needs some data to own; these steps use explicit batches.
     let dummy = Example {

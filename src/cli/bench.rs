@@ -64,7 +64,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         steps: a.steps + 1,
         batch_size: batch,
         seq_len,
-        ..TrainConfig::default()
+        ..s.train(batch)?
     };
     let mut trainer = Trainer::new(model, adapters, data.clone(), config)?;
     let refs: Vec<&Example> = data.iter().collect();

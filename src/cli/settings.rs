@@ -35,7 +35,8 @@ impl Subset for Batching {
 #[derive(Debug, Clone)]
 pub struct Shape;
 impl Subset for Shape {
-    const NAMES: &'static [&'static str] = &["batch", "seq-len", "rank", "targets"];
+    const NAMES: &'static [&'static str] =
+        &["batch", "seq-len", "rank", "targets", "keep-activations"];
 }
 
 /// The settings given on the command line, as typed.

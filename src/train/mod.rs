@@ -7,6 +7,7 @@
 //! by their global L2 norm (`torch.nn.utils.clip_grad_norm_`), then burn's
 //! AdamW updates each factor with the scheduled learning rate.
 
+pub mod backward;
 pub mod batch;
 pub mod schedule;
 pub mod session;
@@ -25,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::lora::LoraAdapters;
 use crate::model::{Llama, Mode};
 use crate::readback::{Readback, first};
+pub use backward::{Activations, gradients, step_seed};
 pub use batch::Batch;
 pub use schedule::Schedule;
 pub use session::{Progress, RunStatus, Session};
@@ -59,6 +61,9 @@ pub struct TrainConfig {
     pub eps: f64,
     /// Seed for adapter init, data order and dropout. Default 42.
     pub seed: u64,
+    /// Whether the backward pass keeps every block's activations or
+    /// recomputes them block by block. Default [`Activations::Recompute`].
+    pub activations: Activations,
 }
 
 impl Default for TrainConfig {
@@ -77,6 +82,7 @@ impl Default for TrainConfig {
             beta2: 0.999,
             eps: 1e-8,
             seed: 42,
+            activations: Activations::Recompute,
         }
     }
 }
@@ -273,7 +279,15 @@ impl Trainer {
                 .schedule
                 .factor(self.step, self.config.warmup_steps, self.config.steps);
         let device = self.model.device.clone();
-        let (loss_sum, grads) = gradients(&self.model, &self.adapters, micro, trained);
+        let seed = step_seed(self.config.seed, self.step);
+        let (loss_sum, grads) = gradients(
+            &self.model,
+            &self.adapters,
+            micro,
+            trained,
+            seed,
+            self.config.activations,
+        );
         // Global L2 norm over every factor, as clip_grad_norm_; the clip is a
         // tensor op (coef = min(1, max/(norm+1e-6))) so nothing is read back.
         let norm = grads
@@ -339,40 +353,6 @@ impl Trainer {
             })
         }))
     }
-}
-
-/// Gradients of `sum(NLL) / trained` with respect to every adapter factor
-/// (in [`LoraAdapters::named_tensors`] order), summed over `micro`, and the
-/// NLL sum `[1]`. `trained` is the trained-token count of all of `micro`.
-pub fn gradients(
-    model: &Llama,
-    adapters: &LoraAdapters,
-    micro: &[Batch],
-    trained: usize,
-) -> (Tensor<1>, Vec<Tensor<2>>) {
-    let device = &model.device;
-    let mut grads: Vec<Option<Tensor<2>>> = vec![None; adapters.named_tensors().len()];
-    let mut loss_sum = Tensor::<1>::zeros([1], device);
-    for batch in micro.iter().filter(|b| !b.trained_positions.is_empty()) {
-        let tracked = adapters.map(|t| t.autodiff().require_grad());
-        let hidden = model.hidden(batch.ids_tensor(device), Some(&tracked), Mode::Train);
-        let nll = model.nll_sum(hidden, &batch.trained_positions, &batch.targets); // [1]
-        let g = nll.clone().div_scalar(trained as f64).backward();
-        loss_sum = loss_sum + nll.inner();
-        for (slot, (_, t)) in grads.iter_mut().zip(tracked.named_tensors()) {
-            let grad = t.grad(&g).unwrap_or_else(|| t.clone().inner().zeros_like());
-            *slot = Some(match slot.take() {
-                Some(acc) => acc + grad,
-                None => grad,
-            });
-        }
-    }
-    let grads = grads
-        .into_iter()
-        .zip(adapters.named_tensors())
-        .map(|(g, (_, t))| g.unwrap_or_else(|| t.zeros_like()))
-        .collect();
-    (loss_sum, grads)
 }
 
 /// The NLL sum `[1]` of `model` (+ `adapters`) over `examples` on exactly

@@ -184,6 +184,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "Scale updates by alpha / sqrt(rank) instead of alpha / rank.",
     },
     Setting {
+        name: "keep-activations",
+        label: "Keep activations",
+        kind: Kind::Flag,
+        empty: None,
+        help: "Keep every layer's activations for the backward pass: about a quarter faster, several times the memory.",
+    },
+    Setting {
         name: "seed",
         label: "Seed",
         kind: int(0, u32::MAX as u64),

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::lora::{LoraAdapters, LoraConfig, Target};
 use crate::model::Llama;
 use crate::train::setting::MAX_STEPS;
-use crate::train::{Schedule, TrainConfig, Trainer};
+use crate::train::{Activations, Schedule, TrainConfig, Trainer};
 
 /// A run ready to step: its trainer (fresh seeded adapters, the training
 /// share of the examples) and the held-out share, cut to the sequence
@@ -65,6 +65,10 @@ pub struct RunSettings {
     pub weight_decay: f64,
     /// Seed for adapter init, data order and dropout. Default 42.
     pub seed: u64,
+    /// Keep every block's activations for the backward pass instead of
+    /// recomputing them block by block: faster, much more memory. Default
+    /// false.
+    pub keep_activations: bool,
     /// Projections to adapt: `all` or a comma list of q,k,v,o,gate,up,down.
     /// Default all.
     pub targets: String,
@@ -96,6 +100,7 @@ impl Default for RunSettings {
             max_grad_norm: t.max_grad_norm,
             weight_decay: t.weight_decay,
             seed: t.seed,
+            keep_activations: t.activations == Activations::Keep,
             targets: "all".into(),
             validation: 0.1,
             eval_every: 0,
@@ -157,6 +162,11 @@ impl RunSettings {
             max_grad_norm: self.max_grad_norm,
             weight_decay: self.weight_decay,
             seed: self.seed,
+            activations: if self.keep_activations {
+                Activations::Keep
+            } else {
+                Activations::Recompute
+            },
             ..TrainConfig::default()
         };
         config.validate()?;
