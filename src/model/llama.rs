@@ -8,7 +8,7 @@
 //! projection is one matmul against a `[d_in, d_out]` weight.
 
 use burn::tensor::activation::silu;
-use burn::tensor::module::{attention, embedding};
+use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 
@@ -203,8 +203,7 @@ impl Llama {
 
     /// The token embeddings of `ids: [B, T]`, `[B·T, d]`.
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<2> {
-        let [b, t] = ids.dims();
-        embedding(self.weights.embed.clone(), ids).reshape([b * t, self.config.hidden_size])
+        self.weights.embed.lookup(ids)
     }
 
     /// The final RMSNorm of the last block's output `[N, d]`.
@@ -279,7 +278,7 @@ impl Llama {
     pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
         match &self.weights.lm_head {
             Some(w) => hidden.matmul(w.clone()),
-            None => hidden.matmul(self.weights.embed.clone().transpose()),
+            None => self.weights.embed.logits(hidden),
         }
     }
 

@@ -43,6 +43,7 @@ impl Llama {
         let picked = hidden.select(0, index); // [M, d]
         let tracked = picked.is_tracked();
         let plain = picked.clone().inner(); // [M, d], outside the graph
+        let head = self.head(); // expanded once for every chunk, then dropped
         let mut nll = Tensor::<1>::zeros([1], &device);
         let mut grads = Vec::new();
         for start in (0..m).step_by(chunk.max(1)) {
@@ -52,13 +53,13 @@ impl Llama {
                 TensorData::new(targets[start..end].to_vec(), [c, 1]),
                 &device,
             ); // [c, 1]
-            let logp = log_softmax(self.logits(plain.clone().slice(start..end)), 1); // [c, V]
+            let logp = log_softmax(head.logits(plain.clone().slice(start..end)), 1); // [c, V]
             nll = nll - logp.clone().gather(1, t.clone()).sum();
             if tracked {
                 // d(−log p_t)/d logits = softmax − onehot(t)    [c, V]
                 let minus_one = Tensor::<2>::full([c, 1], -1.0, &device);
                 let g = logp.exp().scatter(1, t, minus_one, IndexingUpdateOp::Add);
-                grads.push(self.logits_input_grad(g)); // [c, d]
+                grads.push(head.input_grad(g)); // [c, d]
             }
         }
         if !tracked {
@@ -69,12 +70,38 @@ impl Llama {
         s.clone() - s.detach() + nll
     }
 
+    /// The LM head as f32 on the device.
+    fn head(&self) -> Head {
+        match &self.weights.lm_head {
+            Some(w) => Head::Untied(w.clone()),
+            None => Head::Tied(self.weights.embed.to_dense(&self.device)),
+        }
+    }
+}
+
+/// The LM head's matrix for the length of one loss.
+enum Head {
+    /// `[d, V]`.
+    Untied(Tensor<2>),
+    /// The embedding `[V, d]`.
+    Tied(Tensor<2>),
+}
+
+impl Head {
+    /// Logits `[c, V]` of hidden states `h: [c, d]`.
+    fn logits(&self, h: Tensor<2>) -> Tensor<2> {
+        match self {
+            Head::Untied(w) => h.matmul(w.clone()),
+            Head::Tied(e) => h.matmul(e.clone().transpose()),
+        }
+    }
+
     /// `g·Wᵀ`: the gradient reaching the hidden states `[c, d]` from the
     /// gradient `g: [c, vocab]` of the logits.
-    fn logits_input_grad(&self, g: Tensor<2>) -> Tensor<2> {
-        match &self.weights.lm_head {
-            Some(w) => g.matmul(w.clone().transpose()),   // w: [d, V]
-            None => g.matmul(self.weights.embed.clone()), // embed: [V, d]
+    fn input_grad(&self, g: Tensor<2>) -> Tensor<2> {
+        match self {
+            Head::Untied(w) => g.matmul(w.clone().transpose()),
+            Head::Tied(e) => g.matmul(e.clone()),
         }
     }
 }

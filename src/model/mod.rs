@@ -2,6 +2,7 @@
 //! and loading a model from a GGUF file or a Hugging Face directory's bytes.
 
 pub mod config;
+pub mod embedding;
 pub mod files;
 pub mod frozen;
 pub mod llama;

@@ -98,6 +98,19 @@ impl PackedWeight {
         }
     }
 
+    /// Rows `rows` (each below `shape()[0]`) as f32, row-major
+    /// `[rows.len(), cols]`.
+    pub fn rows_f32(&self, rows: &[usize]) -> Vec<f32> {
+        let rb = self.row_bytes();
+        let mut out = Vec::with_capacity(rows.len() * self.cols);
+        for &r in rows {
+            let row = dequantize(self.ty, &self.bytes[r * rb..(r + 1) * rb], self.cols)
+                .expect("a row is a whole number of blocks");
+            out.extend_from_slice(&row);
+        }
+        out
+    }
+
     /// The f32 values, row-major `[rows, cols]`.
     pub fn to_f32(&self) -> Vec<f32> {
         dequantize(self.ty, &self.bytes, self.rows * self.cols)

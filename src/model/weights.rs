@@ -24,8 +24,8 @@
 //! "unpermute" undoes llama.cpp's `convert_hf_to_gguf.py` `permute`, which
 //! reorders each head's rows from rotate-half to interleaved pairs.
 //!
-//! On a CPU device the seven projections of a GGUF file stay in the file's
-//! blocks ([`Frozen::Packed`], rows unpermuted block-row by block-row, no
+//! On a CPU device the embedding and the seven projections of a GGUF file
+//! stay in the file's blocks ([`Frozen::Packed`], rows unpermuted block-row by block-row, no
 //! transpose): the f32 copy exists only inside one matmul. Everything else,
 //! and every weight on a GPU, is loaded as f32 ([`Frozen::Dense`]).
 
@@ -39,6 +39,7 @@ use crate::io::gguf::{Gguf, TensorInfo};
 use crate::io::safetensors::SafetensorsFile;
 use crate::lora::Target;
 use crate::model::config::LlamaConfig;
+use crate::model::embedding::Embedding;
 use crate::model::frozen::Frozen;
 use crate::model::packed::PackedWeight;
 
@@ -57,7 +58,7 @@ pub struct LayerWeights {
 #[derive(Clone, Debug)]
 pub struct LlamaWeights {
     /// Token embedding `[vocab, d]` (also the LM head when tied).
-    pub embed: Tensor<2>,
+    pub embed: Embedding,
     /// Transformer blocks.
     pub layers: Vec<LayerWeights>,
     /// Final RMSNorm `[d]`.
@@ -315,12 +316,18 @@ pub fn packs_on(device: &Device) -> bool {
 
 impl LlamaWeights {
     /// Loads every weight `config` implies from `src`, checking each shape;
-    /// the projections stay packed where [`packs_on`] says so.
+    /// the embedding and projections stay packed where [`packs_on`] says so.
     pub fn load(config: &LlamaConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
         let pack = packs_on(device);
         let (v, d) = (config.vocab_size, config.hidden_size);
-        let embed = required(src, "model.embed_tokens.weight", &[v, d])?;
-        let embed = Tensor::from_data(TensorData::new(embed, [v, d]), device);
+        let name = "model.embed_tokens.weight";
+        let embed = match src.get_packed(name)?.filter(|_| pack) {
+            Some(p) if p.shape() == [v, d] => Embedding::Packed(Arc::new(p)),
+            _ => Embedding::Dense(Tensor::from_data(
+                TensorData::new(required(src, name, &[v, d])?, [v, d]),
+                device,
+            )),
+        };
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = |t: Target| {
@@ -365,9 +372,11 @@ impl LlamaWeights {
         })
     }
 
-    /// The same weights with every projection expanded to f32.
+    /// The same weights with the embedding and every projection expanded
+    /// to f32.
     pub fn to_dense(&self, device: &Device) -> Self {
         let mut dense = self.clone();
+        dense.embed = Embedding::Dense(self.embed.to_dense(device));
         for layer in &mut dense.layers {
             for w in &mut layer.proj {
                 *w = Frozen::Dense(w.to_dense(device));
@@ -380,7 +389,7 @@ impl LlamaWeights {
     pub fn byte_len(&self) -> usize {
         let f32s = |t: &Tensor<2>| t.shape().num_elements() * 4;
         let norms = self.norm.shape().num_elements() * 4 * (1 + 2 * self.layers.len());
-        f32s(&self.embed)
+        self.embed.byte_len()
             + self.lm_head.as_ref().map_or(0, f32s)
             + norms
             + self
