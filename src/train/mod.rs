@@ -9,6 +9,7 @@
 
 pub mod backward;
 pub mod batch;
+pub mod memory;
 pub mod schedule;
 pub mod session;
 pub mod setting;

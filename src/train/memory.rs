@@ -1,0 +1,102 @@
+//! What a training step will need in memory, estimated before it runs, so
+//! the engine can refuse settings that would not fit instead of crashing.
+//!
+//! The terms, for `N = batch × length` tokens, `S = batch × heads ×
+//! length²` attention scores, `L` blocks (f32 = 4 bytes):
+//!
+//! - adapters and AdamW: each factor, its gradient and two moments:
+//!   `4 × 4 × P` for `P` adapter parameters;
+//! - one block's graph — what its backward keeps, counted from
+//!   `model/llama.rs` under burn's autodiff (an operation keeps an operand
+//!   only when the other side needs a gradient): per token, the dropped
+//!   inputs of the seven projections (`3d + q + 2d` floats and `ff` for
+//!   `down`) with their bool masks, the residual before the MLP norm (`d`),
+//!   the rotated queries and the repeated keys and values (`3q`), SiLU's
+//!   input and output, `up` (`3 ff`), `x·A` (`7 r`); and twice `S` floats
+//!   (softmax's exponentials and probabilities) with an `S` bool causal
+//!   mask; the backward's own temporaries add a fifth again;
+//! - recomputed ([`Activations::Recompute`]): every block's input (`L·N·d`)
+//!   plus one block's graph; kept: `L` block graphs (and their inputs);
+//! - the loss: the tied LM head expanded to f32 (`vocab × d`), a chunk of
+//!   128 rows of logits and one same-sized intermediate beside it, and the
+//!   `[M, d]` rows and gradient.
+//!
+//! Two factors were set by measurement (`tests/memory_estimate.rs`, the
+//! default model): the backward's temporaries (a fifth of the graph) and the
+//! loss chunk's intermediates (one); with them the estimates came out 6-9%
+//! above the measured peaks, a margin a guard wants.
+//!
+//! The peak is the larger of the loss and the deepest block's backward,
+//! above the weights, which [`LlamaWeights::byte_len`] counts exactly.
+//! `tests/memory_estimate.rs` holds the estimate within 25% of the measured
+//! peak at several settings.
+//!
+//! [`LlamaWeights::byte_len`]: crate::model::weights::LlamaWeights::byte_len
+
+use crate::lora::LoraConfig;
+use crate::model::LlamaConfig;
+use crate::model::loss::LOSS_CHUNK_ROWS;
+use crate::train::Activations;
+
+/// The shape of one micro-batch.
+#[derive(Clone, Copy, Debug)]
+pub struct StepShape {
+    /// Examples in the micro-batch.
+    pub batch: usize,
+    /// Padded length in tokens (at most the sequence length setting).
+    pub seq_len: usize,
+    /// Trained positions (at most `batch × seq_len`).
+    pub trained: usize,
+    /// Kept or recomputed.
+    pub activations: Activations,
+}
+
+const F32: usize = 4;
+
+/// Adapter parameters over every block.
+fn adapter_params(c: &LlamaConfig, lora: &LoraConfig) -> usize {
+    let per_block: usize = lora
+        .targets
+        .iter()
+        .map(|t| {
+            let (din, dout) = t.dims(c);
+            lora.rank * (din + dout)
+        })
+        .sum();
+    per_block * c.num_layers
+}
+
+/// Bytes one block's autodiff graph keeps for `n` tokens.
+fn block_graph(c: &LlamaConfig, lora: &LoraConfig, s: &StepShape) -> usize {
+    let n = s.batch * s.seq_len;
+    let (d, ff) = (c.hidden_size, c.intermediate_size);
+    let q = c.num_heads * c.head_dim;
+    let scores = s.batch * c.num_heads * s.seq_len * s.seq_len;
+    // Each adapted projection keeps its dropped input and bool mask, and x·A.
+    let inputs: usize = lora.targets.iter().map(|t| t.dims(c).0).sum();
+    let adapted = inputs * (F32 + 1) + lora.targets.len() * lora.rank * F32;
+    let kept = (d + 3 * q + 3 * ff) * F32; // MLP norm input, q/k/v for attention, SiLU in/out, up
+    let block = n * (adapted + kept) + scores * (2 * F32 + 1);
+    block + block / 5 // the backward's temporaries
+}
+
+/// Bytes above the weights one optimizer step needs at its peak.
+pub fn estimate_step(c: &LlamaConfig, lora: &LoraConfig, s: &StepShape) -> usize {
+    let n = s.batch * s.seq_len;
+    let d = c.hidden_size;
+    let adapters = 4 * F32 * adapter_params(c, lora);
+    let block = block_graph(c, lora, s);
+    let head = if c.tie_word_embeddings {
+        c.vocab_size * d * F32
+    } else {
+        0
+    };
+    let chunk = LOSS_CHUNK_ROWS.min(s.trained) * c.vocab_size * F32; // [rows, V]
+    let loss = head + 2 * chunk + 2 * s.trained * d * F32;
+    let inputs = c.num_layers * n * d * F32;
+    let activations = match s.activations {
+        Activations::Recompute => inputs + block.max(loss),
+        Activations::Keep => c.num_layers * (block + n * d * F32) + loss,
+    };
+    adapters + activations
+}
