@@ -15,6 +15,7 @@ use serde_json::Value;
 use tabtune::data::{BadLines, ReadOptions};
 use tabtune::model::files::{ModelFiles, load_files};
 use tabtune::readback::block_on;
+use tabtune::train::memory::HeapLimit;
 use tabtune::train::session::When;
 use tabtune::train::{Progress, RunSettings, RunStatus, Session};
 
@@ -320,4 +321,52 @@ fn the_model_files_rule_names_what_is_missing() {
     assert!(err(&["config.json"]).contains("Missing model.safetensors, tokenizer.json"));
     assert!(err(&["a.gguf", "b.gguf"]).contains("one .gguf file, not 2"));
     assert!(err(&[]).contains("none chosen"));
+}
+
+/// A memory limit the test controls: 64 MiB already in use.
+fn in_use() -> usize {
+    64 << 20
+}
+
+#[test]
+fn a_run_or_model_too_big_for_the_engines_memory_is_refused_with_what_to_lower() {
+    let dir = tiny_model_dir("tabtune-session-memory");
+    let (mut s, _) = session_on(&dir, &fixture("data/chat.jsonl"));
+    let settings = RunSettings::from_text([("steps", "1"), ("batch", "4")]).expect("valid");
+    // The tiny model's step needs a few MiB: 65 MiB in all is too little,
+    // 128 MiB is enough.
+    s.limit_memory(HeapLimit {
+        total: 65 << 20,
+        live: in_use,
+    });
+    let err = s.start(&settings, BadLines::Skip).expect_err("too big");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("setting `batch`")
+            && msg.contains("the engine has 1 MiB left of its 65 MiB")
+            && msg.contains("lower Batch or Sequence length"),
+        "{msg}"
+    );
+    assert_eq!(s.status(), RunStatus::Idle, "nothing started");
+    let keep = RunSettings::from_text([("steps", "1"), ("keep-activations", "true")]).expect("ok");
+    let msg = s
+        .start(&keep, BadLines::Skip)
+        .expect_err("too big")
+        .to_string();
+    assert!(msg.contains("or turn Keep activations off"), "{msg}");
+    let err = s
+        .check_load("big.gguf", 1 << 20, true)
+        .expect_err("2 MiB to load, 1 left");
+    assert!(
+        err.to_string()
+            .contains("big.gguf: loading this model needs about 2 MiB"),
+        "{err}"
+    );
+    s.limit_memory(HeapLimit {
+        total: 128 << 20,
+        live: in_use,
+    });
+    s.check_load("big.gguf", 1 << 20, true).expect("fits");
+    s.start(&settings, BadLines::Skip).expect("fits now");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,5 +1,6 @@
 //! What a training step will need in memory, estimated before it runs, so
-//! the engine can refuse settings that would not fit instead of crashing.
+//! the engine can refuse settings that would not fit instead of crashing
+//! ([`check_step`], [`check_load`] against a [`HeapLimit`]).
 //!
 //! The terms, for `N = batch × length` tokens, `S = batch × heads ×
 //! length²` attention scores, `L` blocks (f32 = 4 bytes):
@@ -33,6 +34,7 @@
 //!
 //! [`LlamaWeights::byte_len`]: crate::model::weights::LlamaWeights::byte_len
 
+use crate::error::{Error, Result};
 use crate::lora::LoraConfig;
 use crate::model::LlamaConfig;
 use crate::model::loss::LOSS_CHUNK_ROWS;
@@ -99,4 +101,75 @@ pub fn estimate_step(c: &LlamaConfig, lora: &LoraConfig, s: &StepShape) -> usize
         Activations::Keep => c.num_layers * (block + n * d * F32) + loss,
     };
     adapters + activations
+}
+
+/// What a CPU engine's memory can hold, as its front end knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct HeapLimit {
+    /// Bytes the engine's memory can grow to (4 GiB for wasm32).
+    pub total: usize,
+    /// Bytes allocated now.
+    pub live: fn() -> usize,
+}
+
+impl HeapLimit {
+    /// Bytes that can still be allocated.
+    pub fn left(&self) -> usize {
+        self.total.saturating_sub((self.live)())
+    }
+}
+
+const MIB: usize = 1 << 20;
+
+/// Refuses a run whose step would not fit in what `limit` leaves, saying
+/// what to lower.
+pub fn check_step(
+    c: &LlamaConfig,
+    lora: &LoraConfig,
+    s: &StepShape,
+    limit: &HeapLimit,
+) -> Result<()> {
+    let need = estimate_step(c, lora, s);
+    let left = limit.left();
+    if need <= left {
+        return Ok(());
+    }
+    let keep = match s.activations {
+        Activations::Keep => ", or turn Keep activations off",
+        Activations::Recompute => "",
+    };
+    Err(Error::setting(
+        "batch",
+        format!(
+            "a step of {} examples × {} tokens needs about {} MiB, but the engine has {} MiB \
+             left of its {} MiB: lower Batch or Sequence length{keep}",
+            s.batch,
+            s.seq_len,
+            need.div_ceil(MIB),
+            left / MIB,
+            limit.total / MIB
+        ),
+    ))
+}
+
+/// Refuses model files of `file_bytes` in all that would not fit in what
+/// `limit` leaves: the files themselves, and the weights made from them (a
+/// GGUF's packed weights are about as large as the file; safetensors
+/// become f32, up to twice an f16 file).
+pub fn check_load(name: &str, file_bytes: usize, gguf: bool, limit: &HeapLimit) -> Result<()> {
+    let need = file_bytes.saturating_mul(if gguf { 2 } else { 3 });
+    let left = limit.left();
+    if need <= left {
+        return Ok(());
+    }
+    Err(Error::format(
+        name,
+        format!(
+            "loading this model needs about {} MiB, but the engine has {} MiB left of its {} MiB: \
+             choose a smaller model (or a more quantized file of it)",
+            need.div_ceil(MIB),
+            left / MIB,
+            limit.total / MIB
+        ),
+    ))
 }

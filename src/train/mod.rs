@@ -206,7 +206,6 @@ impl Trainer {
         let n = adapters.named_tensors().len();
         let mut rng = StdRng::seed_from_u64(config.seed);
         order.shuffle(&mut rng);
-        model.device.seed(config.seed);
         Ok(Self {
             model,
             adapters,

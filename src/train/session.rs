@@ -26,6 +26,7 @@ use crate::io::card::{CardInfo, model_card};
 use crate::io::peft::{self, PeftFiles};
 use crate::model::load::Loaded;
 use crate::tokenizer::TextTokenizer;
+use crate::train::memory::{self, HeapLimit, StepShape};
 use crate::train::{Run, RunSettings, StepReport, Trainer, evaluate};
 
 /// What a front end shows about a loaded model.
@@ -206,6 +207,8 @@ impl AdapterFiles {
 pub struct Session {
     device: Device,
     backend: String,
+    /// What the engine's memory can hold, when the front end knows it.
+    limit: Option<HeapLimit>,
     model: Option<Loaded>,
     data: Option<DataSet>,
     run: Option<ActiveRun>,
@@ -222,9 +225,25 @@ impl Session {
         Self {
             device,
             backend: backend.to_string(),
+            limit: None,
             model: None,
             data: None,
             run: None,
+        }
+    }
+
+    /// Refuse models and runs that would not fit in `limit` (the page's CPU
+    /// engine: wasm32's 4 GiB). Without one, nothing is refused for size.
+    pub fn limit_memory(&mut self, limit: HeapLimit) {
+        self.limit = Some(limit);
+    }
+
+    /// Refuses model files of `file_bytes` in all (a `.gguf` when `gguf`)
+    /// that would not fit, before they are read in.
+    pub fn check_load(&self, name: &str, file_bytes: usize, gguf: bool) -> Result<()> {
+        match &self.limit {
+            Some(limit) => memory::check_load(name, file_bytes, gguf, limit),
+            None => Ok(()),
         }
     }
 
@@ -325,6 +344,20 @@ impl Session {
             trainable,
         } = settings.begin(model, Arc::clone(&data.examples), &self.device)?;
         let c = &trainer.config;
+        if let Some(limit) = &self.limit {
+            // Before the first step. The worst batch: the longest examples,
+            // every position trained.
+            let longest = data.examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+            let len = longest.min(c.seq_len);
+            let batch = c.batch_size.min(trainer.num_examples());
+            let shape = StepShape {
+                batch,
+                seq_len: len,
+                trained: batch * len,
+                activations: c.activations,
+            };
+            memory::check_step(&trainer.model().config, &settings.lora()?, &shape, limit)?;
+        }
         let info = RunInfo {
             steps: c.steps,
             examples: trainer.num_examples(),

@@ -122,6 +122,15 @@ impl RunSettings {
         Ok(lora)
     }
 
+    /// Whether the backward pass keeps or recomputes the activations.
+    pub fn activations(&self) -> Activations {
+        if self.keep_activations {
+            Activations::Keep
+        } else {
+            Activations::Recompute
+        }
+    }
+
     /// The optimisation settings for a data set of `examples` examples,
     /// checked by [`TrainConfig::validate`] (each value's range is checked
     /// by [`RunSettings::validate`], which [`RunSettings::begin`] runs
@@ -162,11 +171,7 @@ impl RunSettings {
             max_grad_norm: self.max_grad_norm,
             weight_decay: self.weight_decay,
             seed: self.seed,
-            activations: if self.keep_activations {
-                Activations::Keep
-            } else {
-                Activations::Recompute
-            },
+            activations: self.activations(),
             ..TrainConfig::default()
         };
         config.validate()?;

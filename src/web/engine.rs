@@ -20,8 +20,10 @@ use web_sys::Blob;
 use crate::data::{BadLines, ReadOptions};
 use crate::error::Error;
 use crate::model::files::{HF_OPTIONAL, HF_REQUIRED, ModelFiles, load_files};
+use crate::train::memory::HeapLimit;
 use crate::train::setting::{check_form, views};
 use crate::train::{RunSettings, Session};
+use crate::web::alloc;
 use crate::web::blob::{BlobReader, CHUNK};
 
 /// The most tokens a data file may bring into the engine: 500 MB of ids and
@@ -83,9 +85,16 @@ fn busy() -> JsValue {
 
 #[wasm_bindgen]
 impl Engine {
-    /// An engine on the pure-Rust CPU backend (runs everywhere).
+    /// An engine on the pure-Rust CPU backend (runs everywhere). Its
+    /// memory is this module's: models and runs that would not fit in what
+    /// is left of wasm32's 4 GiB are refused before they start.
     pub fn cpu() -> Engine {
-        Engine::on(Device::flex(), "cpu")
+        let engine = Engine::on(Device::flex(), "cpu");
+        engine.session.borrow_mut().limit_memory(HeapLimit {
+            total: alloc::WASM32_BYTES,
+            live: alloc::live,
+        });
+        engine
     }
 
     /// An engine on the browser's WebGPU adapter. The caller checks first
@@ -166,6 +175,16 @@ impl Engine {
         names: Vec<String>,
         bytes: Array,
     ) -> Result<JsValue, JsValue> {
+        let size: usize = bytes
+            .iter()
+            .map(|b| b.unchecked_into::<Uint8Array>().length() as usize)
+            .sum();
+        let gguf = names.iter().any(|n| n.ends_with(".gguf"));
+        self.session
+            .try_borrow()
+            .map_err(|_| busy())?
+            .check_load(name, size, gguf)
+            .map_err(js)?;
         let bytes: Vec<Vec<u8>> = bytes
             .iter()
             .map(|b| b.unchecked_into::<Uint8Array>().to_vec())

@@ -6,6 +6,7 @@
 //! Every GPU readback is async (`read_async`, `export_async`): a blocking
 //! read panics on wasm.
 
+mod alloc;
 mod blob;
 mod engine;
 

@@ -196,6 +196,22 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     await page.check(tid('model-source-default'));
     await loadModel(page, consoleLines);
     assert.match(await page.textContent(tid('model-info')), /30 layers, width 576/);
+
+    // A run too big for the engine's memory is refused before it starts,
+    // saying what to lower: 8 examples of 2048 tokens need about 5 GiB.
+    const long = join(OUT, 'long.jsonl');
+    writeFileSync(long, Array.from({ length: 8 }, (_, i) => JSON.stringify({ text: `story ${i}:${' word'.repeat(3000)}` })).join('\n') + '\n');
+    await setSettings(page, { steps: 2, batch: 8, 'seq-len': 2048 });
+    await page.setInputFiles(tid('data-file'), long);
+    await page.waitForFunction(() => /^long\.jsonl/.test(document.querySelector('[data-testid="data-summary"]').textContent),
+      null, { timeout: 120_000 });
+    await page.click(tid('start'));
+    await page.waitForSelector(`${tid('errors')} .error`);
+    assert.match(await page.textContent(tid('errors')),
+      /a step of 8 examples × 2048 tokens needs about \d+ MiB, but the engine has \d+ MiB left of its 4096 MiB: lower Batch or Sequence length/);
+    assert.notEqual(await page.evaluate(() => document.body.dataset.run), 'running', 'nothing started');
+    await page.click(`${tid('errors')} .error button`);
+    await setSettings(page, { 'seq-len': 64 });
     await dropData(page);
     // The sequence length is still 64 from the run above: the long example is noted.
     const notes = await page.locator(`${tid('data-problems')} li.note`).allTextContents();
