@@ -103,7 +103,7 @@ fn measure(
         trained: batch * seq_len,
         activations,
     };
-    let estimate = estimate_step(&model.config, &lora, &shape);
+    let estimate = estimate_step(&model.config, &lora, &shape) as usize;
     (measured, estimate)
 }
 

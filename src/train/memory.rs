@@ -53,73 +53,80 @@ pub struct StepShape {
     pub activations: Activations,
 }
 
-const F32: usize = 4;
+const F32: f64 = 4.0;
 
 /// Adapter parameters over every block.
-fn adapter_params(c: &LlamaConfig, lora: &LoraConfig) -> usize {
-    let per_block: usize = lora
+fn adapter_params(c: &LlamaConfig, lora: &LoraConfig) -> f64 {
+    let per_block: f64 = lora
         .targets
         .iter()
         .map(|t| {
             let (din, dout) = t.dims(c);
-            lora.rank * (din + dout)
+            lora.rank as f64 * (din + dout) as f64
         })
         .sum();
-    per_block * c.num_layers
+    per_block * c.num_layers as f64
 }
 
-/// Bytes one block's autodiff graph keeps for `n` tokens.
-fn block_graph(c: &LlamaConfig, lora: &LoraConfig, s: &StepShape) -> usize {
-    let n = s.batch * s.seq_len;
-    let (d, ff) = (c.hidden_size, c.intermediate_size);
-    let q = c.num_heads * c.head_dim;
-    let scores = s.batch * c.num_heads * s.seq_len * s.seq_len;
+/// Bytes one block's autodiff graph keeps.
+fn block_graph(c: &LlamaConfig, lora: &LoraConfig, s: &StepShape) -> f64 {
+    let (b, t) = (s.batch as f64, s.seq_len as f64);
+    let n = b * t;
+    let (d, ff) = (c.hidden_size as f64, c.intermediate_size as f64);
+    let q = (c.num_heads * c.head_dim) as f64;
+    let scores = b * c.num_heads as f64 * t * t;
     // Each adapted projection keeps its dropped input and bool mask, and x·A.
-    let inputs: usize = lora.targets.iter().map(|t| t.dims(c).0).sum();
-    let adapted = inputs * (F32 + 1) + lora.targets.len() * lora.rank * F32;
-    let kept = (d + 3 * q + 3 * ff) * F32; // MLP norm input, q/k/v for attention, SiLU in/out, up
-    let block = n * (adapted + kept) + scores * (2 * F32 + 1);
-    block + block / 5 // the backward's temporaries
+    let inputs: f64 = lora.targets.iter().map(|t| t.dims(c).0 as f64).sum();
+    let adapted = inputs * (F32 + 1.0) + (lora.targets.len() * lora.rank) as f64 * F32;
+    let kept = (d + 3.0 * q + 3.0 * ff) * F32; // MLP norm input, q/k/v for attention, SiLU in/out, up
+    let block = n * (adapted + kept) + scores * (2.0 * F32 + 1.0);
+    block * 1.2 // the backward's temporaries
 }
 
-/// Bytes above the weights one optimizer step needs at its peak.
-pub fn estimate_step(c: &LlamaConfig, lora: &LoraConfig, s: &StepShape) -> usize {
-    let n = s.batch * s.seq_len;
-    let d = c.hidden_size;
-    let adapters = 4 * F32 * adapter_params(c, lora);
+/// Bytes above the weights one optimizer step needs at its peak (in f64
+/// and then saturated, so settings of any size give a number, never an
+/// overflow).
+pub fn estimate_step(c: &LlamaConfig, lora: &LoraConfig, s: &StepShape) -> u64 {
+    let n = (s.batch * s.seq_len) as f64;
+    let (d, v, layers) = (
+        c.hidden_size as f64,
+        c.vocab_size as f64,
+        c.num_layers as f64,
+    );
+    let adapters = 4.0 * F32 * adapter_params(c, lora);
     let block = block_graph(c, lora, s);
     let head = if c.tie_word_embeddings {
-        c.vocab_size * d * F32
+        v * d * F32
     } else {
-        0
+        0.0
     };
-    let chunk = LOSS_CHUNK_ROWS.min(s.trained) * c.vocab_size * F32; // [rows, V]
-    let loss = head + 2 * chunk + 2 * s.trained * d * F32;
-    let inputs = c.num_layers * n * d * F32;
+    let chunk = LOSS_CHUNK_ROWS.min(s.trained) as f64 * v * F32; // [rows, V]
+    let loss = head + 2.0 * chunk + 2.0 * s.trained as f64 * d * F32;
+    let inputs = layers * n * d * F32;
     let activations = match s.activations {
         Activations::Recompute => inputs + block.max(loss),
-        Activations::Keep => c.num_layers * (block + n * d * F32) + loss,
+        Activations::Keep => layers * (block + n * d * F32) + loss,
     };
-    adapters + activations
+    (adapters + activations) as u64
 }
 
 /// What a CPU engine's memory can hold, as its front end knows it.
 #[derive(Clone, Copy, Debug)]
 pub struct HeapLimit {
     /// Bytes the engine's memory can grow to (4 GiB for wasm32).
-    pub total: usize,
+    pub total: u64,
     /// Bytes allocated now.
     pub live: fn() -> usize,
 }
 
 impl HeapLimit {
     /// Bytes that can still be allocated.
-    pub fn left(&self) -> usize {
-        self.total.saturating_sub((self.live)())
+    pub fn left(&self) -> u64 {
+        self.total.saturating_sub((self.live)() as u64)
     }
 }
 
-const MIB: usize = 1 << 20;
+const MIB: u64 = 1 << 20;
 
 /// Refuses a run whose step would not fit in what `limit` leaves, saying
 /// what to lower.
@@ -157,7 +164,7 @@ pub fn check_step(
 /// GGUF's packed weights are about as large as the file; safetensors
 /// become f32, up to twice an f16 file).
 pub fn check_load(name: &str, file_bytes: usize, gguf: bool, limit: &HeapLimit) -> Result<()> {
-    let need = file_bytes.saturating_mul(if gguf { 2 } else { 3 });
+    let need = (file_bytes as u64).saturating_mul(if gguf { 2 } else { 3 });
     let left = limit.left();
     if need <= left {
         return Ok(());

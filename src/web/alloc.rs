@@ -48,5 +48,6 @@ pub fn live() -> usize {
     LIVE.load(Ordering::Relaxed)
 }
 
-/// What wasm32 can address: 65,536 pages of 64 KiB.
-pub const WASM32_BYTES: usize = 4 << 30;
+/// What wasm32 can address: 65,536 pages of 64 KiB (more than a 32-bit
+/// `usize` holds).
+pub const WASM32_BYTES: u64 = 4 << 30;
