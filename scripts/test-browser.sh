@@ -24,7 +24,12 @@ cargo build --bin tabtune
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$TABTUNE_VENV/bin/python" tests/browser/make_tiny_model.py "$out/tiny" >/dev/null
-TABTUNE_BROWSER_OUT="$out" TABTUNE_TINY="$out/tiny" TABTUNE_SERVE_QUIET=1 TABTUNE_BIN="$CARGO_TARGET_DIR/debug/tabtune" \
+# The 1B-class model (random Q4_0 weights, 697 MB), made once and kept in the cache.
+big="$TABTUNE_CACHE/models/random-llama-1b-q4_0.gguf"
+if [ ! -s "$big" ] || [ tests/browser/make_1b_model.py -nt "$big" ]; then
+  "$TABTUNE_VENV/bin/python" tests/browser/make_1b_model.py "$TABTUNE_MODEL" "$big.part" && mv "$big.part" "$big"
+fi
+TABTUNE_BROWSER_OUT="$out" TABTUNE_TINY="$out/tiny" TABTUNE_1B="$big" TABTUNE_SERVE_QUIET=1 TABTUNE_BIN="$CARGO_TARGET_DIR/debug/tabtune" \
   node --test --test-reporter=spec tests/browser/ || {
     echo "browser console logs:" >&2; tail -n 40 "$out"/*-console.log >&2 || true; exit 1; }
 "$TABTUNE_VENV/bin/python" tests/browser/check_adapters.py --bin "$CARGO_TARGET_DIR/debug/tabtune" --out "$out"
