@@ -91,6 +91,14 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// Returns a reason (without the file name) when the byte length does not
 /// match `n` elements of that type.
 pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>, String> {
+    let mut out = vec![0f32; n];
+    dequantize_into(ty, data, &mut out)?;
+    Ok(out)
+}
+
+/// Dequantizes `data`, `out.len()` elements of type `ty`, into `out`.
+pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), String> {
+    let n = out.len();
     if !n.is_multiple_of(ty.block_len()) {
         return Err(format!(
             "{n} elements is not a whole number of {ty:?} blocks of {}",
@@ -104,7 +112,6 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>, Strin
             data.len()
         ));
     }
-    let mut out = vec![0f32; n];
     let blocks = data.chunks_exact(ty.block_bytes());
     let outs = out.chunks_exact_mut(ty.block_len());
     for (b, y) in blocks.zip(outs) {
@@ -120,7 +127,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>, Strin
             GgmlType::Q6K => q6_k_block(b, y),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `block_q4_0 { f16 d; u8 qs[16]; }`: `x = (q - 8) * d`, low nibbles first.

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use crate::io::dequant::{GgmlType, dequantize};
+use crate::io::dequant::{GgmlType, dequantize, dequantize_into};
 
 /// A `[rows, cols]` (PyTorch `[out, in]`) matrix in ggml blocks, each row a
 /// whole number of blocks.
@@ -111,9 +111,31 @@ impl PackedWeight {
         out
     }
 
-    /// The f32 values, row-major `[rows, cols]`.
+    /// The f32 values, row-major `[rows, cols]`; rows are expanded in
+    /// parallel where there are threads (natively, and in the page's
+    /// threaded build).
     pub fn to_f32(&self) -> Vec<f32> {
-        dequantize(self.ty, &self.bytes, self.rows * self.cols)
-            .expect("the length was checked when the weight was made")
+        let mut out = vec![0f32; self.rows * self.cols];
+        let rb = self.row_bytes();
+        // Runs of rows of about 64K weights each.
+        let per = (65_536 / self.cols.max(1)).max(1);
+        let expand = |(bytes, out): (&[u8], &mut [f32])| {
+            dequantize_into(self.ty, bytes, out).expect("the length was checked when made");
+        };
+        let (bytes, rows) = (per * rb, per * self.cols);
+        #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+        {
+            use rayon::prelude::*;
+            self.bytes
+                .par_chunks(bytes)
+                .zip(out.par_chunks_mut(rows))
+                .for_each(expand);
+        }
+        #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
+        self.bytes
+            .chunks(bytes)
+            .zip(out.chunks_mut(rows))
+            .for_each(expand);
+        out
     }
 }
