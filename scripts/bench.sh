@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # LoRA training throughput: tabtune vs PyTorch+PEFT on the same model file,
-# batch, sequence length, rank and targets, in one run; prints the ratio.
+# batch, sequence length, rank and targets, in one run; prints the ratios,
+# like against like: activations kept (tabtune --keep-activations, PyTorch
+# as is), then each layer recomputed in the backward pass (tabtune's
+# default, PyTorch with gradient checkpointing).
 # Usage: scripts/bench.sh [--model PATH] [--batch B] [--seq-len T] [--rank R] [--steps N]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -18,9 +21,13 @@ bash scripts/setup-python.sh
 # The dev profile compiles every dependency (burn, where the math runs) at opt-level 3.
 cargo build --bin tabtune
 common=(--model "$model" --batch "$batch" --seq-len "$seq" --rank "$rank" --steps "$steps")
-echo "== tabtune (burn flex, $(nproc) cores)"
-tt=$("$CARGO_TARGET_DIR/debug/tabtune" bench "${common[@]}" | tee /dev/stderr)
-echo "== PyTorch $("$TABTUNE_VENV/bin/python" -c 'import torch; print(torch.__version__)') + PEFT"
-pt=$("$TABTUNE_VENV/bin/python" scripts/bench_peft.py "${common[@]}" 2>/dev/null | tee /dev/stderr)
-a=$(echo "$tt" | awk '/tokens\/s/ {print $1}'); b=$(echo "$pt" | awk '/tokens\/s/ {print $1}')
-awk -v a="$a" -v b="$b" 'BEGIN { printf "ratio tabtune / PyTorch+PEFT: %.2fx throughput\n", a / b }'
+torch=$("$TABTUNE_VENV/bin/python" -c 'import torch; print(torch.__version__)')
+for mode in kept recomputed; do
+  if [ "$mode" = kept ]; then ttflag=(--keep-activations); ptflag=(); else ttflag=(); ptflag=(--checkpointing); fi
+  echo "== activations $mode: tabtune (burn flex, $(nproc) cores)"
+  tt=$("$CARGO_TARGET_DIR/debug/tabtune" bench "${common[@]}" "${ttflag[@]}" | tee /dev/stderr)
+  echo "== activations $mode: PyTorch $torch + PEFT"
+  pt=$("$TABTUNE_VENV/bin/python" scripts/bench_peft.py "${common[@]}" "${ptflag[@]}" 2>/dev/null | tee /dev/stderr)
+  a=$(echo "$tt" | awk '/tokens\/s/ {print $1}'); b=$(echo "$pt" | awk '/tokens\/s/ {print $1}')
+  awk -v a="$a" -v b="$b" -v m="$mode" 'BEGIN { printf "ratio tabtune / PyTorch+PEFT, activations %s: %.2fx throughput\n", m, a / b }'
+done

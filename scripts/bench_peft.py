@@ -2,6 +2,8 @@
 """PyTorch + PEFT LoRA training throughput on the same model file and settings
 as `tabtune bench` (random tokens, every token trained, AdamW, r on all seven
 projections, dropout 0, f32 on the CPU). Prints `N tokens/s` and peak memory.
+`--checkpointing` recomputes each decoder layer in the backward pass
+(transformers' gradient checkpointing), as tabtune does by default.
 """
 import argparse
 import os
@@ -19,6 +21,7 @@ ap.add_argument("--batch", type=int, default=4)
 ap.add_argument("--seq-len", type=int, default=256)
 ap.add_argument("--rank", type=int, default=8)
 ap.add_argument("--steps", type=int, default=5)
+ap.add_argument("--checkpointing", action="store_true")
 args = ap.parse_args()
 torch.set_num_threads(os.cpu_count())
 torch.manual_seed(0)
@@ -26,6 +29,8 @@ m = Path(args.model)
 model = AutoModelForCausalLM.from_pretrained(m.parent, gguf_file=m.name, dtype=torch.float32)
 cfg = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, task_type="CAUSAL_LM",
                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+if args.checkpointing:
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 model = get_peft_model(model, cfg)
 model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.0)

@@ -333,17 +333,18 @@ fn a_run_or_model_too_big_for_the_engines_memory_is_refused_with_what_to_lower()
     let dir = tiny_model_dir("tabtune-session-memory");
     let (mut s, _) = session_on(&dir, &fixture("data/chat.jsonl"));
     let settings = RunSettings::from_text([("steps", "1"), ("batch", "4")]).expect("valid");
-    // The tiny model's step needs a few MiB: 65 MiB in all is too little,
-    // 128 MiB is enough.
+    // With 64 MiB in use: 26 MiB more holds one short example of the tiny
+    // model (about 19 MiB, most of it the 49,152-word head and logits) but
+    // not a batch of 4; 256 MiB more holds that.
     s.limit_memory(HeapLimit {
-        total: 65 << 20,
+        total: 90 << 20,
         live: in_use,
     });
     let err = s.start(&settings, BadLines::Skip).expect_err("too big");
     let msg = err.to_string();
     assert!(
         msg.contains("setting `batch`")
-            && msg.contains("the engine has 1 MiB left of its 65 MiB")
+            && msg.contains("the engine has 26 MiB left of its 90 MiB")
             && msg.contains("lower Batch or Sequence length"),
         "{msg}"
     );
@@ -354,19 +355,29 @@ fn a_run_or_model_too_big_for_the_engines_memory_is_refused_with_what_to_lower()
         .expect_err("too big")
         .to_string();
     assert!(msg.contains("or turn Keep activations off"), "{msg}");
+    // With nothing left, no batch would do: the model itself is too large.
+    s.limit_memory(HeapLimit {
+        total: 64 << 20,
+        live: in_use,
+    });
+    let msg = s
+        .start(&settings, BadLines::Skip)
+        .expect_err("nothing left")
+        .to_string();
+    assert!(msg.contains("this model is too large for it"), "{msg}");
     let err = s
-        .check_load("big.gguf", 1 << 20, true)
-        .expect_err("2 MiB to load, 1 left");
+        .check_load("big.gguf", 16 << 20, true)
+        .expect_err("32 MiB to load, none left");
     assert!(
         err.to_string()
-            .contains("big.gguf: loading this model needs about 2 MiB"),
+            .contains("big.gguf: loading this model needs about 32 MiB"),
         "{err}"
     );
     s.limit_memory(HeapLimit {
-        total: 128 << 20,
+        total: 320 << 20,
         live: in_use,
     });
-    s.check_load("big.gguf", 1 << 20, true).expect("fits");
+    s.check_load("big.gguf", 16 << 20, true).expect("fits");
     s.start(&settings, BadLines::Skip).expect("fits now");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,7 +9,9 @@
 //! saved state is the packed weight itself (shared, not copied): the forward
 //! expands `W`, multiplies and drops it; the backward expands it again. The
 //! cost is one expansion per use, small beside the `[N, in]·[in, out]`
-//! product it feeds.
+//! product it feeds when `N` is a batch of tokens. For a few rows (decoding
+//! one token at a time) the CPU backend never expands `W` whole: each of
+//! its rows is expanded and dotted in turn.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -78,17 +81,40 @@ pub fn packed_matmul(x: Tensor<2>, w: Arc<PackedWeight>) -> Tensor<2> {
 pub trait PackedOps: Backend {
     /// `x: [N, d_in]` times the transpose of `w: [d_out, d_in]`.
     fn packed_matmul(x: FloatTensor<Self>, w: Arc<PackedWeight>) -> FloatTensor<Self> {
-        let dense = expand::<Self>(&w, &x.device()); // [d_out, d_in]
-        Self::float_matmul(x, Self::float_transpose(dense)) // [N, d_out]
+        expanded_matmul::<Self>(x, &w)
     }
 }
+
+/// `x·Wᵀ` with `W` expanded whole for the one product.
+fn expanded_matmul<B: Backend>(x: FloatTensor<B>, w: &PackedWeight) -> FloatTensor<B> {
+    let dense = expand::<B>(w, &x.device()); // [d_out, d_in]
+    B::float_matmul(x, B::float_transpose(dense)) // [N, d_out]
+}
+
+/// Up to this many rows of `x` (decoding) are multiplied row by row of
+/// `W` without expanding it whole.
+const FEW_ROWS: usize = 16;
 
 /// `w` as an f32 backend tensor `[d_out, d_in]`.
 fn expand<B: Backend>(w: &PackedWeight, device: &B::Device) -> FloatTensor<B> {
     B::float_from_data(TensorData::new(w.to_f32(), w.shape()), device)
 }
 
-impl PackedOps for Flex {}
+impl PackedOps for Flex {
+    fn packed_matmul(x: FloatTensor<Self>, w: Arc<PackedWeight>) -> FloatTensor<Self> {
+        let [n, _] = x.shape().dims::<2>();
+        if n > FEW_ROWS {
+            return expanded_matmul::<Self>(x, &w);
+        }
+        let xs: Vec<f32> = x
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .expect("f32 activations");
+        let y = w.matmul_few(&xs, n); // [n, d_out]
+        FlexTensor::from_data(TensorData::new(y, [n, w.shape()[0]]))
+    }
+}
 
 impl<B: Backend + PackedOps, C: CheckpointStrategy> PackedOps for Autodiff<B, C> {
     fn packed_matmul(x: FloatTensor<Self>, w: Arc<PackedWeight>) -> FloatTensor<Self> {

@@ -98,6 +98,46 @@ impl PackedWeight {
         }
     }
 
+    /// `x·Wᵀ` for a few rows `x: [n, cols]` (row-major), giving `[n, rows]`,
+    /// without expanding the matrix: each of its rows is expanded into a
+    /// small buffer and dotted with every row of `x` (how decoding one token
+    /// at a time stays fast on a packed model).
+    pub fn matmul_few(&self, x: &[f32], n: usize) -> Vec<f32> {
+        assert_eq!(x.len(), n * self.cols, "x is [n, cols]");
+        let rb = self.row_bytes();
+        let per = 64; // W rows per task
+        let mut t = vec![0f32; self.rows * n]; // [rows, n]
+        let work = |(bytes, out): (&[u8], &mut [f32])| {
+            let mut row = vec![0f32; self.cols];
+            for (wr, o) in bytes.chunks(rb).zip(out.chunks_mut(n)) {
+                dequantize_into(self.ty, wr, &mut row).expect("the length was checked when made");
+                for (i, xi) in x.chunks(self.cols).enumerate() {
+                    o[i] = row.iter().zip(xi).map(|(a, b)| a * b).sum();
+                }
+            }
+        };
+        #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+        {
+            use rayon::prelude::*;
+            self.bytes
+                .par_chunks(per * rb)
+                .zip(t.par_chunks_mut(per * n))
+                .for_each(work);
+        }
+        #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
+        self.bytes
+            .chunks(per * rb)
+            .zip(t.chunks_mut(per * n))
+            .for_each(work);
+        let mut out = vec![0f32; n * self.rows];
+        for r in 0..self.rows {
+            for i in 0..n {
+                out[i * self.rows + r] = t[r * n + i];
+            }
+        }
+        out
+    }
+
     /// Rows `rows` (each below `shape()[0]`) as f32, row-major
     /// `[rows.len(), cols]`.
     pub fn rows_f32(&self, rows: &[usize]) -> Vec<f32> {

@@ -321,7 +321,8 @@ impl LlamaWeights {
         let pack = packs_on(device);
         let (v, d) = (config.vocab_size, config.hidden_size);
         let name = "model.embed_tokens.weight";
-        let embed = match src.get_packed(name)?.filter(|_| pack) {
+        let packed = if pack { src.get_packed(name)? } else { None };
+        let embed = match packed {
             Some(p) if p.shape() == [v, d] => Embedding::Packed(Arc::new(p)),
             _ => Embedding::Dense(Tensor::from_data(
                 TensorData::new(required(src, name, &[v, d])?, [v, d]),

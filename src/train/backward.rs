@@ -48,9 +48,12 @@ pub fn step_seed(run_seed: u64, step: usize) -> u64 {
     mix(mix(run_seed) ^ step as u64)
 }
 
-/// Seeds `device`'s generator for block `layer` of micro-batch `micro`.
-fn seed_block(device: &Device, seed: u64, micro: usize, layer: usize) {
-    device.seed(mix(mix(seed ^ micro as u64) ^ layer as u64));
+/// Seeds `device`'s generator for block `layer` of micro-batch `micro`
+/// (when there is dropout to draw: seeding a GPU stream waits for it).
+fn seed_block(adapters: &LoraAdapters, device: &Device, seed: u64, micro: usize, layer: usize) {
+    if adapters.config.dropout > 0.0 {
+        device.seed(mix(mix(seed ^ micro as u64) ^ layer as u64));
+    }
 }
 
 /// Gradients of `sum(NLL) / trained` with respect to every adapter factor
@@ -98,7 +101,7 @@ pub fn gradients(
         match activations {
             Activations::Keep => {
                 for i in 0..layers {
-                    seed_block(device, seed, m, i);
+                    seed_block(adapters, device, seed, m, i);
                     x = model.block(i, x, &span, None, Some(&tracked), Mode::Train);
                 }
                 let nll = loss(x);
@@ -108,7 +111,7 @@ pub fn gradients(
             Activations::Recompute => {
                 let mut inputs = Vec::with_capacity(layers);
                 for i in 0..layers {
-                    seed_block(device, seed, m, i);
+                    seed_block(adapters, device, seed, m, i);
                     inputs.push(x.clone());
                     x = model.block(i, x, &span, None, Some(adapters), Mode::Train);
                 }
@@ -119,8 +122,13 @@ pub fn gradients(
                 loss_sum = loss_sum + nll.inner();
                 for i in (0..layers).rev() {
                     let input = inputs.pop().expect("one input per block");
-                    let input = input.autodiff().require_grad(); // [N, d]
-                    seed_block(device, seed, m, i);
+                    // Block 0's input is the embedding: no gradient needed.
+                    let input = if i > 0 {
+                        input.autodiff().require_grad()
+                    } else {
+                        input
+                    }; // [N, d]
+                    seed_block(adapters, device, seed, m, i);
                     let y = model.block(i, input.clone(), &span, None, Some(&tracked), Mode::Train);
                     let g = (y * upstream.clone()).sum().backward(); // d/dy = upstream
                     add(&g);

@@ -240,7 +240,7 @@ impl Session {
 
     /// Refuses model files of `file_bytes` in all (a `.gguf` when `gguf`)
     /// that would not fit, before they are read in.
-    pub fn check_load(&self, name: &str, file_bytes: usize, gguf: bool) -> Result<()> {
+    pub fn check_load(&self, name: &str, file_bytes: u64, gguf: bool) -> Result<()> {
         match &self.limit {
             Some(limit) => memory::check_load(name, file_bytes, gguf, limit),
             None => Ok(()),

@@ -188,7 +188,7 @@ pub const SETTINGS: &[Setting] = &[
         label: "Keep activations",
         kind: Kind::Flag,
         empty: None,
-        help: "Keep every layer's activations for the backward pass: about a quarter faster, several times the memory.",
+        help: "Keep every layer's activations for the backward pass: about a third faster, several times the memory.",
     },
     Setting {
         name: "seed",

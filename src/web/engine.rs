@@ -175,9 +175,9 @@ impl Engine {
         names: Vec<String>,
         bytes: Array,
     ) -> Result<JsValue, JsValue> {
-        let size: usize = bytes
+        let size: u64 = bytes
             .iter()
-            .map(|b| b.unchecked_into::<Uint8Array>().length() as usize)
+            .map(|b| u64::from(b.unchecked_into::<Uint8Array>().length()))
             .sum();
         let gguf = names.iter().any(|n| n.ends_with(".gguf"));
         self.session

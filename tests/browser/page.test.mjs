@@ -466,9 +466,9 @@ test('a 1B-class Q4_0 model loads and trains a step on the CPU within the 4 GiB 
     const memory = Number(await page.getAttribute(tid('engine-memory'), 'data-bytes'));
     console.log(`1B Q4_0: loss ${loss.toFixed(4)} after one step, engine memory ${(memory / 2 ** 20).toFixed(0)} MiB`);
     assert.ok(Number.isFinite(loss) && loss > 5, `loss ${loss} of random weights over 128,256 tokens`);
-    // Reported, not bounded here: wasm32 cannot grow past 4 GiB, so a run
-    // that did not fit would have trapped above instead of finishing.
-    assert.ok(memory > 697e6, `${memory} bytes hold a 697 MB model`);
+    // A run that did not fit in wasm32's 4 GiB would have trapped above; this
+    // also holds the margin (2351 MiB measured when it was written).
+    assert.ok(memory > 697e6 && memory < 3.25 * 2 ** 30, `${memory} bytes`);
   } finally {
     writeFileSync(join(OUT, '1b-console.log'), consoleLines.join('\n'));
     await browser.close();
