@@ -41,7 +41,8 @@ after(() => server?.stop());
 async function dropData(page) {
   await page.evaluate(() => { document.querySelector('[data-testid="data-summary"]').textContent = ''; });
   await page.setInputFiles(tid('data-file'), DATA);
-  await page.waitForFunction(() => /examples/.test(document.querySelector('[data-testid="data-summary"]').textContent),
+  // Its own summary, not one of a file read before it.
+  await page.waitForFunction(() => /^chat-with-a-bad-line\.jsonl \(.*examples/.test(document.querySelector('[data-testid="data-summary"]').textContent),
     null, { timeout: 60_000 });
   const summary = await page.textContent(tid('data-summary'));
   assert.match(summary, /24 examples/);
@@ -214,8 +215,12 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
       /a step of 8 examples × 2048 tokens needs about \d+ MiB, but the engine has \d+ MiB left of its 4096 MiB: lower Batch or Sequence length/);
     assert.notEqual(await page.evaluate(() => document.body.dataset.run), 'running', 'nothing started');
     await page.click(`${tid('errors')} .error button`);
+    // A new length reads the data again: let that end before the next file.
+    await page.evaluate(() => { document.querySelector('[data-testid="data-summary"]').textContent = ''; });
     await setSettings(page, { 'seq-len': 64 });
     await page.press(tid('setting-seq-len'), 'Tab');
+    await page.waitForFunction(() => /^long\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent),
+      null, { timeout: 120_000 });
     await dropData(page);
     // The sequence length is still 64 from the run above: the long example is noted.
     const notes = await page.locator(`${tid('data-problems')} li.note`).allTextContents();
