@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod counting;
 pub mod data;
 pub mod error;
 pub mod generate;

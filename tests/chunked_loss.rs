@@ -8,33 +8,14 @@ mod common;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{assert_close, device, lora_config, small_data, tiny_hf, to_vec};
+use common::{
+    assert_close, device, lora_config, loss_and_grads, scale, small_data, tiny_hf, to_vec,
+};
 use tabtune::data::Example;
 use tabtune::lora::LoraAdapters;
 use tabtune::model::loss::LOSS_CHUNK_ROWS;
 use tabtune::model::{Llama, Mode};
 use tabtune::train::Batch;
-
-/// The NLL sum and every factor's gradient, by `loss` on the same batch.
-fn loss_and_grads(
-    m: &Llama,
-    lora: &LoraAdapters,
-    loss: impl Fn(Tensor<2>, &[i64], &[i64]) -> Tensor<1>,
-) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let tracked = lora.map(|t| t.autodiff().require_grad());
-    let data = small_data();
-    let refs: Vec<&Example> = data.iter().collect();
-    let batch = Batch::new(&refs, 32);
-    let hidden = m.hidden(batch.ids_tensor(&device()), Some(&tracked), Mode::Train);
-    let nll = loss(hidden, &batch.trained_positions, &batch.targets);
-    let grads = nll.clone().backward();
-    let factors = tracked
-        .named_tensors()
-        .into_iter()
-        .map(|(_, t)| to_vec(t.grad(&grads).expect("a gradient")))
-        .collect();
-    (to_vec(nll.inner()), factors)
-}
 
 /// What the chunked loss replaces: all rows' logits at once, in the graph.
 fn whole(m: &Llama, hidden: Tensor<2>, rows: &[i64], targets: &[i64]) -> Tensor<1> {
@@ -43,10 +24,6 @@ fn whole(m: &Llama, hidden: Tensor<2>, rows: &[i64], targets: &[i64]) -> Tensor<
     let targets = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [n, 1]), &device());
     let logp = log_softmax(m.logits(hidden.select(0, rows)), 1); // [M, V]
     logp.gather(1, targets).sum().neg()
-}
-
-fn scale(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |a, x| a.max(x.abs())).max(1e-12)
 }
 
 fn chunked_matches_whole(model_dir: &str) {

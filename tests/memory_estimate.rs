@@ -1,64 +1,21 @@
 //! The memory guard's estimate (`src/train/memory.rs`) against the measured
-//! peak: a counting global allocator records every byte this test process
+//! peak: the counting global allocator (`src/counting.rs`) records every byte this test process
 //! holds while the default model trains two steps (full-length examples,
 //! every token trained, dropout on), at four batch shapes with blocks
 //! recomputed and one with activations kept. The estimate of a step's
 //! memory (adapters, optimizer, activations, loss) must be within 25% of
-//! the measured peak above what was held before the first step, and the
-//! weights' bytes must be what the loaded model holds.
+//! the measured peak above what was held before the first step.
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use common::{default_model, device};
+use tabtune::counting::{self, Counting};
 use tabtune::data::Example;
 use tabtune::lora::{LoraAdapters, LoraConfig, Target};
 use tabtune::model::load::load_gguf;
 use tabtune::readback::block_on;
 use tabtune::train::memory::{StepShape, estimate_step};
 use tabtune::train::{Activations, TrainConfig, Trainer};
-
-/// The system allocator, counting the bytes live and their peak.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::SeqCst) + by;
-    PEAK.fetch_max(now, Ordering::SeqCst);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(p, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-    }
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, layout, new) };
-        if !q.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-            grew(new);
-        }
-        q
-    }
-}
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -91,12 +48,12 @@ fn measure(
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model.clone(), adapters, data, config).expect("trainer");
-    let before = LIVE.load(Ordering::SeqCst);
-    PEAK.store(before, Ordering::SeqCst);
+    let before = counting::live();
+    counting::reset_peak();
     for _ in 0..2 {
         block_on(trainer.step().expect("step").read()).expect("reads");
     }
-    let measured = PEAK.load(Ordering::SeqCst) - before;
+    let measured = counting::peak() - before;
     let shape = StepShape {
         batch,
         seq_len,

@@ -10,15 +10,17 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{assert_close, default_model, device, lora_config, small_data, tiny_gguf, to_vec};
-use tabtune::data::Example;
+use common::{
+    assert_relative, default_model, device, lora_config, loss_and_grads, small_data, tiny_gguf,
+    to_vec,
+};
 use tabtune::io::dequant::GgmlType;
 use tabtune::lora::LoraAdapters;
+use tabtune::model::Llama;
 use tabtune::model::embedding::Embedding;
 use tabtune::model::frozen::Frozen;
 use tabtune::model::load::load_gguf;
-use tabtune::model::{Llama, Mode};
-use tabtune::train::{Batch, TrainConfig, Trainer};
+use tabtune::train::{TrainConfig, Trainer};
 
 /// `m` with every projection expanded to f32.
 fn dense(m: &Llama) -> Llama {
@@ -28,32 +30,13 @@ fn dense(m: &Llama) -> Llama {
     }
 }
 
-fn scale(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |a, x| a.max(x.abs())).max(1e-12)
-}
-
-fn assert_relative(what: &str, got: &[f32], want: &[f32]) {
-    assert_close(what, got, want, 1e-5 * scale(want));
-}
-
 /// Logits, the NLL sum and every factor's gradient on one batch.
 fn outputs(m: &Llama, lora: &LoraAdapters) -> (Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
     let ids: Vec<i64> = (0..16).map(|i| (i * 7 + 3) % 96).collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 8]), &device());
     let logits = to_vec(m.forward(ids, Some(lora)));
-    let tracked = lora.map(|t| t.autodiff().require_grad());
-    let data = small_data();
-    let refs: Vec<&Example> = data.iter().collect();
-    let batch = Batch::new(&refs, 32);
-    let hidden = m.hidden(batch.ids_tensor(&device()), Some(&tracked), Mode::Train);
-    let nll = m.nll_sum(hidden, &batch.trained_positions, &batch.targets);
-    let grads = nll.clone().backward();
-    let factors = tracked
-        .named_tensors()
-        .into_iter()
-        .map(|(_, t)| to_vec(t.grad(&grads).expect("a gradient")))
-        .collect();
-    (logits, to_vec(nll.inner()), factors)
+    let (nll, factors) = loss_and_grads(m, lora, |h, r, t| m.nll_sum(h, r, t));
+    (logits, nll, factors)
 }
 
 fn packed_matches_dense(m: &Llama) {

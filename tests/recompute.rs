@@ -7,14 +7,10 @@
 
 mod common;
 
-use common::{assert_close, device, lora_config, small_data, tiny_hf, to_vec};
+use common::{assert_close, device, lora_config, scale, small_data, tiny_hf, to_vec};
 use tabtune::data::Example;
 use tabtune::lora::LoraAdapters;
 use tabtune::train::{Activations, Batch, gradients};
-
-fn scale(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |a, x| a.max(x.abs())).max(1e-12)
-}
 
 /// The loss sum and the flattened gradients, for `seed`'s dropout masks.
 fn run(activations: Activations, seed: u64) -> (Vec<f32>, Vec<f32>) {

@@ -81,6 +81,44 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The largest magnitude in `v` (at least 1e-12): what a relative
+/// tolerance is relative to.
+pub fn scale(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |a, x| a.max(x.abs())).max(1e-12)
+}
+
+/// `got` equals `want` within 1e-5 of `want`'s largest value.
+pub fn assert_relative(what: &str, got: &[f32], want: &[f32]) {
+    assert_close(what, got, want, 1e-5 * scale(want));
+}
+
+/// The NLL sum by `loss` (hidden states, trained rows, targets) on
+/// `small_data`'s batch at length 32 with a graph through `lora`, and every
+/// factor's gradient in `named_tensors` order.
+pub fn loss_and_grads(
+    m: &tabtune::model::Llama,
+    lora: &LoraAdapters,
+    loss: impl Fn(Tensor<2>, &[i64], &[i64]) -> Tensor<1>,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let tracked = lora.map(|t| t.autodiff().require_grad());
+    let data = small_data();
+    let refs: Vec<&Example> = data.iter().collect();
+    let batch = tabtune::train::Batch::new(&refs, 32);
+    let hidden = m.hidden(
+        batch.ids_tensor(&device()),
+        Some(&tracked),
+        tabtune::model::Mode::Train,
+    );
+    let nll = loss(hidden, &batch.trained_positions, &batch.targets);
+    let grads = nll.clone().backward();
+    let factors = tracked
+        .named_tensors()
+        .into_iter()
+        .map(|(_, t)| to_vec(t.grad(&grads).expect("a gradient")))
+        .collect();
+    (to_vec(nll.inner()), factors)
+}
+
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     let d = max_abs_diff(got, want);
     assert!(d <= tol, "{what}: max abs diff {d} > {tol}");
