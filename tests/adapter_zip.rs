@@ -22,14 +22,14 @@ fn the_zip_holds_the_adapter_files_and_a_model_card_byte_for_byte() {
     let mut trainer = Trainer::new(loaded.model, adapters, small_data(), config).expect("trainer");
     common::step(&mut trainer);
     let last = common::step(&mut trainer);
-    let files = common::export(&trainer.adapters, "org/tiny");
+    let files = common::export(trainer.adapters(), "org/tiny");
     let card = model_card(&CardInfo {
         base_model: "org/tiny",
         data_file: "data.jsonl",
         examples: trainer.num_examples(),
         steps_done: trainer.steps_done(),
         final_loss: Some(last.loss),
-        lora: &trainer.adapters.config,
+        lora: &trainer.adapters().config,
         train: &trainer.config,
         backend: "cpu",
         validation: Some((2.5, 1.25, 5)),

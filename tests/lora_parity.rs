@@ -146,7 +146,7 @@ fn four_training_steps_match_pytorch_adamw() {
             want_norms[step]
         );
     }
-    for (name, t) in trainer.adapters.named_tensors() {
+    for (name, t) in trainer.adapters().named_tensors() {
         let (_, want) = r.f32(&format!("trained.{name}"));
         assert_close(&name, &to_vec(t.clone().transpose()), &want, 1e-4);
     }

@@ -112,7 +112,7 @@ fn training_on_the_packed_base_takes_the_dense_bases_steps() {
         let mut t = Trainer::new(model, lora, small_data(), cfg).expect("trainer");
         let losses: Vec<f32> = (0..3).map(|_| common::step(&mut t).loss).collect();
         let factors: Vec<f32> = t
-            .adapters
+            .adapters()
             .named_tensors()
             .into_iter()
             .flat_map(|(_, f)| to_vec(f.clone()))

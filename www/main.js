@@ -25,7 +25,9 @@ const state = {
   paused: false,
   trained: false,
   generating: 0,
-  timings: [], // each step of this run: {step, tokens, elapsedMs (stepping time so far)}
+  // each step of this run: {step, tokens, elapsedMs (stepping time so far),
+  // gpu: {dispatches, copies} (its kernel launches and buffer copies on WebGPU)}
+  timings: [],
 };
 let chart;
 let lastModelSource = null;
@@ -153,12 +155,13 @@ function onWorker(msg) {
     case 'step': {
       const r = msg.report;
       chart.add(r.step, r.loss);
-      state.timings.push({ step: r.step, tokens: r.tokens, elapsedMs: msg.elapsedMs });
+      state.timings.push({ step: r.step, tokens: r.tokens, elapsedMs: msg.elapsedMs, gpu: msg.gpu });
       $('stat-step').textContent = `${r.step} / ${r.steps}`;
       $('stat-loss').textContent = r.loss.toFixed(4);
       $('stat-tps').textContent = msg.tokensPerSecond.toFixed(1);
       $('stat-elapsed').textContent = duration(msg.elapsedMs);
       $('stat-eta').textContent = duration(msg.etaMs);
+      $('stat-kernels').textContent = msg.gpu.dispatches ? count(msg.gpu.dispatches) : '–';
       break;
     }
     case 'validation': {

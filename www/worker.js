@@ -32,6 +32,26 @@ function serial(fn) {
   return next;
 }
 
+// GPU work the engine submits, counted where it meets WebGPU: every compute
+// dispatch (a kernel launch) and every buffer copy. Each step reports its
+// own share, so the page and the benchmark show launches per step.
+const gpuWork = { dispatches: 0, copies: 0 };
+function countGpuWork() {
+  if (typeof GPUComputePassEncoder === 'undefined') return;
+  for (const [proto, names, key] of [
+    [GPUComputePassEncoder.prototype, ['dispatchWorkgroups', 'dispatchWorkgroupsIndirect'], 'dispatches'],
+    [GPUCommandEncoder.prototype, ['copyBufferToBuffer'], 'copies'],
+  ]) {
+    for (const name of names) {
+      const original = proto[name];
+      proto[name] = function counted(...args) {
+        gpuWork[key] += 1;
+        return original.apply(this, args);
+      };
+    }
+  }
+}
+
 // wgpu reports a lost device once; every later read fails with "poisoned".
 const DEVICE_LOST = /poison|device.{0,20}lost/i;
 
@@ -99,6 +119,7 @@ async function trainLoop() {
   try {
     for (;;) {
       const t0 = performance.now();
+      const before = { ...gpuWork };
       const p = await serial(() => engine.advance());
       if (p.kind === 'step') {
         active += performance.now() - t0;
@@ -107,6 +128,8 @@ async function trainLoop() {
         post({
           type: 'step',
           report: p,
+          // Zero on the CPU engine.
+          gpu: { dispatches: gpuWork.dispatches - before.dispatches, copies: gpuWork.copies - before.copies },
           elapsedMs: active,
           tokensPerSecond: tokens / (active / 1000),
           etaMs: (active / done) * (p.steps - done),
@@ -146,6 +169,7 @@ const handlers = {
   async init({ backend, threads }) {
     const chosen = await chooseBackend(backend || 'auto', Math.max(1, Number(threads) || 1));
     engine = chosen.engine;
+    if (engine.backend() === 'webgpu') countGpuWork();
     const { Engine } = wasm;
     post({
       type: 'ready', backend: engine.backend(), reason: chosen.reason, threads: chosen.threads, version: wasm.version(),

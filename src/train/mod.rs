@@ -4,11 +4,12 @@
 //! One optimizer step = `grad_accum` micro-batches; the loss of each is the
 //! sum of token NLLs divided by the trained tokens of the *whole* step, so
 //! accumulated gradients equal those of one big batch. Gradients are clipped
-//! by their global L2 norm (`torch.nn.utils.clip_grad_norm_`), then burn's
-//! AdamW updates each factor with the scheduled learning rate.
+//! by their global L2 norm (`torch.nn.utils.clip_grad_norm_`), then AdamW
+//! updates every factor at once with the scheduled learning rate ([`flat`]).
 
 pub mod backward;
 pub mod batch;
+pub mod flat;
 pub mod memory;
 pub mod schedule;
 pub mod session;
@@ -17,7 +18,6 @@ pub mod settings;
 
 use std::sync::Arc;
 
-use burn::optim::{AdamW, AdamWConfig, AdamWState, Optimizer};
 use burn::tensor::{Tensor, Transaction};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
@@ -29,6 +29,7 @@ use crate::model::{Llama, Mode};
 use crate::readback::{Readback, first};
 pub use backward::{Activations, gradients, step_seed};
 pub use batch::Batch;
+use flat::{AdamWConfig, FlatAdamW, Layout};
 pub use schedule::Schedule;
 pub use session::{Progress, RunStatus, Session};
 pub use settings::{Run, RunSettings};
@@ -136,12 +137,15 @@ pub struct StepReport {
 /// Owns the adapters, optimizer state and data cursor of one run.
 pub struct Trainer {
     model: Llama,
-    /// The adapters being trained (plain tensors, no autodiff).
-    pub adapters: LoraAdapters,
+    /// The adapters being trained (plain tensors, no autodiff): each factor
+    /// a slice of `params`.
+    adapters: LoraAdapters,
+    /// Every factor, flat `[P]`, laid out by `layout`.
+    params: Tensor<1>,
+    layout: Layout,
     /// Settings.
     pub config: TrainConfig,
-    optim: AdamW,
-    states: Vec<Option<AdamWState<2>>>,
+    optim: FlatAdamW,
     step: usize,
     /// The examples, shared with whoever prepared them (never copied); the
     /// trainer reads those `order` names, each cut to the sequence length
@@ -197,21 +201,27 @@ impl Trainer {
                 "no example has a trained token within the sequence length",
             ));
         }
-        let optim = AdamWConfig::new()
-            .with_beta_1(config.beta1 as f32)
-            .with_beta_2(config.beta2 as f32)
-            .with_epsilon(config.eps as f32)
-            .with_weight_decay(config.weight_decay as f32)
-            .build();
-        let n = adapters.named_tensors().len();
+        let optim = FlatAdamW::new(AdamWConfig {
+            beta1: config.beta1 as f32,
+            beta2: config.beta2 as f32,
+            eps: config.eps as f32,
+            weight_decay: config.weight_decay as f32,
+            max_grad_norm: config.max_grad_norm,
+        });
+        let factors = adapters.named_tensors();
+        let layout = Layout::new(factors.iter().map(|(_, t)| t.dims()).collect());
+        let params = layout.join(factors.into_iter().map(|(_, t)| t.clone()).collect());
+        let mut views = layout.split(&params).into_iter();
+        let adapters = adapters.map(|_| views.next().expect("one view per factor"));
         let mut rng = StdRng::seed_from_u64(config.seed);
         order.shuffle(&mut rng);
         Ok(Self {
             model,
             adapters,
+            params,
+            layout,
             config,
             optim,
-            states: vec![None; n],
             step: 0,
             data,
             order,
@@ -220,6 +230,11 @@ impl Trainer {
             truncated,
             skipped,
         })
+    }
+
+    /// The adapters being trained.
+    pub fn adapters(&self) -> &LoraAdapters {
+        &self.adapters
     }
 
     /// The model being adapted.
@@ -278,7 +293,6 @@ impl Trainer {
                 .config
                 .schedule
                 .factor(self.step, self.config.warmup_steps, self.config.steps);
-        let device = self.model.device.clone();
         let seed = step_seed(self.config.seed, self.step);
         let (loss_sum, grads) = gradients(
             &self.model,
@@ -288,45 +302,14 @@ impl Trainer {
             seed,
             self.config.activations,
         );
-        // Global L2 norm over every factor, as clip_grad_norm_; the clip is a
-        // tensor op (coef = min(1, max/(norm+1e-6))) so nothing is read back.
-        let norm = grads
-            .iter()
-            .map(|g| g.clone().square().sum())
-            .reduce(|a, b| a + b)
-            .map(|s| s.sqrt())
-            .unwrap_or_else(|| Tensor::zeros([1], &device)); // [1]
-        let coef = if self.config.max_grad_norm > 0.0 {
-            Some(
-                norm.clone()
-                    .add_scalar(1e-6)
-                    .recip()
-                    .mul_scalar(self.config.max_grad_norm)
-                    .clamp_max(1.0),
-            )
-        } else {
-            None
-        };
-        let mut updated = Vec::with_capacity(grads.len());
-        let params: Vec<Tensor<2>> = self
-            .adapters
-            .named_tensors()
-            .into_iter()
-            .map(|(_, t)| t.clone())
-            .collect();
-        for ((param, grad), state) in params.into_iter().zip(grads).zip(self.states.iter_mut()) {
-            let grad = match &coef {
-                Some(c) => grad * c.clone().unsqueeze::<2>(),
-                None => grad,
-            };
-            let (p, s) = self.optim.step(lr, param, grad, state.take());
-            *state = s;
-            updated.push(p);
-        }
-        let mut it = updated.into_iter();
+        // One flat update of every factor (global-norm clip, AdamW).
+        let grad = self.layout.join(grads); // [P]
+        let (params, norm) = self.optim.step(lr, self.params.clone(), grad);
+        let mut views = self.layout.split(&params).into_iter();
         self.adapters = self
             .adapters
-            .map(|_| it.next().expect("one update per factor"));
+            .map(|_| views.next().expect("one view per factor"));
+        self.params = params;
         self.step += 1;
         let report = StepReport {
             step: self.step,

@@ -461,7 +461,7 @@ impl Session {
         let tok = self.tokenizer()?;
         let adapters = match tuned {
             false => None,
-            true => Some(&self.run()?.trainer.adapters),
+            true => Some(self.run()?.trainer.adapters()),
         };
         let prompt = tok.encode_prompt(prompt, false)?;
         let config = GenerateConfig {
@@ -477,7 +477,7 @@ impl Session {
     pub async fn export(&self, base_model: &str) -> Result<AdapterFiles> {
         let run = self.run()?;
         let t = &run.trainer;
-        let peft = peft::export(&t.adapters, base_model).read().await?;
+        let peft = peft::export(t.adapters(), base_model).read().await?;
         let loss = |when| {
             run.validations
                 .iter()
@@ -494,7 +494,7 @@ impl Session {
             examples: t.num_examples(),
             steps_done: t.steps_done(),
             final_loss: run.last.as_ref().map(|r| r.loss),
-            lora: &t.adapters.config,
+            lora: &t.adapters().config,
             train: &t.config,
             backend: &self.backend,
             validation,
@@ -506,7 +506,7 @@ impl Session {
 impl ActiveRun {
     async fn validate(&mut self, when: When) -> Result<Progress> {
         let t = &self.trainer;
-        let adapters = (when != When::Before).then_some(&t.adapters);
+        let adapters = (when != When::Before).then_some(t.adapters());
         let (loss, tokens) = evaluate(
             t.model(),
             adapters,

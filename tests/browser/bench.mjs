@@ -3,10 +3,12 @@
 // settings, Start, wait for the end. Run by scripts/bench-browser.sh, which
 // puts `tabtune train` on the same data and settings beside it.
 //
-// Usage: node bench.mjs --batch B --seq-len T --steps N [--variants cpu-threads,cpu-1,webgpu]
+// Usage: node bench.mjs --batch B --seq-len T --steps N [--variants cpu-threads,cpu-1,webgpu] [--model DIR]
 // Prints one JSON line per variant: tokens/s over steps 2..N (the first step
-// warms up), and the engine's peak WebAssembly memory.
+// warms up), the engine's peak WebAssembly memory, and on WebGPU the kernel
+// launches (compute dispatches) and buffer copies of a step.
 
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ROOT, startServer, open, tid, expectNoErrors, waitForEngine, loadModel, setSettings } from './driver.mjs';
@@ -17,6 +19,8 @@ const { values: a } = parseArgs({
     'seq-len': { type: 'string', default: '128' },
     steps: { type: 'string', default: '8' },
     variants: { type: 'string', default: 'cpu-threads,cpu-1' },
+    // A local model folder instead of the default model.
+    model: { type: 'string' },
   },
 });
 
@@ -34,6 +38,10 @@ async function measure(origin, name) {
   try {
     await waitForEngine(page, name === 'webgpu' ? 'webgpu' : 'cpu');
     const reason = await page.textContent(tid('backend-reason'));
+    if (a.model) {
+      await page.check(tid('model-source-files'));
+      await page.setInputFiles(tid('model-files'), readdirSync(a.model).map((f) => join(a.model, f)));
+    }
     await loadModel(page, consoleLines);
     await page.setInputFiles(tid('data-file'), join(ROOT, 'www/samples/chat.jsonl'));
     await page.waitForFunction(() => /examples/.test(document.querySelector('[data-testid="data-summary"]').textContent),
@@ -48,7 +56,11 @@ async function measure(origin, name) {
     const seconds = (timings.at(-1).elapsedMs - timings[0].elapsedMs) / 1000;
     const memory = Number(await page.getAttribute(tid('engine-memory'), 'data-bytes'));
     const losses = (await page.getAttribute(tid('loss-chart'), 'data-losses')).split(',').map(Number);
+    // GPU kernel launches and buffer copies per step (the largest of the timed steps).
+    const dispatches = Math.max(...timings.map((t) => t.gpu.dispatches));
+    const copies = Math.max(...timings.map((t) => t.gpu.copies));
     return { variant: name, backend: reason, tokens_per_s: tokens / seconds, timed_steps: timed.length, tokens, seconds,
+      gpu_dispatches_per_step: dispatches, gpu_copies_per_step: copies, dispatches_by_step: timings.map((t) => t.gpu.dispatches),
       first_step_s: timings[0].elapsedMs / 1000, wasm_memory_mib: memory / 2 ** 20, losses };
   } finally {
     await browser.close();

@@ -5,6 +5,11 @@ trains this model: 2 layers, width 64, SmolLM2's 49152-token vocabulary and
 chat template. It is saved by transformers (the layout the hub serves) into
 OUT/hub/tabtune-test/tiny-chat/resolve/main/, which the test server mounts at
 /hub, so the same folder is a local model directory and a hub repository.
+
+Usage: make_tiny_model.py OUT [LAYERS]. With LAYERS (e.g. 30, the default
+model's depth) it writes OUT/tiny-LAYERS/ instead: the default model's graph
+(its blocks, heads, tied head and vocabulary) at a width SwiftShader can run,
+for counting a training step's GPU kernel launches (scripts/bench-browser.sh).
 """
 import shutil
 import sys
@@ -13,12 +18,18 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-out = Path(sys.argv[1]) / "hub" / "tabtune-test" / "tiny-chat" / "resolve" / "main"
+layers = int(sys.argv[2]) if len(sys.argv) > 2 else None
+if layers is None:
+    out = Path(sys.argv[1]) / "hub" / "tabtune-test" / "tiny-chat" / "resolve" / "main"
+else:
+    out = Path(sys.argv[1]) / f"tiny-{layers}"
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(7)
+# The layered twin keeps the default model's 9 heads over 3 KV heads.
+width = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2) if layers is None \
+    else dict(hidden_size=72, intermediate_size=192, num_attention_heads=9, num_key_value_heads=3)
 config = LlamaConfig(
-    vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    vocab_size=49152, num_hidden_layers=layers or 2, **width, max_position_embeddings=512,
     rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
     bos_token_id=1, eos_token_id=2,
 )
