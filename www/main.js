@@ -26,7 +26,8 @@ const state = {
   trained: false,
   generating: 0,
   // each step of this run: {step, tokens, elapsedMs (stepping time so far),
-  // gpu: {dispatches, copies} (its kernel launches and buffer copies on WebGPU)}
+  // gpu: {dispatches, copies, kernels} (its kernel launches, buffer copies and
+  // launches by kernel name on WebGPU)}
   timings: [],
 };
 let chart;

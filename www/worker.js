@@ -33,23 +33,40 @@ function serial(fn) {
 }
 
 // GPU work the engine submits, counted where it meets WebGPU: every compute
-// dispatch (a kernel launch) and every buffer copy. Each step reports its
-// own share, so the page and the benchmark show launches per step.
-const gpuWork = { dispatches: 0, copies: 0 };
+// dispatch (a kernel launch, also counted by kernel name) and every buffer
+// copy. Each step reports its own share, so the page and the benchmark show
+// launches per step and which kernels they are.
+const gpuWork = { dispatches: 0, copies: 0, kernels: new Map() };
 function countGpuWork() {
   if (typeof GPUComputePassEncoder === 'undefined') return;
-  for (const [proto, names, key] of [
-    [GPUComputePassEncoder.prototype, ['dispatchWorkgroups', 'dispatchWorkgroupsIndirect'], 'dispatches'],
-    [GPUCommandEncoder.prototype, ['copyBufferToBuffer'], 'copies'],
-  ]) {
-    for (const name of names) {
-      const original = proto[name];
-      proto[name] = function counted(...args) {
-        gpuWork[key] += 1;
-        return original.apply(this, args);
-      };
-    }
+  const wrap = (proto, name, fn) => {
+    const original = proto[name];
+    proto[name] = function counted(...args) {
+      return fn.call(this, original, args);
+    };
+  };
+  // The engine labels shader modules with the kernel's name; its pipelines carry none.
+  wrap(GPUDevice.prototype, 'createComputePipeline', function label(original, args) {
+    const pipeline = original.apply(this, args);
+    pipeline.tabtuneKernel = args[0]?.compute?.module?.label || pipeline.label || 'unnamed';
+    return pipeline;
+  });
+  wrap(GPUComputePassEncoder.prototype, 'setPipeline', function pipeline(original, args) {
+    this.tabtuneKernel = args[0]?.tabtuneKernel || 'unnamed';
+    return original.apply(this, args);
+  });
+  for (const name of ['dispatchWorkgroups', 'dispatchWorkgroupsIndirect']) {
+    wrap(GPUComputePassEncoder.prototype, name, function dispatch(original, args) {
+      gpuWork.dispatches += 1;
+      const kernel = this.tabtuneKernel || 'unnamed';
+      gpuWork.kernels.set(kernel, (gpuWork.kernels.get(kernel) || 0) + 1);
+      return original.apply(this, args);
+    });
   }
+  wrap(GPUCommandEncoder.prototype, 'copyBufferToBuffer', function copy(original, args) {
+    gpuWork.copies += 1;
+    return original.apply(this, args);
+  });
 }
 
 // wgpu reports a lost device once; every later read fails with "poisoned".
@@ -119,7 +136,8 @@ async function trainLoop() {
   try {
     for (;;) {
       const t0 = performance.now();
-      const before = { ...gpuWork };
+      const before = { dispatches: gpuWork.dispatches, copies: gpuWork.copies };
+      gpuWork.kernels.clear();
       const p = await serial(() => engine.advance());
       if (p.kind === 'step') {
         active += performance.now() - t0;
@@ -129,7 +147,11 @@ async function trainLoop() {
           type: 'step',
           report: p,
           // Zero on the CPU engine.
-          gpu: { dispatches: gpuWork.dispatches - before.dispatches, copies: gpuWork.copies - before.copies },
+          gpu: {
+            dispatches: gpuWork.dispatches - before.dispatches,
+            copies: gpuWork.copies - before.copies,
+            kernels: Object.fromEntries(gpuWork.kernels),
+          },
           elapsedMs: active,
           tokensPerSecond: tokens / (active / 1000),
           etaMs: (active / done) * (p.steps - done),

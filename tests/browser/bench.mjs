@@ -61,6 +61,8 @@ async function measure(origin, name) {
     const copies = Math.max(...timings.map((t) => t.gpu.copies));
     return { variant: name, backend: reason, tokens_per_s: tokens / seconds, timed_steps: timed.length, tokens, seconds,
       gpu_dispatches_per_step: dispatches, gpu_copies_per_step: copies, dispatches_by_step: timings.map((t) => t.gpu.dispatches),
+      // The last step's launches by kernel, most first.
+      kernels_last_step: Object.entries(timings.at(-1).gpu.kernels).sort((x, y) => y[1] - x[1]),
       first_step_s: timings[0].elapsedMs / 1000, wasm_memory_mib: memory / 2 ** 20, losses };
   } finally {
     await browser.close();
