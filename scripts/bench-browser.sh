@@ -6,15 +6,21 @@
 # (`--variants` picks; add `webgpu` on a machine with a real GPU). Prints
 # tokens/s over steps 2..N (step 1 warms up), the engine's peak memory, and
 # each ratio to the CLI.
-# Usage: scripts/bench-browser.sh [--batch 4] [--seq-len 128] [--steps 8] [--variants cpu-threads,cpu-1]
+# Then it counts a WebGPU training step's kernel launches at batch 4 x 256 on
+# the default model's graph: SwiftShader (this machine's WebGPU) cannot run
+# the 135M model in useful time, and the launches depend on the graph (30
+# blocks, 7 targets, 9 heads over 3, the tied 49152-token head), not on the
+# width, so a random model with that graph at width 72 stands in
+# (tests/browser/make_tiny_model.py OUT 30). `--launches 0` skips it.
+# Usage: scripts/bench-browser.sh [--batch 4] [--seq-len 128] [--steps 8] [--variants cpu-threads,cpu-1] [--launches 1]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
-batch=4; seq=128; steps=8; variants=cpu-threads,cpu-1
+batch=4; seq=128; steps=8; variants=cpu-threads,cpu-1; launches=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --batch) batch="$2"; shift 2;; --seq-len) seq="$2"; shift 2;; --steps) steps="$2"; shift 2;;
-    --variants) variants="$2"; shift 2;;
+    --variants) variants="$2"; shift 2;; --launches) launches="$2"; shift 2;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -60,4 +66,19 @@ for p in page:
 print(f"{'cli':14} {cli['tokens_per_s']:9.1f} {1:6.2f} {peak:11.0f}  {cli['losses'][-1]:.6f}   (peak RSS)")
 for p in page[1:]:
     print(f"page {page[0]['variant']} / page {p['variant']}: {page[0]['tokens_per_s'] / p['tokens_per_s']:.2f}x")
+PY
+
+[ "$launches" = 1 ] || exit 0
+echo "== WebGPU kernel launches per step: the default model's graph at width 72, batch 4 x 256, 2 steps" >&2
+bash scripts/setup-python.sh
+"$TABTUNE_VENV/bin/python" tests/browser/make_tiny_model.py "$out" 30 >/dev/null
+node tests/browser/bench.mjs --batch 4 --seq-len 256 --steps 2 --variants webgpu --model "$out/tiny-30" > "$out/launches.json"
+python3 - "$out/launches.json" <<'PY'
+import json, sys
+d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(f"\nWebGPU launches per step (30 blocks, batch 4 x 256): {d['dispatches_by_step']} by step, "
+      f"{d['gpu_copies_per_step']} buffer copies; goal 2000: {d['gpu_dispatches_per_step'] / 2000:.1f}x over")
+print("most launched kernels in the last step:")
+for name, n in d["kernels_last_step"][:12]:
+    print(f"  {n:6d}  {name}")
 PY
