@@ -26,9 +26,9 @@ const state = {
   trained: false,
   generating: 0,
   // each step of this run: {step, tokens, elapsedMs (stepping time so far),
-  // gpu: {dispatches, copies, kernels} (its kernel launches, buffer copies and
-  // launches by kernel name on WebGPU)}
+  // gpu: {dispatches, copies} (its kernel launches and buffer copies on WebGPU)}
   timings: [],
+  lastKernels: {}, // the last step's launches by kernel name (WebGPU)
 };
 let chart;
 let lastModelSource = null;
@@ -143,6 +143,7 @@ function onWorker(msg) {
       state.trained = true;
       chart.clear();
       state.timings = [];
+      $('stat-kernels').textContent = '–';
       $('run-status').textContent = `Training ${count(msg.info.examples)} examples for ${msg.info.steps} steps, `
         + `${count(msg.info.trainable_parameters)} trainable parameters`
         + (msg.info.truncated ? `; ${msg.info.truncated} example${msg.info.truncated === 1 ? '' : 's'} cut to the sequence length` : '')
@@ -156,7 +157,9 @@ function onWorker(msg) {
     case 'step': {
       const r = msg.report;
       chart.add(r.step, r.loss);
-      state.timings.push({ step: r.step, tokens: r.tokens, elapsedMs: msg.elapsedMs, gpu: msg.gpu });
+      state.timings.push({ step: r.step, tokens: r.tokens, elapsedMs: msg.elapsedMs,
+        gpu: { dispatches: msg.gpu.dispatches, copies: msg.gpu.copies } });
+      state.lastKernels = msg.gpu.kernels;
       $('stat-step').textContent = `${r.step} / ${r.steps}`;
       $('stat-loss').textContent = r.loss.toFixed(4);
       $('stat-tps').textContent = msg.tokensPerSecond.toFixed(1);
@@ -601,7 +604,8 @@ function wire() {
   startWorker();
   // A handle for scripts that drive the page: post a worker request, read
   // the engine's description of the settings.
-  window.tabtune = { post: (msg) => send(msg), settings: () => state.settings, timings: () => state.timings };
+  window.tabtune = { post: (msg) => send(msg), settings: () => state.settings, timings: () => state.timings,
+    lastKernels: () => state.lastKernels };
 }
 
 wire();

@@ -36,9 +36,10 @@ function serial(fn) {
 // dispatch (a kernel launch, also counted by kernel name) and every buffer
 // copy. Each step reports its own share, so the page and the benchmark show
 // launches per step and which kernels they are.
-const gpuWork = { dispatches: 0, copies: 0, kernels: new Map() };
+const gpuWork = { dispatches: 0, copies: 0, kernels: new Map(), installed: false };
 function countGpuWork() {
-  if (typeof GPUComputePassEncoder === 'undefined') return;
+  if (gpuWork.installed || typeof GPUComputePassEncoder === 'undefined') return;
+  gpuWork.installed = true;
   const wrap = (proto, name, fn) => {
     const original = proto[name];
     proto[name] = function counted(...args) {
@@ -136,9 +137,13 @@ async function trainLoop() {
   try {
     for (;;) {
       const t0 = performance.now();
-      const before = { dispatches: gpuWork.dispatches, copies: gpuWork.copies };
-      gpuWork.kernels.clear();
-      const p = await serial(() => engine.advance());
+      let before;
+      const p = await serial(() => {
+        // Taken in the queue, so generation queued before the step is not counted in it.
+        before = { dispatches: gpuWork.dispatches, copies: gpuWork.copies };
+        gpuWork.kernels.clear();
+        return engine.advance();
+      });
       if (p.kind === 'step') {
         active += performance.now() - t0;
         tokens += p.tokens;

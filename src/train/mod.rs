@@ -209,6 +209,9 @@ impl Trainer {
             max_grad_norm: config.max_grad_norm,
         });
         let factors = adapters.named_tensors();
+        if factors.is_empty() {
+            return Err(Error::setting("targets", "no projection has an adapter"));
+        }
         let layout = Layout::new(factors.iter().map(|(_, t)| t.dims()).collect());
         let params = layout.join(factors.into_iter().map(|(_, t)| t.clone()).collect());
         let mut views = layout.split(&params).into_iter();

@@ -52,17 +52,18 @@ async function measure(origin, name) {
     await expectNoErrors(page, consoleLines);
     const timings = await page.evaluate(() => window.tabtune.timings());
     const timed = timings.slice(1);
+    const lastKernels = await page.evaluate(() => window.tabtune.lastKernels());
     const tokens = timed.reduce((n, t) => n + t.tokens, 0);
     const seconds = (timings.at(-1).elapsedMs - timings[0].elapsedMs) / 1000;
     const memory = Number(await page.getAttribute(tid('engine-memory'), 'data-bytes'));
     const losses = (await page.getAttribute(tid('loss-chart'), 'data-losses')).split(',').map(Number);
     // GPU kernel launches and buffer copies per step (the largest of the timed steps).
-    const dispatches = Math.max(...timings.map((t) => t.gpu.dispatches));
-    const copies = Math.max(...timings.map((t) => t.gpu.copies));
+    const dispatches = Math.max(...timed.map((t) => t.gpu.dispatches));
+    const copies = Math.max(...timed.map((t) => t.gpu.copies));
     return { variant: name, backend: reason, tokens_per_s: tokens / seconds, timed_steps: timed.length, tokens, seconds,
       gpu_dispatches_per_step: dispatches, gpu_copies_per_step: copies, dispatches_by_step: timings.map((t) => t.gpu.dispatches),
       // The last step's launches by kernel, most first.
-      kernels_last_step: Object.entries(timings.at(-1).gpu.kernels).sort((x, y) => y[1] - x[1]),
+      kernels_last_step: Object.entries(lastKernels).sort((x, y) => y[1] - x[1]),
       first_step_s: timings[0].elapsedMs / 1000, wasm_memory_mib: memory / 2 ** 20, losses };
   } finally {
     await browser.close();
