@@ -7,7 +7,6 @@
 //! Activations are kept 2-D `[N = B·T, d]` outside attention, so every
 //! projection is one matmul against a `[d_in, d_out]` weight.
 
-use burn::backend::DispatchDevice;
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -56,6 +55,8 @@ pub struct Span {
     /// RoPE `cos` and signed `sin` (see [`rope_tables`]): `[T, head_dim]`.
     cos: Tensor<2>,
     sin: Tensor<2>,
+    /// RoPE swaps halves by a flip (GPU) rather than slicing (CPU).
+    flip: bool,
     /// `[B, H, T, start + T]`, true where masked; `None` for plain causal.
     mask: Option<Tensor<4, Bool>>,
 }
@@ -98,17 +99,17 @@ fn rope_tables(
     )
 }
 
-/// Applies RoPE to `x: [B, H, T, hd]` with tables `[T, hd]`:
+/// Applies RoPE to `x: [B, H, T, hd]` with `span`'s tables `[T, hd]`:
 /// `x·cos + rotate_half(x)·sin`, `rotate_half([x1, x2]) = [-x2, x1]`. The
 /// minus is already in the first half of `sin` (the same products, exactly),
 /// so only the halves are swapped: on the GPU by one flip (one kernel where
 /// slicing, negating and joining took five); on the CPU by slicing and
 /// joining, because flex's flip is a negative-stride view whose later copy
 /// made the page's steps ~20% slower.
-fn apply_rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+fn apply_rope(x: Tensor<4>, span: &Span) -> Tensor<4> {
     let [b, h, t, hd] = x.dims();
     let half = hd / 2;
-    let swapped = if matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_)) {
+    let swapped = if !span.flip {
         let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
         let x2 = x.clone().slice([0..b, 0..h, 0..t, half..hd]);
         Tensor::cat(vec![x2, x1], 3)
@@ -118,8 +119,8 @@ fn apply_rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
             .flip([3])
             .reshape([b, h, t, hd])
     }; // [x2, x1]
-    let cos = cos.clone().unsqueeze::<4>(); // [1, 1, T, hd]
-    let sin = sin.clone().unsqueeze::<4>();
+    let cos = span.cos.clone().unsqueeze::<4>(); // [1, 1, T, hd]
+    let sin = span.sin.clone().unsqueeze::<4>();
     x * cos + swapped * sin
 }
 
@@ -212,6 +213,7 @@ impl Llama {
             start,
             cos,
             sin,
+            flip: !crate::model::is_cpu(&self.device),
             mask,
         }
     }
@@ -248,8 +250,8 @@ impl Llama {
         let q = heads(self.project(&xn, i, Target::Q, lora, mode), h);
         let k = heads(self.project(&xn, i, Target::K, lora, mode), kv);
         let v = heads(self.project(&xn, i, Target::V, lora, mode), kv);
-        let q = apply_rope(q, &span.cos, &span.sin);
-        let mut k = apply_rope(k, &span.cos, &span.sin);
+        let q = apply_rope(q, span);
+        let mut k = apply_rope(k, span);
         let mut v = v;
         if let Some(cache) = cache {
             if let Some((pk, pv)) = cache.layers.get(i) {

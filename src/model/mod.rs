@@ -13,3 +13,15 @@ pub mod weights;
 
 pub use config::LlamaConfig;
 pub use llama::{KvCache, Llama, Mode, Span};
+
+use burn::backend::DispatchDevice;
+use burn::tensor::Device;
+
+/// Whether `device` is the CPU (burn's flex backend), where some ops are
+/// best done another way than on a GPU.
+pub fn is_cpu(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}

@@ -31,7 +31,6 @@
 
 use std::sync::Arc;
 
-use burn::backend::DispatchDevice;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
@@ -308,10 +307,7 @@ fn projection(
 /// are expanded there once; a dequantizing kernel is what would keep them
 /// packed.)
 pub fn packs_on(device: &Device) -> bool {
-    matches!(
-        device.clone().inner().as_dispatch(),
-        DispatchDevice::Flex(_)
-    )
+    crate::model::is_cpu(device)
 }
 
 impl LlamaWeights {

@@ -18,6 +18,8 @@
 
 use burn::tensor::Tensor;
 
+use crate::lora::LoraAdapters;
+
 /// Where each factor lies in the flat vector.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -72,6 +74,12 @@ impl Layout {
             .zip(&self.offsets)
             .map(|(&[r, c], &o)| flat.clone().slice(o..o + r * c).reshape([r, c]))
             .collect()
+    }
+
+    /// `adapters` with each factor replaced by its slice of `flat` `[P]`.
+    pub fn views(&self, adapters: &LoraAdapters, flat: &Tensor<1>) -> LoraAdapters {
+        let mut views = self.split(flat).into_iter();
+        adapters.map(|_| views.next().expect("one view per factor"))
     }
 }
 

@@ -214,8 +214,7 @@ impl Trainer {
         }
         let layout = Layout::new(factors.iter().map(|(_, t)| t.dims()).collect());
         let params = layout.join(factors.into_iter().map(|(_, t)| t.clone()).collect());
-        let mut views = layout.split(&params).into_iter();
-        let adapters = adapters.map(|_| views.next().expect("one view per factor"));
+        let adapters = layout.views(&adapters, &params);
         let mut rng = StdRng::seed_from_u64(config.seed);
         order.shuffle(&mut rng);
         Ok(Self {
@@ -308,10 +307,7 @@ impl Trainer {
         // One flat update of every factor (global-norm clip, AdamW).
         let grad = self.layout.join(grads); // [P]
         let (params, norm) = self.optim.step(lr, self.params.clone(), grad);
-        let mut views = self.layout.split(&params).into_iter();
-        self.adapters = self
-            .adapters
-            .map(|_| views.next().expect("one view per factor"));
+        self.adapters = self.layout.views(&self.adapters, &params);
         self.params = params;
         self.step += 1;
         let report = StepReport {
