@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod counting;
+pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod generate;

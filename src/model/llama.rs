@@ -7,11 +7,12 @@
 //! Activations are kept 2-D `[N = B·T, d]` outside attention, so every
 //! projection is one matmul against a `[d_in, d_out]` weight.
 
-use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 
+use crate::cpu::lora::lora_delta;
+use crate::cpu::swiglu::swiglu;
 use crate::lora::{LoraAdapters, LoraPair, Target};
 use crate::model::config::LlamaConfig;
 use crate::model::weights::LlamaWeights;
@@ -159,8 +160,8 @@ impl Llama {
         } else {
             x.clone()
         };
-        let delta = x.matmul(a.clone()).matmul(b.clone()); // [N, r] -> [N, d_out]
-        y + delta.mul_scalar(adapters.config.scale())
+        let scale = adapters.config.scale() as f32;
+        y + lora_delta(x, a.clone(), b.clone(), scale) // [N, d_out]
     }
 
     /// Runs the blocks on `ids: [B, T]` and returns the final-normed hidden
@@ -286,9 +287,9 @@ impl Llama {
         let x = x + self.project(&att, i, Target::O, lora, mode);
         // MLP block.
         let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps);
-        let gate = silu(self.project(&xn, i, Target::Gate, lora, mode));
-        let up = self.project(&xn, i, Target::Up, lora, mode);
-        x + self.project(&(gate * up), i, Target::Down, lora, mode)
+        let gate = self.project(&xn, i, Target::Gate, lora, mode); // [N, F]
+        let up = self.project(&xn, i, Target::Up, lora, mode); // [N, F]
+        x + self.project(&swiglu(gate, up), i, Target::Down, lora, mode)
     }
 
     /// Logits `[N, vocab]` for hidden states `[N, d]`.

@@ -11,8 +11,9 @@
 //! exactly `dL/dh`. The returned value is `s − detach(s) + NLL`: the NLL
 //! itself (the first two cancel exactly), with `dL/dh` flowing back.
 
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::cpu::xent::nll_and_grad;
 
 use crate::model::Llama;
 
@@ -48,17 +49,11 @@ impl Llama {
         let mut grads = Vec::new();
         for start in (0..m).step_by(chunk.max(1)) {
             let end = (start + chunk.max(1)).min(m);
-            let c = end - start;
-            let t = Tensor::<2, Int>::from_data(
-                TensorData::new(targets[start..end].to_vec(), [c, 1]),
-                &device,
-            ); // [c, 1]
-            let logp = log_softmax(head.logits(plain.clone().slice(start..end)), 1); // [c, V]
-            nll = nll - logp.clone().gather(1, t.clone()).sum();
+            let logits = head.logits(plain.clone().slice(start..end)); // [c, V]
+            // d(−log p_t)/d logits = softmax − onehot(t)    [c, V]
+            let (row_nll, g) = nll_and_grad(logits, &targets[start..end]); // [c], [c, V]
+            nll = nll + row_nll.sum();
             if tracked {
-                // d(−log p_t)/d logits = softmax − onehot(t)    [c, V]
-                let minus_one = Tensor::<2>::full([c, 1], -1.0, &device);
-                let g = logp.exp().scatter(1, t, minus_one, IndexingUpdateOp::Add);
                 grads.push(head.input_grad(g)); // [c, d]
             }
         }
