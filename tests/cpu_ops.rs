@@ -12,13 +12,28 @@ use burn::tensor::{Distribution, Tensor, TensorData};
 use common::{assert_close, device, scale, to_vec};
 use tabtune::cpu::{lora, swiglu, xent};
 
-/// `[rows, cols]` uniform in `±range`.
+/// `[rows, cols]` uniform in `±range`, on the CPU (so each op takes its
+/// own path, not the twin's).
 fn random(rows: usize, cols: usize, range: f64) -> Tensor<2> {
+    assert!(
+        tabtune::model::is_cpu(&device()),
+        "the tests run on the CPU backend"
+    );
     Tensor::random(
         [rows, cols],
         Distribution::Uniform(-range, range),
         &device(),
     )
+}
+
+/// `f` on a pool of three threads, so work is split into several bands
+/// whatever the machine's core count.
+fn on_three_threads<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .expect("a thread pool")
+        .install(f)
 }
 
 /// SwiGLU's output and the gradients of `Σ w ⊙ swiglu(g, u)` for a fixed
@@ -49,7 +64,7 @@ fn swiglu_and_its_two_gradients_equal_silu_times_up_composed_from_burn_ops() {
             random(rows, cols, 2.0),
             random(rows, cols, 1.0),
         );
-        let got = swiglu_run(swiglu::swiglu, &g, &u, &w);
+        let got = on_three_threads(|| swiglu_run(swiglu::swiglu, &g, &u, &w));
         let want = swiglu_run(swiglu::reference, &g, &u, &w);
         for (i, (what, tol)) in [("output", 1e-6), ("d gate", 1e-5), ("d up", 1e-5)]
             .iter()
@@ -173,7 +188,7 @@ fn the_lora_delta_and_the_gradients_of_x_a_and_b_equal_burns_matmuls() {
         let (x, a) = (random(n, d_in, 2.0), random(d_in, r, 1.0));
         let (b, w) = (random(r, d_out, 1.0), random(n, d_out, 1.0));
         for track_x in [true, false] {
-            let got = lora_run(lora::lora_delta, [&x, &a, &b, &w], track_x);
+            let got = on_three_threads(|| lora_run(lora::lora_delta, [&x, &a, &b, &w], track_x));
             let want = lora_run(lora::reference, [&x, &a, &b, &w], track_x);
             let names: &[&str] = if track_x {
                 &["delta", "dx", "dA", "dB"]
@@ -191,6 +206,25 @@ fn the_lora_delta_and_the_gradients_of_x_a_and_b_equal_burns_matmuls() {
             }
         }
     }
+}
+
+#[test]
+fn the_ops_read_inputs_that_are_slices_at_an_offset() {
+    let big = random(40, 64, 2.0);
+    let x = big.clone().slice(5..25); // rows 5..25: contiguous, at an offset
+    let u = big.slice(20..40);
+    let want = to_vec(swiglu::reference(x.clone(), u.clone()));
+    let got = to_vec(swiglu::swiglu(x.clone(), u));
+    assert_close("SwiGLU", &got, &want, 1e-6 * scale(&want));
+    let (a, b) = (random(64, 4, 1.0), random(4, 9, 1.0));
+    let want = to_vec(lora::reference(x.clone(), a.clone(), b.clone(), 2.0));
+    let got = to_vec(lora::lora_delta(x.clone(), a, b, 2.0));
+    assert_close("LoRA", &got, &want, 1e-6 * scale(&want));
+    let targets: Vec<i64> = (0..20).map(|r| (r * 3) % 64).collect();
+    let (want, _) = xent::reference(x.clone(), &targets);
+    let (got, _) = xent::nll_and_grad(x, &targets);
+    let want = to_vec(want);
+    assert_close("NLL", &to_vec(got), &want, 1e-6 * scale(&want));
 }
 
 #[test]

@@ -20,7 +20,11 @@ pub struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// `data` as a row-major `rows × cols` matrix.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        assert_eq!(data.len(), rows * cols, "a {rows} x {cols} matrix");
+        assert_eq!(
+            Some(data.len()),
+            rows.checked_mul(cols),
+            "a {rows} x {cols} matrix"
+        );
         Self {
             data,
             rows,
@@ -58,7 +62,7 @@ impl<'a> Mat<'a> {
 pub fn matmul_into(out: &mut [f32], lhs: Mat, rhs: Mat, scale: f32) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(k, rhs.rows, "inner dimensions agree");
-    assert_eq!(out.len(), m * n, "out is [{m}, {n}]");
+    assert_eq!(Some(out.len()), m.checked_mul(n), "out is [{m}, {n}]");
     if m == 0 || n == 0 {
         return;
     }
@@ -84,8 +88,14 @@ fn product(out: &mut [f32], lhs: Mat, rhs: Mat, scale: f32) {
     // The furthest element each view reads must lie inside its slice.
     for v in [lhs, rhs] {
         if v.rows > 0 && v.cols > 0 {
-            let last = (v.rows - 1) * v.row_stride + (v.cols - 1) * v.col_stride;
-            assert!(last < v.data.len(), "a view within its values");
+            let last = (v.rows - 1)
+                .checked_mul(v.row_stride)
+                .zip((v.cols - 1).checked_mul(v.col_stride))
+                .and_then(|(a, b)| a.checked_add(b));
+            assert!(
+                last.is_some_and(|l| l < v.data.len()),
+                "a view within its values"
+            );
         }
     }
     if k == 0 {

@@ -10,8 +10,6 @@
 //! - backward, for `dy`: `dxa = s·dy·Bᵀ` `[N, r]`, `dB = s·xaᵀ·dy`
 //!   `[r, d_out]`, `dA = xᵀ·dxa` `[d_in, r]`, `dx = dxa·Aᵀ` `[N, d_in]`.
 
-use std::borrow::Cow;
-
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -22,6 +20,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::{Shape, Tensor, TensorData};
 
 use crate::cpu::gemm::{Mat, matmul_into};
+use crate::cpu::values;
 
 /// `scale·(x·a)·b` for `x: [N, d_in]`, `a: [d_in, r]`, `b: [r, d_out]`,
 /// giving `[N, d_out]`: one operation of ours on the CPU, burn's ops
@@ -56,15 +55,6 @@ pub trait LoraOps: Backend {
         b: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self>;
-}
-
-/// A tensor's f32 values in row-major order, borrowed when it is
-/// contiguous from its start.
-fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("f32").to_vec()),
-    }
 }
 
 /// A row-major f32 tensor of `shape` from `v`.
@@ -106,42 +96,50 @@ struct Saved {
     scale: f32,
 }
 
-/// `(dx, dA, dB)` for the output's gradient `dy: [N, d_out]`.
-fn backward(s: &Saved, dy: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+/// `[dx, dA, dB]` for the output's gradient `dy: [N, d_out]`, each only
+/// where `want` says its input is tracked.
+fn backward(s: &Saved, dy: &FlexTensor, want: [bool; 3]) -> [Option<FlexTensor>; 3] {
     let [n, d_in] = s.x.shape().dims::<2>();
     let [_, r] = s.a.shape().dims::<2>();
     let [_, d_out] = s.b.shape().dims::<2>();
     let (x, a, b, g) = (values(&s.x), values(&s.a), values(&s.b), values(dy));
     let g = Mat::new(&g, n, d_out);
     let mut dxa = vec![0f32; n * r]; // s·dy·Bᵀ
-    matmul_into(&mut dxa, g, Mat::new(&b, r, d_out).t(), s.scale);
-    let mut db_t = vec![0f32; d_out * r]; // (s·xaᵀ·dy)ᵀ = s·dyᵀ·xa, split by d_out rows
-    matmul_into(&mut db_t, g.t(), Mat::new(&s.xa, n, r), s.scale);
-    let mut db = vec![0f32; r * d_out];
-    for (o, row) in db_t.chunks(r).enumerate() {
-        for (k, v) in row.iter().enumerate() {
-            db[k * d_out + o] = *v;
-        }
+    if want[0] || want[1] {
+        matmul_into(&mut dxa, g, Mat::new(&b, r, d_out).t(), s.scale);
     }
-    let mut da = vec![0f32; d_in * r]; // xᵀ·dxa
-    matmul_into(
-        &mut da,
-        Mat::new(&x, n, d_in).t(),
-        Mat::new(&dxa, n, r),
-        1.0,
-    );
-    let mut dx = vec![0f32; n * d_in]; // dxa·Aᵀ
-    matmul_into(
-        &mut dx,
-        Mat::new(&dxa, n, r),
-        Mat::new(&a, d_in, r).t(),
-        1.0,
-    );
-    (
-        tensor(dx, [n, d_in]),
-        tensor(da, [d_in, r]),
-        tensor(db, [r, d_out]),
-    )
+    let dx = want[0].then(|| {
+        let mut dx = vec![0f32; n * d_in]; // dxa·Aᵀ
+        matmul_into(
+            &mut dx,
+            Mat::new(&dxa, n, r),
+            Mat::new(&a, d_in, r).t(),
+            1.0,
+        );
+        tensor(dx, [n, d_in])
+    });
+    let da = want[1].then(|| {
+        let mut da = vec![0f32; d_in * r]; // xᵀ·dxa
+        matmul_into(
+            &mut da,
+            Mat::new(&x, n, d_in).t(),
+            Mat::new(&dxa, n, r),
+            1.0,
+        );
+        tensor(da, [d_in, r])
+    });
+    let db = want[2].then(|| {
+        let mut db_t = vec![0f32; d_out * r]; // (s·xaᵀ·dy)ᵀ = s·dyᵀ·xa, split by d_out rows
+        matmul_into(&mut db_t, g.t(), Mat::new(&s.xa, n, r), s.scale);
+        let mut db = vec![0f32; r * d_out];
+        for (o, row) in db_t.chunks(r).enumerate() {
+            for (k, v) in row.iter().enumerate() {
+                db[k * d_out + o] = *v;
+            }
+        }
+        tensor(db, [r, d_out])
+    });
+    [dx, da, db]
 }
 
 impl<C: CheckpointStrategy> LoraOps for Autodiff<Flex, C> {
@@ -164,9 +162,10 @@ impl<C: CheckpointStrategy> LoraOps for Autodiff<Flex, C> {
                 _checkpointer: &mut Checkpointer,
             ) {
                 let dy = grads.consume::<Flex>(&ops.node);
-                let (dx, da, db) = backward(&ops.state, &dy);
-                for (parent, grad) in ops.parents.into_iter().zip([dx, da, db]) {
-                    if let Some(node) = parent {
+                let want = ops.parents.each_ref().map(Option::is_some);
+                let found = backward(&ops.state, &dy, want);
+                for (parent, grad) in ops.parents.into_iter().zip(found) {
+                    if let (Some(node), Some(grad)) = (parent, grad) {
                         grads.register::<Flex>(node.id, grad);
                     }
                 }

@@ -15,3 +15,21 @@ pub mod lora;
 pub mod par;
 pub mod swiglu;
 pub mod xent;
+
+use std::borrow::Cow;
+
+use burn::backend::flex::FlexTensor;
+
+/// A flex tensor's f32 values in row-major order: borrowed when they are
+/// contiguous (a view at an offset included), copied into order otherwise.
+fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("f32 values")
+                .to_vec(),
+        ),
+    }
+}

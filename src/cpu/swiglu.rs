@@ -18,7 +18,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor};
 
-use crate::cpu::par;
+use crate::cpu::{par, values};
 
 /// `silu(gate)·up` for `gate, up: [N, F]`: one pass of ours on the CPU,
 /// burn's ops elsewhere.
@@ -50,15 +50,6 @@ fn sigmoid(x: f32) -> f32 {
     } else {
         let e = x.exp();
         e / (1.0 + e)
-    }
-}
-
-/// A tensor's f32 values in row-major order, borrowed when it is
-/// contiguous from its start.
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("f32").to_vec()),
     }
 }
 

@@ -21,9 +21,9 @@ use crate::cpu::par;
 /// negative log-likelihood `[c]` and the gradient of their sum with respect
 /// to the logits, `softmax − onehot` `[c, V]`. One pass of ours on the CPU,
 /// burn's ops elsewhere. Not differentiable itself: the gradient is its
-/// second output.
+/// second output. `logits` must be outside any autodiff graph.
 pub fn nll_and_grad(logits: Tensor<2>, targets: &[i64]) -> (Tensor<1>, Tensor<2>) {
-    if crate::model::is_cpu(&logits.device()) && !logits.is_tracked() {
+    if crate::model::is_cpu(&logits.device()) && !logits.is_autodiff() {
         let (nll, grad) = Dispatch::nll_and_grad(logits.into_dispatch(), targets.to_vec());
         (Tensor::from_dispatch(nll), Tensor::from_dispatch(grad))
     } else {
@@ -31,12 +31,29 @@ pub fn nll_and_grad(logits: Tensor<2>, targets: &[i64]) -> (Tensor<1>, Tensor<2>
     }
 }
 
+/// Each row's NLL `[c]` alone: what evaluation needs (on the CPU the
+/// gradient comes in the same pass, so only the GPU saves its passes).
+pub fn nll(logits: Tensor<2>, targets: &[i64]) -> Tensor<1> {
+    if crate::model::is_cpu(&logits.device()) && !logits.is_autodiff() {
+        return nll_and_grad(logits, targets).0;
+    }
+    let (logp, t) = log_probs(logits, targets);
+    logp.gather(1, t).neg().reshape([targets.len()])
+}
+
+/// `log_softmax(logits)` `[c, V]` and the targets as `[c, 1]` indices.
+fn log_probs(logits: Tensor<2>, targets: &[i64]) -> (Tensor<2>, Tensor<2, Int>) {
+    let c = targets.len();
+    let t =
+        Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [c, 1]), &logits.device()); // [c, 1]
+    (log_softmax(logits, 1), t)
+}
+
 /// The composed burn ops: the GPU path and the CPU op's reference twin.
 pub fn reference(logits: Tensor<2>, targets: &[i64]) -> (Tensor<1>, Tensor<2>) {
     let device = logits.device();
     let c = targets.len();
-    let t = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [c, 1]), &device); // [c, 1]
-    let logp = log_softmax(logits, 1); // [c, V]
+    let (logp, t) = log_probs(logits, targets); // [c, V], [c, 1]
     let nll = logp.clone().gather(1, t.clone()).neg().reshape([c]); // [c]
     let minus_one = Tensor::<2>::full([c, 1], -1.0, &device);
     let grad = logp.exp().scatter(1, t, minus_one, IndexingUpdateOp::Add); // [c, V]

@@ -13,7 +13,7 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::cpu::xent::nll_and_grad;
+use crate::cpu::xent;
 
 use crate::model::Llama;
 
@@ -50,11 +50,14 @@ impl Llama {
         for start in (0..m).step_by(chunk.max(1)) {
             let end = (start + chunk.max(1)).min(m);
             let logits = head.logits(plain.clone().slice(start..end)); // [c, V]
-            // d(−log p_t)/d logits = softmax − onehot(t)    [c, V]
-            let (row_nll, g) = nll_and_grad(logits, &targets[start..end]); // [c], [c, V]
-            nll = nll + row_nll.sum();
+            let t = &targets[start..end];
             if tracked {
+                // d(−log p_t)/d logits = softmax − onehot(t)    [c, V]
+                let (row_nll, g) = xent::nll_and_grad(logits, t); // [c], [c, V]
+                nll = nll + row_nll.sum();
                 grads.push(head.input_grad(g)); // [c, d]
+            } else {
+                nll = nll + xent::nll(logits, t).sum();
             }
         }
         if !tracked {

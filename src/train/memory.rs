@@ -13,7 +13,9 @@
 //!   inputs of the seven projections (`3d + q + 2d` floats and `ff` for
 //!   `down`) with their bool masks, the residual before the MLP norm (`d`),
 //!   the rotated queries and the repeated keys and values (`3q`), SiLU's
-//!   input and output, `up` (`3 ff`), `x·A` (`7 r`); and twice `S` floats
+//!   input and output, `up` (`3 ff`; the CPU's one-pass SwiGLU keeps only
+//!   its two inputs, so this counts one `ff` more than it holds), `x·A`
+//!   (`7 r`); and twice `S` floats
 //!   (softmax's exponentials and probabilities) with an `S` bool causal
 //!   mask; the backward's own temporaries add a fifth again;
 //! - recomputed ([`Activations::Recompute`]): every block's input (`L·N·d`)
@@ -25,7 +27,9 @@
 //! Two factors were set by measurement (`tests/memory_estimate.rs`, the
 //! default model): the backward's temporaries (a fifth of the graph) and the
 //! loss chunk's intermediates (one); with them the estimates came out
-//! 1.03-1.10x the measured peaks, a margin a guard wants.
+//! 1.03-1.10x the measured peaks, a margin a guard wants. Since SwiGLU
+//! became one operation the setting that keeps every block's graph measures
+//! 1.18x (the extra `ff` above, thirty times), the others 1.03-1.10x.
 //!
 //! The peak is the larger of the loss and the deepest block's backward,
 //! above the weights, which [`LlamaWeights::byte_len`] counts exactly.
