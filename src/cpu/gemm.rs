@@ -66,19 +66,11 @@ pub fn matmul_into(out: &mut [f32], lhs: Mat, rhs: Mat, scale: f32) {
     if m == 0 || n == 0 {
         return;
     }
-    let band = m.div_ceil(threads()).max(1); // rows per thread
+    let band = m.div_ceil(crate::cpu::par::threads()).max(1); // rows per thread
     crate::cpu::par::chunks(out, band * n, |start, piece| {
         let (row, rows) = (start / n, piece.len() / n);
         product(piece, lhs.band(row, rows), rhs, scale);
     });
-}
-
-/// Threads the work may be split over.
-fn threads() -> usize {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    return rayon::current_num_threads().max(1);
-    #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
-    1
 }
 
 /// One `gemm` call on this thread: `out = scale · lhs · rhs`.

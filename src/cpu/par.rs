@@ -1,6 +1,14 @@
 //! Work split over the cores where there are threads (natively, and in the
 //! page's threaded build), in order on one thread otherwise.
 
+/// Threads the work may be split over.
+pub fn threads() -> usize {
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    return rayon::current_num_threads().max(1);
+    #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
+    1
+}
+
 /// Elements per task: large enough that a task outweighs its scheduling.
 pub const CHUNK: usize = 16 * 1024;
 

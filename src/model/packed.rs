@@ -13,6 +13,7 @@
 
 use std::fmt;
 
+use crate::cpu::par;
 use crate::io::dequant::{GgmlType, dequantize, dequantize_into};
 
 /// A `[rows, cols]` (PyTorch `[out, in]`) matrix in ggml blocks, each row a
@@ -107,7 +108,9 @@ impl PackedWeight {
         let rb = self.row_bytes();
         let per = 64; // W rows per task
         let mut t = vec![0f32; self.rows * n]; // [rows, n]
-        let work = |(bytes, out): (&[u8], &mut [f32])| {
+        par::chunks(&mut t, per * n, |start, out| {
+            let first = start / n; // this task's first row of W
+            let bytes = &self.bytes[first * rb..(first + out.len() / n) * rb];
             let mut row = vec![0f32; self.cols];
             for (wr, o) in bytes.chunks(rb).zip(out.chunks_mut(n)) {
                 dequantize_into(self.ty, wr, &mut row).expect("the length was checked when made");
@@ -115,20 +118,7 @@ impl PackedWeight {
                     o[i] = row.iter().zip(xi).map(|(a, b)| a * b).sum();
                 }
             }
-        };
-        #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-        {
-            use rayon::prelude::*;
-            self.bytes
-                .par_chunks(per * rb)
-                .zip(t.par_chunks_mut(per * n))
-                .for_each(work);
-        }
-        #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
-        self.bytes
-            .chunks(per * rb)
-            .zip(t.chunks_mut(per * n))
-            .for_each(work);
+        });
         let mut out = vec![0f32; n * self.rows];
         for r in 0..self.rows {
             for i in 0..n {
@@ -159,23 +149,11 @@ impl PackedWeight {
         let rb = self.row_bytes();
         // Runs of rows of about 64K weights each.
         let per = (65_536 / self.cols.max(1)).max(1);
-        let expand = |(bytes, out): (&[u8], &mut [f32])| {
+        par::chunks(&mut out, per * self.cols, |start, out| {
+            let first = start / self.cols; // this task's first row
+            let bytes = &self.bytes[first * rb..(first + out.len() / self.cols) * rb];
             dequantize_into(self.ty, bytes, out).expect("the length was checked when made");
-        };
-        let (bytes, rows) = (per * rb, per * self.cols);
-        #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-        {
-            use rayon::prelude::*;
-            self.bytes
-                .par_chunks(bytes)
-                .zip(out.par_chunks_mut(rows))
-                .for_each(expand);
-        }
-        #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
-        self.bytes
-            .chunks(bytes)
-            .zip(out.chunks_mut(rows))
-            .for_each(expand);
+        });
         out
     }
 }
