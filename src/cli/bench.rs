@@ -69,10 +69,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut trainer = Trainer::new(model, adapters, data.clone(), config)?;
     let refs: Vec<&Example> = data.iter().collect();
     let micro = [Batch::new(&refs, seq_len)];
+    // On a GPU the allocator's reserved bytes after each step (it keeps the
+    // pages it used for reuse, so this bounds the step's peak from above).
+    let mut gpu_reserved = 0u64;
+    let mut note_gpu = || {
+        if let Some(u) = device.memory_pool_usage() {
+            gpu_reserved = gpu_reserved.max(u.bytes_reserved);
+        }
+    };
     block_on(trainer.step_batches(&micro)?.read())?; // warm-up
+    note_gpu();
     let start = Instant::now();
     for _ in 0..a.steps {
         block_on(trainer.step_batches(&micro)?.read())?;
+        note_gpu();
     }
     let secs = start.elapsed().as_secs_f64();
     let tokens = (a.steps * batch * seq_len) as f64;
@@ -80,6 +90,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     println!("{:.3} s/step", secs / a.steps as f64);
     if let Some(peak) = peak_rss() {
         println!("peak memory {:.0} MiB", peak as f64 / (1 << 20) as f64);
+    }
+    if gpu_reserved > 0 {
+        println!(
+            "GPU memory reserved {:.0} MiB",
+            gpu_reserved as f64 / (1 << 20) as f64
+        );
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod inspect;
 mod settings;
 
 use std::io::Write;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
@@ -31,9 +32,36 @@ use settings::SettingsArgs;
 #[derive(Parser, Debug)]
 #[command(name = "tabtune", version, about)]
 pub struct Cli {
+    /// Where to compute: `cpu` (burn's flex backend on every core) or `gpu`
+    /// (burn's wgpu backend: Vulkan, Metal or DX12; needs a build with
+    /// `--features gpu`).
+    #[arg(long, global = true, value_enum, default_value_t = Backend::Cpu)]
+    device: Backend,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The `--device` choices.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// burn's flex backend.
+    Cpu,
+    /// burn's wgpu backend on the machine's default GPU adapter.
+    Gpu,
+}
+
+impl Backend {
+    /// The name the session's reports carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Gpu => "gpu",
+        }
+    }
+}
+
+/// The device chosen by `--device`, set once by [`run`].
+static DEVICE: OnceLock<(Device, Backend)> = OnceLock::new();
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -118,13 +146,40 @@ struct GenerateArgs {
     raw: bool,
 }
 
-/// The device the CLI computes on: the pure-Rust CPU backend.
+/// The device the CLI computes on: the one `--device` chose, else the
+/// pure-Rust CPU backend.
 pub fn device() -> Device {
-    Device::flex()
+    DEVICE
+        .get()
+        .map(|(d, _)| d.clone())
+        .unwrap_or_else(Device::flex)
+}
+
+/// The name of the backend [`device`] computes on.
+pub fn backend() -> Backend {
+    DEVICE.get().map(|(_, b)| *b).unwrap_or(Backend::Cpu)
+}
+
+/// Starts the backend `--device` names.
+fn open_device(backend: Backend) -> Result<Device> {
+    match backend {
+        Backend::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "gpu")]
+        Backend::Gpu => Device::wgpu_options()
+            .init()
+            .map_err(|e| Error::setting("device", format!("no GPU could be started: {e}"))),
+        #[cfg(not(feature = "gpu"))]
+        Backend::Gpu => Err(Error::setting(
+            "device",
+            "`gpu`: this tabtune was built without the GPU backend: build it with `cargo build --release --features gpu`",
+        )),
+    }
 }
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<()> {
+    let device = open_device(cli.device)?;
+    let _ = DEVICE.set((device, cli.device));
     match cli.command {
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),
@@ -200,7 +255,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let mut log = a.log.as_deref().map(Log::create).transpose()?;
     let loaded = files::load_model(&a.model.model, &device())?;
     let name = loaded.name.clone();
-    let mut session = Session::new(device(), "cpu");
+    let mut session = Session::new(device(), backend().name());
     let model = session.load(loaded)?;
     let data = session.prepare_data(
         &a.data.data,
