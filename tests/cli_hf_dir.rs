@@ -252,3 +252,47 @@ fn large_file_is_streamed(ext: &str, open: &str, between: &str, close: &str) {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn base_weights_quantizes_an_hf_model_at_load_and_an_unknown_choice_is_refused() {
+    let dir = tiny_model_dir("tabtune-hf-quant");
+    let data = fixture("data/chat.jsonl");
+    let eval = |choice: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_tabtune"))
+            .args(["eval", "--base-weights", choice, "--model"])
+            .arg(&dir)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .expect("runs");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let loss = |choice: &str| -> f64 {
+        let (ok, out, err) = eval(choice);
+        assert!(ok, "{choice}: {err}");
+        let v: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        v["loss"].as_f64().expect("loss")
+    };
+    let (stored, q8, q4) = (loss("stored"), loss("q8_0"), loss("q4_0"));
+    // Q8_0 moves the loss less than Q4_0, and neither is the f32 loss.
+    let (d8, d4) = ((q8 - stored).abs(), (q4 - stored).abs());
+    assert!(
+        d8 > 0.0 && d8 < 0.01 * stored,
+        "q8_0 {q8} against stored {stored}"
+    );
+    assert!(
+        d4 > d8 && d4 < 0.1 * stored,
+        "q4_0 {q4} against stored {stored}"
+    );
+    let (ok, _, err) = eval("q5_k");
+    assert!(!ok);
+    assert!(
+        err.contains("q5_k") && err.contains("stored, q8_0, q4_0"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

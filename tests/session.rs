@@ -14,8 +14,9 @@ use common::{device, fixture, tiny_model_dir};
 use serde_json::Value;
 use tabtune::data::{BadLines, ReadOptions};
 use tabtune::model::files::{ModelFiles, load_files};
+use tabtune::model::quantized::BaseWeights;
 use tabtune::readback::block_on;
-use tabtune::train::memory::HeapLimit;
+use tabtune::train::memory::{self, HeapLimit};
 use tabtune::train::session::When;
 use tabtune::train::{Progress, RunSettings, RunStatus, Session};
 
@@ -366,7 +367,7 @@ fn a_run_or_model_too_big_for_the_engines_memory_is_refused_with_what_to_lower()
         .to_string();
     assert!(msg.contains("this model is too large for it"), "{msg}");
     let err = s
-        .check_load("big.gguf", 16 << 20, true)
+        .check_load("big.gguf", 16 << 20, true, BaseWeights::Stored)
         .expect_err("32 MiB to load, none left");
     assert!(
         err.to_string()
@@ -377,7 +378,26 @@ fn a_run_or_model_too_big_for_the_engines_memory_is_refused_with_what_to_lower()
         total: 320 << 20,
         live: in_use,
     });
-    s.check_load("big.gguf", 16 << 20, true).expect("fits");
+    s.check_load("big.gguf", 16 << 20, true, BaseWeights::Stored)
+        .expect("fits");
     s.start(&settings, BadLines::Skip).expect("fits now");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_load_guard_counts_a_safetensors_model_quantized_at_load_as_packed() {
+    let limit = HeapLimit {
+        total: 256 << 20,
+        live: || 0,
+    };
+    // 100 MiB of safetensors: up to 300 MiB as f32, 200 MiB quantized.
+    let stored = memory::check_load("model.safetensors", 100 << 20, false, false, &limit)
+        .expect_err("f32 weights do not fit")
+        .to_string();
+    assert!(
+        stored.contains("needs about 300 MiB") && stored.contains("quantize it at load"),
+        "{stored}"
+    );
+    memory::check_load("model.safetensors", 100 << 20, false, true, &limit)
+        .expect("fits quantized");
 }

@@ -119,7 +119,7 @@ function onWorker(msg) {
       renderSummary(null);
       modelProgress(null);
       $('model-info').textContent = `${msg.info.name}: ${msg.info.layers} layers, width ${msg.info.hidden}, `
-        + `${count(msg.info.parameters)} parameters, vocabulary ${count(msg.info.vocab)}`
+        + `${count(msg.info.parameters)} parameters (${mb(msg.info.weight_bytes)} loaded), vocabulary ${count(msg.info.vocab)}`
         + `${msg.info.chat_template ? ', chat template' : ', no chat template'}.`;
       if (!$('base-name').value || $('base-name').dataset.auto === '1') {
         $('base-name').value = lastModelSource?.base || msg.info.name;
@@ -290,7 +290,7 @@ async function loadModel() {
     }
     modelProgress('Loading the model…');
     // Downloaded bytes move to the worker; a File is only a handle.
-    send({ type: 'loadFiles', name, files }, files.filter((f) => !(f instanceof Blob)).map((f) => f.bytes));
+    send({ type: 'loadFiles', name, files, baseWeights: $('base-weights').value }, files.filter((f) => !(f instanceof Blob)).map((f) => f.bytes));
   } catch (e) {
     modelProgress(null);
     document.body.dataset.model = state.model ? 'loaded' : '';

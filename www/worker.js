@@ -205,12 +205,12 @@ const handlers = {
   },
   // `files`: the person's File objects, or {name, bytes} from the hub. The
   // engine says which of them make a model; only those are read.
-  async loadFiles({ name, files }) {
+  async loadFiles({ name, files, baseWeights }) {
     const chosen = wasm.Engine.modelFiles(files.map((f) => f.name));
     const names = chosen.kind === 'gguf' ? [chosen.file] : chosen.files;
     const picked = names.map((n) => files.find((f) => f.name === n));
     const bytes = await Promise.all(picked.map(async (f) => new Uint8Array(f instanceof Blob ? await f.arrayBuffer() : f.bytes)));
-    const info = await serial(() => engine.loadModel(name, names, bytes));
+    const info = await serial(() => engine.loadModel(name, names, bytes, baseWeights || 'stored'));
     post({ type: 'model', info });
   },
   checkSettings({ values }) {

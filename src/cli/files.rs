@@ -9,8 +9,8 @@ use tabtune::io::bundle::ENTRIES;
 use tabtune::io::peft;
 use tabtune::lora::LoraAdapters;
 use tabtune::model::LlamaConfig;
-use tabtune::model::files::{ModelFiles, load_files};
-use tabtune::model::load::{Loaded, load_gguf};
+use tabtune::model::files::{ModelFiles, load_files_with};
+use tabtune::model::load::{Loaded, load_gguf_with};
 use tabtune::tokenizer::TextTokenizer;
 use tabtune::train::session::AdapterFiles;
 use tabtune::{Error, Result};
@@ -34,7 +34,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 pub fn load_model(path: &str, device: &Device) -> Result<Loaded> {
     let p = Path::new(path);
     if p.is_file() {
-        return load_gguf(path, &read(p)?, device);
+        return load_gguf_with(path, &read(p)?, super::base_weights(), device);
     }
     if !p.is_dir() {
         return Err(Error::format(path, "no such file or directory"));
@@ -58,7 +58,7 @@ pub fn load_model(path: &str, device: &Device) -> Result<Loaded> {
         .map(String::as_str)
         .zip(bytes.iter().map(Vec::as_slice))
         .collect();
-    load_files(path, &files, device)
+    load_files_with(path, &files, super::base_weights(), device)
 }
 
 /// Where scripts/fetch-model.sh puts the default model:

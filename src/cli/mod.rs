@@ -21,6 +21,7 @@ use tabtune::data::{BadLines, Example, ReadOptions, prepare_stream};
 use tabtune::generate::{GenerateConfig, generate_text};
 use tabtune::lora::LoraAdapters;
 use tabtune::model::load::Loaded;
+use tabtune::model::quantized::BaseWeights;
 use tabtune::readback::block_on;
 use tabtune::train::session::When;
 use tabtune::train::{Progress, Session, evaluate};
@@ -37,6 +38,13 @@ pub struct Cli {
     /// `--features gpu`).
     #[arg(long, global = true, value_enum, default_value_t = Backend::Cpu)]
     device: Backend,
+    /// How the base model's embedding and projections are kept once
+    /// loaded: `stored` (as the file has them: a GGUF's blocks, a
+    /// safetensors model in f32), `q8_0` or `q4_0` (f32/f16/bf16 matrices
+    /// quantized at load, ggml's blocks of 32; already quantized GGUF
+    /// tensors stay as they are).
+    #[arg(long, global = true, default_value = "stored", value_parser = parse_base_weights)]
+    base_weights: BaseWeights,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +70,18 @@ impl Backend {
 
 /// The device chosen by `--device`, set once by [`run`].
 static DEVICE: OnceLock<(Device, Backend)> = OnceLock::new();
+
+/// `--base-weights`, set once by [`run`].
+static BASE_WEIGHTS: OnceLock<BaseWeights> = OnceLock::new();
+
+fn parse_base_weights(text: &str) -> Result<BaseWeights> {
+    BaseWeights::parse(text)
+}
+
+/// How models load, as `--base-weights` says.
+pub fn base_weights() -> BaseWeights {
+    BASE_WEIGHTS.get().copied().unwrap_or_default()
+}
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -180,6 +200,7 @@ fn open_device(backend: Backend) -> Result<Device> {
 pub fn run(cli: Cli) -> Result<()> {
     let device = open_device(cli.device)?;
     let _ = DEVICE.set((device, cli.device));
+    let _ = BASE_WEIGHTS.set(cli.base_weights);
     match cli.command {
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),

@@ -6,4 +6,5 @@ pub mod card;
 pub mod dequant;
 pub mod gguf;
 pub mod peft;
+pub mod quantize;
 pub mod safetensors;

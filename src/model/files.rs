@@ -7,7 +7,8 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::load::{HfFiles, Loaded, load_gguf, load_hf};
+use crate::model::load::{HfFiles, Loaded, load_gguf_with, load_hf_with};
+use crate::model::quantized::BaseWeights;
 
 use burn::tensor::Device;
 
@@ -91,6 +92,16 @@ impl ModelFiles {
 /// `(name, bytes)`; `name` names the model (a repository or folder) in
 /// messages and in the adapter's config when it is a Hugging Face model.
 pub fn load_files(name: &str, files: &[(&str, &[u8])], device: &Device) -> Result<Loaded> {
+    load_files_with(name, files, BaseWeights::Stored, device)
+}
+
+/// [`load_files`], the base's matrices kept as `base` says.
+pub fn load_files_with(
+    name: &str,
+    files: &[(&str, &[u8])],
+    base_weights: BaseWeights,
+    device: &Device,
+) -> Result<Loaded> {
     let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
     let get = |want: &str| files.iter().find(|(n, _)| base(n) == want).map(|f| f.1);
     match ModelFiles::choose(&names)? {
@@ -100,12 +111,12 @@ pub fn load_files(name: &str, files: &[(&str, &[u8])], device: &Device) -> Resul
                 .find(|(n, _)| *n == file)
                 .map(|f| f.1)
                 .unwrap_or_default();
-            load_gguf(base(&file), bytes, device)
+            load_gguf_with(base(&file), bytes, base_weights, device)
         }
         ModelFiles::Hf { .. } => {
             let required =
                 |n: &str| get(n).ok_or_else(|| Error::format(name, format!("{n} is missing")));
-            load_hf(
+            load_hf_with(
                 name,
                 &HfFiles {
                     config: required("config.json")?,
@@ -114,6 +125,7 @@ pub fn load_files(name: &str, files: &[(&str, &[u8])], device: &Device) -> Resul
                     tokenizer_config: get("tokenizer_config.json"),
                     chat_template: get("chat_template.jinja"),
                 },
+                base_weights,
                 device,
             )
         }

@@ -7,7 +7,8 @@ use crate::io::gguf::Gguf;
 use crate::io::safetensors::SafetensorsFile;
 use crate::model::config::LlamaConfig;
 use crate::model::llama::Llama;
-use crate::model::weights::{GgufSource, LlamaWeights};
+use crate::model::quantized::{BaseWeights, Quantizing};
+use crate::model::weights::{GgufSource, LlamaWeights, WeightSource};
 use crate::tokenizer::TextTokenizer;
 
 /// A model and, when the checkpoint carries one, its tokenizer.
@@ -49,18 +50,38 @@ fn check_vocab(file: &str, tokenizer: Option<&TextTokenizer>, config: &LlamaConf
     }
 }
 
+/// Loads every weight from `src`, quantized as `base` says.
+fn load_weights(
+    config: &LlamaConfig,
+    src: &dyn WeightSource,
+    base: BaseWeights,
+    device: &Device,
+) -> Result<LlamaWeights> {
+    match base.ggml_type() {
+        None => LlamaWeights::load(config, src, device),
+        Some(ty) => LlamaWeights::load(config, &Quantizing { inner: src, ty }, device),
+    }
+}
+
 /// Loads a GGUF file's model and tokenizer. `file` names it in messages.
 pub fn load_gguf(file: &str, bytes: &[u8], device: &Device) -> Result<Loaded> {
+    load_gguf_with(file, bytes, BaseWeights::Stored, device)
+}
+
+/// [`load_gguf`], its f32/f16/bf16 matrices kept as `base` says.
+pub fn load_gguf_with(
+    file: &str,
+    bytes: &[u8],
+    base: BaseWeights,
+    device: &Device,
+) -> Result<Loaded> {
     let gguf = Gguf::parse(file, bytes)?;
     let config = LlamaConfig::from_gguf(&gguf)?;
-    let weights = LlamaWeights::load(
-        &config,
-        &GgufSource {
-            gguf: &gguf,
-            config: &config,
-        },
-        device,
-    )?;
+    let source = GgufSource {
+        gguf: &gguf,
+        config: &config,
+    };
+    let weights = load_weights(&config, &source, base, device)?;
     let tokenizer = match gguf.metadata.get("tokenizer.ggml.model") {
         Some(_) => Some(TextTokenizer::from_gguf(&gguf)?),
         None => None,
@@ -86,9 +107,19 @@ pub fn load_gguf(file: &str, bytes: &[u8], device: &Device) -> Result<Loaded> {
 /// Loads a Hugging Face model from its files' bytes. `dir` names the
 /// directory in messages.
 pub fn load_hf(dir: &str, files: &HfFiles, device: &Device) -> Result<Loaded> {
+    load_hf_with(dir, files, BaseWeights::Stored, device)
+}
+
+/// [`load_hf`], its matrices kept as `base` says.
+pub fn load_hf_with(
+    dir: &str,
+    files: &HfFiles,
+    base: BaseWeights,
+    device: &Device,
+) -> Result<Loaded> {
     let config = LlamaConfig::from_hf_json(&format!("{dir}/config.json"), files.config)?;
     let st = SafetensorsFile::parse(&format!("{dir}/model.safetensors"), files.weights)?;
-    let weights = LlamaWeights::load(&config, &st, device)?;
+    let weights = load_weights(&config, &st, base, device)?;
     let tokenizer = match files.tokenizer {
         Some(t) => Some(TextTokenizer::from_hf(
             dir,

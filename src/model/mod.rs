@@ -9,6 +9,7 @@ pub mod llama;
 pub mod load;
 pub mod loss;
 pub mod packed;
+pub mod quantized;
 pub mod weights;
 
 pub use config::LlamaConfig;

@@ -186,10 +186,18 @@ pub fn check_step(
 /// Refuses model files of `file_bytes` in all that would not fit in what
 /// `limit` leaves: the files themselves, and the weights made from them (a
 /// GGUF's packed weights are about as large as the file; safetensors
-/// become f32, up to twice an f16 file). An untied GGUF `output.weight` is
-/// loaded in f32 and is not counted: the run's own check still applies.
-pub fn check_load(name: &str, file_bytes: u64, gguf: bool, limit: &HeapLimit) -> Result<()> {
-    let need = file_bytes.saturating_mul(if gguf { 2 } else { 3 });
+/// become f32, up to twice an f16 file, or with `quantized` (Q8_0/Q4_0 at
+/// load) at most 0.53 of an f16 file, one tensor's f32 copy at a time). An
+/// untied GGUF `output.weight` is loaded in f32 and is not counted: the
+/// run's own check still applies.
+pub fn check_load(
+    name: &str,
+    file_bytes: u64,
+    gguf: bool,
+    quantized: bool,
+    limit: &HeapLimit,
+) -> Result<()> {
+    let need = file_bytes.saturating_mul(if gguf || quantized { 2 } else { 3 });
     let left = limit.left();
     if need <= left {
         return Ok(());
@@ -198,7 +206,7 @@ pub fn check_load(name: &str, file_bytes: u64, gguf: bool, limit: &HeapLimit) ->
         name,
         format!(
             "loading this model needs about {} MiB, but the engine has {} MiB left of its {} MiB: \
-             choose a smaller model (or a more quantized file of it)",
+             choose a smaller model (or a more quantized file of it, or quantize it at load)",
             need.div_ceil(MIB),
             left / MIB,
             limit.total / MIB

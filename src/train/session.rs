@@ -25,6 +25,7 @@ use crate::io::bundle::adapter_zip;
 use crate::io::card::{CardInfo, model_card};
 use crate::io::peft::{self, PeftFiles};
 use crate::model::load::Loaded;
+use crate::model::quantized::BaseWeights;
 use crate::tokenizer::TextTokenizer;
 use crate::train::memory::{self, HeapLimit, StepShape};
 use crate::train::{Run, RunSettings, StepReport, Trainer, evaluate};
@@ -48,6 +49,8 @@ pub struct ModelInfo {
     pub context: usize,
     /// Parameters in the base model.
     pub parameters: usize,
+    /// Bytes the base's weights hold once loaded (packed or f32).
+    pub weight_bytes: usize,
     /// Whether the tokenizer has a chat template.
     pub chat_template: bool,
 }
@@ -240,9 +243,16 @@ impl Session {
 
     /// Refuses model files of `file_bytes` in all (a `.gguf` when `gguf`)
     /// that would not fit, before they are read in.
-    pub fn check_load(&self, name: &str, file_bytes: u64, gguf: bool) -> Result<()> {
+    pub fn check_load(
+        &self,
+        name: &str,
+        file_bytes: u64,
+        gguf: bool,
+        base: BaseWeights,
+    ) -> Result<()> {
+        let quantized = base != BaseWeights::Stored;
         match &self.limit {
-            Some(limit) => memory::check_load(name, file_bytes, gguf, limit),
+            Some(limit) => memory::check_load(name, file_bytes, gguf, quantized, limit),
             None => Ok(()),
         }
     }
@@ -276,6 +286,7 @@ impl Session {
             vocab: c.vocab_size,
             context: c.max_position_embeddings,
             parameters: c.num_parameters(),
+            weight_bytes: loaded.model.weights.byte_len(),
             chat_template: loaded
                 .tokenizer
                 .as_ref()

@@ -19,7 +19,8 @@ use web_sys::Blob;
 
 use crate::data::{BadLines, ReadOptions};
 use crate::error::Error;
-use crate::model::files::{HF_OPTIONAL, HF_REQUIRED, ModelFiles, load_files};
+use crate::model::files::{HF_OPTIONAL, HF_REQUIRED, ModelFiles, load_files_with};
+use crate::model::quantized::BaseWeights;
 use crate::train::memory::HeapLimit;
 use crate::train::setting::{check_form, views};
 use crate::train::{RunSettings, Session};
@@ -167,14 +168,18 @@ impl Engine {
 
     /// Loads a model from its files (`names[i]` holds `bytes[i]`): one
     /// `.gguf`, or a Hugging Face model's files. `name` names the model
-    /// (repository id or folder) in messages and the adapter config.
+    /// (repository id or folder) in messages and the adapter config;
+    /// `base_weights` (`stored`, `q8_0`, `q4_0`) says whether its f32/f16/bf16
+    /// matrices are quantized as they load.
     #[wasm_bindgen(js_name = loadModel)]
     pub fn load_model(
         &self,
         name: &str,
         names: Vec<String>,
         bytes: Array,
+        base_weights: &str,
     ) -> Result<JsValue, JsValue> {
+        let base = BaseWeights::parse(base_weights).map_err(js)?;
         let size: u64 = bytes
             .iter()
             .map(|b| u64::from(b.unchecked_into::<Uint8Array>().length()))
@@ -183,7 +188,7 @@ impl Engine {
         self.session
             .try_borrow()
             .map_err(|_| busy())?
-            .check_load(name, size, gguf)
+            .check_load(name, size, gguf, base)
             .map_err(js)?;
         let bytes: Vec<Vec<u8>> = bytes
             .iter()
@@ -195,7 +200,7 @@ impl Engine {
             .zip(bytes.iter().map(Vec::as_slice))
             .collect();
         let mut s = self.session.try_borrow_mut().map_err(|_| busy())?;
-        let loaded = load_files(name, &files, s.device()).map_err(js)?;
+        let loaded = load_files_with(name, &files, base, s.device()).map_err(js)?;
         to_js(&s.load(loaded).map_err(js)?)
     }
 

@@ -151,6 +151,15 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     await loadModel(page, consoleLines);
     assert.match(await page.textContent(tid('model-info')), /2 layers/);
 
+    // Quantized at load (Base weights), the same f32 files hold about a quarter of the bytes.
+    const loadedMb = async () => Number((await page.textContent(tid('model-info'))).match(/\(([\d.]+) MB loaded\)/)[1]);
+    const stored = await loadedMb();
+    await page.selectOption(tid('base-weights'), 'q8_0');
+    await loadModel(page, consoleLines);
+    const q8 = await loadedMb();
+    assert.ok(q8 > 0 && q8 < stored * 0.3, `Q8_0: ${q8} MB loaded against ${stored} MB as stored`);
+    await page.selectOption(tid('base-weights'), 'stored');
+
     // Other formats: a CSV with Question/Answer columns trains as conversations.
     await page.setInputFiles(tid('data-file'), join(ROOT, 'tests/fixtures/data/formats/qa.csv'));
     await page.waitForFunction(() => /^qa\.csv/.test(document.querySelector('[data-testid="data-summary"]').textContent));
