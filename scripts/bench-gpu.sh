@@ -6,12 +6,13 @@
 # each side's share of the GPU's f32 peak: model FLOPs per step (counted by
 # scripts/bench_peft.py from the model's shapes) over seconds per step, over
 # the f32 matrix-product rate PyTorch reaches on this GPU (8192^3, measured
-# here in the same run).
+# here in the same run). Both sides take --warmup untimed steps first (3:
+# tabtune's shaders compile and autotune then).
 #
 # Usage: scripts/bench-gpu.sh [--tabtune BIN] [--python PY] [--model PATH]
 #          [--shape smollm2-135m|smollm2-360m|llama-1b] [--batch B]
-#          [--seq-len T] [--rank R] [--steps N] [--modes "kept recomputed"]
-#          [--torch-device cuda|cpu]
+#          [--seq-len T] [--rank R] [--steps N] [--warmup N]
+#          [--modes "kept recomputed"] [--torch-device cuda|cpu]
 #
 # --tabtune: a tabtune built with `--features gpu` (default: build one here
 #   with cargo; ~30 minutes the first time on 2 cores). The GPU machine needs only that binary, a Vulkan driver
@@ -28,16 +29,19 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source scripts/env.sh
 tabtune=""; python=""; model=""; shape=smollm2-135m
-batch=4; seq=256; rank=8; steps=10; modes="kept recomputed"; tdev=cuda
+batch=4; seq=256; rank=8; steps=10; warmup=3; modes="kept recomputed"; tdev=cuda
 while [ $# -gt 0 ]; do
   case "$1" in
     --tabtune) tabtune="$2"; shift 2;; --python) python="$2"; shift 2;;
     --model) model="$2"; shift 2;; --shape) shape="$2"; shift 2;;
     --batch) batch="$2"; shift 2;; --seq-len) seq="$2"; shift 2;;
-    --rank) rank="$2"; shift 2;; --steps) steps="$2"; shift 2;;
+    --rank) rank="$2"; shift 2;; --steps) steps="$2"; shift 2;; --warmup) warmup="$2"; shift 2;;
     --modes) modes="$2"; shift 2;; --torch-device) tdev="$2"; shift 2;;
     *) echo "unknown option $1" >&2; exit 2;;
   esac
+done
+for mode in $modes; do
+  case "$mode" in kept|recomputed) ;; *) echo "--modes: \`$mode\` is not kept or recomputed" >&2; exit 2;; esac
 done
 if [ -z "$tabtune" ]; then
   # The dev profile builds burn, wgpu and cubecl at opt-level 3, as scripts/bench.sh.
@@ -47,8 +51,11 @@ fi
 if [ -z "$python" ]; then
   if [ -x "$TABTUNE_VENV/bin/python" ]; then python="$TABTUNE_VENV/bin/python"; else python=python3; fi
 fi
-if [ -z "$model" ]; then
+if [ -n "$model" ]; then
+  echo "model: $model (--shape not used)"
+else
   model="${TMPDIR:-/tmp}/tabtune-bench-$shape"
+  echo "model: random weights in $shape's shapes, $model"
   "$python" scripts/make_bench_model.py "$model" --shape "$shape" >/dev/null
 fi
 
@@ -72,19 +79,29 @@ EOF
 )
 awk -v p="$peak" 'BEGIN { printf "%.1f TFLOP/s\n", p / 1e12 }'
 
-common=(--model "$model" --batch "$batch" --seq-len "$seq" --rank "$rank" --steps "$steps")
+common=(--model "$model" --batch "$batch" --seq-len "$seq" --rank "$rank" --steps "$steps" --warmup "$warmup")
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# Runs one side, its stdout shown and returned; its stderr shown only when it fails.
+side() {
+  if ! "$@" 2>"$log" | tee /dev/stderr; then
+    echo "failed: $*" >&2; tail -n 30 "$log" >&2; return 1
+  fi
+}
+# The number before `tokens/s`, or a message and failure.
+rate() { echo "$1" | awk '/ tokens\/s$/ { print $1; found = 1 } END { if (!found) exit 1 }' || { echo "no tokens/s from $2" >&2; return 1; }; }
+flops=""
 for mode in $modes; do
   if [ "$mode" = kept ]; then ttflag=(--keep-activations); ptflag=(); else ttflag=(); ptflag=(--checkpointing); fi
   echo "== activations $mode: tabtune --device gpu (burn wgpu)"
-  tt=$("$tabtune" --device gpu bench "${common[@]}" "${ttflag[@]}" | tee /dev/stderr)
+  tt=$(side "$tabtune" --device gpu bench "${common[@]}" "${ttflag[@]}")
   echo "== activations $mode: PyTorch + PEFT on $tdev"
-  pt=$("$python" scripts/bench_peft.py "${common[@]}" "${ptflag[@]}" --device "$tdev" 2>/dev/null | tee /dev/stderr)
-  awk -v m="$mode" -v p="$peak" '
-    FNR == NR && /tokens\/s/ { a = $1 } FNR == NR && /s\/step/ { as = $1 }
-    FNR != NR && /tokens\/s/ { b = $1 } FNR != NR && /s\/step/ { bs = $1 }
-    FNR != NR && /model FLOPs per step/ { f = $5 }
-    END {
-      printf "ratio tabtune / PyTorch+PEFT, activations %s: %.2fx throughput\n", m, a / b
-      printf "share of the f32 peak (model FLOPs), activations %s: tabtune %.1f%%, PyTorch %.1f%%\n", m, 100 * f / as / p, 100 * f / bs / p
-    }' <(echo "$tt") <(echo "$pt")
+  pt=$(side "$python" scripts/bench_peft.py "${common[@]}" "${ptflag[@]}" --device "$tdev")
+  a=$(rate "$tt" tabtune); b=$(rate "$pt" PyTorch)
+  flops=$(echo "$pt" | awk '/^model FLOPs per step/ { print $5 }')
+  # Model FLOPs per token x tokens/s over the measured peak.
+  awk -v a="$a" -v b="$b" -v f="$flops" -v n="$((batch * seq))" -v p="$peak" -v m="$mode" 'BEGIN {
+    printf "ratio tabtune / PyTorch+PEFT, activations %s: %.2fx throughput\n", m, a / b
+    printf "share of the f32 peak (model FLOPs), activations %s: tabtune %.1f%%, PyTorch %.1f%%\n", m, 100 * f / n * a / p, 100 * f / n * b / p
+  }'
 done

@@ -5,7 +5,8 @@ projections, dropout 0, f32). Prints `N tokens/s`, the step's model FLOPs
 and peak memory (on CUDA also the GPU's). `--checkpointing` recomputes each
 decoder layer in the backward pass (transformers' gradient checkpointing),
 as tabtune does by default. `--model` is a .gguf file or a Hugging Face
-directory; `--device cuda` runs on the GPU (f32 products, TF32 off).
+directory; `--device cuda` runs on the GPU (f32 matrix products with TF32
+off; attention is PyTorch's default SDPA kernel, whatever it computes in).
 """
 import argparse
 import os
@@ -23,6 +24,7 @@ ap.add_argument("--batch", type=int, default=4)
 ap.add_argument("--seq-len", type=int, default=256)
 ap.add_argument("--rank", type=int, default=8)
 ap.add_argument("--steps", type=int, default=5)
+ap.add_argument("--warmup", type=int, default=1)
 ap.add_argument("--checkpointing", action="store_true")
 ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 args = ap.parse_args()
@@ -78,7 +80,8 @@ def step():
     opt.zero_grad()
 
 
-step()  # warm-up
+for _ in range(args.warmup):
+    step()
 sync()
 if args.device == "cuda":
     torch.cuda.reset_peak_memory_stats()

@@ -46,7 +46,8 @@ torch.manual_seed(0)
 config = LlamaConfig(**SHAPES[args.shape], max_position_embeddings=8192, rms_norm_eps=1e-5,
                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
 model = LlamaForCausalLM(config).to(torch.float32)
-model.save_pretrained(out, safe_serialization=True)
+# One model.safetensors (tabtune reads no shards), even for llama-1b's 4.9 GB.
+model.save_pretrained(out, safe_serialization=True, max_shard_size="100GB")
 (out / "generation_config.json").unlink(missing_ok=True)
 tok = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "smollm2" / "hf_tokenizer"
 for name in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:

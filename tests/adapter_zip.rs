@@ -8,6 +8,7 @@ use common::{device, lora_config, small_data, tiny_hf};
 use tabtune::io::bundle::{ENTRIES, adapter_zip};
 use tabtune::io::card::{CardInfo, model_card};
 use tabtune::lora::LoraAdapters;
+use tabtune::model::quantized::BaseWeights;
 use tabtune::train::{TrainConfig, Trainer};
 
 #[test]
@@ -32,11 +33,13 @@ fn the_zip_holds_the_adapter_files_and_a_model_card_byte_for_byte() {
         lora: &trainer.adapters().config,
         train: &trainer.config,
         backend: "cpu",
+        base_weights: BaseWeights::Q8_0,
         validation: Some((2.5, 1.25, 5)),
     });
     assert!(card.starts_with("---\nbase_model: org/tiny\nlibrary_name: peft\n"));
     assert!(card.contains(&format!("| final loss | {:.4} |", last.loss)));
     assert!(card.contains("| steps | 2 of 2 |"));
+    assert!(card.contains("| base weights | quantized at load to Q8_0 "));
     assert!(
         card.contains("| validation loss (5 held-out examples) | 2.5000 before, 1.2500 after |")
     );

@@ -296,3 +296,18 @@ fn base_weights_quantizes_an_hf_model_at_load_and_an_unknown_choice_is_refused()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(not(feature = "gpu"))]
+#[test]
+fn device_gpu_in_a_build_without_the_gpu_backend_says_how_to_build_one() {
+    let o = Command::new(env!("CARGO_BIN_EXE_tabtune"))
+        .args(["--device", "gpu", "bench", "--steps", "1"])
+        .output()
+        .expect("runs");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("setting `device`") && err.contains("cargo build --features gpu"),
+        "{err}"
+    );
+}

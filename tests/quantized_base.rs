@@ -15,10 +15,12 @@ use tabtune::io::gguf::Gguf;
 use tabtune::io::quantize::quantize;
 use tabtune::lora::LoraAdapters;
 use tabtune::model::Llama;
+use tabtune::model::LlamaConfig;
 use tabtune::model::embedding::Embedding;
 use tabtune::model::frozen::Frozen;
 use tabtune::model::load::{HfFiles, load_gguf_with, load_hf_with};
-use tabtune::model::quantized::BaseWeights;
+use tabtune::model::quantized::{BaseWeights, Quantizing};
+use tabtune::model::weights::{GgufSource, WeightSource};
 
 fn fixture_tensor(name: &str) -> (Vec<f32>, Vec<u8>) {
     let bytes = read("quant_types.gguf");
@@ -87,7 +89,10 @@ fn the_round_trips_error_is_what_ggml_blocks_of_32_give() {
 }
 
 fn tiny(base: BaseWeights) -> Llama {
-    let dir = "tiny_llama";
+    tiny_from("tiny_llama", base)
+}
+
+fn tiny_from(dir: &str, base: BaseWeights) -> Llama {
     let (config, weights) = (
         read(&format!("{dir}/config.json")),
         read(&format!("{dir}/model.safetensors")),
@@ -226,11 +231,80 @@ fn an_unknown_base_weights_choice_is_refused_by_name() {
     for ok in ["stored", "q8_0", "Q4_0"] {
         BaseWeights::parse(ok).expect(ok);
     }
+    assert!(BaseWeights::parse("").is_err(), "empty is not a choice");
     let err = BaseWeights::parse("q5_k")
         .expect_err("not offered")
         .to_string();
     assert!(
-        err.contains("base_weights") && err.contains("q5_k"),
+        err.contains("base-weights") && err.contains("q5_k"),
         "{err}"
     );
+}
+
+#[test]
+fn the_same_weights_quantized_from_gguf_or_safetensors_train_alike() {
+    // tiny_llama.gguf holds the safetensors' f32 weights, its q/k rows in
+    // llama.cpp's order: quantized per row after unpermuting, both give the
+    // same blocks, so the same loss and gradients.
+    for base in [BaseWeights::Q8_0, BaseWeights::Q4_0] {
+        let from_gguf = load_gguf_with(
+            "tiny_llama.gguf",
+            &read("tiny_llama/tiny_llama.gguf"),
+            base,
+            &device(),
+        )
+        .expect("loads")
+        .model;
+        let (nll, grads) = nll_and_grads(&from_gguf);
+        let (want_nll, want_grads) = nll_and_grads(&tiny(base));
+        assert_relative(&format!("{base:?} nll"), &[nll], &[want_nll]);
+        for (g, w) in grads.iter().zip(&want_grads) {
+            assert_relative(&format!("{base:?} gradient"), g, w);
+        }
+    }
+}
+
+#[test]
+fn the_dense_path_a_gpu_takes_gets_the_packed_values_in_f32() {
+    let bytes = read("tiny_llama/tiny_llama.gguf");
+    let gguf = Gguf::parse("tiny_llama.gguf", &bytes).expect("parses");
+    let config = LlamaConfig::from_gguf(&gguf).expect("config");
+    let inner = GgufSource {
+        gguf: &gguf,
+        config: &config,
+    };
+    let q = Quantizing {
+        inner: &inner,
+        ty: GgmlType::Q4_0,
+        tied_head: false,
+    };
+    for name in [
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+    ] {
+        let packed = q.get_packed(name).expect("reads").expect("present");
+        assert_eq!(packed.ggml_type(), GgmlType::Q4_0, "{name}");
+        let (shape, dense) = q.get(name).expect("reads").expect("present");
+        assert_eq!(shape, packed.shape().to_vec(), "{name}");
+        assert_eq!(dense, packed.to_f32(), "{name}: the same values");
+        let (_, original) = inner.get(name).expect("reads").expect("present");
+        assert_ne!(dense, original, "{name} is quantized");
+    }
+    // Norms pass through untouched.
+    let norm = "model.layers.0.input_layernorm.weight";
+    assert_eq!(q.get(norm).expect("reads"), inner.get(norm).expect("reads"));
+}
+
+#[test]
+fn a_tied_embedding_is_kept_at_8_bits_when_the_rest_goes_to_4() {
+    let m = tiny_from("tiny_llama_tied/f16", BaseWeights::Q4_0);
+    let types = packed_types(&m);
+    assert!(
+        types[..types.len() - 1]
+            .iter()
+            .all(|&t| t == GgmlType::Q4_0)
+    );
+    assert_eq!(types.last(), Some(&GgmlType::Q8_0), "the tied head");
 }

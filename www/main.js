@@ -119,7 +119,7 @@ function onWorker(msg) {
       renderSummary(null);
       modelProgress(null);
       $('model-info').textContent = `${msg.info.name}: ${msg.info.layers} layers, width ${msg.info.hidden}, `
-        + `${count(msg.info.parameters)} parameters (${mb(msg.info.weight_bytes)} loaded), vocabulary ${count(msg.info.vocab)}`
+        + `${count(msg.info.parameters)} parameters (${mb(msg.info.weight_bytes)} loaded${msg.info.base_weights === 'stored' ? '' : `, quantized to ${msg.info.base_weights.toUpperCase()}`}), vocabulary ${count(msg.info.vocab)}`
         + `${msg.info.chat_template ? ', chat template' : ', no chat template'}.`;
       if (!$('base-name').value || $('base-name').dataset.auto === '1') {
         $('base-name').value = lastModelSource?.base || msg.info.name;

@@ -25,9 +25,12 @@ pub struct BenchArgs {
     /// The batch, example length (every example is this long), rank and targets.
     #[command(flatten)]
     settings: SettingsArgs<Shape>,
-    /// Timed steps (after one untimed warm-up step).
+    /// Timed steps (after the warm-up steps).
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Untimed steps first (on a GPU: shader compilation and autotuning).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
 }
 
 /// Peak resident memory of this process in bytes (Linux `VmHWM`).
@@ -61,7 +64,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let data: Vec<Example> = (0..batch).map(|_| example(&mut rng)).collect();
     let config = TrainConfig {
-        steps: a.steps + 1,
+        steps: a.steps + a.warmup,
         batch_size: batch,
         seq_len,
         ..s.train(batch)?
@@ -70,15 +73,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let refs: Vec<&Example> = data.iter().collect();
     let micro = [Batch::new(&refs, seq_len)];
     // On a GPU the allocator's reserved bytes after each step (it keeps the
-    // pages it used for reuse, so this bounds the step's peak from above).
+    // pages it used for reuse, so this is about the step's peak).
     let mut gpu_reserved = 0u64;
     let mut note_gpu = || {
         if let Some(u) = device.memory_pool_usage() {
             gpu_reserved = gpu_reserved.max(u.bytes_reserved);
         }
     };
-    block_on(trainer.step_batches(&micro)?.read())?; // warm-up
-    note_gpu();
+    for _ in 0..a.warmup {
+        block_on(trainer.step_batches(&micro)?.read())?;
+        note_gpu();
+    }
     let start = Instant::now();
     for _ in 0..a.steps {
         block_on(trainer.step_batches(&micro)?.read())?;

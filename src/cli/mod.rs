@@ -191,7 +191,7 @@ fn open_device(backend: Backend) -> Result<Device> {
         #[cfg(not(feature = "gpu"))]
         Backend::Gpu => Err(Error::setting(
             "device",
-            "`gpu`: this tabtune was built without the GPU backend: build it with `cargo build --release --features gpu`",
+            "`gpu`: this tabtune was built without the GPU backend: build it with `cargo build --features gpu --bin tabtune`",
         )),
     }
 }

@@ -3,6 +3,7 @@
 //! same card.
 
 use crate::lora::LoraConfig;
+use crate::model::quantized::BaseWeights;
 use crate::train::TrainConfig;
 
 /// What the card records about a finished (or stopped) run.
@@ -23,6 +24,9 @@ pub struct CardInfo<'a> {
     pub train: &'a TrainConfig,
     /// Where it ran: `cpu`, `webgpu`, ...
     pub backend: &'a str,
+    /// How the base's matrices were kept: as stored, or quantized at load
+    /// (then the losses were measured on the quantized base).
+    pub base_weights: BaseWeights,
     /// Loss on held-out examples before and after training, and how many.
     pub validation: Option<(f64, f64, usize)>,
 }
@@ -50,6 +54,7 @@ pub fn model_card(info: &CardInfo) -> String {
          | batch x accumulation | {batch} x {accum} |\n\
          | sequence length | {seq} |\n\
          | seed | {seed} |\n\
+         | base weights | {base_weights} |\n\
          | final loss | {loss} |\n{validation}\n\
          ## Use\n\n\
          ```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\
@@ -59,6 +64,13 @@ pub fn model_card(info: &CardInfo) -> String {
         data = info.data_file,
         examples = info.examples,
         backend = info.backend,
+        base_weights = match info.base_weights.ggml_type() {
+            None => "as the file stores them".to_string(),
+            Some(ty) => format!(
+                "quantized at load to {ty:?} (the losses here were measured on it; \
+                 the adapter also applies to the original weights)"
+            ),
+        },
         r = l.rank,
         alpha = l.alpha,
         dropout = l.dropout,

@@ -4,7 +4,7 @@
 //! `quantize_row_q4_0_ref` (`ggml/src/ggml-quants.c`): per block of 32, an
 //! f16 scale `d` and 32 signed bytes (`round(x / d)`, `d = max|x| / 127`),
 //! or 16 bytes of nibbles (`min(15, trunc(x / d + 8.5))`, `d = m / -8` for
-//! the `m` of largest magnitude). `tests/quantize.rs` checks the bytes
+//! the `m` of largest magnitude). `tests/quantized_base.rs` checks the bytes
 //! against the `gguf` Python package's `gguf.quants.quantize`, and the
 //! round trip's error.
 

@@ -19,6 +19,8 @@ pub struct Loaded {
     pub tokenizer: Option<TextTokenizer>,
     /// A short name for the base model, for adapter configs and model cards.
     pub name: String,
+    /// How the base's matrices were kept as they loaded.
+    pub base_weights: BaseWeights,
 }
 
 /// The files of a Hugging Face model directory, as bytes.
@@ -59,7 +61,15 @@ fn load_weights(
 ) -> Result<LlamaWeights> {
     match base.ggml_type() {
         None => LlamaWeights::load(config, src, device),
-        Some(ty) => LlamaWeights::load(config, &Quantizing { inner: src, ty }, device),
+        Some(ty) => {
+            let tied_head = config.tie_word_embeddings;
+            let src = Quantizing {
+                inner: src,
+                ty,
+                tied_head,
+            };
+            LlamaWeights::load(config, &src, device)
+        }
     }
 }
 
@@ -101,6 +111,7 @@ pub fn load_gguf_with(
         },
         tokenizer,
         name,
+        base_weights: base,
     })
 }
 
@@ -138,5 +149,6 @@ pub fn load_hf_with(
         },
         tokenizer,
         name: dir.to_string(),
+        base_weights: base,
     })
 }

@@ -1,6 +1,6 @@
-//! A frozen base weight kept in the checkpoint's own storage: the GGUF
-//! blocks (Q4_0, Q4_1, Q8_0, the k-quants, f16, ...) as they are in the file,
-//! rows in Hugging Face order.
+//! A frozen base weight kept in ggml blocks: a GGUF's (Q4_0, Q4_1, Q8_0, the
+//! k-quants, f16, ...) as they are in the file, or Q8_0/Q4_0 made at load
+//! (`model::quantized`), rows in Hugging Face order.
 //!
 //! A LoRA base is never updated, so the engine never needs it as an f32
 //! tensor for longer than one matmul: [`crate::model::frozen`] expands a

@@ -6,8 +6,12 @@
 //! stays packed (1.06 or 0.56 bytes a weight instead of 4) on the CPU. The
 //! embedding and the seven projections are quantized; norms and an untied
 //! LM head stay f32, and tensors a GGUF already stores in blocks stay as
-//! they are. On a GPU, where the base is f32, the weights are the same
-//! quantized values expanded, so both devices train on the same numbers.
+//! they are. An embedding that is also the LM head (tied) is never taken
+//! below Q8_0, as llama.cpp's own quantization keeps the output layer at
+//! higher precision. A matrix whose rows are not whole blocks of 32 stays
+//! f32. On a GPU, where the base is f32, the weights are the same quantized
+//! values expanded, so both devices train on the same numbers (and save
+//! no memory there).
 
 use serde::{Deserialize, Serialize};
 
@@ -40,14 +44,19 @@ impl BaseWeights {
     /// Reads `stored`, `q8_0` or `q4_0` (any case).
     pub fn parse(text: &str) -> Result<Self> {
         match text.to_ascii_lowercase().as_str() {
-            "stored" | "" => Ok(Self::Stored),
+            "stored" => Ok(Self::Stored),
             "q8_0" => Ok(Self::Q8_0),
             "q4_0" => Ok(Self::Q4_0),
-            other => Err(Error::setting(
-                "base_weights",
-                format!("`{other}` is not one of stored, q8_0, q4_0"),
+            _ => Err(Error::setting(
+                "base-weights",
+                format!("`{text}` is not one of stored, q8_0, q4_0"),
             )),
         }
+    }
+
+    /// `stored`, `q8_0` or `q4_0`.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
     }
 
     /// The block type it quantizes to, `None` for [`BaseWeights::Stored`].
@@ -77,6 +86,20 @@ pub struct Quantizing<'a> {
     pub inner: &'a dyn WeightSource,
     /// Q8_0 or Q4_0.
     pub ty: GgmlType,
+    /// Whether the embedding is also the LM head: then it is quantized to
+    /// Q8_0 at least.
+    pub tied_head: bool,
+}
+
+impl Quantizing<'_> {
+    /// The type `hf_name` is quantized to.
+    fn type_for(&self, hf_name: &str) -> GgmlType {
+        if self.tied_head && hf_name == "model.embed_tokens.weight" {
+            GgmlType::Q8_0
+        } else {
+            self.ty
+        }
+    }
 }
 
 impl WeightSource for Quantizing<'_> {
@@ -105,19 +128,20 @@ impl WeightSource for Quantizing<'_> {
         {
             return Ok(Some(p)); // already in blocks: kept as it is
         }
+        let ty = self.type_for(hf_name);
         let Some((shape, values)) = self.inner.get(hf_name)? else {
             return Ok(None);
         };
         let &[rows, cols] = shape.as_slice() else {
             return Ok(None);
         };
-        if !cols.is_multiple_of(self.ty.block_len()) {
+        if !cols.is_multiple_of(ty.block_len()) {
             return Ok(None); // rows that are not whole blocks stay f32
         }
         let fail =
             |reason: String| Error::format(self.file(), format!("tensor `{hf_name}`: {reason}"));
-        let bytes = quantize(self.ty, &values).map_err(fail)?;
-        PackedWeight::new(self.ty, rows, cols, bytes)
+        let bytes = quantize(ty, &values).map_err(fail)?;
+        PackedWeight::new(ty, rows, cols, bytes)
             .map(Some)
             .map_err(fail)
     }

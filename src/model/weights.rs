@@ -26,8 +26,10 @@
 //!
 //! On a CPU device the embedding and the seven projections of a GGUF file
 //! stay in the file's blocks ([`Frozen::Packed`], rows unpermuted block-row by block-row, no
-//! transpose): the f32 copy exists only inside one matmul. Everything else,
-//! and every weight on a GPU, is loaded as f32 ([`Frozen::Dense`]).
+//! transpose): the f32 copy exists only inside one matmul; so do any
+//! model's when they are quantized at load (`model::quantized`, a source
+//! that hands them out in Q8_0/Q4_0 blocks). Everything else, and every
+//! weight on a GPU, is loaded as f32 ([`Frozen::Dense`]).
 
 use std::sync::Arc;
 

@@ -51,6 +51,8 @@ pub struct ModelInfo {
     pub parameters: usize,
     /// Bytes the base's weights hold once loaded (packed or f32).
     pub weight_bytes: usize,
+    /// How the base's matrices were kept as they loaded.
+    pub base_weights: BaseWeights,
     /// Whether the tokenizer has a chat template.
     pub chat_template: bool,
 }
@@ -287,6 +289,7 @@ impl Session {
             context: c.max_position_embeddings,
             parameters: c.num_parameters(),
             weight_bytes: loaded.model.weights.byte_len(),
+            base_weights: loaded.base_weights,
             chat_template: loaded
                 .tokenizer
                 .as_ref()
@@ -508,6 +511,10 @@ impl Session {
             lora: &t.adapters().config,
             train: &t.config,
             backend: &self.backend,
+            base_weights: self
+                .model
+                .as_ref()
+                .map_or(BaseWeights::Stored, |m| m.base_weights),
             validation,
         });
         Ok(AdapterFiles { peft, card })
