@@ -152,11 +152,12 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     assert.match(await page.textContent(tid('model-info')), /2 layers/);
 
     // Quantized at load (Base weights), the same f32 files hold about a quarter of the bytes.
-    const loadedMb = async () => Number((await page.textContent(tid('model-info'))).match(/\(([\d.]+) MB loaded\)/)[1]);
+    const loadedMb = async () => Number((await page.textContent(tid('model-info'))).match(/\(([\d.]+) MB loaded/)[1]);
     const stored = await loadedMb();
     await page.selectOption(tid('base-weights'), 'q8_0');
     await loadModel(page, consoleLines);
     const q8 = await loadedMb();
+    assert.match(await page.textContent(tid('model-info')), /MB loaded, quantized to Q8_0\)/);
     assert.ok(q8 > 0 && q8 < stored * 0.3, `Q8_0: ${q8} MB loaded against ${stored} MB as stored`);
     await page.selectOption(tid('base-weights'), 'stored');
 
