@@ -41,17 +41,20 @@ impl BaseWeights {
     /// The choices, as [`BaseWeights::parse`] reads them.
     pub const NAMES: [&'static str; 3] = ["stored", "q8_0", "q4_0"];
 
+    /// Every choice, in the order of [`BaseWeights::NAMES`].
+    const ALL: [BaseWeights; 3] = [Self::Stored, Self::Q8_0, Self::Q4_0];
+
     /// Reads `stored`, `q8_0` or `q4_0` (any case).
     pub fn parse(text: &str) -> Result<Self> {
-        match text.to_ascii_lowercase().as_str() {
-            "stored" => Ok(Self::Stored),
-            "q8_0" => Ok(Self::Q8_0),
-            "q4_0" => Ok(Self::Q4_0),
-            _ => Err(Error::setting(
-                "base-weights",
-                format!("`{text}` is not one of stored, q8_0, q4_0"),
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(text))
+            .ok_or_else(|| {
+                Error::setting(
+                    "base-weights",
+                    format!("`{text}` is not one of {}", Self::NAMES.join(", ")),
+                )
+            })
     }
 
     /// `stored`, `q8_0` or `q4_0`.
