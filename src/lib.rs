@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod generate;
+pub mod gpu;
 pub mod io;
 pub mod lora;
 pub mod model;

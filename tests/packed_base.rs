@@ -60,7 +60,7 @@ fn packed_types(m: &Llama) -> Vec<GgmlType> {
         .flat_map(|l| &l.proj)
         .map(|w| match w {
             Frozen::Packed(p) => p.ggml_type(),
-            Frozen::Dense(_) => panic!("a GGUF model on the CPU keeps its projections packed"),
+            other => panic!("a GGUF model on the CPU keeps its projections packed, got {other:?}"),
         })
         .collect()
 }

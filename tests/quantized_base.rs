@@ -117,12 +117,12 @@ fn packed_types(m: &Llama) -> Vec<GgmlType> {
         .flat_map(|l| &l.proj)
         .map(|w| match w {
             Frozen::Packed(p) => p.ggml_type(),
-            Frozen::Dense(_) => panic!("a quantized base keeps its projections packed"),
+            other => panic!("a quantized base keeps its projections packed, got {other:?}"),
         })
         .collect();
     match &m.weights.embed {
         Embedding::Packed(e) => types.push(e.ggml_type()),
-        Embedding::Dense(_) => panic!("a quantized base keeps its embedding packed"),
+        other => panic!("a quantized base keeps its embedding packed, got {other:?}"),
     }
     types
 }

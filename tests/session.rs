@@ -13,10 +13,12 @@ use std::process::Command;
 use common::{device, fixture, tiny_model_dir};
 use serde_json::Value;
 use tabtune::data::{BadLines, ReadOptions};
+use tabtune::model::LlamaConfig;
 use tabtune::model::files::{ModelFiles, load_files};
 use tabtune::model::quantized::BaseWeights;
 use tabtune::readback::block_on;
-use tabtune::train::memory::{self, HeapLimit};
+use tabtune::train::Activations;
+use tabtune::train::memory::{self, GpuLimit, HeapLimit, StepShape};
 use tabtune::train::session::When;
 use tabtune::train::{Progress, RunSettings, RunStatus, Session};
 
@@ -400,4 +402,78 @@ fn the_load_guard_counts_a_safetensors_model_quantized_at_load_as_packed() {
     );
     memory::check_load("model.safetensors", 100 << 20, false, true, &limit)
         .expect("fits quantized");
+}
+
+#[test]
+fn a_gpu_run_needing_a_buffer_larger_than_the_device_allows_is_refused_with_what_to_lower() {
+    let dir = tiny_model_dir("tabtune-session-gpu-buffers");
+    let (mut s, _) = session_on(&dir, &fixture("data/chat.jsonl"));
+    let settings = RunSettings::from_text([("steps", "1"), ("batch", "4")]).expect("valid");
+    // The tiny model's largest buffer in a step is a chunk of 128 rows of
+    // its 49,152-word logits: 24 MiB.
+    s.limit_gpu_buffers(GpuLimit {
+        max_buffer: 20 << 20,
+    });
+    let msg = s
+        .start(&settings, BadLines::Skip)
+        .expect_err("a 24 MiB buffer on a GPU of 20 MiB buffers")
+        .to_string();
+    assert!(
+        msg.contains("setting `engine`")
+            && msg.contains("needs one GPU buffer of 24 MiB for a chunk of logits")
+            && msg.contains("this GPU's buffers hold at most 20 MiB")
+            && msg.contains("use the CPU engine"),
+        "{msg}"
+    );
+    assert_eq!(s.status(), RunStatus::Idle, "nothing started");
+    s.limit_gpu_buffers(GpuLimit {
+        max_buffer: 32 << 20,
+    });
+    s.start(&settings, BadLines::Skip).expect("fits now");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_gpu_buffer_guard_names_the_attention_scores_of_long_sequences() {
+    // SmolLM2-135M's shapes.
+    let c = LlamaConfig {
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_layers: 30,
+        num_heads: 9,
+        num_kv_heads: 3,
+        head_dim: 64,
+        rms_norm_eps: 1e-5,
+        rope_theta: 1e5,
+        max_position_embeddings: 8192,
+        tie_word_embeddings: true,
+    };
+    let shape = |batch, seq_len| StepShape {
+        batch,
+        seq_len,
+        trained: batch * seq_len,
+        activations: Activations::Recompute,
+    };
+    // At batch 4 × 256 the tied head in f32 is the largest: 108 MiB.
+    assert_eq!(
+        memory::largest_step_buffer(&c, &shape(4, 256)),
+        (49152 * 576 * 4, "the LM head in f32")
+    );
+    // At 4 × 2048 the scores are 4·9·2048²·4 bytes = 576 MiB.
+    let limit = GpuLimit {
+        max_buffer: 256 << 20,
+    };
+    let msg = memory::check_gpu_step(&c, &shape(4, 2048), &limit)
+        .expect_err("576 MiB of scores")
+        .to_string();
+    assert!(
+        msg.contains("setting `seq-len`")
+            && msg.contains(
+                "4 examples × 2048 tokens needs one GPU buffer of 576 MiB for the attention scores"
+            )
+            && msg.contains("lower Sequence length or Batch"),
+        "{msg}"
+    );
+    memory::check_gpu_step(&c, &shape(1, 2048), &limit).expect("144 MiB fits");
 }

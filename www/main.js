@@ -119,7 +119,7 @@ function onWorker(msg) {
       renderSummary(null);
       modelProgress(null);
       $('model-info').textContent = `${msg.info.name}: ${msg.info.layers} layers, width ${msg.info.hidden}, `
-        + `${count(msg.info.parameters)} parameters (${mb(msg.info.weight_bytes)} loaded${msg.info.base_weights === 'stored' ? '' : `, quantized to ${msg.info.base_weights.toUpperCase()}`}), vocabulary ${count(msg.info.vocab)}`
+        + `${count(msg.info.parameters)} parameters (${mb(msg.info.weight_bytes)} loaded${msg.info.base_weights === 'stored' ? '' : `, quantized to ${msg.info.base_weights.toUpperCase()}`}${msg.info.requantized ? `, ${msg.info.requantized} k-quant matrices requantized to Q8_0 for the GPU` : ''}), vocabulary ${count(msg.info.vocab)}`
         + `${msg.info.chat_template ? ', chat template' : ', no chat template'}.`;
       if (!$('base-name').value || $('base-name').dataset.auto === '1') {
         $('base-name').value = lastModelSource?.base || msg.info.name;
@@ -205,6 +205,9 @@ function onWorker(msg) {
       break;
     case 'zip':
       saveZip(msg.bytes);
+      break;
+    case 'self-test':
+      state.selfTest = msg.checks;
       break;
     case 'error':
       if (msg.where === 'loadFiles') {
@@ -605,7 +608,7 @@ function wire() {
   // A handle for scripts that drive the page: post a worker request, read
   // the engine's description of the settings.
   window.tabtune = { post: (msg) => send(msg), settings: () => state.settings, timings: () => state.timings,
-    lastKernels: () => state.lastKernels };
+    lastKernels: () => state.lastKernels, selfTest: () => state.selfTest };
 }
 
 wire();

@@ -93,7 +93,9 @@ async function webgpuAdapter() {
   if (!adapter.features.has('timestamp-query')) return { missing: 'the GPU adapter lacks the timestamp-query feature that the engine needs' };
   const info = adapter.info || {};
   const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
-  return { name: `${name}${adapter.isFallbackAdapter || info.isFallbackAdapter ? ' (a software fallback adapter)' : ''}` };
+  // The largest buffer the engine's device can make (it asks for the adapter's limits).
+  const maxBuffer = Math.min(adapter.limits.maxBufferSize, adapter.limits.maxStorageBufferBindingSize);
+  return { name: `${name}${adapter.isFallbackAdapter || info.isFallbackAdapter ? ' (a software fallback adapter)' : ''}`, maxBuffer };
 }
 
 // The CPU engine on `threads` threads where the page allows it; the reason
@@ -118,7 +120,7 @@ async function chooseBackend(preference, threads) {
   if (!reason) {
     const m = await load('./pkg/tabtune.js');
     try {
-      return { engine: await m.Engine.webgpu(), threads: 1, reason: `WebGPU on ${gpu.name}` };
+      return { engine: await m.Engine.webgpu(gpu.maxBuffer), threads: 1, reason: `WebGPU on ${gpu.name}` };
     } catch (e) {
       reason = `WebGPU failed to start (${message(e)})`;
     }
@@ -256,6 +258,11 @@ const handlers = {
   },
   selfTestPanic() {
     engine.selfTestPanic();
+  },
+  // Our GPU kernels against their Rust twins on this device (the browser suite).
+  async selfTestKernels() {
+    const report = await serial(() => engine.selfTestKernels());
+    post({ type: 'self-test', checks: JSON.parse(report) });
   },
   async export({ baseModel }) {
     const zip = await serial(() => engine.exportZip(baseModel));

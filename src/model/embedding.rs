@@ -10,6 +10,7 @@ use std::sync::Arc;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::model::blocks::DeviceBlocks;
 use crate::model::frozen::packed_matmul;
 use crate::model::packed::PackedWeight;
 
@@ -21,6 +22,8 @@ pub enum Embedding {
     Dense(Tensor<2>),
     /// The checkpoint's blocks.
     Packed(Arc<PackedWeight>),
+    /// Blocks on a GPU (`model::blocks`).
+    Blocks(DeviceBlocks),
 }
 
 impl Embedding {
@@ -44,6 +47,7 @@ impl Embedding {
                 let d = e.shape()[1];
                 Tensor::from_data(TensorData::new(e.rows_f32(&rows), [b * t, d]), &device)
             }
+            Embedding::Blocks(e) => e.rows(ids.reshape([b * t])),
         }
     }
 
@@ -52,6 +56,7 @@ impl Embedding {
         match self {
             Embedding::Dense(e) => h.matmul(e.clone().transpose()),
             Embedding::Packed(e) => packed_matmul(h, e.clone()),
+            Embedding::Blocks(e) => e.matmul_t(h),
         }
     }
 
@@ -62,6 +67,7 @@ impl Embedding {
             Embedding::Packed(e) => {
                 Tensor::from_data(TensorData::new(e.to_f32(), e.shape()), device)
             }
+            Embedding::Blocks(e) => e.to_f32(),
         }
     }
 
@@ -70,6 +76,7 @@ impl Embedding {
         match self {
             Embedding::Dense(e) => e.shape().num_elements() * 4,
             Embedding::Packed(e) => e.byte_len(),
+            Embedding::Blocks(e) => e.byte_len(),
         }
     }
 }

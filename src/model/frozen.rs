@@ -24,6 +24,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::model::blocks::DeviceBlocks;
 use crate::model::packed::PackedWeight;
 
 /// A base projection's weight.
@@ -35,6 +36,9 @@ pub enum Frozen {
     /// The checkpoint's blocks, `[d_out, d_in]` (PyTorch layout), expanded
     /// one matmul at a time.
     Packed(Arc<PackedWeight>),
+    /// Blocks on a GPU, `[d_out, d_in]`, expanded there one matmul at a
+    /// time (`model::blocks`).
+    Blocks(DeviceBlocks),
 }
 
 impl Frozen {
@@ -43,6 +47,7 @@ impl Frozen {
         match self {
             Frozen::Dense(w) => x.matmul(w.clone()),
             Frozen::Packed(w) => packed_matmul(x, w.clone()),
+            Frozen::Blocks(w) => w.matmul_t(x),
         }
     }
 
@@ -51,6 +56,7 @@ impl Frozen {
         match self {
             Frozen::Dense(w) => w.clone(),
             Frozen::Packed(w) => dense_out_in(w, device).transpose(),
+            Frozen::Blocks(w) => w.to_f32().transpose(),
         }
     }
 
@@ -59,6 +65,7 @@ impl Frozen {
         match self {
             Frozen::Dense(w) => w.shape().num_elements() * 4,
             Frozen::Packed(w) => w.byte_len(),
+            Frozen::Blocks(w) => w.byte_len(),
         }
     }
 }

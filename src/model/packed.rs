@@ -80,6 +80,11 @@ impl PackedWeight {
         self.bytes.len()
     }
 
+    /// The blocks, row after row.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     fn row_bytes(&self) -> usize {
         self.cols / self.ty.block_len() * self.ty.block_bytes()
     }

@@ -9,9 +9,9 @@
 //! they are. An embedding that is also the LM head (tied) is never taken
 //! below Q8_0, as llama.cpp's own quantization keeps the output layer at
 //! higher precision. A matrix whose rows are not whole blocks of 32 stays
-//! f32. On a GPU, where the base is f32, the weights are the same quantized
-//! values expanded, so both devices train on the same numbers (and save
-//! no memory there).
+//! f32. On a GPU the blocks stay packed in its memory (`model::blocks`);
+//! a matrix read as f32 instead (`get`) gets the same quantized values, so
+//! every device trains on the same numbers.
 
 use serde::{Deserialize, Serialize};
 

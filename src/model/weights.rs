@@ -28,8 +28,9 @@
 //! stay in the file's blocks ([`Frozen::Packed`], rows unpermuted block-row by block-row, no
 //! transpose): the f32 copy exists only inside one matmul; so do any
 //! model's when they are quantized at load (`model::quantized`, a source
-//! that hands them out in Q8_0/Q4_0 blocks). Everything else, and every
-//! weight on a GPU, is loaded as f32 ([`Frozen::Dense`]).
+//! that hands them out in Q8_0/Q4_0 blocks). On a GPU the block-quantized
+//! ones stay packed in its memory ([`Frozen::Blocks`], `model::blocks`).
+//! Everything else is loaded as f32 ([`Frozen::Dense`]).
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::io::gguf::{Gguf, TensorInfo};
 use crate::io::safetensors::SafetensorsFile;
 use crate::lora::Target;
+use crate::model::blocks::{DeviceBlocks, WordBlocks};
 use crate::model::config::LlamaConfig;
 use crate::model::embedding::Embedding;
 use crate::model::frozen::Frozen;
@@ -279,16 +281,15 @@ fn linear(
     ))
 }
 
-/// A projection: packed when `pack` and the source keeps it so, else
+/// A projection: packed when the source keeps it so (see [`place`]), else
 /// dense `[in, out]`.
 fn projection(
     src: &dyn WeightSource,
     name: &str,
     (d_in, d_out): (usize, usize),
-    pack: bool,
     device: &Device,
 ) -> Result<Frozen> {
-    if pack && let Some(p) = src.get_packed(name)? {
+    if let Some(p) = src.get_packed(name)? {
         if p.shape() != [d_out, d_in] {
             return Err(Error::format(
                 src.file(),
@@ -299,30 +300,54 @@ fn projection(
                 ),
             ));
         }
-        return Ok(Frozen::Packed(Arc::new(p)));
+        match place(p, device) {
+            Placed::Host(p) => return Ok(Frozen::Packed(p)),
+            Placed::Device(b) => return Ok(Frozen::Blocks(b)),
+            Placed::Dense => {}
+        }
     }
     Ok(Frozen::Dense(linear(src, name, d_in, d_out, device)?))
 }
 
-/// Whether base weights on `device` are kept packed: on the CPU, where the
-/// f32 copy is the memory that bounds a model's size. (On a GPU the weights
-/// are expanded there once; a dequantizing kernel is what would keep them
-/// packed.)
-pub fn packs_on(device: &Device) -> bool {
-    crate::model::is_cpu(device)
+/// Where a weight the source keeps packed lives.
+#[allow(clippy::large_enum_variant)] // one at a time, as it loads
+enum Placed {
+    /// On the CPU: the file's blocks, whatever their type.
+    Host(Arc<PackedWeight>),
+    /// On a GPU: block-quantized types, repacked for its kernel (k-quants
+    /// requantized to Q8_0).
+    Device(DeviceBlocks),
+    /// On a GPU, an f32/f16/bf16 tensor: expanded to f32 as it loads.
+    Dense,
+}
+
+/// On the CPU every packed weight stays packed, since the f32 copy is the
+/// memory that bounds a model's size; on a GPU the quantized ones do, in
+/// the device's own buffers (`model::blocks`).
+fn place(p: PackedWeight, device: &Device) -> Placed {
+    if crate::model::is_cpu(device) {
+        Placed::Host(Arc::new(p))
+    } else if p.ggml_type().block_len() > 1 {
+        Placed::Device(DeviceBlocks::upload(&WordBlocks::from_packed(&p), device))
+    } else {
+        Placed::Dense
+    }
 }
 
 impl LlamaWeights {
     /// Loads every weight `config` implies from `src`, checking each shape;
-    /// the embedding and projections stay packed where [`packs_on`] says so.
+    /// the embedding and projections stay packed where [`place`] says so.
     pub fn load(config: &LlamaConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
-        let pack = packs_on(device);
         let (v, d) = (config.vocab_size, config.hidden_size);
         let name = "model.embed_tokens.weight";
-        let packed = if pack { src.get_packed(name)? } else { None };
-        let embed = match packed {
-            Some(p) if p.shape() == [v, d] => Embedding::Packed(Arc::new(p)),
-            _ => Embedding::Dense(Tensor::from_data(
+        let placed = match src.get_packed(name)? {
+            Some(p) if p.shape() == [v, d] => place(p, device),
+            _ => Placed::Dense,
+        };
+        let embed = match placed {
+            Placed::Host(p) => Embedding::Packed(p),
+            Placed::Device(b) => Embedding::Blocks(b),
+            Placed::Dense => Embedding::Dense(Tensor::from_data(
                 TensorData::new(required(src, name, &[v, d])?, [v, d]),
                 device,
             )),
@@ -331,7 +356,7 @@ impl LlamaWeights {
         for i in 0..config.num_layers {
             let p = |t: Target| {
                 let name = format!("model.layers.{i}.{}.weight", t.hf_path());
-                projection(src, &name, t.dims(config), pack, device)
+                projection(src, &name, t.dims(config), device)
             };
             layers.push(LayerWeights {
                 attn_norm: vector(
@@ -382,6 +407,19 @@ impl LlamaWeights {
             }
         }
         dense
+    }
+
+    /// Matrices whose blocks (a k-quant) were requantized to Q8_0 to stay
+    /// packed on a GPU.
+    pub fn requantized(&self) -> usize {
+        let embed = matches!(&self.embed, Embedding::Blocks(b) if b.requantized);
+        let proj = self
+            .layers
+            .iter()
+            .flat_map(|l| &l.proj)
+            .filter(|w| matches!(w, Frozen::Blocks(b) if b.requantized))
+            .count();
+        proj + usize::from(embed)
     }
 
     /// Bytes the weights hold resident.

@@ -213,3 +213,71 @@ pub fn check_load(
         ),
     ))
 }
+
+/// What one buffer on a GPU can hold: WebGPU's `maxBufferSize` and
+/// `maxStorageBufferBindingSize`, the smaller of the two (burn's wgpu
+/// runtime requests the adapter's own limits, so these are the device's).
+/// A tensor larger than this cannot be made at all; WebGPU states no limit
+/// on the total, so the guard checks each buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuLimit {
+    /// Bytes in one buffer.
+    pub max_buffer: u64,
+}
+
+/// The largest single tensor a training step makes on a GPU, in bytes,
+/// and what it is: the attention scores `[B, heads, T, T]`, a chunk of
+/// logits `[rows, vocab]`, the tied LM head expanded to f32 `[vocab, d]`
+/// (the loss expands it whole), or the MLP's `[B·T, ff]`.
+pub fn largest_step_buffer(c: &LlamaConfig, s: &StepShape) -> (u64, &'static str) {
+    let (b, t) = (s.batch as u64, s.seq_len as u64);
+    let (d, v, ff) = (
+        c.hidden_size as u64,
+        c.vocab_size as u64,
+        c.intermediate_size as u64,
+    );
+    let f32s = |n: u64| n.saturating_mul(4);
+    [
+        (f32s(b * c.num_heads as u64 * t * t), "the attention scores"),
+        (
+            f32s(LOSS_CHUNK_ROWS.min(s.trained) as u64 * v),
+            "a chunk of logits",
+        ),
+        (f32s(v * d), "the LM head in f32"),
+        (f32s(b * t * ff), "the MLP's activations"),
+    ]
+    .into_iter()
+    .max_by_key(|&(bytes, _)| bytes)
+    .expect("four terms")
+}
+
+/// Refuses a run on a GPU whose step would need a buffer larger than the
+/// device allows, saying what to lower.
+pub fn check_gpu_step(c: &LlamaConfig, s: &StepShape, limit: &GpuLimit) -> Result<()> {
+    let (need, what) = largest_step_buffer(c, s);
+    if need <= limit.max_buffer {
+        return Ok(());
+    }
+    // The setting to change: the sequence length or batch for activations,
+    // the engine for a vocabulary too large for the GPU.
+    let (setting, advice) = match what {
+        "the attention scores" | "the MLP's activations" => {
+            ("seq-len", "lower Sequence length or Batch")
+        }
+        _ => (
+            "engine",
+            "this model's vocabulary is too large for this GPU's buffers: use the CPU engine",
+        ),
+    };
+    Err(Error::setting(
+        setting,
+        format!(
+            "a step of {} examples × {} tokens needs one GPU buffer of {} MiB for {what}, but \
+             this GPU's buffers hold at most {} MiB: {advice}",
+            s.batch,
+            s.seq_len,
+            need.div_ceil(MIB),
+            limit.max_buffer / MIB
+        ),
+    ))
+}

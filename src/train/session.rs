@@ -27,7 +27,7 @@ use crate::io::peft::{self, PeftFiles};
 use crate::model::load::Loaded;
 use crate::model::quantized::BaseWeights;
 use crate::tokenizer::TextTokenizer;
-use crate::train::memory::{self, HeapLimit, StepShape};
+use crate::train::memory::{self, GpuLimit, HeapLimit, StepShape};
 use crate::train::{Run, RunSettings, StepReport, Trainer, evaluate};
 
 /// What a front end shows about a loaded model.
@@ -53,6 +53,8 @@ pub struct ModelInfo {
     pub weight_bytes: usize,
     /// How the base's matrices were kept as they loaded.
     pub base_weights: BaseWeights,
+    /// Matrices in a k-quant requantized to Q8_0 to stay packed on a GPU.
+    pub requantized: usize,
     /// Whether the tokenizer has a chat template.
     pub chat_template: bool,
 }
@@ -214,6 +216,8 @@ pub struct Session {
     backend: String,
     /// What the engine's memory can hold, when the front end knows it.
     limit: Option<HeapLimit>,
+    /// What one GPU buffer can hold, on a GPU whose limits are known.
+    gpu_limit: Option<GpuLimit>,
     model: Option<Loaded>,
     data: Option<DataSet>,
     run: Option<ActiveRun>,
@@ -231,6 +235,7 @@ impl Session {
             device,
             backend: backend.to_string(),
             limit: None,
+            gpu_limit: None,
             model: None,
             data: None,
             run: None,
@@ -241,6 +246,12 @@ impl Session {
     /// engine: wasm32's 4 GiB). Without one, nothing is refused for size.
     pub fn limit_memory(&mut self, limit: HeapLimit) {
         self.limit = Some(limit);
+    }
+
+    /// Refuse runs that would need a GPU buffer larger than `limit` (the
+    /// page's WebGPU engine, from its adapter's limits).
+    pub fn limit_gpu_buffers(&mut self, limit: GpuLimit) {
+        self.gpu_limit = Some(limit);
     }
 
     /// Refuses model files of `file_bytes` in all (a `.gguf` when `gguf`)
@@ -289,6 +300,7 @@ impl Session {
             context: c.max_position_embeddings,
             parameters: c.num_parameters(),
             weight_bytes: loaded.model.weights.byte_len(),
+            requantized: loaded.model.weights.requantized(),
             base_weights: loaded.base_weights,
             chat_template: loaded
                 .tokenizer
@@ -358,7 +370,7 @@ impl Session {
             trainable,
         } = settings.begin(model, Arc::clone(&data.examples), &self.device)?;
         let c = &trainer.config;
-        if let Some(limit) = &self.limit {
+        if self.limit.is_some() || self.gpu_limit.is_some() {
             // Before the first step. The worst batch: the longest examples,
             // every position trained.
             let longest = data.examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
@@ -370,7 +382,13 @@ impl Session {
                 trained: batch * len,
                 activations: c.activations,
             };
-            memory::check_step(&trainer.model().config, &settings.lora()?, &shape, limit)?;
+            let config = &trainer.model().config;
+            if let Some(limit) = &self.limit {
+                memory::check_step(config, &settings.lora()?, &shape, limit)?;
+            }
+            if let Some(limit) = &self.gpu_limit {
+                memory::check_gpu_step(config, &shape, limit)?;
+            }
         }
         let info = RunInfo {
             steps: c.steps,

@@ -21,6 +21,8 @@ use crate::data::{BadLines, ReadOptions};
 use crate::error::Error;
 use crate::model::files::{HF_OPTIONAL, HF_REQUIRED, ModelFiles, load_files_with};
 use crate::model::quantized::BaseWeights;
+#[cfg(feature = "webgpu")]
+use crate::train::memory::GpuLimit;
 use crate::train::memory::HeapLimit;
 use crate::train::setting::{check_form, views};
 use crate::train::{RunSettings, Session};
@@ -102,14 +104,22 @@ impl Engine {
     /// that the adapter offers `timestamp-query` (burn's wgpu runtime needs
     /// it) and falls back to [`Engine::cpu`] when this fails. Only in the
     /// `webgpu` build: wgpu's handles cannot cross threads, so the threaded
-    /// CPU build has no WebGPU.
+    /// CPU build has no WebGPU. `max_buffer` is the adapter's
+    /// `min(maxBufferSize, maxStorageBufferBindingSize)` (the device gets
+    /// the adapter's limits): runs needing a larger buffer are refused.
     #[cfg(feature = "webgpu")]
-    pub async fn webgpu() -> Result<Engine, JsValue> {
+    pub async fn webgpu(max_buffer: f64) -> Result<Engine, JsValue> {
         let device = Device::wgpu_options()
             .init_async()
             .await
             .map_err(|e| JsError::new(&format!("WebGPU initialisation failed: {e}")))?;
-        Ok(Engine::on(device, "webgpu"))
+        let engine = Engine::on(device, "webgpu");
+        if max_buffer.is_finite() && max_buffer > 0.0 {
+            engine.session.borrow_mut().limit_gpu_buffers(GpuLimit {
+                max_buffer: max_buffer as u64,
+            });
+        }
+        Ok(engine)
     }
 
     fn on(device: Device, backend: &'static str) -> Engine {
@@ -124,6 +134,24 @@ impl Engine {
     #[wasm_bindgen(js_name = selfTestPanic)]
     pub fn self_test_panic(&self) {
         panic!("self-test panic requested by the page");
+    }
+
+    /// Runs our GPU kernels on this engine's device against their Rust
+    /// twins (`gpu::check`) and gives the report as JSON: a list of `{case,
+    /// values, differing, max_relative}`. The browser suite asks for it on
+    /// WebGPU, where `cargo test` cannot go.
+    #[wasm_bindgen(js_name = selfTestKernels)]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn self_test_kernels(&self) -> Promise {
+        let session = self.session.clone();
+        future_to_promise(async move {
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let checks = crate::gpu::check::check_kernels(s.device())
+                .await
+                .map_err(js)?;
+            let json = serde_json::to_string(&checks).map_err(|e| js(Error::backend(e)))?;
+            Ok(JsValue::from_str(&json))
+        })
     }
 
     /// `cpu` or `webgpu`.

@@ -100,6 +100,22 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
   try {
     await waitForEngine(page, 'webgpu');
     assert.match(await page.textContent(tid('backend-reason')), /WebGPU on .*swiftshader/i);
+
+    // Our GPU kernels (shaders/) against their Rust twins, on this device.
+    await page.evaluate(() => window.tabtune.post({ type: 'selfTestKernels' }));
+    await page.waitForFunction(() => window.tabtune.selfTest(), null, { timeout: 300_000 });
+    const checks = await page.evaluate(() => window.tabtune.selfTest());
+    writeFileSync(join(OUT, 'kernel-checks.json'), JSON.stringify(checks, null, 1));
+    console.log('kernels against their twins:', JSON.stringify(checks));
+    assert.equal(checks.length, 7, JSON.stringify(checks));
+    for (const c of checks) {
+      const what = JSON.stringify(c);
+      assert.ok(c.values > 0, what);
+      if (/^dequantize_blocks Q(8|4)_0/.test(c.case)) assert.equal(c.differing, 0, what);
+      else if (c.case.startsWith('dequantize_blocks')) assert.ok(c.max_relative <= 1e-6, what);
+      else assert.ok(c.max_relative <= 1e-5, what);
+    }
+
     await page.check(tid('model-source-hub'));
     await page.click(tid('hub-address'));
     await page.fill(tid('hub-base'), `${ORIGIN}/hub`);
@@ -131,6 +147,31 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     const reloadFrom = requests.length;
     await loadModel(page, consoleLines);
     assert.deepEqual(requests.slice(reloadFrom).filter((r) => r.url.includes('/hub/')).map((r) => r.url), []);
+
+    // Quantized at load, the base stays packed in GPU memory (Q4_0 projections,
+    // the tied embedding Q8_0) and our dequantizing kernel expands it for each
+    // product: about a sixth of the bytes, and the CLI's losses on the same
+    // values (tests/browser/check_adapters.py runs `--base-weights q4_0`).
+    const loadedMb = async () => Number((await page.textContent(tid('model-info'))).match(/\(([\d.]+) MB loaded/)[1]);
+    const stored = await loadedMb();
+    await page.selectOption(tid('base-weights'), 'q4_0');
+    await loadModel(page, consoleLines);
+    assert.match(await page.textContent(tid('model-info')), /MB loaded, quantized to Q4_0\)/);
+    const q4 = await loadedMb();
+    assert.ok(q4 > 0 && q4 < stored * 0.35, `Q4_0 on the GPU: ${q4} MB loaded against ${stored} MB as stored`);
+    await dropData(page);
+    await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, dropout: 0, seed: 42 });
+    const packedLosses = await trainToTheEnd(page, consoleLines, 2);
+    const kernels = await page.evaluate(() => window.tabtune.lastKernels());
+    assert.ok((kernels.dequantize_blocks || 0) > 0, `the step's kernels: ${JSON.stringify(kernels)}`);
+    // Decoding multiplies one row at a time by the packed weights where they lie.
+    const packedText = await generate(page, consoleLines, 4);
+    assert.ok(packedText.base.length > 0 && packedText.tuned.length > 0, JSON.stringify(packedText));
+    const packedZip = await downloadZip(page, 'webgpu-q4_0.zip');
+    writeFileSync(join(OUT, 'webgpu-q4_0.json'), JSON.stringify({
+      zip: packedZip, model: TINY_DIR, data: join(ROOT, 'www/samples/chat.jsonl'), base: TINY_REPO,
+      losses: packedLosses, settings: { steps: 2, batch: 1, seq_len: 64, dropout: 0, seed: 42, base_weights: 'q4_0' },
+    }));
     assert.deepEqual(leavesLocalhost(requests), []);
   } finally {
     writeFileSync(join(OUT, 'webgpu-console.log'), consoleLines.join('\n'));

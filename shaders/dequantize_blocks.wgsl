@@ -1,0 +1,45 @@
+// dequantize_blocks: a frozen base weight, kept packed on the GPU, expanded
+// to f32 for one matrix product (src/model/blocks.rs, launched by
+// src/gpu/dequantize.rs).
+//
+// Value i of the row-major [rows, cols] matrix is field i of `words`, fields
+// of BITS bits packed 32 / BITS to a u32, lowest bits first; each run of 32
+// values is a block with PARAMS f32 parameters in `params`: its scale d, and
+// for Q4_1 its minimum m. Then
+//
+//     x[i] = (field(i) - OFFSET) * d(i / 32)  (+ m(i / 32) when PARAMS == 2)
+//
+// which is ggml's dequantize_row_q8_0 (BITS 8, OFFSET 128: the field is
+// q + 128), _q4_0 (BITS 4, OFFSET 8) and _q4_1 (BITS 4, OFFSET 0, PARAMS 2),
+// value for value. The Rust twin is `dequantize_words` in
+// src/model/blocks.rs; tests compare the two.
+//
+// BITS, OFFSET and PARAMS are `const` declarations the launcher puts before
+// this text, one set per format. One invocation per value; the dispatch is
+// 2-D when the values need more than 65,535 workgroups, so the index is
+// x + y * (workgroups along x) * 256. info[0] is the number of values.
+
+@group(0) @binding(0) var<storage, read> words: array<u32>;
+@group(0) @binding(1) var<storage, read> params: array<f32>;
+@group(0) @binding(2) var<storage, read_write> values: array<f32>;
+@group(0) @binding(3) var<storage, read> info: array<u32>;
+
+@compute @workgroup_size(256)
+fn dequantize_blocks(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let i = gid.x + gid.y * groups.x * 256u;
+    if (i >= info[0]) {
+        return;
+    }
+    let per_word = 32u / BITS;
+    let mask = (1u << BITS) - 1u;
+    let field = (words[i / per_word] >> ((i % per_word) * BITS)) & mask;
+    let block = i / 32u;
+    var x = (f32(field) - OFFSET) * params[block * PARAMS];
+    if (PARAMS == 2u) {
+        x = x + params[block * PARAMS + 1u];
+    }
+    values[i] = x;
+}

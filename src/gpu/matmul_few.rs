@@ -1,0 +1,100 @@
+//! `shaders/matmul_blocks_few.wgsl` launched on burn's cubecl backend: the
+//! product of a few rows (decoding) with a packed weight, read where it lies.
+
+use burn::backend::TensorMetadata;
+use burn::tensor::{DType, Shape};
+use burn_cubecl::cubecl::ir::{UIntKind, metadata::Info, settings::Dim3};
+use burn_cubecl::cubecl::prelude::*;
+use burn_cubecl::cubecl::server::KernelArguments;
+use burn_cubecl::cubecl::{CubeKernel, PrecompiledSource};
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+
+use super::{FEW_ENTRY, FEW_LANES, few_source, workgroups};
+use crate::model::blocks::BlockFormat;
+
+/// The hand-written kernel, one compiled pipeline per format.
+struct MatmulBlocksFew {
+    format: BlockFormat,
+}
+
+impl KernelMetadata for MatmulBlocksFew {
+    fn id(&self) -> KernelId {
+        // The format decides the text, so it is part of the cache key.
+        KernelId::new::<Self>()
+            .info(self.format)
+            .cube_dim(Dim3::new_1d(FEW_LANES))
+    }
+
+    fn address_type(&self) -> ElemType {
+        ElemType::UInt(UIntKind::U32)
+    }
+}
+
+impl CubeKernel for MatmulBlocksFew {
+    fn define(&self) -> KernelDefinition {
+        // The text is the kernel; the definition only keys the cache.
+        let settings = KernelSettings::new(
+            Dim3::new_1d(FEW_LANES),
+            ExecutionMode::Checked,
+            AddressType::U32,
+        );
+        KernelDefinition {
+            body: Scope::root(settings.clone()),
+            settings,
+            info: Info::default(),
+        }
+    }
+
+    fn source(&self) -> Option<PrecompiledSource> {
+        Some(PrecompiledSource {
+            source: few_source(self.format),
+            entrypoint_name: FEW_ENTRY.to_string(),
+            lang: "wgsl",
+        })
+    }
+}
+
+/// `x: [n, cols]` (contiguous f32, `n ≤ FEW_ROWS`) times the transpose of
+/// the packed `[rows, cols]` (`words`, `params` contiguous), giving `[n, rows]`.
+pub fn matmul_few(
+    x: CubeTensor,
+    words: CubeTensor,
+    params: CubeTensor,
+    format: BlockFormat,
+    rows: usize,
+    cols: usize,
+) -> CubeTensor {
+    let n = x.shape()[0];
+    let client = x.client.clone();
+    let y = empty_device_contiguous_dtype(
+        client.clone(),
+        x.device.clone(),
+        Shape::new([n, rows]),
+        DType::F32,
+    );
+    let info: Vec<u8> = [rows, cols, n]
+        .iter()
+        .flat_map(|&v| {
+            u32::try_from(v)
+                .expect("a matrix of fewer than 2^32 rows")
+                .to_le_bytes()
+        })
+        .collect();
+    let info = client.create_from_slice(&info);
+    let (gx, gy) = workgroups(rows, 1);
+    // The kernel reads its buffers and writes only `y`; cubecl has no
+    // compiled answer for a hand-written kernel, so a launch that fails is
+    // taken to have written all of them.
+    client.launch(
+        Box::new(MatmulBlocksFew { format }),
+        CubeCount::Static(gx, gy, 1),
+        KernelArguments::new()
+            .with_buffer(words.handle.clone().binding())
+            .with_buffer(params.handle.clone().binding())
+            .with_buffer(x.handle.clone().binding())
+            .with_buffer(y.handle.clone().binding())
+            .with_buffer(info.binding()),
+    );
+    y
+}

@@ -1,0 +1,59 @@
+//! Kernels of ours for the GPU path: WGSL text in `shaders/`, completed
+//! here per variant, and (with the `webgpu` or `gpu` feature) launched on
+//! burn's cubecl backend. Each has a Rust twin the CPU runs and the tests
+//! compare it with.
+
+pub mod check;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod dequantize;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod matmul_few;
+
+use crate::model::blocks::BlockFormat;
+
+/// `shaders/dequantize_blocks.wgsl`, as written.
+pub const DEQUANTIZE_BLOCKS: &str = include_str!("../../shaders/dequantize_blocks.wgsl");
+
+/// The entry point of [`DEQUANTIZE_BLOCKS`].
+pub const DEQUANTIZE_ENTRY: &str = "dequantize_blocks";
+
+/// Invocations per workgroup in [`DEQUANTIZE_BLOCKS`].
+pub const DEQUANTIZE_WORKGROUP: u32 = 256;
+
+/// `shaders/matmul_blocks_few.wgsl`, as written.
+pub const MATMUL_BLOCKS_FEW: &str = include_str!("../../shaders/matmul_blocks_few.wgsl");
+
+/// The entry point of [`MATMUL_BLOCKS_FEW`].
+pub const FEW_ENTRY: &str = "matmul_blocks_few";
+
+/// Invocations per workgroup (one workgroup per row of `W`) in
+/// [`MATMUL_BLOCKS_FEW`].
+pub const FEW_LANES: u32 = 64;
+
+/// `format`'s constants, as both kernels declare them.
+fn format_consts(format: BlockFormat) -> String {
+    format!(
+        "const BITS: u32 = {}u;\nconst OFFSET: f32 = {:.1};\nconst PARAMS: u32 = {}u;\n\n",
+        format.bits(),
+        format.offset(),
+        format.params(),
+    )
+}
+
+/// The dequantizing kernel for `format`: its constants, then the shader.
+pub fn dequantize_source(format: BlockFormat) -> String {
+    format_consts(format) + DEQUANTIZE_BLOCKS
+}
+
+/// The few-rows product for `format`: its constants, then the shader.
+pub fn few_source(format: BlockFormat) -> String {
+    format_consts(format) + MATMUL_BLOCKS_FEW
+}
+
+/// Workgroups `(x, y)` covering `n` invocations of `per` each, at most
+/// 65,535 along `x` (WebGPU's default limit per dimension).
+pub fn workgroups(n: usize, per: u32) -> (u32, u32) {
+    let groups = n.div_ceil(per as usize).max(1);
+    let x = groups.min(65_535);
+    (x as u32, groups.div_ceil(x) as u32)
+}

@@ -1,0 +1,441 @@
+//! A frozen base weight kept packed on the compute device, for the GPU path.
+//!
+//! On the CPU a packed weight stays in the host's memory as the file's ggml
+//! blocks (`model::packed`) and is expanded there. A GPU must hold its
+//! weights in its own buffers, and a kernel must read them there, so the
+//! blocks are repacked once at load into two device tensors a kernel can
+//! index without byte arithmetic ([`WordBlocks`]):
+//!
+//! - `words: [rows, cols / per_word]` u32: each value's quantized field, in
+//!   order, `per_word` to a word, lowest bits first (Q8_0: four 8-bit
+//!   fields `q + 128`; Q4_0 and Q4_1: eight nibbles);
+//! - `params: [rows, blocks × P]` f32: each block's scale `d` (Q8_0, Q4_0)
+//!   or scale and minimum `d, m` (Q4_1), widened from the file's f16.
+//!
+//! Then `x = (field − offset)·d (+ m)`, `offset` 128, 8 or 0: ggml's
+//! `dequantize_row_*` value for value. Other block types (the k-quants) are
+//! requantized once to Q8_0 on the way (`io::quantize`; its error is tested).
+//! At rest this is 1.125 bytes a weight (Q8_0), 0.625 (Q4_0) or 0.75
+//! (Q4_1), against 4 for f32.
+//!
+//! [`BlockOps::dequantize_blocks`] expands such a matrix to f32: on a GPU
+//! the kernel in `shaders/dequantize_blocks.wgsl` (`crate::gpu`), on the CPU
+//! its Rust twin [`dequantize_words`]. [`blocks_matmul`] multiplies by it
+//! as one autodiff node that keeps only the packed tensors, as
+//! `model::frozen` does for host blocks: the f32 copy lives for one product.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension,
+};
+use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
+use half::f16;
+
+use crate::io::dequant::GgmlType;
+use crate::io::quantize::quantize;
+use crate::model::packed::PackedWeight;
+
+/// Values per block in every [`BlockFormat`].
+pub const BLOCK: usize = 32;
+
+/// Up to this many rows of `x` (decoding), a GPU multiplies by a packed
+/// weight without expanding it (`shaders/matmul_blocks_few.wgsl`).
+pub const FEW_ROWS: usize = 16;
+
+/// The block layouts a device kernel reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockFormat {
+    /// `(q + 128 − 128)·d`, 8-bit fields.
+    Q8_0,
+    /// `(q − 8)·d`, 4-bit fields.
+    Q4_0,
+    /// `q·d + m`, 4-bit fields.
+    Q4_1,
+}
+
+impl BlockFormat {
+    /// The format for a ggml type, if it is one of these.
+    pub fn of(ty: GgmlType) -> Option<Self> {
+        match ty {
+            GgmlType::Q8_0 => Some(Self::Q8_0),
+            GgmlType::Q4_0 => Some(Self::Q4_0),
+            GgmlType::Q4_1 => Some(Self::Q4_1),
+            _ => None,
+        }
+    }
+
+    /// Bits per field.
+    pub fn bits(self) -> usize {
+        match self {
+            Self::Q8_0 => 8,
+            Self::Q4_0 | Self::Q4_1 => 4,
+        }
+    }
+
+    /// Fields per u32 word.
+    pub fn per_word(self) -> usize {
+        32 / self.bits()
+    }
+
+    /// f32 parameters per block (`d`, or `d` and `m`).
+    pub fn params(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q4_0 => 1,
+            Self::Q4_1 => 2,
+        }
+    }
+
+    /// What a field has subtracted before scaling.
+    pub fn offset(self) -> f32 {
+        match self {
+            Self::Q8_0 => 128.0,
+            Self::Q4_0 => 8.0,
+            Self::Q4_1 => 0.0,
+        }
+    }
+}
+
+/// A `[rows, cols]` matrix repacked for a device kernel (host side).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WordBlocks {
+    /// The layout.
+    pub format: BlockFormat,
+    /// Rows (PyTorch's `out`).
+    pub rows: usize,
+    /// Columns (PyTorch's `in`), a whole number of blocks.
+    pub cols: usize,
+    /// `[rows, cols / per_word]` fields.
+    pub words: Vec<u32>,
+    /// `[rows, cols / 32 × params]` scales (and minimums).
+    pub params: Vec<f32>,
+    /// Whether the source's blocks were another type, requantized to Q8_0.
+    pub requantized: bool,
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Appends one ggml block's fields, `per_word` to a word, in value order.
+fn push_fields(fields: impl Iterator<Item = u32>, bits: usize, words: &mut Vec<u32>) {
+    let per = 32 / bits;
+    let mut word = 0u32;
+    for (i, f) in fields.enumerate() {
+        word |= f << ((i % per) * bits);
+        if i % per == per - 1 {
+            words.push(word);
+            word = 0;
+        }
+    }
+}
+
+impl WordBlocks {
+    /// Repacks `w`'s blocks; a type without a [`BlockFormat`] is expanded
+    /// and requantized to Q8_0 first.
+    pub fn from_packed(w: &PackedWeight) -> Self {
+        let [rows, cols] = w.shape();
+        let (format, owned);
+        let requantized = BlockFormat::of(w.ggml_type()).is_none();
+        let bytes = match BlockFormat::of(w.ggml_type()) {
+            Some(f) => {
+                format = f;
+                w.bytes()
+            }
+            None => {
+                format = BlockFormat::Q8_0;
+                owned = quantize(GgmlType::Q8_0, &w.to_f32())
+                    .expect("a packed row is a whole number of 32-value blocks");
+                &owned[..]
+            }
+        };
+        let ty = match format {
+            BlockFormat::Q8_0 => GgmlType::Q8_0,
+            BlockFormat::Q4_0 => GgmlType::Q4_0,
+            BlockFormat::Q4_1 => GgmlType::Q4_1,
+        };
+        let blocks = rows * cols / BLOCK;
+        let mut words = Vec::with_capacity(rows * cols / format.per_word());
+        let mut params = Vec::with_capacity(blocks * format.params());
+        for b in bytes.chunks_exact(ty.block_bytes()) {
+            match format {
+                BlockFormat::Q8_0 => {
+                    params.push(f16_at(b, 0));
+                    let q = b[2..34].iter().map(|&q| (q as i8 as i32 + 128) as u32);
+                    push_fields(q, 8, &mut words);
+                }
+                BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                    let qs = if format == BlockFormat::Q4_0 {
+                        params.push(f16_at(b, 0));
+                        &b[2..18]
+                    } else {
+                        params.extend([f16_at(b, 0), f16_at(b, 2)]);
+                        &b[4..20]
+                    };
+                    // ggml: byte j holds value j (low nibble) and j + 16 (high).
+                    let low = qs.iter().map(|&q| (q & 0x0F) as u32);
+                    let high = qs.iter().map(|&q| (q >> 4) as u32);
+                    push_fields(low.chain(high), 4, &mut words);
+                }
+            }
+        }
+        Self {
+            format,
+            rows,
+            cols,
+            words,
+            params,
+            requantized,
+        }
+    }
+
+    /// Bytes the two tensors hold.
+    pub fn byte_len(&self) -> usize {
+        (self.words.len() + self.params.len()) * 4
+    }
+
+    /// The f32 values, row-major (the twin of the kernel).
+    pub fn to_f32(&self) -> Vec<f32> {
+        dequantize_words(self.format, &self.words, &self.params)
+    }
+}
+
+/// The Rust twin of `shaders/dequantize_blocks.wgsl`: value `i` of a
+/// row-major matrix is field `i` of `words`, less the format's offset, times
+/// its block's scale, plus its block's minimum (Q4_1).
+pub fn dequantize_words(format: BlockFormat, words: &[u32], params: &[f32]) -> Vec<f32> {
+    let (bits, per, p) = (format.bits(), format.per_word(), format.params());
+    let mask = (1u32 << bits) - 1;
+    let offset = format.offset();
+    (0..words.len() * per)
+        .map(|i| {
+            let field = (words[i / per] >> ((i % per) * bits)) & mask;
+            let b = i / BLOCK;
+            let v = (field as f32 - offset) * params[b * p];
+            if p == 2 { v + params[b * p + 1] } else { v }
+        })
+        .collect()
+}
+
+/// The Rust twin of `shaders/matmul_blocks_few.wgsl`: `x: [n, cols]`
+/// (row-major) times the transpose of the packed `[rows, cols]`, giving
+/// `[n, rows]`, each sum in f64.
+pub fn matmul_words_few(
+    format: BlockFormat,
+    words: &[u32],
+    params: &[f32],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    let w = dequantize_words(format, words, params); // [rows, cols]
+    let rows = w.len() / cols;
+    let mut y = vec![0f32; n * rows];
+    for (r, wr) in w.chunks(cols).enumerate() {
+        for (k, xk) in x.chunks(cols).take(n).enumerate() {
+            let dot: f64 = wr.iter().zip(xk).map(|(a, b)| *a as f64 * *b as f64).sum();
+            y[k * rows + r] = dot as f32;
+        }
+    }
+    y
+}
+
+/// A [`WordBlocks`] matrix on a device.
+#[derive(Clone, Debug)]
+pub struct DeviceBlocks {
+    /// The layout.
+    pub format: BlockFormat,
+    /// `[rows, cols / per_word]` u32.
+    pub words: Tensor<2, Int>,
+    /// `[rows, blocks × params]` f32.
+    pub params: Tensor<2>,
+    /// Whether the source's blocks were another type, requantized to Q8_0.
+    pub requantized: bool,
+}
+
+impl DeviceBlocks {
+    /// Uploads `w` to `device`.
+    pub fn upload(w: &WordBlocks, device: &Device) -> Self {
+        let per = w.format.per_word();
+        let words = TensorData::new(w.words.clone(), [w.rows, w.cols / per]);
+        let params = TensorData::new(
+            w.params.clone(),
+            [w.rows, w.cols / BLOCK * w.format.params()],
+        );
+        Self {
+            format: w.format,
+            words: Tensor::from_data(words, (device, DType::U32)),
+            params: Tensor::from_data(params, device),
+            requantized: w.requantized,
+        }
+    }
+
+    /// `[rows, cols]`.
+    pub fn shape(&self) -> [usize; 2] {
+        let [rows, wpr] = self.words.dims();
+        [rows, wpr * self.format.per_word()]
+    }
+
+    /// Bytes held on the device.
+    pub fn byte_len(&self) -> usize {
+        (self.words.shape().num_elements() + self.params.shape().num_elements()) * 4
+    }
+
+    /// The matrix as f32 `[rows, cols]`.
+    pub fn to_f32(&self) -> Tensor<2> {
+        expand(self.words.clone(), self.params.clone(), self.format)
+    }
+
+    /// Rows `ids: [n]` as f32 `[n, cols]`, expanding only those rows.
+    pub fn rows(&self, ids: Tensor<1, Int>) -> Tensor<2> {
+        let words = self.words.clone().select(0, ids.clone());
+        let params = self.params.clone().select(0, ids);
+        expand(words, params, self.format)
+    }
+
+    /// `x·Wᵀ` for `x: [N, cols]`, giving `[N, rows]`; under autodiff the
+    /// gradient reaching `x` is `dY·W`, and only the packed tensors are kept.
+    pub fn matmul_t(&self, x: Tensor<2>) -> Tensor<2> {
+        Tensor::from_dispatch(Dispatch::blocks_matmul(
+            x.into_dispatch(),
+            self.words.clone().into_dispatch(),
+            self.params.clone().into_dispatch(),
+            self.format,
+        ))
+    }
+}
+
+fn expand(words: Tensor<2, Int>, params: Tensor<2>, format: BlockFormat) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::dequantize_blocks(
+        words.into_dispatch(),
+        params.into_dispatch(),
+        format,
+    ))
+}
+
+/// The shape [`BlockOps::blocks_matmul`] gives for `x` and `words` (for
+/// the fusion backend, which records it before the product runs).
+#[cfg_attr(not(any(feature = "webgpu", feature = "gpu")), allow(dead_code))]
+pub(crate) fn product_shape(x: &Shape, words: &Shape, format: &BlockFormat) -> Shape {
+    let _ = format;
+    Shape::new([x[0], words[0]])
+}
+
+/// The shape [`BlockOps::dequantize_blocks`] gives for `words`.
+pub(crate) fn expanded_shape(words: &Shape, format: &BlockFormat) -> Shape {
+    Shape::new([words[0], words[1] * format.per_word()])
+}
+
+/// Device-side block expansion and the product over it, as backend
+/// operations: a GPU kernel (`crate::gpu`), the Rust twin on the CPU, and
+/// autodiff's own backward for the product.
+#[backend_extension(
+    Flex,
+    Cube: cfg(any(feature = "webgpu", feature = "gpu")),
+    Fusion: cfg(any(feature = "webgpu", feature = "gpu")),
+    Autodiff
+)]
+pub trait BlockOps: Backend {
+    /// `words: [rows, cols / per_word]` and `params: [rows, blocks × P]` to
+    /// f32 `[rows, cols]`.
+    #[fusion(dtype = params, shape = expanded_shape(words, format))]
+    fn dequantize_blocks(
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+    ) -> FloatTensor<Self>;
+
+    /// `x: [N, cols]` times the transpose of the expanded `[rows, cols]`.
+    /// On a GPU, a few rows (decoding) are multiplied by the packed weight
+    /// as it lies (`shaders/matmul_blocks_few.wgsl`).
+    #[fusion(dtype = x, shape = product_shape(x, words, format))]
+    fn blocks_matmul(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        let w = Self::dequantize_blocks(words, params, format); // [rows, cols]
+        Self::float_matmul(x, Self::float_transpose(w)) // [N, rows]
+    }
+}
+
+impl BlockOps for Flex {
+    fn dequantize_blocks(
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        let shape = expanded_shape(&words.shape(), &format);
+        let words: Vec<u32> = words
+            .into_data()
+            .convert::<u32>()
+            .try_into_vec()
+            .expect("u32 words");
+        let params: Vec<f32> = params
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .expect("f32 parameters");
+        let values = dequantize_words(format, &words, &params);
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+}
+
+impl<B: Backend + BlockOps, C: CheckpointStrategy> BlockOps for Autodiff<B, C> {
+    fn dequantize_blocks(
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        // A frozen weight: the values need no gradient.
+        let params = Self::inner(params);
+        Self::from_inner(B::dequantize_blocks(words, params, format))
+    }
+
+    fn blocks_matmul(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct BlocksMatmulBackward;
+
+        impl<B: Backend + BlockOps> Backward<B, 1> for BlocksMatmulBackward {
+            type State = (IntTensor<B>, FloatTensor<B>, BlockFormat);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let (words, params, format) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    // dX = dY·W: [N, rows]·[rows, cols] -> [N, cols]
+                    let w = B::dequantize_blocks(words, params, format);
+                    B::float_matmul(grad, w)
+                });
+            }
+        }
+
+        let params = Self::inner(params);
+        let (x, node) = x.into_parts();
+        match BlocksMatmulBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::blocks_matmul(x, words.clone(), params.clone(), format);
+                prep.finish((words, params, format), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::blocks_matmul(x, words, params, format)),
+        }
+    }
+}
