@@ -14,10 +14,10 @@
 // writes y[k, r]. The Rust twin is `matmul_words_few` in src/model/blocks.rs
 // (sums in f64); the sums' order differs, so they agree to rounding.
 //
-// BITS, OFFSET and PARAMS are `const` declarations the launcher puts before
+// BITS, OFFSET, PARAMS and FEW (the most rows of x, FEW_ROWS in
+// src/model/blocks.rs) are `const` declarations the launcher puts before
 // this text, one set per format. info = [rows, cols, n].
 
-const FEW: u32 = 16u;
 const LANES: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> words: array<u32>;
@@ -26,7 +26,7 @@ const LANES: u32 = 64u;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> info: array<u32>;
 
-var<workgroup> partial: array<f32, 1024>; // [FEW, LANES]
+var<workgroup> partial: array<f32, FEW * LANES>; // [FEW, LANES]
 
 @compute @workgroup_size(64)
 fn matmul_blocks_few(
@@ -38,7 +38,7 @@ fn matmul_blocks_few(
     let cols = info[1];
     let n = info[2];
     let r = wg.x + wg.y * groups.x; // the same for the whole workgroup
-    var acc: array<f32, 16>; // zero-initialised
+    var acc: array<f32, FEW>; // zero-initialised
     if (r < rows) {
         let per_word = 32u / BITS;
         let mask = (1u << BITS) - 1u;

@@ -419,7 +419,7 @@ fn a_gpu_run_needing_a_buffer_larger_than_the_device_allows_is_refused_with_what
         .expect_err("a 24 MiB buffer on a GPU of 20 MiB buffers")
         .to_string();
     assert!(
-        msg.contains("setting `engine`")
+        msg.contains("setting `backend`")
             && msg.contains("needs one GPU buffer of 24 MiB for a chunk of logits")
             && msg.contains("this GPU's buffers hold at most 20 MiB")
             && msg.contains("use the CPU engine"),
@@ -468,7 +468,7 @@ fn the_gpu_buffer_guard_names_the_attention_scores_of_long_sequences() {
         .expect_err("576 MiB of scores")
         .to_string();
     assert!(
-        msg.contains("setting `seq-len`")
+        msg.contains("setting `batch`")
             && msg.contains(
                 "4 examples × 2048 tokens needs one GPU buffer of 576 MiB for the attention scores"
             )

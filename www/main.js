@@ -207,7 +207,7 @@ function onWorker(msg) {
       saveZip(msg.bytes);
       break;
     case 'self-test':
-      state.selfTest = msg.checks;
+      state.selfTest = { checks: msg.checks, kernels: msg.kernels };
       break;
     case 'error':
       if (msg.where === 'loadFiles') {

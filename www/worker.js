@@ -261,8 +261,10 @@ const handlers = {
   },
   // Our GPU kernels against their Rust twins on this device (the browser suite).
   async selfTestKernels() {
+    // Which kernels the check launched, so the report shows it ran ours.
+    gpuWork.kernels.clear();
     const report = await serial(() => engine.selfTestKernels());
-    post({ type: 'self-test', checks: JSON.parse(report) });
+    post({ type: 'self-test', checks: JSON.parse(report), kernels: Object.fromEntries(gpuWork.kernels) });
   },
   async export({ baseModel }) {
     const zip = await serial(() => engine.exportZip(baseModel));

@@ -6,13 +6,14 @@
 //!
 //! `dequantize_blocks`: Q8_0 at `[4200, 4096]` (17.2 M values, more than
 //! 65,535 workgroups of 256, so the grid is 2-D), Q4_0 and Q4_1 at
-//! `[300, 1024]`, and a few rows of the Q4_1 matrix picked out of order (the
-//! embedding's lookup); the twin's values exactly (Q4_1's `d·q + m` may be
-//! fused into one rounding on a GPU). `matmul_blocks_few`: three rows of
-//! random `x` times each matrix, against the twin's f64 sums (the kernel
-//! sums in f32, in another order). Blocks are random: Q8_0 and Q4_0
-//! quantized from random values, Q4_1 random bytes with a finite scale and
-//! minimum.
+//! `[300, 1024]`, Q4_0 at `[70000, 96]`, and a few rows of the Q4_1 matrix
+//! picked out of order (the embedding's lookup); the twin's values exactly
+//! (Q4_1's `d·q + m` may be fused into one rounding on a GPU).
+//! `matmul_blocks_few`: random rows of `x` times each matrix (three; and
+//! for `[70000, 96]`, a 2-D grid with lanes of one pass and of two, the
+//! most rows and one), against the twin's f64 sums (the kernel sums in f32,
+//! in another order). Blocks are random: Q8_0 and Q4_0 quantized from
+//! random values, Q4_1 random bytes with a finite scale and minimum.
 
 use burn::tensor::{Device, Int, Tensor, TensorData, Transaction};
 use half::f16;
@@ -23,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::io::dequant::GgmlType;
 use crate::io::quantize::quantize;
 use crate::model::blocks::{
-    BlockFormat, DeviceBlocks, WordBlocks, dequantize_words, matmul_words_few,
+    BlockFormat, DeviceBlocks, FEW_ROWS, WordBlocks, dequantize_words, product_few,
 };
 use crate::model::packed::PackedWeight;
 use crate::readback::Readback;
@@ -33,11 +34,15 @@ use crate::readback::Readback;
 pub struct KernelCheck {
     /// The kernel (its `shaders/` file's stem) and what it computed.
     pub case: String,
-    /// Values compared.
+    /// Values compared (the twin's count; a kernel that gave another count
+    /// differs in all of them).
     pub values: usize,
     /// Values whose bits differ from the twin's.
     pub differing: usize,
-    /// The largest difference over the largest value.
+    /// Values the kernel gave that are NaN or infinite.
+    pub non_finite: usize,
+    /// The largest difference over the largest value (`f32::MAX` when a
+    /// difference is not a number).
     pub max_relative: f32,
 }
 
@@ -69,26 +74,32 @@ fn compare(case: String, got: &[f32], want: &[f32]) -> KernelCheck {
         .iter()
         .fold(0f32, |m, v| m.max(v.abs()))
         .max(f32::MIN_POSITIVE);
-    let differing = got
-        .iter()
-        .zip(want)
-        .filter(|(a, b)| a.to_bits() != b.to_bits())
-        .count()
-        + got.len().abs_diff(want.len());
+    let same_len = got.len() == want.len();
+    let differing = if same_len {
+        got.iter()
+            .zip(want)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count()
+    } else {
+        want.len().max(got.len())
+    };
+    // A NaN difference must not vanish in a max (f32::max ignores NaN).
     let max = got
         .iter()
         .zip(want)
         .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+        .fold(0f32, |m, d| if d.is_nan() || d > m { d } else { m });
+    let max_relative = if same_len && max.is_finite() {
+        max / scale
+    } else {
+        f32::MAX
+    };
     KernelCheck {
         case,
         values: want.len(),
         differing,
-        max_relative: if got.len() == want.len() {
-            max / scale
-        } else {
-            f32::INFINITY
-        },
+        non_finite: got.iter().filter(|v| !v.is_finite()).count(),
+        max_relative,
     }
 }
 
@@ -108,32 +119,39 @@ async fn read(t: Tensor<2>) -> Result<Vec<f32>> {
 /// Runs our kernels (through [`DeviceBlocks`]) on `device` for every case
 /// and compares each with its twin.
 pub async fn check_kernels(device: &Device) -> Result<Vec<KernelCheck>> {
+    // (type, rows, cols, rows of x for the few-rows product)
     let cases = [
-        (GgmlType::Q8_0, 4200, 4096),
-        (GgmlType::Q4_0, 300, 1024),
-        (GgmlType::Q4_1, 300, 1024),
+        (GgmlType::Q8_0, 4200, 4096, 3),
+        (GgmlType::Q4_0, 300, 1024, 3),
+        (GgmlType::Q4_1, 300, 1024, 3),
+        // More rows than 65,535 workgroups (a 2-D grid for the few-rows
+        // product), 96 columns (lanes with one pass and with two), and the
+        // most rows of x.
+        (GgmlType::Q4_0, 70_000, 96, FEW_ROWS),
+        (GgmlType::Q4_0, 70_000, 96, 1),
     ];
     let mut checks = Vec::new();
-    for (seed, (ty, rows, cols)) in cases.into_iter().enumerate() {
+    for (seed, (ty, rows, cols, n)) in cases.into_iter().enumerate() {
         let host = WordBlocks::from_packed(&random_blocks(ty, rows, cols, seed as u64));
         let on_device = DeviceBlocks::upload(&host, device);
         let got = read(on_device.to_f32()).await?;
-        let want = host.to_f32();
+        let want = host.to_f32(); // [rows, cols]
         let format = format!("{:?}", host.format);
         checks.push(compare(
             format!("dequantize_blocks {format} [{rows}, {cols}]"),
             &got,
             &want,
         ));
-        // A few rows of x (decoding).
-        let n = 3;
+        drop(got);
+        // A few rows of x (decoding), against `matmul_words_few`'s product
+        // (its expansion is `want`, already made).
         let mut rng = StdRng::seed_from_u64(100 + seed as u64);
         let x: Vec<f32> = (0..n * cols)
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect();
         let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), device);
         let got = read(on_device.matmul_t(xt)).await?;
-        let want = matmul_words_few(host.format, &host.words, &host.params, cols, &x, n);
+        let want = product_few(&want, cols, &x, n);
         checks.push(compare(
             format!("matmul_blocks_few {format} [{n}, {cols}]·[{rows}, {cols}]ᵀ"),
             &got,

@@ -11,7 +11,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::{FEW_ENTRY, FEW_LANES, few_source, workgroups};
-use crate::model::blocks::BlockFormat;
+use crate::model::blocks::{BlockFormat, FEW_ROWS};
 
 /// The hand-written kernel, one compiled pipeline per format.
 struct MatmulBlocksFew {
@@ -65,7 +65,21 @@ pub fn matmul_few(
     rows: usize,
     cols: usize,
 ) -> CubeTensor {
-    let n = x.shape()[0];
+    let [n, x_cols] = x.shape().dims::<2>();
+    // The kernel would read and write past its arrays, not fail, otherwise.
+    assert!(
+        n <= FEW_ROWS,
+        "{n} rows of x, the kernel takes at most {FEW_ROWS}"
+    );
+    assert_eq!(x_cols, cols, "x has {x_cols} columns, W {cols}");
+    assert!(
+        u32::try_from(rows * cols).is_ok(),
+        "[{rows}, {cols}] past u32 indices"
+    );
+    debug_assert_eq!(
+        (x.dtype, words.dtype, params.dtype),
+        (DType::F32, DType::U32, DType::F32)
+    );
     let client = x.client.clone();
     let y = empty_device_contiguous_dtype(
         client.clone(),

@@ -9,7 +9,7 @@ mod dequantize;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod matmul_few;
 
-use crate::model::blocks::BlockFormat;
+use crate::model::blocks::{BlockFormat, FEW_ROWS};
 
 /// `shaders/dequantize_blocks.wgsl`, as written.
 pub const DEQUANTIZE_BLOCKS: &str = include_str!("../../shaders/dequantize_blocks.wgsl");
@@ -45,9 +45,10 @@ pub fn dequantize_source(format: BlockFormat) -> String {
     format_consts(format) + DEQUANTIZE_BLOCKS
 }
 
-/// The few-rows product for `format`: its constants, then the shader.
+/// The few-rows product for `format`: its constants (and the most rows,
+/// [`FEW_ROWS`]), then the shader.
 pub fn few_source(format: BlockFormat) -> String {
-    format_consts(format) + MATMUL_BLOCKS_FEW
+    format!("const FEW: u32 = {FEW_ROWS}u;\n") + &format_consts(format) + MATMUL_BLOCKS_FEW
 }
 
 /// Workgroups `(x, y)` covering `n` invocations of `per` each, at most

@@ -233,6 +233,12 @@ pub fn matmul_words_few(
     n: usize,
 ) -> Vec<f32> {
     let w = dequantize_words(format, words, params); // [rows, cols]
+    product_few(&w, cols, x, n)
+}
+
+/// `x: [n, cols]` times the transpose of `w: [rows, cols]` (both
+/// row-major), giving `[n, rows]`, each sum in f64.
+pub fn product_few(w: &[f32], cols: usize, x: &[f32], n: usize) -> Vec<f32> {
     let rows = w.len() / cols;
     let mut y = vec![0f32; n * rows];
     for (r, wr) in w.chunks(cols).enumerate() {

@@ -24,7 +24,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::model::blocks::DeviceBlocks;
+// Up to FEW_ROWS rows of `x` (decoding) are multiplied without expanding `W`.
+use crate::model::blocks::{DeviceBlocks, FEW_ROWS};
 use crate::model::packed::PackedWeight;
 
 /// A base projection's weight.
@@ -97,10 +98,6 @@ fn expanded_matmul<B: Backend>(x: FloatTensor<B>, w: &PackedWeight) -> FloatTens
     let dense = expand::<B>(w, &x.device()); // [d_out, d_in]
     B::float_matmul(x, B::float_transpose(dense)) // [N, d_out]
 }
-
-/// Up to this many rows of `x` (decoding) are multiplied row by row of
-/// `W` without expanding it whole.
-const FEW_ROWS: usize = 16;
 
 /// `w` as an f32 backend tensor `[d_out, d_in]`.
 fn expand<B: Backend>(w: &PackedWeight, device: &B::Device) -> FloatTensor<B> {

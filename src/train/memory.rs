@@ -258,14 +258,15 @@ pub fn check_gpu_step(c: &LlamaConfig, s: &StepShape, limit: &GpuLimit) -> Resul
     if need <= limit.max_buffer {
         return Ok(());
     }
-    // The setting to change: the sequence length or batch for activations,
-    // the engine for a vocabulary too large for the GPU.
+    // The setting to change: the batch (or length) for activations, as the
+    // CPU's guard says; the engine (the page's `backend` choice) for a
+    // vocabulary too large for the GPU.
     let (setting, advice) = match what {
         "the attention scores" | "the MLP's activations" => {
-            ("seq-len", "lower Sequence length or Batch")
+            ("batch", "lower Sequence length or Batch")
         }
         _ => (
-            "engine",
+            "backend",
             "this model's vocabulary is too large for this GPU's buffers: use the CPU engine",
         ),
     };

@@ -104,13 +104,15 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     // Our GPU kernels (shaders/) against their Rust twins, on this device.
     await page.evaluate(() => window.tabtune.post({ type: 'selfTestKernels' }));
     await page.waitForFunction(() => window.tabtune.selfTest(), null, { timeout: 300_000 });
-    const checks = await page.evaluate(() => window.tabtune.selfTest());
-    writeFileSync(join(OUT, 'kernel-checks.json'), JSON.stringify(checks, null, 1));
-    console.log('kernels against their twins:', JSON.stringify(checks));
-    assert.equal(checks.length, 7, JSON.stringify(checks));
+    const { checks, kernels: launched } = await page.evaluate(() => window.tabtune.selfTest());
+    writeFileSync(join(OUT, 'kernel-checks.json'), JSON.stringify({ checks, launched }, null, 1));
+    console.log('kernels against their twins:', JSON.stringify(checks), 'launched:', JSON.stringify(launched));
+    // Each case ran our kernel, not a fallback: 5 expansions and a lookup, 5 few-rows products.
+    assert.ok(launched.dequantize_blocks >= 6 && launched.matmul_blocks_few >= 5, JSON.stringify(launched));
+    assert.equal(checks.length, 11, JSON.stringify(checks));
     for (const c of checks) {
       const what = JSON.stringify(c);
-      assert.ok(c.values > 0, what);
+      assert.ok(c.values > 0 && c.non_finite === 0 && Number.isFinite(c.max_relative), what);
       if (/^dequantize_blocks Q(8|4)_0/.test(c.case)) assert.equal(c.differing, 0, what);
       else if (c.case.startsWith('dequantize_blocks')) assert.ok(c.max_relative <= 1e-6, what);
       else assert.ok(c.max_relative <= 1e-5, what);
