@@ -11,14 +11,13 @@ mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{
-    assert_relative, default_model, device, lora_config, loss_and_grads, small_data, tiny_gguf,
-    to_vec,
+    assert_relative, default_model, device, lora_config, loss_and_grads, packed_types, small_data,
+    tiny_gguf, to_vec,
 };
 use tabtune::io::dequant::GgmlType;
 use tabtune::lora::LoraAdapters;
 use tabtune::model::Llama;
 use tabtune::model::embedding::Embedding;
-use tabtune::model::frozen::Frozen;
 use tabtune::model::load::load_gguf;
 use tabtune::train::{TrainConfig, Trainer};
 
@@ -53,22 +52,10 @@ fn packed_matches_dense(m: &Llama) {
     }
 }
 
-fn packed_types(m: &Llama) -> Vec<GgmlType> {
-    m.weights
-        .layers
-        .iter()
-        .flat_map(|l| &l.proj)
-        .map(|w| match w {
-            Frozen::Packed(p) => p.ggml_type(),
-            other => panic!("a GGUF model on the CPU keeps its projections packed, got {other:?}"),
-        })
-        .collect()
-}
-
 #[test]
 fn the_packed_tiny_base_gives_the_dense_logits_loss_and_gradients() {
     let m = tiny_gguf().model;
-    assert!(packed_types(&m).iter().all(|&t| t == GgmlType::F32));
+    assert!(packed_types(&m, false).iter().all(|&t| t == GgmlType::F32));
     packed_matches_dense(&m);
 }
 
@@ -78,7 +65,7 @@ fn the_default_models_q4_1_base_stays_packed_and_matches_its_f32_expansion() {
     let m = load_gguf("SmolLM2-135M-Instruct.Q4_1.gguf", &bytes, &device())
         .expect("loads")
         .model;
-    assert!(packed_types(&m).iter().all(|&t| t == GgmlType::Q4_1));
+    assert!(packed_types(&m, false).iter().all(|&t| t == GgmlType::Q4_1));
     assert!(
         matches!(&m.weights.embed, Embedding::Packed(e) if e.ggml_type() == GgmlType::Q8_0),
         "the embedding stays Q8_0"

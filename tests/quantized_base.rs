@@ -9,15 +9,15 @@
 
 mod common;
 
-use common::{assert_relative, default_model, device, lora_config, loss_and_grads, read, to_vec};
+use common::{
+    assert_relative, default_model, device, lora_config, loss_and_grads, packed_types, read, to_vec,
+};
 use tabtune::io::dequant::{GgmlType, dequantize};
 use tabtune::io::gguf::Gguf;
 use tabtune::io::quantize::quantize;
 use tabtune::lora::LoraAdapters;
 use tabtune::model::Llama;
 use tabtune::model::LlamaConfig;
-use tabtune::model::embedding::Embedding;
-use tabtune::model::frozen::Frozen;
 use tabtune::model::load::{HfFiles, load_gguf_with, load_hf_with};
 use tabtune::model::quantized::{BaseWeights, Quantizing};
 use tabtune::model::weights::{GgufSource, WeightSource};
@@ -109,24 +109,6 @@ fn tiny_from(dir: &str, base: BaseWeights) -> Llama {
         .model
 }
 
-fn packed_types(m: &Llama) -> Vec<GgmlType> {
-    let mut types: Vec<GgmlType> = m
-        .weights
-        .layers
-        .iter()
-        .flat_map(|l| &l.proj)
-        .map(|w| match w {
-            Frozen::Packed(p) => p.ggml_type(),
-            other => panic!("a quantized base keeps its projections packed, got {other:?}"),
-        })
-        .collect();
-    match &m.weights.embed {
-        Embedding::Packed(e) => types.push(e.ggml_type()),
-        other => panic!("a quantized base keeps its embedding packed, got {other:?}"),
-    }
-    types
-}
-
 /// The NLL sum and every factor's gradient on `small_data`'s batch.
 fn nll_and_grads(m: &Llama) -> (f32, Vec<Vec<f32>>) {
     let lora = LoraAdapters::init(lora_config(4), &m.config, 3, &device()).expect("init");
@@ -146,7 +128,7 @@ fn a_safetensors_model_quantized_at_load_stays_packed_and_trains_on_those_values
     ] {
         let m = tiny(base);
         assert!(
-            packed_types(&m).iter().all(|&t| t == ty),
+            packed_types(&m, true).iter().all(|&t| t == ty),
             "{base:?}: all {ty:?}"
         );
         assert!(
@@ -201,7 +183,7 @@ fn a_gguf_s_blocks_stay_as_they_are_and_only_its_float_tensors_are_quantized() {
     let m = load_gguf_with("default.gguf", &bytes, BaseWeights::Q4_0, &device())
         .expect("loads")
         .model;
-    let types = packed_types(&m);
+    let types = packed_types(&m, true);
     // The projections stay Q4_1 and the embedding Q8_0: nothing requantized.
     assert!(
         types[..types.len() - 1]
@@ -218,7 +200,7 @@ fn a_gguf_s_blocks_stay_as_they_are_and_only_its_float_tensors_are_quantized() {
     )
     .expect("loads")
     .model;
-    let types = packed_types(&tiny);
+    let types = packed_types(&tiny, true);
     assert!(
         types[..types.len() - 1]
             .iter()
@@ -265,7 +247,7 @@ fn the_same_weights_quantized_from_gguf_or_safetensors_train_alike() {
 }
 
 #[test]
-fn the_dense_path_a_gpu_takes_gets_the_packed_values_in_f32() {
+fn a_matrix_read_as_f32_gets_the_packed_values() {
     let bytes = read("tiny_llama/tiny_llama.gguf");
     let gguf = Gguf::parse("tiny_llama.gguf", &bytes).expect("parses");
     let config = LlamaConfig::from_gguf(&gguf).expect("config");
@@ -300,7 +282,7 @@ fn the_dense_path_a_gpu_takes_gets_the_packed_values_in_f32() {
 #[test]
 fn a_tied_embedding_is_kept_at_8_bits_when_the_rest_goes_to_4() {
     let m = tiny_from("tiny_llama_tied/f16", BaseWeights::Q4_0);
-    let types = packed_types(&m);
+    let types = packed_types(&m, true);
     assert!(
         types[..types.len() - 1]
             .iter()

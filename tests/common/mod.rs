@@ -343,3 +343,31 @@ pub fn write_tiny_model(dir: &Path) {
         std::fs::copy(fixture(&format!("smollm2/hf_tokenizer/{f}")), dir.join(f)).expect("copies");
     }
 }
+
+/// The storage type of each packed projection of `m`, then, with
+/// `embedding`, of its embedding; panics, naming it, on one of these that
+/// is not kept in host blocks.
+pub fn packed_types(
+    m: &tabtune::model::Llama,
+    embedding: bool,
+) -> Vec<tabtune::io::dequant::GgmlType> {
+    use tabtune::model::embedding::Embedding;
+    use tabtune::model::frozen::Frozen;
+    let mut types: Vec<_> = m
+        .weights
+        .layers
+        .iter()
+        .flat_map(|l| &l.proj)
+        .map(|w| match w {
+            Frozen::Packed(p) => p.ggml_type(),
+            other => panic!("a projection is not kept packed: {other:?}"),
+        })
+        .collect();
+    if embedding {
+        match &m.weights.embed {
+            Embedding::Packed(e) => types.push(e.ggml_type()),
+            other => panic!("the embedding is not kept packed: {other:?}"),
+        }
+    }
+    types
+}
