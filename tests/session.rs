@@ -477,3 +477,26 @@ fn the_gpu_buffer_guard_names_the_attention_scores_of_long_sequences() {
     );
     memory::check_gpu_step(&c, &shape(1, 2048), &limit).expect("144 MiB fits");
 }
+
+#[test]
+fn a_base_weight_larger_than_one_gpu_buffer_is_refused_before_it_loads_naming_it() {
+    // Llama-3.2-1B's embedding in f32: 128,256 × 2,048 × 4 bytes = 1002 MiB,
+    // on a GPU whose buffers hold 512 MiB.
+    let msg = memory::check_gpu_weight(
+        "model.safetensors",
+        "model.embed_tokens.weight",
+        128_256 * 2048 * 4,
+        512 << 20,
+    )
+    .expect_err("too big for one buffer")
+    .to_string();
+    assert!(
+        msg.starts_with(
+            "model.safetensors: tensor `model.embed_tokens.weight` needs one GPU buffer of 1002 MiB"
+        ) && msg.contains("hold at most 512 MiB")
+            && msg.contains("quantize the base at load"),
+        "{msg}"
+    );
+    // As Q8_0 words (a quarter of that) it fits.
+    memory::check_gpu_weight("m", "e", 128_256 * 2048, 512 << 20).expect("fits");
+}

@@ -93,9 +93,7 @@ async function webgpuAdapter() {
   if (!adapter.features.has('timestamp-query')) return { missing: 'the GPU adapter lacks the timestamp-query feature that the engine needs' };
   const info = adapter.info || {};
   const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
-  // The largest buffer the engine's device can make (it asks for the adapter's limits).
-  const maxBuffer = Math.min(adapter.limits.maxBufferSize, adapter.limits.maxStorageBufferBindingSize);
-  return { name: `${name}${adapter.isFallbackAdapter || info.isFallbackAdapter ? ' (a software fallback adapter)' : ''}`, maxBuffer };
+  return { name: `${name}${adapter.isFallbackAdapter || info.isFallbackAdapter ? ' (a software fallback adapter)' : ''}` };
 }
 
 // The CPU engine on `threads` threads where the page allows it; the reason
@@ -120,7 +118,10 @@ async function chooseBackend(preference, threads) {
   if (!reason) {
     const m = await load('./pkg/tabtune.js');
     try {
-      return { engine: await m.Engine.webgpu(gpu.maxBuffer), threads: 1, reason: `WebGPU on ${gpu.name}` };
+      const engine = await m.Engine.webgpu();
+      // The largest buffer the device can make: the engine refuses models and runs that need more.
+      const mib = Math.floor((engine.maxBuffer() || 0) / 2 ** 20);
+      return { engine, threads: 1, reason: `WebGPU on ${gpu.name}; buffers up to ${mib} MiB` };
     } catch (e) {
       reason = `WebGPU failed to start (${message(e)})`;
     }

@@ -9,7 +9,26 @@ mod dequantize;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod matmul_few;
 
+use burn::tensor::Device;
+
 use crate::model::blocks::{BlockFormat, FEW_ROWS};
+
+/// The most bytes one buffer can hold on `device` when it is a GPU, `None`
+/// on the CPU. It is cubecl's `max_page_size`: for wgpu, the device's
+/// `min(maxBufferSize, maxStorageBufferBindingSize)`, and the device asks
+/// for its adapter's own limits. A larger tensor cannot be made at all.
+pub fn max_buffer(device: &Device) -> Option<u64> {
+    #[cfg(any(feature = "webgpu", feature = "gpu"))]
+    {
+        use burn::backend::DispatchDevice;
+        let inner = device.clone().inner();
+        if let DispatchDevice::Cube(d) = inner.as_dispatch() {
+            return Some(d.client().properties().memory.max_page_size);
+        }
+    }
+    let _ = device;
+    None
+}
 
 /// `shaders/dequantize_blocks.wgsl`, as written.
 pub const DEQUANTIZE_BLOCKS: &str = include_str!("../../shaders/dequantize_blocks.wgsl");

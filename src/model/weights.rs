@@ -45,6 +45,7 @@ use crate::model::config::LlamaConfig;
 use crate::model::embedding::Embedding;
 use crate::model::frozen::Frozen;
 use crate::model::packed::PackedWeight;
+use crate::train::memory;
 
 /// The frozen weights of one transformer block.
 #[derive(Clone, Debug)]
@@ -261,6 +262,15 @@ fn required(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Vec<f
     Ok(values)
 }
 
+/// Refuses, before it is read, a weight of `bytes` that one buffer on
+/// `device` cannot hold (a GPU's limit; none on the CPU).
+fn fits(src: &dyn WeightSource, name: &str, bytes: usize, device: &Device) -> Result<()> {
+    match crate::gpu::max_buffer(device) {
+        Some(max) => memory::check_gpu_weight(src.file(), name, bytes as u64, max),
+        None => Ok(()),
+    }
+}
+
 fn vector(src: &dyn WeightSource, name: &str, n: usize, device: &Device) -> Result<Tensor<1>> {
     let v = required(src, name, &[n])?;
     Ok(Tensor::from_data(TensorData::new(v, [n]), device))
@@ -274,6 +284,7 @@ fn linear(
     d_out: usize,
     device: &Device,
 ) -> Result<Tensor<2>> {
+    fits(src, name, d_in * d_out * 4, device)?;
     let v = required(src, name, &[d_out, d_in])?;
     Ok(Tensor::from_data(
         TensorData::new(transpose(&v, d_out, d_in), [d_in, d_out]),
@@ -300,7 +311,7 @@ fn projection(
                 ),
             ));
         }
-        match place(p, device) {
+        match place(src, name, p, device)? {
             Placed::Host(p) => return Ok(Frozen::Packed(p)),
             Placed::Device(b) => return Ok(Frozen::Blocks(b)),
             Placed::Dense => {}
@@ -324,14 +335,16 @@ enum Placed {
 /// On the CPU every packed weight stays packed, since the f32 copy is the
 /// memory that bounds a model's size; on a GPU the quantized ones do, in
 /// the device's own buffers (`model::blocks`).
-fn place(p: PackedWeight, device: &Device) -> Placed {
-    if crate::model::is_cpu(device) {
+fn place(src: &dyn WeightSource, name: &str, p: PackedWeight, device: &Device) -> Result<Placed> {
+    Ok(if crate::model::is_cpu(device) {
         Placed::Host(Arc::new(p))
     } else if p.ggml_type().block_len() > 1 {
-        Placed::Device(DeviceBlocks::upload(&WordBlocks::from_packed(&p), device))
+        let blocks = WordBlocks::from_packed(&p);
+        fits(src, name, blocks.words.len() * 4, device)?;
+        Placed::Device(DeviceBlocks::upload(&blocks, device))
     } else {
         Placed::Dense
-    }
+    })
 }
 
 impl LlamaWeights {
@@ -341,16 +354,19 @@ impl LlamaWeights {
         let (v, d) = (config.vocab_size, config.hidden_size);
         let name = "model.embed_tokens.weight";
         let placed = match src.get_packed(name)? {
-            Some(p) if p.shape() == [v, d] => place(p, device),
+            Some(p) if p.shape() == [v, d] => place(src, name, p, device)?,
             _ => Placed::Dense,
         };
         let embed = match placed {
             Placed::Host(p) => Embedding::Packed(p),
             Placed::Device(b) => Embedding::Blocks(b),
-            Placed::Dense => Embedding::Dense(Tensor::from_data(
-                TensorData::new(required(src, name, &[v, d])?, [v, d]),
-                device,
-            )),
+            Placed::Dense => {
+                fits(src, name, v * d * 4, device)?;
+                Embedding::Dense(Tensor::from_data(
+                    TensorData::new(required(src, name, &[v, d])?, [v, d]),
+                    device,
+                ))
+            }
         };
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {

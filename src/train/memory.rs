@@ -214,8 +214,8 @@ pub fn check_load(
     ))
 }
 
-/// What one buffer on a GPU can hold: WebGPU's `maxBufferSize` and
-/// `maxStorageBufferBindingSize`, the smaller of the two (burn's wgpu
+/// What one buffer on a GPU can hold (`gpu::max_buffer`: for WebGPU the
+/// smaller of `maxBufferSize` and `maxStorageBufferBindingSize`; burn's wgpu
 /// runtime requests the adapter's own limits, so these are the device's).
 /// A tensor larger than this cannot be made at all; WebGPU states no limit
 /// on the total, so the guard checks each buffer.
@@ -223,6 +223,24 @@ pub fn check_load(
 pub struct GpuLimit {
     /// Bytes in one buffer.
     pub max_buffer: u64,
+}
+
+/// Refuses, before it is made, a base weight of `bytes` that one GPU buffer
+/// of `max_buffer` bytes cannot hold, naming the file and tensor.
+pub fn check_gpu_weight(file: &str, name: &str, bytes: u64, max_buffer: u64) -> Result<()> {
+    if bytes <= max_buffer {
+        return Ok(());
+    }
+    Err(Error::format(
+        file,
+        format!(
+            "tensor `{name}` needs one GPU buffer of {} MiB, but this GPU's buffers hold at \
+             most {} MiB: quantize the base at load (Base weights Q8_0 or Q4_0), or use the \
+             CPU engine",
+            bytes.div_ceil(MIB),
+            max_buffer / MIB
+        ),
+    ))
 }
 
 /// The largest single tensor a training step makes on a GPU, in bytes,

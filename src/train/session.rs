@@ -231,11 +231,12 @@ impl Session {
     /// An empty session computing on `device`; `backend` names it in model
     /// cards (`cpu`, `webgpu`).
     pub fn new(device: Device, backend: &str) -> Self {
+        let gpu_limit = crate::gpu::max_buffer(&device).map(|max_buffer| GpuLimit { max_buffer });
         Self {
             device,
             backend: backend.to_string(),
             limit: None,
-            gpu_limit: None,
+            gpu_limit,
             model: None,
             data: None,
             run: None,
@@ -248,8 +249,9 @@ impl Session {
         self.limit = Some(limit);
     }
 
-    /// Refuse runs that would need a GPU buffer larger than `limit` (the
-    /// page's WebGPU engine, from its adapter's limits).
+    /// Refuse runs that would need a GPU buffer larger than `limit`. A
+    /// session on a GPU takes its device's own limit when made; this sets
+    /// another (the tests).
     pub fn limit_gpu_buffers(&mut self, limit: GpuLimit) {
         self.gpu_limit = Some(limit);
     }

@@ -21,8 +21,6 @@ use crate::data::{BadLines, ReadOptions};
 use crate::error::Error;
 use crate::model::files::{HF_OPTIONAL, HF_REQUIRED, ModelFiles, load_files_with};
 use crate::model::quantized::BaseWeights;
-#[cfg(feature = "webgpu")]
-use crate::train::memory::GpuLimit;
 use crate::train::memory::HeapLimit;
 use crate::train::setting::{check_form, views};
 use crate::train::{RunSettings, Session};
@@ -104,22 +102,15 @@ impl Engine {
     /// that the adapter offers `timestamp-query` (burn's wgpu runtime needs
     /// it) and falls back to [`Engine::cpu`] when this fails. Only in the
     /// `webgpu` build: wgpu's handles cannot cross threads, so the threaded
-    /// CPU build has no WebGPU. `max_buffer` is the adapter's
-    /// `min(maxBufferSize, maxStorageBufferBindingSize)` (the device gets
-    /// the adapter's limits): runs needing a larger buffer are refused.
+    /// CPU build has no WebGPU. Models and runs that would need a buffer
+    /// larger than the device allows are refused (`gpu::max_buffer`).
     #[cfg(feature = "webgpu")]
-    pub async fn webgpu(max_buffer: f64) -> Result<Engine, JsValue> {
+    pub async fn webgpu() -> Result<Engine, JsValue> {
         let device = Device::wgpu_options()
             .init_async()
             .await
             .map_err(|e| JsError::new(&format!("WebGPU initialisation failed: {e}")))?;
-        let engine = Engine::on(device, "webgpu");
-        if max_buffer.is_finite() && max_buffer > 0.0 {
-            engine.session.borrow_mut().limit_gpu_buffers(GpuLimit {
-                max_buffer: max_buffer as u64,
-            });
-        }
-        Ok(engine)
+        Ok(Engine::on(device, "webgpu"))
     }
 
     fn on(device: Device, backend: &'static str) -> Engine {
@@ -152,6 +143,14 @@ impl Engine {
             let json = serde_json::to_string(&checks).map_err(|e| js(Error::backend(e)))?;
             Ok(JsValue::from_str(&json))
         })
+    }
+
+    /// The most bytes one buffer can hold on this engine's GPU (what its
+    /// guard refuses models and runs by), `undefined` on the CPU.
+    #[wasm_bindgen(js_name = maxBuffer)]
+    pub fn max_buffer(&self) -> Option<f64> {
+        let s = self.session.try_borrow().ok()?;
+        crate::gpu::max_buffer(s.device()).map(|b| b as f64)
     }
 
     /// `cpu` or `webgpu`.

@@ -100,6 +100,8 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
   try {
     await waitForEngine(page, 'webgpu');
     assert.match(await page.textContent(tid('backend-reason')), /WebGPU on .*swiftshader/i);
+    // The device's own buffer limit, which the engine's guard refuses by (SwiftShader: 1 GiB).
+    assert.match(await page.textContent(tid('backend-reason')), /buffers up to 1024 MiB/);
 
     // Our GPU kernels (shaders/) against their Rust twins, on this device.
     await page.evaluate(() => window.tabtune.post({ type: 'selfTestKernels' }));
