@@ -266,6 +266,9 @@ fn a_matrix_read_as_f32_gets_the_packed_values() {
         "model.layers.1.self_attn.k_proj.weight",
         "model.layers.1.mlp.down_proj.weight",
     ] {
+        // The type is known before the tensor is read (a GPU skips float ones).
+        assert_eq!(inner.packed_type(name).expect("reads"), Some(GgmlType::F32));
+        assert_eq!(q.packed_type(name).expect("reads"), Some(GgmlType::Q4_0));
         let packed = q.get_packed(name).expect("reads").expect("present");
         assert_eq!(packed.ggml_type(), GgmlType::Q4_0, "{name}");
         let (shape, dense) = q.get(name).expect("reads").expect("present");
@@ -277,6 +280,7 @@ fn a_matrix_read_as_f32_gets_the_packed_values() {
     // Norms pass through untouched.
     let norm = "model.layers.0.input_layernorm.weight";
     assert_eq!(q.get(norm).expect("reads"), inner.get(norm).expect("reads"));
+    assert_eq!(q.packed_type(norm).expect("reads"), Some(GgmlType::F32));
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::io::dequant::GgmlType;
 use crate::io::quantize::quantize;
 use crate::lora::Target;
 use crate::model::packed::PackedWeight;
-use crate::model::weights::WeightSource;
+use crate::model::weights::{WeightSource, is_float};
 
 /// How the base's matrices are kept once loaded. Default: as stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +110,14 @@ impl WeightSource for Quantizing<'_> {
         self.inner.file()
     }
 
+    fn packed_type(&self, hf_name: &str) -> Result<Option<GgmlType>> {
+        Ok(match self.inner.packed_type(hf_name)? {
+            Some(t) if !is_float(t) || !quantizable(hf_name) => Some(t),
+            Some(_) => Some(self.type_for(hf_name)),
+            None => None, // not known until read (a safetensors tensor)
+        })
+    }
+
     fn get(&self, hf_name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         if quantizable(hf_name)
             && let Some(p) = self.get_packed(hf_name)?
@@ -120,16 +128,13 @@ impl WeightSource for Quantizing<'_> {
     }
 
     fn get_packed(&self, hf_name: &str) -> Result<Option<PackedWeight>> {
-        if !quantizable(hf_name) {
-            return self.inner.get_packed(hf_name);
-        }
-        if let Some(p) = self.inner.get_packed(hf_name)?
-            && !matches!(
-                p.ggml_type(),
-                GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
-            )
+        if !quantizable(hf_name)
+            || self
+                .inner
+                .packed_type(hf_name)?
+                .is_some_and(|t| !is_float(t))
         {
-            return Ok(Some(p)); // already in blocks: kept as it is
+            return self.inner.get_packed(hf_name); // already in blocks: kept as it is
         }
         let ty = self.type_for(hf_name);
         let Some((shape, values)) = self.inner.get(hf_name)? else {

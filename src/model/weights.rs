@@ -37,6 +37,7 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
+use crate::io::dequant::GgmlType;
 use crate::io::gguf::{Gguf, TensorInfo};
 use crate::io::safetensors::SafetensorsFile;
 use crate::lora::Target;
@@ -82,6 +83,30 @@ pub trait WeightSource {
     fn get_packed(&self, _hf_name: &str) -> Result<Option<PackedWeight>> {
         Ok(None)
     }
+    /// The type [`get_packed`](Self::get_packed) would hand out, without
+    /// reading the tensor; `None` when absent or not known.
+    fn packed_type(&self, _hf_name: &str) -> Result<Option<GgmlType>> {
+        Ok(None)
+    }
+}
+
+/// Whether `ty` is a plain float type rather than blocks.
+pub fn is_float(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// The packed form of `hf_name` where it would be kept packed on `device`:
+/// on a GPU only block types are (so a float tensor is not copied for
+/// nothing).
+fn packed_for(
+    src: &dyn WeightSource,
+    hf_name: &str,
+    device: &Device,
+) -> Result<Option<PackedWeight>> {
+    if !crate::model::is_cpu(device) && src.packed_type(hf_name)?.is_some_and(is_float) {
+        return Ok(None);
+    }
+    src.get_packed(hf_name)
 }
 
 impl WeightSource for SafetensorsFile<'_> {
@@ -229,6 +254,9 @@ impl WeightSource for GgufSource<'_, '_> {
             None => packed,
         }))
     }
+    fn packed_type(&self, hf_name: &str) -> Result<Option<GgmlType>> {
+        Ok(self.lookup(hf_name)?.map(|(info, _)| info.ggml_type))
+    }
 }
 
 fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -300,7 +328,7 @@ fn projection(
     (d_in, d_out): (usize, usize),
     device: &Device,
 ) -> Result<Frozen> {
-    if let Some(p) = src.get_packed(name)? {
+    if let Some(p) = packed_for(src, name, device)? {
         if p.shape() != [d_out, d_in] {
             return Err(Error::format(
                 src.file(),
@@ -353,7 +381,7 @@ impl LlamaWeights {
     pub fn load(config: &LlamaConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
         let (v, d) = (config.vocab_size, config.hidden_size);
         let name = "model.embed_tokens.weight";
-        let placed = match src.get_packed(name)? {
+        let placed = match packed_for(src, name, device)? {
             Some(p) if p.shape() == [v, d] => place(src, name, p, device)?,
             _ => Placed::Dense,
         };
