@@ -19,10 +19,14 @@
 // 2-D when the values need more than 65,535 workgroups, so the index is
 // x + y * (workgroups along x) * 256. info[0] is the number of values.
 
-@group(0) @binding(0) var<storage, read> words: array<u32>;
-@group(0) @binding(1) var<storage, read> params: array<f32>;
+// Every binding is read_write although only the output is written: natively
+// cubecl hands out tensors as slices of shared buffers, and one buffer bound
+// read-only and read-write in one dispatch is a validation error (cubecl's
+// own kernels declare theirs read-write for the same reason).
+@group(0) @binding(0) var<storage, read_write> words: array<u32>;
+@group(0) @binding(1) var<storage, read_write> params: array<f32>;
 @group(0) @binding(2) var<storage, read_write> values: array<f32>;
-@group(0) @binding(3) var<storage, read> info: array<u32>;
+@group(0) @binding(3) var<storage, read_write> info: array<u32>;
 
 @compute @workgroup_size(256)
 fn dequantize_blocks(

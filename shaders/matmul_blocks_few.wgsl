@@ -20,11 +20,15 @@
 
 const LANES: u32 = 64u;
 
-@group(0) @binding(0) var<storage, read> words: array<u32>;
-@group(0) @binding(1) var<storage, read> params: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+// Every binding is read_write although only the output is written: natively
+// cubecl hands out tensors as slices of shared buffers, and one buffer bound
+// read-only and read-write in one dispatch is a validation error (cubecl's
+// own kernels declare theirs read-write for the same reason).
+@group(0) @binding(0) var<storage, read_write> words: array<u32>;
+@group(0) @binding(1) var<storage, read_write> params: array<f32>;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> info: array<u32>;
+@group(0) @binding(4) var<storage, read_write> info: array<u32>;
 
 var<workgroup> partial: array<f32, FEW * LANES>; // [FEW, LANES]
 
