@@ -83,8 +83,11 @@ pub trait WeightSource {
     fn get_packed(&self, _hf_name: &str) -> Result<Option<PackedWeight>> {
         Ok(None)
     }
-    /// The type [`get_packed`](Self::get_packed) would hand out, without
-    /// reading the tensor; `None` when absent or not known.
+    /// The storage type of `hf_name` where the source knows it without
+    /// reading the tensor (a GGUF's own; a quantizing source's target for a
+    /// float matrix); `None` when absent or not known. A hint:
+    /// [`get_packed`](Self::get_packed) may still give `None` (a 1-D
+    /// tensor, rows that are not whole blocks).
     fn packed_type(&self, _hf_name: &str) -> Result<Option<GgmlType>> {
         Ok(None)
     }
@@ -292,9 +295,9 @@ fn required(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Vec<f
 
 /// Refuses, before it is read, a weight of `bytes` that one buffer on
 /// `device` cannot hold (a GPU's limit; none on the CPU).
-fn fits(src: &dyn WeightSource, name: &str, bytes: usize, device: &Device) -> Result<()> {
+fn fits(src: &dyn WeightSource, name: &str, bytes: u64, device: &Device) -> Result<()> {
     match crate::gpu::max_buffer(device) {
-        Some(max) => memory::check_gpu_weight(src.file(), name, bytes as u64, max),
+        Some(max) => memory::check_gpu_weight(src.file(), name, bytes, max),
         None => Ok(()),
     }
 }
@@ -312,7 +315,7 @@ fn linear(
     d_out: usize,
     device: &Device,
 ) -> Result<Tensor<2>> {
-    fits(src, name, d_in * d_out * 4, device)?;
+    fits(src, name, d_in as u64 * d_out as u64 * 4, device)?;
     let v = required(src, name, &[d_out, d_in])?;
     Ok(Tensor::from_data(
         TensorData::new(transpose(&v, d_out, d_in), [d_in, d_out]),
@@ -368,7 +371,7 @@ fn place(src: &dyn WeightSource, name: &str, p: PackedWeight, device: &Device) -
         Placed::Host(Arc::new(p))
     } else if p.ggml_type().block_len() > 1 {
         let blocks = WordBlocks::from_packed(&p);
-        fits(src, name, blocks.words.len() * 4, device)?;
+        fits(src, name, blocks.words.len() as u64 * 4, device)?;
         Placed::Device(DeviceBlocks::upload(&blocks, device))
     } else {
         Placed::Dense
@@ -389,7 +392,7 @@ impl LlamaWeights {
             Placed::Host(p) => Embedding::Packed(p),
             Placed::Device(b) => Embedding::Blocks(b),
             Placed::Dense => {
-                fits(src, name, v * d * 4, device)?;
+                fits(src, name, v as u64 * d as u64 * 4, device)?;
                 Embedding::Dense(Tensor::from_data(
                     TensorData::new(required(src, name, &[v, d])?, [v, d]),
                     device,
