@@ -5,58 +5,15 @@ use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::DType;
 use burn_cubecl::CubeBackend;
-use burn_cubecl::cubecl::ir::{UIntKind, metadata::Info, settings::Dim3};
 use burn_cubecl::cubecl::prelude::*;
 use burn_cubecl::cubecl::server::KernelArguments;
-use burn_cubecl::cubecl::{CubeKernel, PrecompiledSource};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
+use super::kernel::WgslKernel;
 use super::{DEQUANTIZE_ENTRY, DEQUANTIZE_WORKGROUP, dequantize_source, workgroups};
 use crate::model::blocks::{BlockFormat, BlockOps, FEW_ROWS, expanded_shape};
-
-/// The hand-written kernel, one compiled pipeline per format.
-struct DequantizeBlocks {
-    format: BlockFormat,
-}
-
-impl KernelMetadata for DequantizeBlocks {
-    fn id(&self) -> KernelId {
-        // The format decides the text, so it is part of the cache key.
-        KernelId::new::<Self>()
-            .info(self.format)
-            .cube_dim(Dim3::new_1d(DEQUANTIZE_WORKGROUP))
-    }
-
-    fn address_type(&self) -> ElemType {
-        ElemType::UInt(UIntKind::U32)
-    }
-}
-
-impl CubeKernel for DequantizeBlocks {
-    fn define(&self) -> KernelDefinition {
-        // The text is the kernel; the definition only keys the cache.
-        let settings = KernelSettings::new(
-            Dim3::new_1d(DEQUANTIZE_WORKGROUP),
-            ExecutionMode::Checked,
-            AddressType::U32,
-        );
-        KernelDefinition {
-            body: Scope::root(settings.clone()),
-            settings,
-            info: Info::default(),
-        }
-    }
-
-    fn source(&self) -> Option<PrecompiledSource> {
-        Some(PrecompiledSource {
-            source: dequantize_source(self.format),
-            entrypoint_name: DEQUANTIZE_ENTRY.to_string(),
-            lang: "wgsl",
-        })
-    }
-}
 
 impl BlockOps for CubeBackend {
     fn dequantize_blocks(words: CubeTensor, params: CubeTensor, format: BlockFormat) -> CubeTensor {
@@ -76,7 +33,12 @@ impl BlockOps for CubeBackend {
         // compiled answer for a hand-written kernel, so a launch that fails
         // is taken to have written all four.
         client.launch(
-            Box::new(DequantizeBlocks { format }),
+            Box::new(WgslKernel {
+                entry: DEQUANTIZE_ENTRY,
+                workgroup: DEQUANTIZE_WORKGROUP,
+                format,
+                source: dequantize_source,
+            }),
             CubeCount::Static(x, y, 1),
             KernelArguments::new()
                 .with_buffer(words.handle.clone().binding())

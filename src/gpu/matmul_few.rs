@@ -3,57 +3,14 @@
 
 use burn::backend::TensorMetadata;
 use burn::tensor::{DType, Shape};
-use burn_cubecl::cubecl::ir::{UIntKind, metadata::Info, settings::Dim3};
 use burn_cubecl::cubecl::prelude::*;
 use burn_cubecl::cubecl::server::KernelArguments;
-use burn_cubecl::cubecl::{CubeKernel, PrecompiledSource};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
+use super::kernel::WgslKernel;
 use super::{FEW_ENTRY, FEW_LANES, few_source, workgroups};
 use crate::model::blocks::{BlockFormat, FEW_ROWS};
-
-/// The hand-written kernel, one compiled pipeline per format.
-struct MatmulBlocksFew {
-    format: BlockFormat,
-}
-
-impl KernelMetadata for MatmulBlocksFew {
-    fn id(&self) -> KernelId {
-        // The format decides the text, so it is part of the cache key.
-        KernelId::new::<Self>()
-            .info(self.format)
-            .cube_dim(Dim3::new_1d(FEW_LANES))
-    }
-
-    fn address_type(&self) -> ElemType {
-        ElemType::UInt(UIntKind::U32)
-    }
-}
-
-impl CubeKernel for MatmulBlocksFew {
-    fn define(&self) -> KernelDefinition {
-        // The text is the kernel; the definition only keys the cache.
-        let settings = KernelSettings::new(
-            Dim3::new_1d(FEW_LANES),
-            ExecutionMode::Checked,
-            AddressType::U32,
-        );
-        KernelDefinition {
-            body: Scope::root(settings.clone()),
-            settings,
-            info: Info::default(),
-        }
-    }
-
-    fn source(&self) -> Option<PrecompiledSource> {
-        Some(PrecompiledSource {
-            source: few_source(self.format),
-            entrypoint_name: FEW_ENTRY.to_string(),
-            lang: "wgsl",
-        })
-    }
-}
 
 /// `x: [n, cols]` (contiguous f32, `n ≤ FEW_ROWS`) times the transpose of
 /// the packed `[rows, cols]` (`words`, `params` contiguous), giving `[n, rows]`.
@@ -101,7 +58,12 @@ pub fn matmul_few(
     // compiled answer for a hand-written kernel, so a launch that fails is
     // taken to have written all of them.
     client.launch(
-        Box::new(MatmulBlocksFew { format }),
+        Box::new(WgslKernel {
+            entry: FEW_ENTRY,
+            workgroup: FEW_LANES,
+            format,
+            source: few_source,
+        }),
         CubeCount::Static(gx, gy, 1),
         KernelArguments::new()
             .with_buffer(words.handle.clone().binding())

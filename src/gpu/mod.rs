@@ -7,6 +7,8 @@ pub mod check;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod dequantize;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod kernel;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod matmul_few;
 
 use burn::tensor::Device;
