@@ -14,6 +14,16 @@
 //! most rows and one), against the twin's f64 sums (the kernel sums in f32,
 //! in another order). Blocks are random: Q8_0 and Q4_0 quantized from
 //! random values, Q4_1 random bytes with a finite scale and minimum.
+//! `lora_product`: each of an adapted projection's six products at the
+//! default model's shapes (`x·A` and `xᵀ·du` with dropout on the input,
+//! `u·B` added to `y`, `g·Bᵀ`, `uᵀ·g`, `du·Aᵀ` with dropout on the output),
+//! and one over more than 65,535 workgroups (a 2-D grid), against the twin
+//! (which sums in the kernel's order; a GPU may fuse a multiply-add).
+//! `attention_forward`, `attention_backward_dq` and `_dkv`: the default
+//! model's heads (9 over 3, 64 values) at 130 positions (three tiles of
+//! keys), 96 values per head (two per invocation, one pass partial), and
+//! 72,000 query rows (a 2-D grid), against the twins (which sum in another
+//! order, and take softmax's maximum once rather than tile by tile).
 
 use burn::tensor::{Device, Int, Tensor, TensorData, Transaction};
 use half::f16;
@@ -23,6 +33,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::io::dequant::GgmlType;
 use crate::io::quantize::quantize;
+use crate::model::adapted::{Dropout, Mask, Product, lora_product, product};
+use crate::model::attention::{self, Dims, attention_backward, attention_forward};
 use crate::model::blocks::{
     BlockFormat, DeviceBlocks, FEW_ROWS, WordBlocks, dequantize_words, product_few,
 };
@@ -116,8 +128,156 @@ async fn read(t: Tensor<2>) -> Result<Vec<f32>> {
     .await
 }
 
-/// Runs our kernels (through [`DeviceBlocks`]) on `device` for every case
-/// and compares each with its twin.
+/// `len` random values in `[-1, 1)`.
+fn random_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// `lora_product` on `device` against [`product`], for each of an adapted
+/// projection's products and a 2-D grid.
+async fn check_lora_products(device: &Device) -> Result<Vec<KernelCheck>> {
+    let (n, d_in, r, d_out) = (300, 576, 8, 1536);
+    let dropout = Dropout::new(0.1, 0x5eed);
+    let spec = |p_t, q_t, alpha, mask| Product {
+        p_t,
+        q_t,
+        alpha,
+        mask,
+    };
+    // (what, P's stored shape, Q's, spec, whether acc is added)
+    let cases = [
+        (
+            "x·A, dropout on x",
+            [n, d_in],
+            [d_in, r],
+            spec(false, false, 2.5, Mask::Input(dropout)),
+            false,
+        ),
+        (
+            "y + u·B",
+            [n, r],
+            [r, d_out],
+            spec(false, false, 1.0, Mask::None),
+            true,
+        ),
+        (
+            "g·Bᵀ",
+            [n, d_out],
+            [r, d_out],
+            spec(false, true, 1.0, Mask::None),
+            false,
+        ),
+        (
+            "uᵀ·g",
+            [n, r],
+            [n, d_out],
+            spec(true, false, 1.0, Mask::None),
+            false,
+        ),
+        (
+            "xᵀ·du, dropout on x",
+            [n, d_in],
+            [n, r],
+            spec(true, false, 2.5, Mask::Input(dropout)),
+            false,
+        ),
+        (
+            "du·Aᵀ, dropout on the output",
+            [n, r],
+            [d_in, r],
+            spec(false, true, 2.5, Mask::Output(dropout)),
+            false,
+        ),
+        // 4.48 M values: more than 65,535 workgroups of 64.
+        (
+            "[70000, 8]·[8, 64]",
+            [70_000, r],
+            [r, 64],
+            spec(false, false, 1.0, Mask::None),
+            false,
+        ),
+    ];
+    let mut checks = Vec::new();
+    for (seed, (what, ps, qs, spec, with_acc)) in cases.into_iter().enumerate() {
+        let seed = 200 + 3 * seed as u64;
+        let p = random_values(ps[0] * ps[1], seed);
+        let q = random_values(qs[0] * qs[1], seed + 1);
+        let out = crate::model::adapted::product_shape(
+            &burn::tensor::Shape::new(ps),
+            &burn::tensor::Shape::new(qs),
+            &spec,
+        );
+        let acc = with_acc.then(|| random_values(out.num_elements(), seed + 2));
+        let want = product(&p, &q, acc.as_deref(), &spec.info(ps, qs, with_acc));
+        let tensor = |v: &[f32], shape: [usize; 2]| {
+            Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), device)
+        };
+        let acc = acc.map(|a| tensor(&a, out.dims::<2>()));
+        let got = read(lora_product(tensor(&p, ps), tensor(&q, qs), acc, spec)).await?;
+        checks.push(compare(
+            format!("lora_product {what} {ps:?}·{qs:?}"),
+            &got,
+            &want,
+        ));
+    }
+    Ok(checks)
+}
+
+async fn read_flat(t: Tensor<1>) -> Result<Vec<f32>> {
+    read(t.unsqueeze::<2>()).await
+}
+
+/// The attention kernels on `device` against the twins.
+async fn check_attention(device: &Device) -> Result<Vec<KernelCheck>> {
+    let mut checks = Vec::new();
+    for (seed, (b, h, kv, t, hd)) in [(1, 9, 3, 130, 64), (2, 4, 4, 20, 96), (1000, 9, 3, 8, 8)]
+        .into_iter()
+        .enumerate()
+    {
+        let d = Dims { b, h, kv, t, hd };
+        let seed = 300 + 4 * seed as u64;
+        let q = random_values(d.q_len(), seed);
+        let k = random_values(d.k_len(), seed + 1);
+        let v = random_values(d.k_len(), seed + 2);
+        let d_o = random_values(d.q_len(), seed + 3);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let tensor = |x: &[f32], heads: usize| {
+            Tensor::<4>::from_data(TensorData::new(x.to_vec(), [b, heads, t, hd]), device)
+        };
+        let what = format!("q [{b}, {h}, {t}, {hd}], k and v [{b}, {kv}, {t}, {hd}]");
+        let fwd = read_flat(attention_forward(
+            tensor(&q, h),
+            tensor(&k, kv),
+            tensor(&v, kv),
+            scale,
+        ))
+        .await?;
+        let want = attention::forward(&q, &k, &v, d, scale);
+        checks.push(compare(format!("attention_forward {what}"), &fwd, &want));
+        // The backward pass from the device's forward output, so only it differs.
+        let fwd_t = Tensor::<1>::from_data(TensorData::new(fwd.clone(), [fwd.len()]), device);
+        let got = read_flat(attention_backward(
+            tensor(&q, h),
+            tensor(&k, kv),
+            tensor(&v, kv),
+            fwd_t,
+            tensor(&d_o, h),
+            scale,
+        ))
+        .await?;
+        let want = attention::backward(&q, &k, &v, &fwd, &d_o, d, scale);
+        checks.push(compare(
+            format!("attention_backward_dq/dkv {what}"),
+            &got,
+            &want,
+        ));
+    }
+    Ok(checks)
+}
+
+/// Runs our kernels (through [`DeviceBlocks`] and the adapter's products)
+/// on `device` for every case and compares each with its twin.
 pub async fn check_kernels(device: &Device) -> Result<Vec<KernelCheck>> {
     // (type, rows, cols, rows of x for the few-rows product)
     let cases = [
@@ -185,5 +345,7 @@ pub async fn check_kernels(device: &Device) -> Result<Vec<KernelCheck>> {
             ));
         }
     }
+    checks.extend(check_lora_products(device).await?);
+    checks.extend(check_attention(device).await?);
     Ok(checks)
 }

@@ -36,8 +36,8 @@ impl BlockOps for CubeBackend {
             Box::new(WgslKernel {
                 entry: DEQUANTIZE_ENTRY,
                 workgroup: DEQUANTIZE_WORKGROUP,
-                format,
-                source: dequantize_source,
+                format: Some(format),
+                source: |f| dequantize_source(f.expect("a block format")),
             }),
             CubeCount::Static(x, y, 1),
             KernelArguments::new()

@@ -1,5 +1,5 @@
 //! A WGSL kernel of ours as cubecl launches it: precompiled text (no IR),
-//! one pipeline per entry point and block format.
+//! one pipeline per entry point and block format (if it has one).
 
 use burn_cubecl::cubecl::ir::{UIntKind, metadata::Info, settings::Dim3};
 use burn_cubecl::cubecl::prelude::*;
@@ -7,16 +7,17 @@ use burn_cubecl::cubecl::{CubeKernel, PrecompiledSource};
 
 use crate::model::blocks::BlockFormat;
 
-/// One of `shaders/`'s kernels for one format.
+/// One of `shaders/`'s kernels (for one block format, when it reads blocks).
 pub(super) struct WgslKernel {
     /// The WGSL entry point, also the kernel's name in the cache key.
     pub entry: &'static str,
     /// Invocations per workgroup, as the WGSL declares them.
     pub workgroup: u32,
     /// The format the text is completed for.
-    pub format: BlockFormat,
-    /// The completed text for a format.
-    pub source: fn(BlockFormat) -> String,
+    pub format: Option<BlockFormat>,
+    /// The completed text for a format. Called only when the pipeline is
+    /// not cached yet.
+    pub source: fn(Option<BlockFormat>) -> String,
 }
 
 impl KernelMetadata for WgslKernel {

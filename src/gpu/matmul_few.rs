@@ -61,8 +61,8 @@ pub fn matmul_few(
         Box::new(WgslKernel {
             entry: FEW_ENTRY,
             workgroup: FEW_LANES,
-            format,
-            source: few_source,
+            format: Some(format),
+            source: |f| few_source(f.expect("a block format")),
         }),
         CubeCount::Static(gx, gy, 1),
         KernelArguments::new()

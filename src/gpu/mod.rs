@@ -3,11 +3,15 @@
 //! burn's cubecl backend. Each has a Rust twin the CPU runs and the tests
 //! compare it with.
 
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod attention;
 pub mod check;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod dequantize;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod kernel;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod lora;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod matmul_few;
 
@@ -50,6 +54,24 @@ pub const FEW_ENTRY: &str = "matmul_blocks_few";
 /// Invocations per workgroup (one workgroup per row of `W`) in
 /// [`MATMUL_BLOCKS_FEW`].
 pub const FEW_LANES: u32 = 64;
+
+/// `shaders/lora_product.wgsl`, as written (it has no variants).
+pub const LORA_PRODUCT: &str = include_str!("../../shaders/lora_product.wgsl");
+
+/// The entry point of [`LORA_PRODUCT`].
+pub const LORA_ENTRY: &str = "lora_product";
+
+/// Invocations per workgroup (one per output value) in [`LORA_PRODUCT`].
+pub const LORA_WORKGROUP: u32 = 64;
+
+/// `shaders/attention_forward.wgsl`, as written.
+pub const ATTENTION_FORWARD: &str = include_str!("../../shaders/attention_forward.wgsl");
+
+/// `shaders/attention_backward_dq.wgsl`, as written.
+pub const ATTENTION_BACKWARD_DQ: &str = include_str!("../../shaders/attention_backward_dq.wgsl");
+
+/// `shaders/attention_backward_dkv.wgsl`, as written.
+pub const ATTENTION_BACKWARD_DKV: &str = include_str!("../../shaders/attention_backward_dkv.wgsl");
 
 /// `format`'s constants, as both kernels declare them.
 fn format_consts(format: BlockFormat) -> String {

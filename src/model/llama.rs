@@ -14,6 +14,8 @@ use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 use crate::cpu::lora::lora_delta;
 use crate::cpu::swiglu::swiglu;
 use crate::lora::{LoraAdapters, LoraPair, Target};
+use crate::model::adapted::{Adapter, Dropout, adapted, dropout_key};
+use crate::model::attention::{Dims, causal_attention};
 use crate::model::config::LlamaConfig;
 use crate::model::weights::LlamaWeights;
 
@@ -56,10 +58,33 @@ pub struct Span {
     /// RoPE `cos` and signed `sin` (see [`rope_tables`]): `[T, head_dim]`.
     cos: Tensor<2>,
     sin: Tensor<2>,
-    /// RoPE swaps halves by a flip (GPU) rather than slicing (CPU).
-    flip: bool,
+    /// On a GPU: RoPE swaps halves by a flip rather than slicing, adapters
+    /// run as one node of our kernels (`model::adapted`), and so does
+    /// causal attention (`model::attention`).
+    gpu: bool,
+    /// Where LoRA dropout's masks come from on a GPU (see
+    /// [`Span::with_dropout_seed`]).
+    dropout_seed: u64,
     /// `[B, H, T, start + T]`, true where masked; `None` for plain causal.
     mask: Option<Tensor<4, Bool>>,
+}
+
+impl Span {
+    /// The span with LoRA dropout's masks on a GPU drawn from `seed` (one
+    /// per step and micro-batch; each layer and target derives its own key
+    /// from it, so a recomputed block draws its first pass's masks). The
+    /// CPU draws its masks from the device's generator instead.
+    pub fn with_dropout_seed(mut self, seed: u64) -> Self {
+        self.dropout_seed = seed;
+        self
+    }
+
+    /// The span run the GPU's way on any device: RoPE by a flip, adapters and
+    /// attention as our nodes (the tests compare the two ways on the CPU).
+    pub fn with_gpu_ops(mut self) -> Self {
+        self.gpu = true;
+        self
+    }
 }
 
 /// How a forward pass treats the adapters.
@@ -110,7 +135,7 @@ fn rope_tables(
 fn apply_rope(x: Tensor<4>, span: &Span) -> Tensor<4> {
     let [b, h, t, hd] = x.dims();
     let half = hd / 2;
-    let swapped = if !span.flip {
+    let swapped = if !span.gpu {
         let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
         let x2 = x.clone().slice([0..b, 0..h, 0..t, half..hd]);
         Tensor::cat(vec![x2, x1], 3)
@@ -139,6 +164,7 @@ impl Llama {
         x: &Tensor<2>,
         layer: usize,
         target: Target,
+        span: &Span,
         lora: Option<&LoraAdapters>,
         mode: Mode,
     ) -> Tensor<2> {
@@ -150,6 +176,14 @@ impl Llama {
             return y;
         };
         let p = adapters.config.dropout;
+        let scale = adapters.config.scale() as f32;
+        if span.gpu {
+            // Dropout's mask is a hash of each value's index and this key.
+            let dropout = (mode == Mode::Train && p > 0.0)
+                .then(|| Dropout::new(p, dropout_key(span.dropout_seed, layer, target.index())));
+            let adapter = Adapter { scale, dropout };
+            return adapted(y, x.clone(), a.clone(), b.clone(), adapter); // [N, d_out]
+        }
         let x = if mode == Mode::Train && p > 0.0 {
             // The backward pass keeps the bool mask, not an f32 one.
             let keep = Tensor::<2>::random(x.dims(), Distribution::Bernoulli(1.0 - p), &x.device());
@@ -160,7 +194,6 @@ impl Llama {
         } else {
             x.clone()
         };
-        let scale = adapters.config.scale() as f32;
         y + lora_delta(x, a.clone(), b.clone(), scale) // [N, d_out]
     }
 
@@ -214,7 +247,8 @@ impl Llama {
             start,
             cos,
             sin,
-            flip: !crate::model::is_cpu(&self.device),
+            gpu: !crate::model::is_cpu(&self.device),
+            dropout_seed: 0,
             mask,
         }
     }
@@ -248,9 +282,9 @@ impl Llama {
         // Attention block.
         let xn = rms_norm(x.clone(), &lw.attn_norm, c.rms_norm_eps); // [N, d]
         let heads = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2); // [B, n, T, hd]
-        let q = heads(self.project(&xn, i, Target::Q, lora, mode), h);
-        let k = heads(self.project(&xn, i, Target::K, lora, mode), kv);
-        let v = heads(self.project(&xn, i, Target::V, lora, mode), kv);
+        let q = heads(self.project(&xn, i, Target::Q, span, lora, mode), h);
+        let k = heads(self.project(&xn, i, Target::K, span, lora, mode), kv);
+        let v = heads(self.project(&xn, i, Target::V, span, lora, mode), kv);
         let q = apply_rope(q, span);
         let mut k = apply_rope(k, span);
         let mut v = v;
@@ -265,31 +299,37 @@ impl Llama {
                 cache.layers.push((k.clone(), v.clone()));
             }
         }
-        let tk = k.dims()[2];
-        let (k, v) = if groups > 1 {
-            // [B, KV, T, hd] -> [B, KV, G, T, hd] -> [B, H, T, hd]
-            let rep = |y: Tensor<4>| {
-                y.unsqueeze_dim::<5>(2)
-                    .expand([b, kv, groups, tk, hd])
-                    .reshape([b, h, tk, hd])
-            };
-            (rep(k), rep(v))
+        let ours = span.gpu && span.start == 0 && Dims::of(&q.shape(), &k.shape()).supported();
+        let att = if ours {
+            // Our kernels: each group's keys and values read where they lie.
+            causal_attention(q, k, v) // [B, H, T, hd]
         } else {
-            (k, v)
+            let tk = k.dims()[2];
+            let (k, v) = if groups > 1 {
+                // [B, KV, T, hd] -> [B, KV, G, T, hd] -> [B, H, T, hd]
+                let rep = |y: Tensor<4>| {
+                    y.unsqueeze_dim::<5>(2)
+                        .expand([b, kv, groups, tk, hd])
+                        .reshape([b, h, tk, hd])
+                };
+                (rep(k), rep(v))
+            } else {
+                (k, v)
+            };
+            let options = AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: span.start == 0,
+            };
+            attention(q, k, v, span.mask.clone(), None, options) // [B, H, T, hd]
         };
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: span.start == 0,
-        };
-        let att = attention(q, k, v, span.mask.clone(), None, options); // [B, H, T, hd]
         let att = att.swap_dims(1, 2).reshape([b * t, h * hd]);
-        let x = x + self.project(&att, i, Target::O, lora, mode);
+        let x = x + self.project(&att, i, Target::O, span, lora, mode);
         // MLP block.
         let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps);
-        let gate = self.project(&xn, i, Target::Gate, lora, mode); // [N, F]
-        let up = self.project(&xn, i, Target::Up, lora, mode); // [N, F]
-        x + self.project(&swiglu(gate, up), i, Target::Down, lora, mode)
+        let gate = self.project(&xn, i, Target::Gate, span, lora, mode); // [N, F]
+        let up = self.project(&xn, i, Target::Up, span, lora, mode); // [N, F]
+        x + self.project(&swiglu(gate, up), i, Target::Down, span, lora, mode)
     }
 
     /// Logits `[N, vocab]` for hidden states `[N, d]`.

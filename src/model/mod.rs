@@ -1,6 +1,8 @@
 //! The Llama-architecture causal LM: configuration, weights, forward pass,
 //! and loading a model from a GGUF file or a Hugging Face directory's bytes.
 
+pub mod adapted;
+pub mod attention;
 pub mod blocks;
 pub mod config;
 pub mod embedding;

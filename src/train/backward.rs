@@ -15,14 +15,16 @@
 //! One block's intermediates live at a time, for one more forward pass of
 //! compute.
 //!
-//! LoRA dropout draws its masks from the device's generator, reseeded before
-//! every block from the step's seed, the micro-batch and the block, so the
-//! recomputed block sees the masks the first pass saw, and both ways give
-//! the same gradients.
+//! LoRA dropout on the CPU draws its masks from the device's generator,
+//! reseeded before every block from the step's seed, the micro-batch and the
+//! block; on a GPU each mask is a hash keyed by the same and the target
+//! (`model::adapted`). Either way the recomputed block sees the masks the
+//! first pass saw, and both ways give the same gradients.
 
 use burn::tensor::{Device, Tensor};
 
 use crate::lora::LoraAdapters;
+use crate::model::adapted::mix;
 use crate::model::{Llama, Mode};
 use crate::train::Batch;
 
@@ -35,23 +37,17 @@ pub enum Activations {
     Recompute,
 }
 
-/// splitmix64's finaliser: a well-mixed `u64` from `x`.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// The dropout seed of a step (from the run's seed and the step number).
 pub fn step_seed(run_seed: u64, step: usize) -> u64 {
     mix(mix(run_seed) ^ step as u64)
 }
 
-/// Seeds `device`'s generator for block `layer` of micro-batch `micro`
-/// (when there is dropout to draw: seeding a GPU stream waits for it).
+/// Seeds the CPU's generator for block `layer` of micro-batch `micro`
+/// (when there is dropout to draw). A GPU draws no masks: they are a hash of
+/// a key from the span's seed (`Span::with_dropout_seed`), and seeding a
+/// GPU stream would wait for it.
 fn seed_block(adapters: &LoraAdapters, device: &Device, seed: u64, micro: usize, layer: usize) {
-    if adapters.config.dropout > 0.0 {
+    if adapters.config.dropout > 0.0 && crate::model::is_cpu(device) {
         device.seed(mix(mix(seed ^ micro as u64) ^ layer as u64));
     }
 }
@@ -78,7 +74,7 @@ pub fn gradients(
         let tracked = adapters.map(|t| t.autodiff().require_grad());
         let ids = batch.ids_tensor(device);
         let [b, t] = ids.dims();
-        let span = model.span(b, t, 0);
+        let span = model.span(b, t, 0).with_dropout_seed(mix(seed ^ m as u64));
         let loss = |hidden: Tensor<2>| {
             model.nll_sum(
                 model.final_norm(hidden),

@@ -109,9 +109,12 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     const { checks, kernels: launched } = await page.evaluate(() => window.tabtune.selfTest());
     writeFileSync(join(OUT, 'kernel-checks.json'), JSON.stringify({ checks, launched }, null, 1));
     console.log('kernels against their twins:', JSON.stringify(checks), 'launched:', JSON.stringify(launched));
-    // Each case ran our kernel, not a fallback: 5 expansions and a lookup, 5 few-rows products.
-    assert.ok(launched.dequantize_blocks >= 6 && launched.matmul_blocks_few >= 5, JSON.stringify(launched));
-    assert.equal(checks.length, 11, JSON.stringify(checks));
+    // Each case ran our kernel, not a fallback: 5 expansions and a lookup, 5 few-rows products,
+    // 7 of LoRA's products, 3 attentions forward and backward.
+    assert.ok(launched.dequantize_blocks >= 6 && launched.matmul_blocks_few >= 5 && launched.lora_product >= 7
+      && launched.attention_forward >= 3 && launched.attention_backward_dq >= 3 && launched.attention_backward_dkv >= 3,
+      JSON.stringify(launched));
+    assert.equal(checks.length, 24, JSON.stringify(checks));
     for (const c of checks) {
       const what = JSON.stringify(c);
       assert.ok(c.values > 0 && c.non_finite === 0 && Number.isFinite(c.max_relative), what);
@@ -167,7 +170,10 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, dropout: 0, seed: 42 });
     const packedLosses = await trainToTheEnd(page, consoleLines, 2);
     const kernels = await page.evaluate(() => window.tabtune.lastKernels());
-    assert.ok((kernels.dequantize_blocks || 0) > 0, `the step's kernels: ${JSON.stringify(kernels)}`);
+    // The packed base expanded by our kernel; the adapters and attention run as kernels of ours.
+    assert.ok((kernels.dequantize_blocks || 0) > 0 && (kernels.lora_product || 0) > 0
+      && (kernels.attention_forward || 0) > 0 && (kernels.attention_backward_dkv || 0) > 0,
+      `the step's kernels: ${JSON.stringify(kernels)}`);
     // Decoding multiplies one row at a time by the packed weights where they lie.
     const packedText = await generate(page, consoleLines, 4);
     assert.ok(packedText.base.length > 0 && packedText.tuned.length > 0, JSON.stringify(packedText));

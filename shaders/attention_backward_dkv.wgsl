@@ -1,0 +1,126 @@
+// attention_backward_dkv: the gradients reaching the keys and values of
+// attention_forward.wgsl, one workgroup per key row (src/model/attention.rs,
+// launched by src/gpu/attention.rs after attention_backward_dq.wgsl).
+//
+// For key row j of group head g in sequence b, over every query head h of
+// the group (h / (H / KV) = g) and every query i >= j:
+//
+//     p_ij  = exp(scale * q_i · k_j - lse_i)
+//     ds_ij = p_ij * (dO_i · v_j - D_i)
+//     dv_j  = sum_{h, i} p_ij * dO_i
+//     dk_j  = scale * sum_{h, i} ds_ij * q_i
+//
+// with lse from the forward pass and D from attention_backward_dq.wgsl,
+// queries in tiles of 64, one per invocation. Writes dk and dv
+// [B, KV, T, hd] after dq in `grads` (dq, dk, dv, D).
+//
+// info (u32): rows of k (B·KV·T), H, KV, T, hd, scale's bits, where D
+// starts in `grads`, query rows (B·H·T).
+// The Rust twin is `backward` in src/model/attention.rs.
+
+// Every binding is read_write although only `grads` is written: natively
+// cubecl hands out tensors as slices of shared buffers, and one buffer bound
+// read-only and read-write in one dispatch is a validation error.
+@group(0) @binding(0) var<storage, read_write> q: array<f32>;
+@group(0) @binding(1) var<storage, read_write> k: array<f32>;
+@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fwd: array<f32>;
+@group(0) @binding(4) var<storage, read_write> d_o: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(6) var<storage, read_write> info: array<u32>;
+
+const LANES: u32 = 64u;
+const MAX_HEAD_DIM: u32 = 256u;
+
+var<workgroup> shape: array<u32, 8>;
+var<workgroup> ks: array<f32, MAX_HEAD_DIM>;
+var<workgroup> vs: array<f32, MAX_HEAD_DIM>;
+var<workgroup> ps: array<f32, 64>;
+var<workgroup> dss: array<f32, 64>;
+
+// info[i], the same in every invocation (a storage read is not uniform to
+// WGSL's analysis; a workgroup value read this way is).
+fn uniform_info(i: u32) -> u32 {
+    return workgroupUniformLoad(&shape[i]);
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_dkv(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    if (t < 8u) {
+        shape[t] = info[t];
+    }
+    let rows = uniform_info(0u);
+    let heads = uniform_info(1u);
+    let kv_heads = uniform_info(2u);
+    let len = uniform_info(3u);
+    let hd = shape[4];
+    let scale = bitcast<f32>(shape[5]);
+    let d_start = shape[6];
+    let q_rows = shape[7];
+    let row = wid.x + wid.y * groups.x; // (b * KV + g) * T + j
+    if (row >= rows) {
+        return;
+    }
+    let j = row % len;
+    let bg = row / len;
+    let b = bg / kv_heads;
+    let g = bg % kv_heads;
+    let group = heads / kv_heads;
+    for (var d = t; d < hd; d = d + LANES) {
+        ks[d] = k[row * hd + d];
+        vs[d] = v[row * hd + d];
+    }
+    workgroupBarrier();
+    var dk = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var dv = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var h = g * group; h < (g + 1u) * group; h = h + 1u) {
+        let q_base = (b * heads + h) * len; // query row of i = 0
+        for (var tile = j; tile < len; tile = tile + LANES) {
+            let i = tile + t;
+            var p = 0.0;
+            var ds = 0.0;
+            if (i < len) {
+                let qr = q_base + i;
+                var s = 0.0;
+                var dp = 0.0;
+                for (var d = 0u; d < hd; d = d + 1u) {
+                    s = s + q[qr * hd + d] * ks[d];
+                    dp = dp + d_o[qr * hd + d] * vs[d];
+                }
+                p = exp(scale * s - fwd[q_rows * hd + qr]);
+                ds = p * (dp - grads[d_start + qr]);
+            }
+            ps[t] = p;
+            dss[t] = ds;
+            workgroupBarrier();
+            let count = min(LANES, len - tile);
+            for (var c = 0u; c < 4u; c = c + 1u) {
+                let d = t + c * LANES;
+                if (d < hd) {
+                    var a = dv[c];
+                    var e = dk[c];
+                    for (var ii = 0u; ii < count; ii = ii + 1u) {
+                        let qr = q_base + tile + ii;
+                        a = a + ps[ii] * d_o[qr * hd + d];
+                        e = e + dss[ii] * q[qr * hd + d];
+                    }
+                    dv[c] = a;
+                    dk[c] = e;
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+    let k_size = rows * hd;
+    for (var c = 0u; c < 4u; c = c + 1u) {
+        let d = t + c * LANES;
+        if (d < hd) {
+            grads[q_rows * hd + row * hd + d] = scale * dk[c];
+            grads[q_rows * hd + k_size + row * hd + d] = dv[c];
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Causal grouped-query attention on a GPU as one autodiff node over
+//! kernels of ours: one launch forward, two backward.
+//!
+//! burn's attention under autodiff is its composed fallback: `q·kᵀ`, the
+//! scale, a causal mask built from two ranges, the softmax's max, shift,
+//! exponent, sum and division, `·v`; each a kernel launch, and the backward
+//! pass about twice as many. Before it the keys and values are copied `H /
+//! KV` times over for grouped-query attention, and the backward pass sums
+//! them back. Here (FlashAttention's scheme, without its tiling of the
+//! output): `shaders/attention_forward.wgsl` gives `o` and each row's
+//! log-sum-exp, reading each group's keys and values where they lie;
+//! `attention_backward_dq.wgsl` and `attention_backward_dkv.wgsl` recompute
+//! the probabilities from the log-sum-exp and give `dq`, then `dk` and
+//! `dv`. No `[T, T]` score matrix is ever stored.
+//!
+//! The operations take and give one flat tensor each (the forward pass's
+//! `o` then `lse`; the backward pass's `dq`, `dk`, `dv` then `D = rowsum(dO
+//! ⊙ o)`), so each is one operation for burn's fusion backend; the node
+//! slices them. On the CPU the twins [`forward`] and [`backward`] run them
+//! for the tests; the CPU's own path stays burn's attention.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Shape, Slice, Tensor, TensorData};
+
+/// The most head dimensions the kernels take (four values per invocation).
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// The sizes of one attention: `q: [b, h, t, hd]`, `k, v: [b, kv, t, hd]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// Sequences.
+    pub b: usize,
+    /// Query heads.
+    pub h: usize,
+    /// Key and value heads (`h` is a multiple).
+    pub kv: usize,
+    /// Positions.
+    pub t: usize,
+    /// Values per head.
+    pub hd: usize,
+}
+
+impl Dims {
+    /// The sizes of `q` and `k` (shapes `[b, h, t, hd]`, `[b, kv, t, hd]`).
+    pub fn of(q: &Shape, k: &Shape) -> Self {
+        let [b, h, t, hd] = q.dims::<4>();
+        let [kb, kv, kt, khd] = k.dims::<4>();
+        assert_eq!(
+            (kb, kt, khd),
+            (b, t, hd),
+            "q {q:?} and k {k:?} do not match"
+        );
+        assert!(kv > 0 && h % kv == 0, "{h} query heads over {kv} key heads");
+        Self { b, h, kv, t, hd }
+    }
+
+    /// Query rows `b·h·t`.
+    pub fn rows(&self) -> usize {
+        self.b * self.h * self.t
+    }
+
+    /// Values in `q` (and in `o`).
+    pub fn q_len(&self) -> usize {
+        self.rows() * self.hd
+    }
+
+    /// Values in `k` (and in `v`).
+    pub fn k_len(&self) -> usize {
+        self.b * self.kv * self.t * self.hd
+    }
+
+    /// Whether our kernels take these sizes (and index them in u32).
+    pub fn supported(&self) -> bool {
+        self.hd <= MAX_HEAD_DIM
+            && self.t > 0
+            && u32::try_from(self.q_len() + 2 * self.k_len() + self.rows()).is_ok()
+    }
+
+    /// Where the head of query row `row` reads its keys and values.
+    fn kv_base(&self, row: usize) -> usize {
+        let bh = row / self.t;
+        let (b, g) = (bh / self.h, bh % self.h / (self.h / self.kv));
+        (b * self.kv + g) * self.t * self.hd
+    }
+}
+
+/// The forward pass's flat output: `o` `[b, h, t, hd]` then `lse` `[b, h, t]`.
+pub(crate) fn forward_shape(q: &Shape) -> Shape {
+    let [b, h, t, hd] = q.dims::<4>();
+    Shape::new([b * h * t * (hd + 1)])
+}
+
+/// The backward pass's flat output: `dq`, `dk`, `dv`, then `D` `[b, h, t]`.
+pub(crate) fn backward_shape(q: &Shape, k: &Shape) -> Shape {
+    let d = Dims::of(q, k);
+    Shape::new([d.q_len() + 2 * d.k_len() + d.rows()])
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The forward kernel's twin: `[o, lse]` flat, for row-major `q`, `k`, `v`.
+pub fn forward(q: &[f32], k: &[f32], v: &[f32], d: Dims, scale: f32) -> Vec<f32> {
+    let (rows, hd) = (d.rows(), d.hd);
+    let mut out = vec![0f32; rows * (hd + 1)];
+    for row in 0..rows {
+        let i = row % d.t;
+        let base = d.kv_base(row);
+        let qi = &q[row * hd..(row + 1) * hd];
+        let s: Vec<f32> = (0..=i)
+            .map(|j| scale * dot(qi, &k[base + j * hd..base + (j + 1) * hd]))
+            .collect();
+        let m = s.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        let p: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+        let l: f32 = p.iter().sum();
+        for (j, pj) in p.iter().enumerate() {
+            let vj = &v[base + j * hd..base + (j + 1) * hd];
+            for (o, x) in out[row * hd..(row + 1) * hd].iter_mut().zip(vj) {
+                *o += pj / l * x;
+            }
+        }
+        out[rows * hd + row] = m + l.ln();
+    }
+    out
+}
+
+/// The backward kernels' twin: `[dq, dk, dv, D]` flat, for `d_o` the
+/// output's gradient and `fwd` the forward pass's output.
+pub fn backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    fwd: &[f32],
+    d_o: &[f32],
+    d: Dims,
+    scale: f32,
+) -> Vec<f32> {
+    let (rows, hd, kl) = (d.rows(), d.hd, d.k_len());
+    let mut out = vec![0f32; d.q_len() + 2 * kl + rows];
+    let (dq, rest) = out.split_at_mut(d.q_len());
+    let (dk, rest) = rest.split_at_mut(kl);
+    let (dv, big_d) = rest.split_at_mut(kl);
+    for row in 0..rows {
+        let i = row % d.t;
+        let base = d.kv_base(row);
+        let r = row * hd..(row + 1) * hd;
+        let (qi, doi) = (&q[r.clone()], &d_o[r.clone()]);
+        let di = dot(doi, &fwd[r.clone()]);
+        big_d[row] = di;
+        let lse = fwd[rows * hd + row];
+        for j in 0..=i {
+            let kr = base + j * hd..base + (j + 1) * hd;
+            let p = (scale * dot(qi, &k[kr.clone()]) - lse).exp();
+            let ds = p * (dot(doi, &v[kr.clone()]) - di);
+            for c in 0..hd {
+                dq[row * hd + c] += scale * ds * k[kr.start + c];
+                dk[kr.start + c] += scale * ds * qi[c];
+                dv[kr.start + c] += p * doi[c];
+            }
+        }
+    }
+    out
+}
+
+/// `softmax(scale·q·kᵀ + causal mask)·v` for `q: [b, h, t, hd]` and `k, v:
+/// [b, kv, t, hd]` (`h / kv` query heads share each key head), giving `[b,
+/// h, t, hd]`, as one autodiff node; `scale` is `1/sqrt(hd)`.
+pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let scale = 1.0 / (q.dims()[3] as f32).sqrt();
+    Tensor::from_dispatch(Dispatch::causal_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        scale,
+    ))
+}
+
+/// The forward operation on tensors: `[o, lse]` flat (the page's kernel
+/// check).
+pub fn attention_forward(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> Tensor<1> {
+    Tensor::from_dispatch(Dispatch::attention_forward(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        scale,
+    ))
+}
+
+/// The backward operation on tensors: `[dq, dk, dv, D]` flat (the page's
+/// kernel check).
+pub fn attention_backward(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    fwd: Tensor<1>,
+    d_o: Tensor<4>,
+    scale: f32,
+) -> Tensor<1> {
+    Tensor::from_dispatch(Dispatch::attention_backward(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        fwd.into_dispatch(),
+        d_o.into_dispatch(),
+        scale,
+    ))
+}
+
+/// `o` of the forward operation's flat output, shaped as `q`.
+fn output_of<B: Backend>(fwd: FloatTensor<B>, q: &Shape) -> FloatTensor<B> {
+    let n = q.num_elements();
+    B::float_reshape(B::float_slice(fwd, &[Slice::from(0..n)]), q.clone())
+}
+
+/// Causal attention's kernels as backend operations (ours on a GPU, the
+/// twins on the CPU), and the node over them with autodiff's own backward.
+#[backend_extension(
+    Flex,
+    Cube: cfg(any(feature = "webgpu", feature = "gpu")),
+    Fusion: cfg(any(feature = "webgpu", feature = "gpu")),
+    Autodiff
+)]
+pub trait AttentionOps: Backend {
+    /// `[o, lse]` flat (no gradient).
+    #[fusion(dtype = q, shape = forward_shape(q))]
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+
+    /// `[dq, dk, dv, D]` flat for the output's gradient `d_o` (no gradient).
+    #[fusion(dtype = q, shape = backward_shape(q, k))]
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        fwd: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+
+    /// See [`causal_attention`].
+    #[fusion(default)]
+    fn causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let shape = q.shape();
+        output_of::<Self>(Self::attention_forward(q, k, v, scale), &shape)
+    }
+}
+
+fn flex_values(t: FlexTensor) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .expect("f32 values")
+}
+
+impl AttentionOps for Flex {
+    fn attention_forward(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
+        let d = Dims::of(&q.shape(), &k.shape());
+        let shape = forward_shape(&q.shape());
+        let out = forward(&flex_values(q), &flex_values(k), &flex_values(v), d, scale);
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        fwd: FlexTensor,
+        d_o: FlexTensor,
+        scale: f32,
+    ) -> FlexTensor {
+        let d = Dims::of(&q.shape(), &k.shape());
+        let shape = backward_shape(&q.shape(), &k.shape());
+        let out = backward(
+            &flex_values(q),
+            &flex_values(k),
+            &flex_values(v),
+            &flex_values(fwd),
+            &flex_values(d_o),
+            d,
+            scale,
+        );
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+}
+
+impl<B: Backend + AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        use burn::backend::AutodiffBackend;
+        // Only ever called on values that need no gradient.
+        Self::from_inner(B::attention_forward(
+            Self::inner(q),
+            Self::inner(k),
+            Self::inner(v),
+            scale,
+        ))
+    }
+
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        fwd: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        use burn::backend::AutodiffBackend;
+        Self::from_inner(B::attention_backward(
+            Self::inner(q),
+            Self::inner(k),
+            Self::inner(v),
+            Self::inner(fwd),
+            Self::inner(d_o),
+            scale,
+        ))
+    }
+
+    fn causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AttentionBackward;
+
+        impl<B: Backend + AttentionOps> Backward<B, 3> for AttentionBackward {
+            /// `q`, `k`, `v`, the forward pass's `[o, lse]`, the scale.
+            type State = (
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                f32,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let g = grads.consume::<B>(&ops.node); // [b, h, t, hd]
+                let (q, k, v, fwd, scale) = ops.state;
+                let (q_shape, k_shape) = (q.shape(), k.shape());
+                let d = Dims::of(&q_shape, &k_shape);
+                let flat = B::attention_backward(q, k, v, fwd, g, scale);
+                let part = |start: usize, shape: &Shape| {
+                    let end = start + shape.num_elements();
+                    B::float_reshape(
+                        B::float_slice(flat.clone(), &[Slice::from(start..end)]),
+                        shape.clone(),
+                    )
+                };
+                let starts = [0, d.q_len(), d.q_len() + d.k_len()];
+                let shapes = [&q_shape, &k_shape, &k_shape];
+                for ((parent, start), shape) in ops.parents.into_iter().zip(starts).zip(shapes) {
+                    if let Some(node) = parent {
+                        grads.register::<B>(node.id, part(start, shape));
+                    }
+                }
+            }
+        }
+
+        let (q, q_node) = q.into_parts();
+        let (k, k_node) = k.into_parts();
+        let (v, v_node) = v.into_parts();
+        match AttentionBackward
+            .prepare::<C>([q_node, k_node, v_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let shape = q.shape();
+                let fwd = B::attention_forward(q.clone(), k.clone(), v.clone(), scale);
+                let o = output_of::<B>(fwd.clone(), &shape);
+                prep.finish((q, k, v, fwd, scale), o)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q, k, v, scale)),
+        }
+    }
+}

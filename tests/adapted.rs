@@ -1,0 +1,251 @@
+//! The GPU's adapted projection (`model::adapted`): `shaders/lora_product.wgsl`
+//! is valid WGSL; its Rust twin reads transposes through strides and applies
+//! dropout's hash mask where it says; dropout drops `p` of the values, a
+//! different set per key; the autodiff node gives the values and gradients
+//! of the composed burn ops with the same mask (1e-5 relative); and the
+//! model run the GPU's way on the CPU gives the CPU way's loss and every
+//! factor's gradient (dropout off: the two ways draw different masks). The
+//! kernel itself is compared with the twin in the browser suite, on WebGPU.
+
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use common::{assert_relative, device, lora_config, small_data, tiny_hf, to_vec};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tabtune::gpu::{LORA_ENTRY, LORA_PRODUCT, LORA_WORKGROUP};
+use tabtune::lora::LoraAdapters;
+use tabtune::model::Mode;
+use tabtune::model::adapted::{Adapter, Dropout, Mask, Product, adapted, product};
+use tabtune::train::Batch;
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn tensor(v: &[f32], shape: [usize; 2]) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), &device())
+}
+
+/// `[rows, cols]` row-major `v` transposed.
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| v[r * cols + c]))
+        .collect()
+}
+
+/// `P·Q` for row-major `p: [m, j]`, `q: [j, k]`.
+fn naive(p: &[f32], q: &[f32], m: usize, j: usize, k: usize) -> Vec<f32> {
+    (0..m * k)
+        .map(|i| (0..j).map(|t| p[i / k * j + t] * q[t * k + i % k]).sum())
+        .collect()
+}
+
+#[test]
+fn the_lora_product_kernel_is_valid_wgsl_with_its_declared_workgroup() {
+    let module = naga::front::wgsl::parse_str(LORA_PRODUCT)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(LORA_PRODUCT)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let entry = &module.entry_points[0];
+    assert_eq!(entry.name, LORA_ENTRY);
+    assert_eq!(entry.workgroup_size, [LORA_WORKGROUP, 1, 1]);
+}
+
+#[test]
+fn the_twin_reads_either_side_transposed_and_adds_acc() {
+    let (m, j, k) = (5, 7, 3);
+    let p = random(m * j, 1); // [m, j]
+    let q = random(j * k, 2); // [j, k]
+    let acc = random(m * k, 3);
+    let want = naive(&p, &q, m, j, k);
+    let pt = transpose(&p, m, j); // stored [j, m]
+    let qt = transpose(&q, j, k); // stored [k, j]
+    for (p_t, q_t) in [(false, false), (true, false), (false, true), (true, true)] {
+        let spec = Product {
+            p_t,
+            q_t,
+            ..Product::plain(0.5)
+        };
+        let (ps, pv) = if p_t { ([j, m], &pt) } else { ([m, j], &p) };
+        let (qs, qv) = if q_t { ([k, j], &qt) } else { ([j, k], &q) };
+        let got = product(pv, qv, Some(&acc), &spec.info(ps, qs, true));
+        let want: Vec<f32> = want.iter().zip(&acc).map(|(w, a)| a + 0.5 * w).collect();
+        assert_relative(&format!("p_t {p_t}, q_t {q_t}"), &got, &want);
+    }
+}
+
+#[test]
+fn the_twin_drops_the_inputs_terms_by_their_stored_index_and_outputs_by_theirs() {
+    let (m, j, k) = (6, 40, 4);
+    let d = Dropout::new(0.3, 77);
+    let p = random(m * j, 4);
+    let q = random(j * k, 5);
+    let masked: Vec<f32> = p
+        .iter()
+        .enumerate()
+        .map(|(e, v)| if d.kept(e as u32) { *v } else { 0.0 })
+        .collect();
+    let spec = Product {
+        mask: Mask::Input(d),
+        ..Product::plain(1.0)
+    };
+    let got = product(&p, &q, None, &spec.info([m, j], [j, k], false));
+    assert_relative("mask on P", &got, &naive(&masked, &q, m, j, k));
+    // Pᵀ stored [j, m]: the mask follows the stored index.
+    let pt = transpose(&p, m, j); // [j, m], read as [m, j]... of the transpose
+    let spec_t = Product {
+        p_t: true,
+        mask: Mask::Input(d),
+        ..Product::plain(1.0)
+    };
+    let masked_t: Vec<f32> = pt
+        .iter()
+        .enumerate()
+        .map(|(e, v)| if d.kept(e as u32) { *v } else { 0.0 })
+        .collect();
+    let got = product(&pt, &q, None, &spec_t.info([j, m], [j, k], false));
+    assert_relative(
+        "mask on stored Pᵀ",
+        &got,
+        &naive(&transpose(&masked_t, j, m), &q, m, j, k),
+    );
+    let spec_out = Product {
+        mask: Mask::Output(d),
+        ..Product::plain(1.0)
+    };
+    let got = product(&p, &q, None, &spec_out.info([m, j], [j, k], false));
+    let want: Vec<f32> = naive(&p, &q, m, j, k)
+        .into_iter()
+        .enumerate()
+        .map(|(e, v)| if d.kept(e as u32) { v } else { 0.0 })
+        .collect();
+    assert_relative("mask on the output", &got, &want);
+}
+
+#[test]
+fn hash_dropout_drops_p_of_the_values_and_each_key_its_own() {
+    let n = 1 << 20;
+    let a = Dropout::new(0.05, 1);
+    let b = Dropout::new(0.05, 2);
+    let dropped_a: Vec<bool> = (0..n).map(|e| !a.kept(e)).collect();
+    let share = dropped_a.iter().filter(|&&x| x).count() as f64 / n as f64;
+    // 4.5 standard deviations of a binomial share at p = 0.05.
+    assert!((share - 0.05).abs() < 0.001, "dropped {share}");
+    let both = (0..n)
+        .filter(|&e| dropped_a[e as usize] && !b.kept(e))
+        .count() as f64
+        / n as f64;
+    // Independent masks drop the same value with probability p².
+    assert!((both - 0.0025).abs() < 0.0003, "both dropped {both}");
+    // Neighbouring values are not correlated: runs of drops are as rare as chance.
+    let pairs = (0..n - 1)
+        .filter(|&e| dropped_a[e as usize] && dropped_a[e as usize + 1])
+        .count() as f64
+        / n as f64;
+    assert!((pairs - 0.0025).abs() < 0.0003, "adjacent pairs {pairs}");
+    assert_eq!(Dropout::new(0.0, 9).threshold, 0);
+    assert!((0..1000).all(|e| Dropout::new(0.0, 9).kept(e)));
+}
+
+#[test]
+fn the_adapted_node_gives_the_composed_ops_values_and_gradients() {
+    let (n, d_in, r, d_out) = (9, 24, 4, 16);
+    let d = Dropout::new(0.25, 1234);
+    let scale = 1.5f32;
+    let (yv, xv, av, bv, wv) = (
+        random(n * d_out, 10),
+        random(n * d_in, 11),
+        random(d_in * r, 12),
+        random(r * d_out, 13),
+        random(n * d_out, 14),
+    );
+    let keep: Vec<f32> = (0..n * d_in)
+        .map(|e| if d.kept(e as u32) { 1.0 / 0.75 } else { 0.0 })
+        .collect();
+    let leaf = |v: &[f32], s| tensor(v, s).autodiff().require_grad();
+    let run = |ours: bool| {
+        let (y, x, a, b) = (
+            leaf(&yv, [n, d_out]),
+            leaf(&xv, [n, d_in]),
+            leaf(&av, [d_in, r]),
+            leaf(&bv, [r, d_out]),
+        );
+        let out = if ours {
+            let adapter = Adapter {
+                scale,
+                dropout: Some(d),
+            };
+            adapted(y.clone(), x.clone(), a.clone(), b.clone(), adapter)
+        } else {
+            let xm = x.clone() * tensor(&keep, [n, d_in]);
+            y.clone() + xm.matmul(a.clone()).mul_scalar(scale).matmul(b.clone())
+        };
+        let loss = (out.clone() * tensor(&wv, [n, d_out])).sum();
+        let g = loss.backward();
+        let grad = |t: &Tensor<2>| to_vec(t.grad(&g).expect("a gradient"));
+        (
+            to_vec(out.inner()),
+            [grad(&y), grad(&x), grad(&a), grad(&b)],
+        )
+    };
+    let (got, got_grads) = run(true);
+    let (want, want_grads) = run(false);
+    assert_relative("out", &got, &want);
+    for (name, (g, w)) in ["dy", "dx", "dA", "dB"]
+        .iter()
+        .zip(got_grads.iter().zip(&want_grads))
+    {
+        assert_relative(name, g, w);
+    }
+    // Dropout was on: some of x's gradient is exactly zero.
+    assert!(got_grads[1].contains(&0.0));
+}
+
+#[test]
+fn the_model_run_the_gpu_way_gives_the_cpu_ways_loss_and_gradients() {
+    let m = tiny_hf("tiny_llama").model;
+    let lora = LoraAdapters::init(lora_config(4), &m.config, 7, &device()).expect("adapters");
+    // B is zero at init: give it values so every path carries gradient.
+    let lora = lora.map(|t| {
+        let [rows, cols] = t.dims();
+        t.clone()
+            + tensor(
+                &random(rows * cols, rows as u64 * 31 + cols as u64),
+                [rows, cols],
+            )
+            .mul_scalar(0.1)
+    });
+    let data = small_data();
+    let refs: Vec<_> = data.iter().collect();
+    let batch = Batch::new(&refs, 32);
+    let run = |gpu_way: bool| {
+        let tracked = lora.map(|t| t.autodiff().require_grad());
+        let ids = batch.ids_tensor(&device());
+        let [b, t] = ids.dims();
+        let span = m.span(b, t, 0);
+        let span = if gpu_way { span.with_gpu_ops() } else { span };
+        let mut x = m.embed(ids);
+        for i in 0..m.weights.layers.len() {
+            x = m.block(i, x, &span, None, Some(&tracked), Mode::Train);
+        }
+        let nll = m.nll_sum(m.final_norm(x), &batch.trained_positions, &batch.targets);
+        let g = nll.clone().backward();
+        let grads: Vec<Vec<f32>> = tracked
+            .named_tensors()
+            .into_iter()
+            .map(|(_, t)| to_vec(t.grad(&g).expect("a gradient")))
+            .collect();
+        (to_vec(nll.inner()), grads)
+    };
+    let (loss, grads) = run(true);
+    let (want_loss, want_grads) = run(false);
+    assert_relative("NLL", &loss, &want_loss);
+    for (k, (g, w)) in grads.iter().zip(&want_grads).enumerate() {
+        assert_relative(&format!("factor {k}"), g, w);
+    }
+}

@@ -1,0 +1,109 @@
+//! Causal attention on a GPU (`model::attention`): the three kernels in
+//! `shaders/` are valid WGSL; the forward twin gives burn's attention (with
+//! the keys and values repeated per group) over more than one tile of 64
+//! keys; and the autodiff node over the twins gives burn's gradients for
+//! `q`, `k` and `v` (1e-5 relative). The kernels themselves are compared
+//! with the twins in the browser suite, on WebGPU; the model run with this
+//! node is compared with the CPU's way in `tests/adapted.rs`.
+
+mod common;
+
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Tensor, TensorData};
+use common::{assert_relative, device, to_vec};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tabtune::gpu::{ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DQ, ATTENTION_FORWARD};
+use tabtune::model::attention::causal_attention;
+
+fn random(shape: [usize; 4], seed: u64) -> Tensor<4> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    Tensor::from_data(TensorData::new(v, shape), &device())
+}
+
+/// burn's attention, the keys and values repeated for each query head.
+fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let [b, h, t, hd] = q.dims();
+    let kv = k.dims()[1];
+    let rep = |y: Tensor<4>| {
+        y.unsqueeze_dim::<5>(2)
+            .expand([b, kv, h / kv, t, hd])
+            .reshape([b, h, t, hd])
+    };
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: true,
+    };
+    attention(q, rep(k), rep(v), None, None, options)
+}
+
+#[test]
+fn the_attention_kernels_are_valid_wgsl_with_workgroups_of_64() {
+    for (name, source) in [
+        ("attention_forward", ATTENTION_FORWARD),
+        ("attention_backward_dq", ATTENTION_BACKWARD_DQ),
+        ("attention_backward_dkv", ATTENTION_BACKWARD_DKV),
+    ] {
+        let module = naga::front::wgsl::parse_str(source)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let entry = &module.entry_points[0];
+        assert_eq!(entry.name, name);
+        assert_eq!(entry.workgroup_size, [64, 1, 1]);
+    }
+}
+
+#[test]
+fn the_node_gives_burns_attention_and_its_gradients_over_several_tiles() {
+    // 70 positions: the kernels' second tile of 64 keys; 6 heads over 2.
+    let (b, h, kv, t, hd) = (2, 6, 2, 70, 16);
+    let w = random([b, h, t, hd], 4);
+    let run = |ours: bool| {
+        let q = random([b, h, t, hd], 1).autodiff().require_grad();
+        let k = random([b, kv, t, hd], 2).autodiff().require_grad();
+        let v = random([b, kv, t, hd], 3).autodiff().require_grad();
+        let o = if ours {
+            causal_attention(q.clone(), k.clone(), v.clone())
+        } else {
+            reference(q.clone(), k.clone(), v.clone())
+        };
+        let g = (o.clone() * w.clone()).sum().backward();
+        let grad = |x: &Tensor<4>| to_vec(x.grad(&g).expect("a gradient"));
+        (to_vec(o.inner()), [grad(&q), grad(&k), grad(&v)])
+    };
+    let (got, got_grads) = run(true);
+    let (want, want_grads) = run(false);
+    assert_relative("o", &got, &want);
+    for (name, (g, w)) in ["dq", "dk", "dv"]
+        .iter()
+        .zip(got_grads.iter().zip(&want_grads))
+    {
+        assert_relative(name, g, w);
+    }
+}
+
+#[test]
+fn one_query_head_per_key_head_and_one_position_work_too() {
+    for (h, kv, t) in [(3, 3, 5), (4, 1, 1)] {
+        let (q, k, v) = (
+            random([1, h, t, 8], 5),
+            random([1, kv, t, 8], 6),
+            random([1, kv, t, 8], 7),
+        );
+        let got = to_vec(causal_attention(q.clone(), k.clone(), v.clone()));
+        assert_relative(
+            &format!("{h} heads over {kv}, {t} positions"),
+            &got,
+            &to_vec(reference(q, k, v)),
+        );
+    }
+}
