@@ -97,7 +97,7 @@ fn the_twin_drops_the_inputs_terms_by_their_stored_index_and_outputs_by_theirs()
     let got = product(&p, &q, None, &spec.info([m, j], [j, k], false));
     assert_relative("mask on P", &got, &naive(&masked, &q, m, j, k));
     // Pᵀ stored [j, m]: the mask follows the stored index.
-    let pt = transpose(&p, m, j); // [j, m], read as [m, j]... of the transpose
+    let pt = transpose(&p, m, j); // stored [j, m], read transposed as [m, j]
     let spec_t = Product {
         p_t: true,
         mask: Mask::Input(d),
@@ -248,4 +248,52 @@ fn the_model_run_the_gpu_way_gives_the_cpu_ways_loss_and_gradients() {
     for (k, (g, w)) in grads.iter().zip(&want_grads).enumerate() {
         assert_relative(&format!("factor {k}"), g, w);
     }
+}
+
+#[test]
+fn the_gpu_ways_dropout_draws_the_same_masks_from_the_same_seed_and_others_from_another() {
+    // What a recomputed block relies on: the span's seed alone decides the masks.
+    let m = tiny_hf("tiny_llama").model;
+    let mut config = lora_config(4);
+    config.dropout = 0.3;
+    let lora = LoraAdapters::init(config, &m.config, 7, &device()).expect("adapters");
+    let lora = lora.map(|t| {
+        let [rows, cols] = t.dims();
+        t.clone()
+            + tensor(
+                &random(rows * cols, rows as u64 * 17 + cols as u64),
+                [rows, cols],
+            )
+            .mul_scalar(0.1)
+    });
+    let data = small_data();
+    let refs: Vec<_> = data.iter().collect();
+    let batch = Batch::new(&refs, 32);
+    let run = |seed: u64, mode: Mode| {
+        let tracked = lora.map(|t| t.autodiff().require_grad());
+        let ids = batch.ids_tensor(&device());
+        let [b, t] = ids.dims();
+        let span = m.span(b, t, 0).with_gpu_ops().with_dropout_seed(seed);
+        let mut x = m.embed(ids);
+        for i in 0..m.weights.layers.len() {
+            x = m.block(i, x, &span, None, Some(&tracked), mode);
+        }
+        let nll = m.nll_sum(m.final_norm(x), &batch.trained_positions, &batch.targets);
+        let g = nll.clone().backward();
+        let grads: Vec<Vec<f32>> = tracked
+            .named_tensors()
+            .into_iter()
+            .map(|(_, t)| to_vec(t.grad(&g).expect("a gradient")))
+            .collect();
+        (to_vec(nll.inner()), grads)
+    };
+    let first = run(1, Mode::Train);
+    assert_eq!(
+        first,
+        run(1, Mode::Train),
+        "the same seed, the same masks, bit for bit"
+    );
+    let other = run(2, Mode::Train);
+    assert_ne!(first.0, other.0, "another seed draws other masks");
+    assert_ne!(first.0, run(1, Mode::Eval).0, "dropout was on");
 }

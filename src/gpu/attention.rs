@@ -73,7 +73,8 @@ fn launch(
     );
 }
 
-fn dims(q: &CubeTensor, k: &CubeTensor) -> Dims {
+fn dims(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> Dims {
+    assert_eq!(v.shape(), k.shape(), "v and k differ");
     let d = Dims::of(&q.shape(), &k.shape());
     assert!(
         d.supported(),
@@ -89,7 +90,7 @@ fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
 impl AttentionOps for CubeBackend {
     fn attention_forward(q: CubeTensor, k: CubeTensor, v: CubeTensor, scale: f32) -> CubeTensor {
         let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
-        let d = dims(&q, &k);
+        let d = dims(&q, &k, &v);
         let out = empty(&q, forward_shape(&q.shape()));
         let mut info = u32s(&[d.rows(), d.h, d.kv, d.t, d.hd]);
         info.extend(scale.to_bits().to_le_bytes());
@@ -118,7 +119,7 @@ impl AttentionOps for CubeBackend {
     ) -> CubeTensor {
         let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
         let (fwd, d_o) = (into_contiguous(fwd), into_contiguous(d_o));
-        let d = dims(&q, &k);
+        let d = dims(&q, &k, &v);
         let grads = empty(&q, backward_shape(&q.shape(), &k.shape()));
         let d_start = d.q_len() + 2 * d.k_len();
         let buffers = || {

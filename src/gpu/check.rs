@@ -17,13 +17,16 @@
 //! `lora_product`: each of an adapted projection's six products at the
 //! default model's shapes (`x·A` and `xᵀ·du` with dropout on the input,
 //! `u·B` added to `y`, `g·Bᵀ`, `uᵀ·g`, `du·Aᵀ` with dropout on the output),
-//! and one over more than 65,535 workgroups (a 2-D grid), against the twin
+//! and one over more than 65,535 workgroups (a 2-D grid, with `acc` and
+//! dropout), against the twin
 //! (which sums in the kernel's order; a GPU may fuse a multiply-add).
 //! `attention_forward`, `attention_backward_dq` and `_dkv`: the default
 //! model's heads (9 over 3, 64 values) at 130 positions (three tiles of
 //! keys), 96 values per head (two per invocation, one pass partial), and
-//! 72,000 query rows (a 2-D grid), against the twins (which sum in another
-//! order, and take softmax's maximum once rather than tile by tile).
+//! 216,000 query rows over 72,000 key rows (2-D grids for all three), each
+//! output (`o`, `lse`, `dq`, `dk`, `dv`, `D`) against the twins' on its own
+//! scale (the twins sum in another order, and take softmax's maximum once
+//! rather than tile by tile).
 
 use burn::tensor::{Device, Int, Tensor, TensorData, Transaction};
 use half::f16;
@@ -191,11 +194,11 @@ async fn check_lora_products(device: &Device) -> Result<Vec<KernelCheck>> {
         ),
         // 4.48 M values: more than 65,535 workgroups of 64.
         (
-            "[70000, 8]·[8, 64]",
+            "[70000, 8]·[8, 64] + acc, dropout on P",
             [70_000, r],
             [r, 64],
-            spec(false, false, 1.0, Mask::None),
-            false,
+            spec(false, false, 1.0, Mask::Input(dropout)),
+            true,
         ),
     ];
     let mut checks = Vec::new();
@@ -224,6 +227,31 @@ async fn check_lora_products(device: &Device) -> Result<Vec<KernelCheck>> {
     Ok(checks)
 }
 
+/// [`compare`] for each named part of a flat output, each against its
+/// own largest value (a kernel that gave another length differs in all).
+fn compare_parts(
+    kernel: &str,
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    parts: &[(&str, usize)],
+) -> Vec<KernelCheck> {
+    let mut start = 0;
+    parts
+        .iter()
+        .map(|(name, len)| {
+            let case = format!("{kernel} {name} {what}");
+            let end = start + len;
+            let check = match got.get(start..end) {
+                Some(g) if got.len() == want.len() => compare(case, g, &want[start..end]),
+                _ => compare(case, got, &want[start..end]),
+            };
+            start = end;
+            check
+        })
+        .collect()
+}
+
 async fn read_flat(t: Tensor<1>) -> Result<Vec<f32>> {
     read(t.unsqueeze::<2>()).await
 }
@@ -231,7 +259,7 @@ async fn read_flat(t: Tensor<1>) -> Result<Vec<f32>> {
 /// The attention kernels on `device` against the twins.
 async fn check_attention(device: &Device) -> Result<Vec<KernelCheck>> {
     let mut checks = Vec::new();
-    for (seed, (b, h, kv, t, hd)) in [(1, 9, 3, 130, 64), (2, 4, 4, 20, 96), (1000, 9, 3, 8, 8)]
+    for (seed, (b, h, kv, t, hd)) in [(1, 9, 3, 130, 64), (2, 4, 4, 20, 96), (3000, 9, 3, 8, 8)]
         .into_iter()
         .enumerate()
     {
@@ -254,7 +282,14 @@ async fn check_attention(device: &Device) -> Result<Vec<KernelCheck>> {
         ))
         .await?;
         let want = attention::forward(&q, &k, &v, d, scale);
-        checks.push(compare(format!("attention_forward {what}"), &fwd, &want));
+        let parts = [("o", d.q_len()), ("lse", d.rows())];
+        checks.extend(compare_parts(
+            "attention_forward",
+            &what,
+            &fwd,
+            &want,
+            &parts,
+        ));
         // The backward pass from the device's forward output, so only it differs.
         let fwd_t = Tensor::<1>::from_data(TensorData::new(fwd.clone(), [fwd.len()]), device);
         let got = read_flat(attention_backward(
@@ -267,10 +302,18 @@ async fn check_attention(device: &Device) -> Result<Vec<KernelCheck>> {
         ))
         .await?;
         let want = attention::backward(&q, &k, &v, &fwd, &d_o, d, scale);
-        checks.push(compare(
-            format!("attention_backward_dq/dkv {what}"),
+        let parts = [
+            ("dq", d.q_len()),
+            ("dk", d.k_len()),
+            ("dv", d.k_len()),
+            ("D", d.rows()),
+        ];
+        checks.extend(compare_parts(
+            "attention_backward",
+            &what,
             &got,
             &want,
+            &parts,
         ));
     }
     Ok(checks)

@@ -270,6 +270,7 @@ fn flex_values(t: FlexTensor) -> Vec<f32> {
 
 impl AttentionOps for Flex {
     fn attention_forward(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
+        assert_eq!(v.shape(), k.shape(), "v and k differ");
         let d = Dims::of(&q.shape(), &k.shape());
         let shape = forward_shape(&q.shape());
         let out = forward(&flex_values(q), &flex_values(k), &flex_values(v), d, scale);
@@ -284,6 +285,7 @@ impl AttentionOps for Flex {
         d_o: FlexTensor,
         scale: f32,
     ) -> FlexTensor {
+        assert_eq!(v.shape(), k.shape(), "v and k differ");
         let d = Dims::of(&q.shape(), &k.shape());
         let shape = backward_shape(&q.shape(), &k.shape());
         let out = backward(
