@@ -267,8 +267,9 @@ pub fn adapted(
     ))
 }
 
-/// One product per `spec` on tensors: `alpha·P·Q (+ acc)` (no gradient).
-pub fn lora_product(
+/// One product per `spec` on tensors: `alpha·P·Q (+ acc)`, for values that
+/// need no gradient (autodiff's graph stops here; the page's kernel check).
+pub(crate) fn lora_product(
     p: Tensor<2>,
     q: Tensor<2>,
     acc: Option<Tensor<2>>,

@@ -182,9 +182,9 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     ))
 }
 
-/// The forward operation on tensors: `[o, lse]` flat (the page's kernel
-/// check).
-pub fn attention_forward(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> Tensor<1> {
+/// The forward operation on tensors: `[o, lse]` flat, for values that need
+/// no gradient (the page's kernel check).
+pub(crate) fn attention_forward(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> Tensor<1> {
     Tensor::from_dispatch(Dispatch::attention_forward(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -193,9 +193,9 @@ pub fn attention_forward(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -
     ))
 }
 
-/// The backward operation on tensors: `[dq, dk, dv, D]` flat (the page's
-/// kernel check).
-pub fn attention_backward(
+/// The backward operation on tensors: `[dq, dk, dv, D]` flat, for values
+/// that need no gradient (the page's kernel check).
+pub(crate) fn attention_backward(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
