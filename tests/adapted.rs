@@ -14,8 +14,8 @@ use common::{assert_relative, device, lora_config, small_data, tiny_hf, to_vec};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tabtune::gpu::{LORA_ENTRY, LORA_PRODUCT, LORA_WORKGROUP};
 use tabtune::lora::LoraAdapters;
-use tabtune::model::Mode;
 use tabtune::model::adapted::{Adapter, Dropout, Mask, Product, adapted, product};
+use tabtune::model::{Llama, Mode, Span};
 use tabtune::train::Batch;
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
@@ -206,44 +206,56 @@ fn the_adapted_node_gives_the_composed_ops_values_and_gradients() {
     assert!(got_grads[1].contains(&0.0));
 }
 
-#[test]
-fn the_model_run_the_gpu_way_gives_the_cpu_ways_loss_and_gradients() {
+/// The tiny model's adapters with `dropout`, their zero-initialised `B`
+/// given values (seeded by `salt`) so every path carries gradient.
+fn tiny_with_adapters(dropout: f64, salt: u64) -> (Llama, LoraAdapters) {
     let m = tiny_hf("tiny_llama").model;
-    let lora = LoraAdapters::init(lora_config(4), &m.config, 7, &device()).expect("adapters");
-    // B is zero at init: give it values so every path carries gradient.
+    let mut config = lora_config(4);
+    config.dropout = dropout;
+    let lora = LoraAdapters::init(config, &m.config, 7, &device()).expect("adapters");
     let lora = lora.map(|t| {
         let [rows, cols] = t.dims();
-        t.clone()
-            + tensor(
-                &random(rows * cols, rows as u64 * 31 + cols as u64),
-                [rows, cols],
-            )
-            .mul_scalar(0.1)
+        let noise = random(rows * cols, rows as u64 * salt + cols as u64);
+        t.clone() + tensor(&noise, [rows, cols]).mul_scalar(0.1)
     });
+    (m, lora)
+}
+
+/// The NLL sum of `small_data` through every block with `span` made from the
+/// batch's `[b, t]`, and every factor's gradient.
+fn nll_and_grads(
+    m: &Llama,
+    lora: &LoraAdapters,
+    span: impl Fn(usize, usize) -> Span,
+    mode: Mode,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
     let data = small_data();
     let refs: Vec<_> = data.iter().collect();
     let batch = Batch::new(&refs, 32);
-    let run = |gpu_way: bool| {
-        let tracked = lora.map(|t| t.autodiff().require_grad());
-        let ids = batch.ids_tensor(&device());
-        let [b, t] = ids.dims();
-        let span = m.span(b, t, 0);
-        let span = if gpu_way { span.with_gpu_ops() } else { span };
-        let mut x = m.embed(ids);
-        for i in 0..m.weights.layers.len() {
-            x = m.block(i, x, &span, None, Some(&tracked), Mode::Train);
-        }
-        let nll = m.nll_sum(m.final_norm(x), &batch.trained_positions, &batch.targets);
-        let g = nll.clone().backward();
-        let grads: Vec<Vec<f32>> = tracked
-            .named_tensors()
-            .into_iter()
-            .map(|(_, t)| to_vec(t.grad(&g).expect("a gradient")))
-            .collect();
-        (to_vec(nll.inner()), grads)
-    };
-    let (loss, grads) = run(true);
-    let (want_loss, want_grads) = run(false);
+    let tracked = lora.map(|t| t.autodiff().require_grad());
+    let ids = batch.ids_tensor(&device());
+    let [b, t] = ids.dims();
+    let span = span(b, t);
+    let mut x = m.embed(ids);
+    for i in 0..m.weights.layers.len() {
+        x = m.block(i, x, &span, None, Some(&tracked), mode);
+    }
+    let nll = m.nll_sum(m.final_norm(x), &batch.trained_positions, &batch.targets);
+    let g = nll.clone().backward();
+    let grads = tracked
+        .named_tensors()
+        .into_iter()
+        .map(|(_, t)| to_vec(t.grad(&g).expect("a gradient")))
+        .collect();
+    (to_vec(nll.inner()), grads)
+}
+
+#[test]
+fn the_model_run_the_gpu_way_gives_the_cpu_ways_loss_and_gradients() {
+    let (m, lora) = tiny_with_adapters(0.0, 31);
+    let gpu_way = |b, t| m.span(b, t, 0).with_gpu_ops();
+    let (loss, grads) = nll_and_grads(&m, &lora, gpu_way, Mode::Train);
+    let (want_loss, want_grads) = nll_and_grads(&m, &lora, |b, t| m.span(b, t, 0), Mode::Train);
     assert_relative("NLL", &loss, &want_loss);
     for (k, (g, w)) in grads.iter().zip(&want_grads).enumerate() {
         assert_relative(&format!("factor {k}"), g, w);
@@ -253,39 +265,10 @@ fn the_model_run_the_gpu_way_gives_the_cpu_ways_loss_and_gradients() {
 #[test]
 fn the_gpu_ways_dropout_draws_the_same_masks_from_the_same_seed_and_others_from_another() {
     // What a recomputed block relies on: the span's seed alone decides the masks.
-    let m = tiny_hf("tiny_llama").model;
-    let mut config = lora_config(4);
-    config.dropout = 0.3;
-    let lora = LoraAdapters::init(config, &m.config, 7, &device()).expect("adapters");
-    let lora = lora.map(|t| {
-        let [rows, cols] = t.dims();
-        t.clone()
-            + tensor(
-                &random(rows * cols, rows as u64 * 17 + cols as u64),
-                [rows, cols],
-            )
-            .mul_scalar(0.1)
-    });
-    let data = small_data();
-    let refs: Vec<_> = data.iter().collect();
-    let batch = Batch::new(&refs, 32);
+    let (m, lora) = tiny_with_adapters(0.3, 17);
     let run = |seed: u64, mode: Mode| {
-        let tracked = lora.map(|t| t.autodiff().require_grad());
-        let ids = batch.ids_tensor(&device());
-        let [b, t] = ids.dims();
-        let span = m.span(b, t, 0).with_gpu_ops().with_dropout_seed(seed);
-        let mut x = m.embed(ids);
-        for i in 0..m.weights.layers.len() {
-            x = m.block(i, x, &span, None, Some(&tracked), mode);
-        }
-        let nll = m.nll_sum(m.final_norm(x), &batch.trained_positions, &batch.targets);
-        let g = nll.clone().backward();
-        let grads: Vec<Vec<f32>> = tracked
-            .named_tensors()
-            .into_iter()
-            .map(|(_, t)| to_vec(t.grad(&g).expect("a gradient")))
-            .collect();
-        (to_vec(nll.inner()), grads)
+        let span = |b, t| m.span(b, t, 0).with_gpu_ops().with_dropout_seed(seed);
+        nll_and_grads(&m, &lora, span, mode)
     };
     let first = run(1, Mode::Train);
     assert_eq!(
