@@ -12,9 +12,12 @@
 //
 // with lse from the forward pass and D from attention_backward_dq.wgsl,
 // queries in tiles of 64, one per invocation. Writes dk and dv
-// [B, KV, T, hd] after dq in `grads` (dq, dk, dv, D).
+// [B, T, KV, hd] after dq in `grads` (dq, dk, dv, D).
 //
-// info (u32): rows of k (B·KV·T), H, KV, T, hd, scale's bits, where D
+// Key rows are numbered (b * T + j) * KV + g, as k lies; query i of head h
+// is row (b * T + i) * H + h of q, dO, lse and D.
+//
+// info (u32): rows of k (B·T·KV), H, KV, T, hd, scale's bits, where D
 // starts in `grads`, query rows (B·H·T).
 // The Rust twin is `backward` in src/model/attention.rs.
 
@@ -61,14 +64,14 @@ fn attention_backward_dkv(
     let scale = bitcast<f32>(shape[5]);
     let d_start = shape[6];
     let q_rows = shape[7];
-    let row = wid.x + wid.y * groups.x; // (b * KV + g) * T + j
+    let row = wid.x + wid.y * groups.x; // (b * T + j) * KV + g
     if (row >= rows) {
         return;
     }
-    let j = row % len;
-    let bg = row / len;
-    let b = bg / kv_heads;
-    let g = bg % kv_heads;
+    let g = row % kv_heads;
+    let bj = row / kv_heads; // b * T + j
+    let j = bj % len;
+    let b = bj / len;
     let group = heads / kv_heads;
     for (var d = t; d < hd; d = d + LANES) {
         ks[d] = k[row * hd + d];
@@ -78,13 +81,14 @@ fn attention_backward_dkv(
     var dk = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     var dv = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var h = g * group; h < (g + 1u) * group; h = h + 1u) {
-        let q_base = (b * heads + h) * len; // query row of i = 0
+        // Query i of head h is row (b * T + i) * H + h = q_base + i * H.
+        let q_base = b * len * heads + h;
         for (var tile = j; tile < len; tile = tile + LANES) {
             let i = tile + t;
             var p = 0.0;
             var ds = 0.0;
             if (i < len) {
-                let qr = q_base + i;
+                let qr = q_base + i * heads;
                 var s = 0.0;
                 var dp = 0.0;
                 for (var d = 0u; d < hd; d = d + 1u) {
@@ -104,7 +108,7 @@ fn attention_backward_dkv(
                     var a = dv[c];
                     var e = dk[c];
                     for (var ii = 0u; ii < count; ii = ii + 1u) {
-                        let qr = q_base + tile + ii;
+                        let qr = q_base + (tile + ii) * heads;
                         a = a + ps[ii] * d_o[qr * hd + d];
                         e = e + dss[ii] * q[qr * hd + d];
                     }

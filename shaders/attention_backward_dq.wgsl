@@ -11,11 +11,14 @@
 //     dq_i  = scale * sum_j ds_ij * k_j
 //
 // (FlashAttention-2's backward, Dao 2023), keys in tiles of 64, one per
-// invocation. Writes dq [B, H, T, hd] at the start of `grads` and D [B, H, T]
+// invocation. Writes dq [B, T, H, hd] at the start of `grads` and D [B, T, H]
 // after the three gradients (dq, dk, dv), where attention_backward_dkv.wgsl
 // reads it. `fwd` is the forward kernel's output: o, then lse.
 //
-// info (u32): rows (B·H·T), H, KV, T, hd, scale's bits, and where D starts
+// Rows are numbered (b * T + i) * H + h, as q lies; key j of the group
+// lies at ((b * T + j) * KV + g) * hd.
+//
+// info (u32): rows (B·T·H), H, KV, T, hd, scale's bits, and where D starts
 // in `grads`.
 // The Rust twin is `backward` in src/model/attention.rs.
 
@@ -69,8 +72,8 @@ fn attention_backward_dq(
         shape[t] = info[t];
     }
     let rows = uniform_info(0u);
-    let heads = shape[1];
-    let kv_heads = shape[2];
+    let heads = uniform_info(1u);
+    let kv_heads = uniform_info(2u);
     let len = uniform_info(3u);
     let hd = shape[4];
     let scale = bitcast<f32>(shape[5]);
@@ -79,11 +82,13 @@ fn attention_backward_dq(
     if (row >= rows) {
         return;
     }
-    let i = row % len;
-    let bh = row / len;
-    let b = bh / heads;
-    let g = (bh % heads) / (heads / kv_heads);
-    let kv_base = (b * kv_heads + g) * len * hd;
+    let bi = row / heads; // b * T + i
+    let i = bi % len;
+    let b = bi / len;
+    let g = (row % heads) / (heads / kv_heads);
+    // Key j of the group starts at kv_base + j * stride.
+    let kv_base = (b * len * kv_heads + g) * hd;
+    let stride = kv_heads * hd;
     var partial = 0.0;
     for (var d = t; d < hd; d = d + LANES) {
         qs[d] = q[row * hd + d];
@@ -100,8 +105,8 @@ fn attention_backward_dq(
             var s = 0.0;
             var dp = 0.0;
             for (var d = 0u; d < hd; d = d + 1u) {
-                s = s + qs[d] * k[kv_base + j * hd + d];
-                dp = dp + dos[d] * v[kv_base + j * hd + d];
+                s = s + qs[d] * k[kv_base + j * stride + d];
+                dp = dp + dos[d] * v[kv_base + j * stride + d];
             }
             ds = exp(scale * s - lse) * (dp - big_d);
         }
@@ -113,7 +118,7 @@ fn attention_backward_dq(
             if (d < hd) {
                 var a = acc[c];
                 for (var jj = 0u; jj < count; jj = jj + 1u) {
-                    a = a + dss[jj] * k[kv_base + (tile + jj) * hd + d];
+                    a = a + dss[jj] * k[kv_base + (tile + jj) * stride + d];
                 }
                 acc[c] = a;
             }

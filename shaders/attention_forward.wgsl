@@ -2,8 +2,8 @@
 // workgroup per query row (src/model/attention.rs, launched by
 // src/gpu/attention.rs).
 //
-// For query row i of head h in sequence b (q [B, H, T, hd]) and the keys
-// and values of its group's head g = h / (H / KV) (k, v [B, KV, T, hd]):
+// For query row i of head h in sequence b (q [B, T, H, hd]) and the keys
+// and values of its group's head g = h / (H / KV) (k, v [B, T, KV, hd]):
 //
 //     s_j = scale * q_i · k_j   for j <= i
 //     o_i = sum_j softmax(s)_j * v_j,      lse_i = log sum_j exp(s_j)
@@ -13,11 +13,14 @@
 // softmax", 2018) as FlashAttention does: a running maximum m and sum l,
 // the partial output rescaled by exp(m_old - m_new) at each tile. Each
 // invocation keeps head_dim / 64 (at most 4) of the output's values. The
-// output buffer holds o [B, H, T, hd] followed by lse [B, H, T], which the
+// output buffer holds o [B, T, H, hd] followed by lse [B, T, H], which the
 // backward kernels read. The dispatch is 2-D when there are more than
 // 65,535 rows.
 //
-// info (u32): rows (B·H·T), H, KV, T, hd, scale's bits.
+// Rows are numbered (b * T + i) * H + h, as q lies. Key j of the group
+// lies at ((b * T + j) * KV + g) * hd.
+//
+// info (u32): rows (B·T·H), H, KV, T, hd, scale's bits.
 // The Rust twin is `forward` in src/model/attention.rs.
 
 // Every binding is read_write although only `out` is written: natively
@@ -83,8 +86,8 @@ fn attention_forward(
         shape[t] = info[t];
     }
     let rows = uniform_info(0u);
-    let heads = shape[1];
-    let kv_heads = shape[2];
+    let heads = uniform_info(1u);
+    let kv_heads = uniform_info(2u);
     let len = uniform_info(3u);
     let hd = uniform_info(4u);
     let scale = bitcast<f32>(shape[5]);
@@ -92,11 +95,13 @@ fn attention_forward(
     if (row >= rows) {
         return;
     }
-    let i = row % len;
-    let bh = row / len; // b * H + h
-    let b = bh / heads;
-    let g = (bh % heads) / (heads / kv_heads);
-    let kv_base = (b * kv_heads + g) * len * hd;
+    let bi = row / heads; // b * T + i
+    let i = bi % len;
+    let b = bi / len;
+    let g = (row % heads) / (heads / kv_heads);
+    // Key j of the group starts at kv_base + j * stride.
+    let kv_base = (b * len * kv_heads + g) * hd;
+    let stride = kv_heads * hd;
     for (var d = t; d < hd; d = d + LANES) {
         qs[d] = q[row * hd + d];
     }
@@ -110,7 +115,7 @@ fn attention_forward(
         if (j <= i) {
             var dot = 0.0;
             for (var d = 0u; d < hd; d = d + 1u) {
-                dot = dot + qs[d] * k[kv_base + j * hd + d];
+                dot = dot + qs[d] * k[kv_base + j * stride + d];
             }
             s = scale * dot;
         }
@@ -129,7 +134,7 @@ fn attention_forward(
             if (d < hd) {
                 var a = acc[c] * rescale;
                 for (var jj = 0u; jj < count; jj = jj + 1u) {
-                    a = a + ps[jj] * v[kv_base + (tile + jj) * hd + d];
+                    a = a + ps[jj] * v[kv_base + (tile + jj) * stride + d];
                 }
                 acc[c] = a;
             }

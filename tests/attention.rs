@@ -24,12 +24,14 @@ fn random(shape: [usize; 4], seed: u64) -> Tensor<4> {
     Tensor::from_data(TensorData::new(v, shape), &device())
 }
 
-/// burn's attention, the keys and values repeated for each query head.
+/// burn's attention on `[b, t, heads, hd]` tensors (which it takes as `[b,
+/// heads, t, hd]`), the keys and values repeated for each query head.
 fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let [b, h, t, hd] = q.dims();
-    let kv = k.dims()[1];
+    let [b, t, h, hd] = q.dims();
+    let kv = k.dims()[2];
     let rep = |y: Tensor<4>| {
-        y.unsqueeze_dim::<5>(2)
+        y.swap_dims(1, 2)
+            .unsqueeze_dim::<5>(2)
             .expand([b, kv, h / kv, t, hd])
             .reshape([b, h, t, hd])
     };
@@ -38,7 +40,7 @@ fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         softcap: None,
         is_causal: true,
     };
-    attention(q, rep(k), rep(v), None, None, options)
+    attention(q.swap_dims(1, 2), rep(k), rep(v), None, None, options).swap_dims(1, 2)
 }
 
 #[test]
@@ -65,11 +67,11 @@ fn the_attention_kernels_are_valid_wgsl_with_workgroups_of_64() {
 /// Our node (over the twins on the CPU) against burn's attention: the
 /// output and the gradients of `q`, `k` and `v`.
 fn compare_with_burn(b: usize, h: usize, kv: usize, t: usize, hd: usize) {
-    let w = random([b, h, t, hd], 4);
+    let w = random([b, t, h, hd], 4);
     let run = |ours: bool| {
-        let q = random([b, h, t, hd], 1).autodiff().require_grad();
-        let k = random([b, kv, t, hd], 2).autodiff().require_grad();
-        let v = random([b, kv, t, hd], 3).autodiff().require_grad();
+        let q = random([b, t, h, hd], 1).autodiff().require_grad();
+        let k = random([b, t, kv, hd], 2).autodiff().require_grad();
+        let v = random([b, t, kv, hd], 3).autodiff().require_grad();
         let o = if ours {
             causal_attention(q.clone(), k.clone(), v.clone())
         } else {

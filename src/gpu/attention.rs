@@ -5,13 +5,12 @@
 use burn::backend::TensorMetadata;
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeBackend;
-use burn_cubecl::cubecl::prelude::*;
-use burn_cubecl::cubecl::server::{BufferBinding, KernelArguments};
+use burn_cubecl::cubecl::server::BufferBinding;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::kernel::WgslKernel;
+use super::kernel::{WgslKernel, launch, u32s};
 use super::workgroups;
 use crate::model::attention::{AttentionOps, Dims, backward_shape, forward_shape};
 use crate::model::blocks::BlockFormat;
@@ -32,45 +31,15 @@ const BACKWARD_DKV: Kernel = ("attention_backward_dkv", |_| {
     super::ATTENTION_BACKWARD_DKV.to_string()
 });
 
-fn u32s(values: &[usize]) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|&v| {
-            u32::try_from(v)
-                .expect("attention indexed in u32")
-                .to_le_bytes()
-        })
-        .collect()
-}
-
 /// Launches `kernel` over `rows` workgroups with `buffers` then `info`.
-fn launch(
-    kernel: Kernel,
-    rows: usize,
-    buffers: Vec<BufferBinding>,
-    info: &[u8],
-    like: &CubeTensor,
-) {
-    let client = like.client.clone();
-    let info = client.create_from_slice(info);
-    let (x, y) = workgroups(rows, 1);
-    let mut args = KernelArguments::new();
-    for b in buffers {
-        args = args.with_buffer(b);
-    }
-    // The kernel writes only its output; cubecl has no compiled answer for
-    // a hand-written kernel, so a launch that fails is taken to have
-    // written every buffer.
-    client.launch(
-        Box::new(WgslKernel {
-            entry: kernel.0,
-            workgroup: LANES,
-            format: None,
-            source: kernel.1,
-        }),
-        CubeCount::Static(x, y, 1),
-        args.with_buffer(info.binding()),
-    );
+fn run(kernel: Kernel, rows: usize, buffers: Vec<BufferBinding>, info: &[u32], like: &CubeTensor) {
+    let kernel = WgslKernel {
+        entry: kernel.0,
+        workgroup: LANES,
+        format: None,
+        source: kernel.1,
+    };
+    launch(kernel, workgroups(rows, 1), buffers, info, like);
 }
 
 fn dims(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> Dims {
@@ -93,8 +62,8 @@ impl AttentionOps for CubeBackend {
         let d = dims(&q, &k, &v);
         let out = empty(&q, forward_shape(&q.shape()));
         let mut info = u32s(&[d.rows(), d.h, d.kv, d.t, d.hd]);
-        info.extend(scale.to_bits().to_le_bytes());
-        launch(
+        info.push(scale.to_bits());
+        run(
             FORWARD,
             d.rows(),
             vec![
@@ -135,10 +104,10 @@ impl AttentionOps for CubeBackend {
         let scale = scale.to_bits() as usize;
         // dq and D, then dk and dv (which read D).
         let info = u32s(&[d.rows(), d.h, d.kv, d.t, d.hd, scale, d_start]);
-        launch(BACKWARD_DQ, d.rows(), buffers(), &info, &q);
+        run(BACKWARD_DQ, d.rows(), buffers(), &info, &q);
         let k_rows = d.b * d.kv * d.t;
         let info = u32s(&[k_rows, d.h, d.kv, d.t, d.hd, scale, d_start, d.rows()]);
-        launch(BACKWARD_DKV, k_rows, buffers(), &info, &q);
+        run(BACKWARD_DKV, k_rows, buffers(), &info, &q);
         grads
     }
 }

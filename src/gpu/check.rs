@@ -27,12 +27,18 @@
 //! output (`o`, `lse`, `dq`, `dk`, `dv`, `D`) against the twins' on its own
 //! scale (the twins sum in another order, and take softmax's maximum once
 //! rather than tile by tile).
+//! `rope`, `rms_norm_forward` and `_backward`, `swiglu_forward` and
+//! `_backward`: the default model's shapes at batch 4 × 256 (`q`'s 9 heads
+//! of 64, rows of 576, `[1024, 1536]`), and each over a 2-D grid (`[70000,
+//! 64]` values or rows, `[3000, 1536]`), against the twins on each output's
+//! own scale (the row kernels sum in another order).
 
 use burn::tensor::{Device, Int, Tensor, TensorData, Transaction};
 use half::f16;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
+use crate::cpu::swiglu;
 use crate::error::{Error, Result};
 use crate::io::dequant::GgmlType;
 use crate::io::quantize::quantize;
@@ -41,7 +47,9 @@ use crate::model::attention::{self, Dims, attention_backward, attention_forward}
 use crate::model::blocks::{
     BlockFormat, DeviceBlocks, FEW_ROWS, WordBlocks, dequantize_words, product_few,
 };
+use crate::model::norm::{self, rms_norm_backward, rms_norm_forward};
 use crate::model::packed::PackedWeight;
+use crate::model::rope::{self, rope_rotate};
 use crate::readback::Readback;
 
 /// One kernel case against its twin.
@@ -271,9 +279,9 @@ async fn check_attention(device: &Device) -> Result<Vec<KernelCheck>> {
         let d_o = random_values(d.q_len(), seed + 3);
         let scale = 1.0 / (hd as f32).sqrt();
         let tensor = |x: &[f32], heads: usize| {
-            Tensor::<4>::from_data(TensorData::new(x.to_vec(), [b, heads, t, hd]), device)
+            Tensor::<4>::from_data(TensorData::new(x.to_vec(), [b, t, heads, hd]), device)
         };
-        let what = format!("q [{b}, {h}, {t}, {hd}], k and v [{b}, {kv}, {t}, {hd}]");
+        let what = format!("q [{b}, {t}, {h}, {hd}], k and v [{b}, {t}, {kv}, {hd}]");
         let fwd = read_flat(attention_forward(
             tensor(&q, h),
             tensor(&k, kv),
@@ -315,6 +323,100 @@ async fn check_attention(device: &Device) -> Result<Vec<KernelCheck>> {
             &want,
             &parts,
         ));
+    }
+    Ok(checks)
+}
+
+/// RoPE, RMSNorm and SwiGLU's kernels on `device` against the twins.
+async fn check_block_nodes(device: &Device) -> Result<Vec<KernelCheck>> {
+    let tensor = |v: &[f32], shape: [usize; 2]| {
+        Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), device)
+    };
+    let mut checks = Vec::new();
+    // (rows, width, positions, head size, inverse): q at batch 4 × 256,
+    // then 4.48 M values (a 2-D grid).
+    for (seed, (rows, width, len, hd, inverse)) in [
+        (1024, 576, 256, 64, false),
+        (1024, 576, 256, 64, true),
+        (70_000, 64, 7, 16, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 400 + 3 * seed as u64;
+        let x = random_values(rows * width, seed);
+        let cos = random_values(len * hd, seed + 1);
+        let sin = random_values(len * hd, seed + 2);
+        let got = read(rope_rotate(
+            tensor(&x, [rows, width]),
+            tensor(&cos, [len, hd]),
+            tensor(&sin, [len, hd]),
+            inverse,
+        ))
+        .await?;
+        let want = rope::rotate(&x, &cos, &sin, width, hd, inverse);
+        let way = if inverse { "inverse" } else { "forward" };
+        checks.push(compare(
+            format!("rope {way} [{rows}, {width}], [{len}, {hd}] tables"),
+            &got,
+            &want,
+        ));
+    }
+    // Rows of the default model, then more than 65,535 rows (a 2-D grid).
+    for (seed, (rows, d)) in [(1024, 576), (70_000, 8)].into_iter().enumerate() {
+        let seed = 500 + 3 * seed as u64;
+        let (eps, what) = (1e-5, format!("[{rows}, {d}]"));
+        let x = random_values(rows * d, seed);
+        let w = random_values(d, seed + 1);
+        let g = random_values(rows * d, seed + 2);
+        let weight = Tensor::<1>::from_data(TensorData::new(w.clone(), [d]), device);
+        let got = read(rms_norm_forward(tensor(&x, [rows, d]), weight.clone(), eps)).await?;
+        let want = norm::forward(&x, &w, eps);
+        checks.push(compare(format!("rms_norm_forward {what}"), &got, &want));
+        let got = read(rms_norm_backward(
+            tensor(&x, [rows, d]),
+            weight,
+            tensor(&g, [rows, d]),
+            eps,
+        ))
+        .await?;
+        let want = norm::backward(&x, &w, &g, eps);
+        checks.push(compare(format!("rms_norm_backward {what}"), &got, &want));
+    }
+    // The default model's MLP at batch 4 × 256, then 4.6 M values (a 2-D
+    // grid) backward.
+    for (seed, (rows, f, forward)) in [(1024, 1536, true), (1024, 1536, false), (3000, 1536, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 600 + 3 * seed as u64;
+        let shape = [rows, f];
+        // Gates in [-8, 8): both of the sigmoid's sides, far into each.
+        let g: Vec<f32> = random_values(rows * f, seed)
+            .iter()
+            .map(|v| 8.0 * v)
+            .collect();
+        let u = random_values(rows * f, seed + 1);
+        let what = format!("{shape:?}");
+        if forward {
+            let got = read(swiglu::swiglu(tensor(&g, shape), tensor(&u, shape))).await?;
+            checks.push(compare(
+                format!("swiglu_forward {what}"),
+                &got,
+                &swiglu::forward(&g, &u),
+            ));
+        } else {
+            let dy = random_values(rows * f, seed + 2);
+            let got = read(swiglu::swiglu_backward(
+                tensor(&g, shape),
+                tensor(&u, shape),
+                tensor(&dy, shape),
+            ))
+            .await?;
+            let want = swiglu::backward(&g, &u, &dy);
+            let parts = [("dgate", rows * f), ("dup", rows * f)];
+            checks.extend(compare_parts("swiglu_backward", &what, &got, &want, &parts));
+        }
     }
     Ok(checks)
 }
@@ -390,5 +492,6 @@ pub async fn check_kernels(device: &Device) -> Result<Vec<KernelCheck>> {
     }
     checks.extend(check_lora_products(device).await?);
     checks.extend(check_attention(device).await?);
+    checks.extend(check_block_nodes(device).await?);
     Ok(checks)
 }

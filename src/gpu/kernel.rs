@@ -3,7 +3,9 @@
 
 use burn_cubecl::cubecl::ir::{UIntKind, metadata::Info, settings::Dim3};
 use burn_cubecl::cubecl::prelude::*;
+use burn_cubecl::cubecl::server::{BufferBinding, KernelArguments};
 use burn_cubecl::cubecl::{CubeKernel, PrecompiledSource};
+use burn_cubecl::tensor::CubeTensor;
 
 use crate::model::blocks::BlockFormat;
 
@@ -55,4 +57,39 @@ impl CubeKernel for WgslKernel {
             lang: "wgsl",
         })
     }
+}
+
+/// `values` as the u32s of a kernel's `info`. Panics past u32 (the kernels
+/// index in u32; their callers check sizes first).
+pub(super) fn u32s(values: &[usize]) -> Vec<u32> {
+    values
+        .iter()
+        .map(|&v| u32::try_from(v).expect("a kernel indexed in u32"))
+        .collect()
+}
+
+/// Launches `kernel` over `groups` workgroups `(x, y)` on `like`'s device,
+/// binding `buffers` in order and then `info`.
+pub(super) fn launch(
+    kernel: WgslKernel,
+    groups: (u32, u32),
+    buffers: Vec<BufferBinding>,
+    info: &[u32],
+    like: &CubeTensor,
+) {
+    let client = like.client.clone();
+    let info: Vec<u8> = info.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let info = client.create_from_slice(&info);
+    let mut args = KernelArguments::new();
+    for b in buffers {
+        args = args.with_buffer(b);
+    }
+    // Our kernels write only their outputs; cubecl has no compiled answer
+    // for a hand-written kernel, so a launch that fails is taken to have
+    // written every buffer.
+    client.launch(
+        Box::new(kernel),
+        CubeCount::Static(groups.0, groups.1, 1),
+        args.with_buffer(info.binding()),
+    );
 }

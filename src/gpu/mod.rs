@@ -14,6 +14,12 @@ mod kernel;
 mod lora;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod matmul_few;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod norm;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod rope;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod swiglu;
 
 use burn::tensor::Device;
 
@@ -72,6 +78,29 @@ pub const ATTENTION_BACKWARD_DQ: &str = include_str!("../../shaders/attention_ba
 
 /// `shaders/attention_backward_dkv.wgsl`, as written.
 pub const ATTENTION_BACKWARD_DKV: &str = include_str!("../../shaders/attention_backward_dkv.wgsl");
+
+/// `shaders/rope.wgsl`, as written.
+pub const ROPE: &str = include_str!("../../shaders/rope.wgsl");
+
+/// `shaders/swiglu_forward.wgsl`, as written.
+pub const SWIGLU_FORWARD: &str = include_str!("../../shaders/swiglu_forward.wgsl");
+
+/// `shaders/swiglu_backward.wgsl`, as written.
+pub const SWIGLU_BACKWARD: &str = include_str!("../../shaders/swiglu_backward.wgsl");
+
+/// Invocations per workgroup (one per value) in the element-wise kernels
+/// ([`ROPE`], [`SWIGLU_FORWARD`], [`SWIGLU_BACKWARD`]).
+pub const ELEMENTWISE_WORKGROUP: u32 = 64;
+
+/// `shaders/rms_norm_forward.wgsl`, as written.
+pub const RMS_NORM_FORWARD: &str = include_str!("../../shaders/rms_norm_forward.wgsl");
+
+/// `shaders/rms_norm_backward.wgsl`, as written.
+pub const RMS_NORM_BACKWARD: &str = include_str!("../../shaders/rms_norm_backward.wgsl");
+
+/// Invocations per workgroup (one workgroup per row) in the row kernels
+/// ([`RMS_NORM_FORWARD`], [`RMS_NORM_BACKWARD`]).
+pub const ROW_WORKGROUP: u32 = 64;
 
 /// `format`'s constants, as both kernels declare them.
 fn format_consts(format: BlockFormat) -> String {

@@ -11,7 +11,9 @@
 //! log-sum-exp, reading each group's keys and values where they lie;
 //! `attention_backward_dq.wgsl` and `attention_backward_dkv.wgsl` recompute
 //! the probabilities from the log-sum-exp and give `dq`, then `dk` and
-//! `dv`. No `[T, T]` score matrix is ever stored.
+//! `dv`. No `[T, T]` score matrix is ever stored. The tensors are in the
+//! projections' own layout, `[b, t, heads, hd]` (a free reshape of `x·W`'s
+//! `[b·t, heads·hd]`), so no head is transposed or copied before or after.
 //!
 //! The operations take and give one flat tensor each (the forward pass's
 //! `o` then `lse`; the backward pass's `dq`, `dk`, `dv` then `D = rowsum(dO
@@ -31,7 +33,9 @@ use burn::tensor::{Shape, Slice, Tensor, TensorData};
 /// The most head dimensions the kernels take (four values per invocation).
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// The sizes of one attention: `q: [b, h, t, hd]`, `k, v: [b, kv, t, hd]`.
+/// The sizes of one attention: `q: [b, t, h, hd]`, `k, v: [b, t, kv, hd]`
+/// (sequence, position, head, value: the projections' own layout, as
+/// FlashAttention takes them, so no head is ever transposed or copied).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
     /// Sequences.
@@ -47,10 +51,10 @@ pub struct Dims {
 }
 
 impl Dims {
-    /// The sizes of `q` and `k` (shapes `[b, h, t, hd]`, `[b, kv, t, hd]`).
+    /// The sizes of `q` and `k` (shapes `[b, t, h, hd]`, `[b, t, kv, hd]`).
     pub fn of(q: &Shape, k: &Shape) -> Self {
-        let [b, h, t, hd] = q.dims::<4>();
-        let [kb, kv, kt, khd] = k.dims::<4>();
+        let [b, t, h, hd] = q.dims::<4>();
+        let [kb, kt, kv, khd] = k.dims::<4>();
         assert_eq!(
             (kb, kt, khd),
             (b, t, hd),
@@ -60,9 +64,10 @@ impl Dims {
         Self { b, h, kv, t, hd }
     }
 
-    /// Query rows `b·h·t`.
+    /// Query rows `b·t·h` (row `(b·t + i)·h + head` is position `i` of
+    /// `head` in sequence `b`).
     pub fn rows(&self) -> usize {
-        self.b * self.h * self.t
+        self.b * self.t * self.h
     }
 
     /// Values in `q` (and in `o`).
@@ -72,7 +77,7 @@ impl Dims {
 
     /// Values in `k` (and in `v`).
     pub fn k_len(&self) -> usize {
-        self.b * self.kv * self.t * self.hd
+        self.b * self.t * self.kv * self.hd
     }
 
     /// Whether our kernels take these sizes (and index them in u32).
@@ -82,21 +87,26 @@ impl Dims {
             && u32::try_from(self.q_len() + 2 * self.k_len() + self.rows()).is_ok()
     }
 
-    /// Where the head of query row `row` reads its keys and values.
-    fn kv_base(&self, row: usize) -> usize {
-        let bh = row / self.t;
-        let (b, g) = (bh / self.h, bh % self.h / (self.h / self.kv));
-        (b * self.kv + g) * self.t * self.hd
+    /// The position of query row `row`.
+    fn position(&self, row: usize) -> usize {
+        row / self.h % self.t
+    }
+
+    /// Where key (and value) `j` of query row `row`'s group starts.
+    fn key(&self, row: usize, j: usize) -> usize {
+        let b = row / (self.t * self.h);
+        let g = row % self.h / (self.h / self.kv);
+        ((b * self.t + j) * self.kv + g) * self.hd
     }
 }
 
-/// The forward pass's flat output: `o` `[b, h, t, hd]` then `lse` `[b, h, t]`.
+/// The forward pass's flat output: `o` `[b, t, h, hd]` then `lse` `[b, t, h]`.
 pub(crate) fn forward_shape(q: &Shape) -> Shape {
-    let [b, h, t, hd] = q.dims::<4>();
-    Shape::new([b * h * t * (hd + 1)])
+    let [b, t, h, hd] = q.dims::<4>();
+    Shape::new([b * t * h * (hd + 1)])
 }
 
-/// The backward pass's flat output: `dq`, `dk`, `dv`, then `D` `[b, h, t]`.
+/// The backward pass's flat output: `dq`, `dk`, `dv`, then `D` `[b, t, h]`.
 pub(crate) fn backward_shape(q: &Shape, k: &Shape) -> Shape {
     let d = Dims::of(q, k);
     Shape::new([d.q_len() + 2 * d.k_len() + d.rows()])
@@ -111,17 +121,16 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], d: Dims, scale: f32) -> Vec<f32>
     let (rows, hd) = (d.rows(), d.hd);
     let mut out = vec![0f32; rows * (hd + 1)];
     for row in 0..rows {
-        let i = row % d.t;
-        let base = d.kv_base(row);
+        let i = d.position(row);
         let qi = &q[row * hd..(row + 1) * hd];
         let s: Vec<f32> = (0..=i)
-            .map(|j| scale * dot(qi, &k[base + j * hd..base + (j + 1) * hd]))
+            .map(|j| scale * dot(qi, &k[d.key(row, j)..d.key(row, j) + hd]))
             .collect();
         let m = s.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
         let p: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
         let l: f32 = p.iter().sum();
         for (j, pj) in p.iter().enumerate() {
-            let vj = &v[base + j * hd..base + (j + 1) * hd];
+            let vj = &v[d.key(row, j)..d.key(row, j) + hd];
             for (o, x) in out[row * hd..(row + 1) * hd].iter_mut().zip(vj) {
                 *o += pj / l * x;
             }
@@ -148,15 +157,14 @@ pub fn backward(
     let (dk, rest) = rest.split_at_mut(kl);
     let (dv, big_d) = rest.split_at_mut(kl);
     for row in 0..rows {
-        let i = row % d.t;
-        let base = d.kv_base(row);
+        let i = d.position(row);
         let r = row * hd..(row + 1) * hd;
         let (qi, doi) = (&q[r.clone()], &d_o[r.clone()]);
         let di = dot(doi, &fwd[r.clone()]);
         big_d[row] = di;
         let lse = fwd[rows * hd + row];
         for j in 0..=i {
-            let kr = base + j * hd..base + (j + 1) * hd;
+            let kr = d.key(row, j)..d.key(row, j) + hd;
             let p = (scale * dot(qi, &k[kr.clone()]) - lse).exp();
             let ds = p * (dot(doi, &v[kr.clone()]) - di);
             for c in 0..hd {
@@ -169,9 +177,9 @@ pub fn backward(
     out
 }
 
-/// `softmax(scale·q·kᵀ + causal mask)·v` for `q: [b, h, t, hd]` and `k, v:
-/// [b, kv, t, hd]` (`h / kv` query heads share each key head), giving `[b,
-/// h, t, hd]`, as one autodiff node; `scale` is `1/sqrt(hd)`.
+/// `softmax(scale·q·kᵀ + causal mask)·v` for `q: [b, t, h, hd]` and `k, v:
+/// [b, t, kv, hd]` (`h / kv` query heads share each key head), giving `[b,
+/// t, h, hd]`, as one autodiff node; `scale` is `1/sqrt(hd)`.
 pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let scale = 1.0 / (q.dims()[3] as f32).sqrt();
     Tensor::from_dispatch(Dispatch::causal_attention(
@@ -362,7 +370,7 @@ impl<B: Backend + AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff
                 grads: &mut Gradients,
                 _checkpointer: &mut Checkpointer,
             ) {
-                let g = grads.consume::<B>(&ops.node); // [b, h, t, hd]
+                let g = grads.consume::<B>(&ops.node); // [b, t, h, hd]
                 let (q, k, v, fwd, scale) = ops.state;
                 let (q_shape, k_shape) = (q.shape(), k.shape());
                 let d = Dims::of(&q_shape, &k_shape);

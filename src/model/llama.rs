@@ -17,6 +17,8 @@ use crate::lora::{LoraAdapters, LoraPair, Target};
 use crate::model::adapted::{Adapter, Dropout, adapted, dropout_key};
 use crate::model::attention::{Dims, causal_attention};
 use crate::model::config::LlamaConfig;
+use crate::model::norm;
+use crate::model::rope::rope;
 use crate::model::weights::LlamaWeights;
 
 /// A loaded model: configuration plus frozen weights on a device.
@@ -47,6 +49,24 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Appends layer `i`'s new keys and values `[B, KV, T, hd]` to its
+    /// cached ones and returns them all `[B, KV, T_past + T, hd]`.
+    fn extend(&mut self, i: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let (k, v) = match self.layers.get(i) {
+            Some((pk, pv)) => (
+                Tensor::cat(vec![pk.clone(), k], 2),
+                Tensor::cat(vec![pv.clone(), v], 2),
+            ),
+            None => (k, v),
+        };
+        if self.layers.len() > i {
+            self.layers[i] = (k.clone(), v.clone());
+        } else {
+            self.layers.push((k.clone(), v.clone()));
+        }
+        (k, v)
+    }
 }
 
 /// What every block of one forward pass shares (see [`Llama::span`]).
@@ -58,9 +78,9 @@ pub struct Span {
     /// RoPE `cos` and signed `sin` (see [`rope_tables`]): `[T, head_dim]`.
     cos: Tensor<2>,
     sin: Tensor<2>,
-    /// On a GPU: RoPE swaps halves by a flip rather than slicing, adapters
-    /// run as one node of our kernels (`model::adapted`), and so does
-    /// causal attention (`model::attention`).
+    /// On a GPU: adapters, RoPE and causal attention run as nodes of our
+    /// kernels (`model::adapted`, `model::rope`, `model::attention`) on the
+    /// projections' own layout `[B·T, heads·hd]`.
     gpu: bool,
     /// Where LoRA dropout's masks come from on a GPU (see
     /// [`Span::with_dropout_seed`]).
@@ -79,7 +99,7 @@ impl Span {
         self
     }
 
-    /// The span run the GPU's way on any device: RoPE by a flip, adapters and
+    /// The span run the GPU's way on any device: adapters, RoPE and
     /// attention as our nodes (the tests compare the two ways on the CPU).
     pub fn with_gpu_ops(mut self) -> Self {
         self.gpu = true;
@@ -128,30 +148,25 @@ fn rope_tables(
 /// Applies RoPE to `x: [B, H, T, hd]` with `span`'s tables `[T, hd]`:
 /// `x·cos + rotate_half(x)·sin`, `rotate_half([x1, x2]) = [-x2, x1]`. The
 /// minus is already in the first half of `sin` (the same products, exactly),
-/// so only the halves are swapped: on the GPU by one flip (one kernel where
-/// slicing, negating and joining took five); on the CPU by slicing and
-/// joining, because flex's flip is a negative-stride view whose later copy
-/// made the page's steps ~20% slower.
+/// so only the halves are swapped, by slicing and joining. This is the
+/// CPU's way; a GPU runs [`rope`] on the projections as they lie.
 fn apply_rope(x: Tensor<4>, span: &Span) -> Tensor<4> {
     let [b, h, t, hd] = x.dims();
     let half = hd / 2;
-    let swapped = if !span.gpu {
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-        let x2 = x.clone().slice([0..b, 0..h, 0..t, half..hd]);
-        Tensor::cat(vec![x2, x1], 3)
-    } else {
-        x.clone()
-            .reshape([b, h, t, 2, half])
-            .flip([3])
-            .reshape([b, h, t, hd])
-    }; // [x2, x1]
+    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..hd]);
+    let swapped = Tensor::cat(vec![x2, x1], 3); // [x2, x1]
     let cos = span.cos.clone().unsqueeze::<4>(); // [1, 1, T, hd]
     let sin = span.sin.clone().unsqueeze::<4>();
     x * cos + swapped * sin
 }
 
-/// RMSNorm over the last dim of `x: [N, d]` with weight `[d]`.
-fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64) -> Tensor<2> {
+/// RMSNorm over the last dim of `x: [N, d]` with weight `[d]`: our node
+/// ([`norm::rms_norm`]) when `ours` (on a GPU), else burn's ops.
+fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64, ours: bool) -> Tensor<2> {
+    if ours {
+        return norm::rms_norm(x, weight.clone(), eps);
+    }
     let variance = x.clone().square().mean_dim(1); // [N, 1]
     let normed = x * variance.add_scalar(eps).sqrt().recip();
     normed * weight.clone().unsqueeze::<2>()
@@ -260,7 +275,8 @@ impl Llama {
 
     /// The final RMSNorm of the last block's output `[N, d]`.
     pub fn final_norm(&self, x: Tensor<2>) -> Tensor<2> {
-        rms_norm(x, &self.weights.norm, self.config.rms_norm_eps)
+        let gpu = !crate::model::is_cpu(&self.device);
+        rms_norm(x, &self.weights.norm, self.config.rms_norm_eps, gpu)
     }
 
     /// Block `i` on its input `x: [B·T, d]`, giving its output `[B·T, d]`;
@@ -278,58 +294,80 @@ impl Llama {
         let lw = &self.weights.layers[i];
         let (b, t) = (span.b, span.t);
         let (h, kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let groups = h / kv;
         // Attention block.
-        let xn = rms_norm(x.clone(), &lw.attn_norm, c.rms_norm_eps); // [N, d]
-        let heads = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2); // [B, n, T, hd]
-        let q = heads(self.project(&xn, i, Target::Q, span, lora, mode), h);
-        let k = heads(self.project(&xn, i, Target::K, span, lora, mode), kv);
-        let v = heads(self.project(&xn, i, Target::V, span, lora, mode), kv);
-        let q = apply_rope(q, span);
-        let mut k = apply_rope(k, span);
-        let mut v = v;
-        if let Some(cache) = cache {
-            if let Some((pk, pv)) = cache.layers.get(i) {
-                k = Tensor::cat(vec![pk.clone(), k], 2); // [B, KV, T_past + T, hd]
-                v = Tensor::cat(vec![pv.clone(), v], 2);
-            }
-            if cache.layers.len() > i {
-                cache.layers[i] = (k.clone(), v.clone());
+        let xn = rms_norm(x.clone(), &lw.attn_norm, c.rms_norm_eps, span.gpu); // [N, d]
+        let q = self.project(&xn, i, Target::Q, span, lora, mode); // [N, H·hd]
+        let k = self.project(&xn, i, Target::K, span, lora, mode); // [N, KV·hd]
+        let v = self.project(&xn, i, Target::V, span, lora, mode); // [N, KV·hd]
+        let att = if span.gpu {
+            // Our nodes on the projections as they lie.
+            let q = rope(q, span.cos.clone(), span.sin.clone());
+            let k = rope(k, span.cos.clone(), span.sin.clone());
+            let bthd = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]); // [B, T, n, hd]
+            let (q, k, v) = (bthd(q, h), bthd(k, kv), bthd(v, kv));
+            if span.start == 0 && Dims::of(&q.shape(), &k.shape()).supported() {
+                // Each group's keys and values read where they lie.
+                if let Some(cache) = cache {
+                    cache.extend(i, k.clone().swap_dims(1, 2), v.clone().swap_dims(1, 2));
+                }
+                causal_attention(q, k, v).reshape([b * t, h * hd])
             } else {
-                cache.layers.push((k.clone(), v.clone()));
+                let heads = |y: Tensor<4>| y.swap_dims(1, 2); // [B, n, T, hd]
+                self.attention(heads(q), heads(k), heads(v), i, span, cache)
             }
-        }
-        let ours = span.gpu && span.start == 0 && Dims::of(&q.shape(), &k.shape()).supported();
-        let att = if ours {
-            // Our kernels: each group's keys and values read where they lie.
-            causal_attention(q, k, v) // [B, H, T, hd]
         } else {
-            let tk = k.dims()[2];
-            let (k, v) = if groups > 1 {
-                // [B, KV, T, hd] -> [B, KV, G, T, hd] -> [B, H, T, hd]
-                let rep = |y: Tensor<4>| {
-                    y.unsqueeze_dim::<5>(2)
-                        .expand([b, kv, groups, tk, hd])
-                        .reshape([b, h, tk, hd])
-                };
-                (rep(k), rep(v))
-            } else {
-                (k, v)
-            };
-            let options = AttentionModuleOptions {
-                scale: None,
-                softcap: None,
-                is_causal: span.start == 0,
-            };
-            attention(q, k, v, span.mask.clone(), None, options) // [B, H, T, hd]
+            let heads = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2); // [B, n, T, hd]
+            let q = apply_rope(heads(q, h), span);
+            let k = apply_rope(heads(k, kv), span);
+            self.attention(q, k, heads(v, kv), i, span, cache)
         };
-        let att = att.swap_dims(1, 2).reshape([b * t, h * hd]);
         let x = x + self.project(&att, i, Target::O, span, lora, mode);
         // MLP block.
-        let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps);
+        let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps, span.gpu);
         let gate = self.project(&xn, i, Target::Gate, span, lora, mode); // [N, F]
         let up = self.project(&xn, i, Target::Up, span, lora, mode); // [N, F]
         x + self.project(&swiglu(gate, up), i, Target::Down, span, lora, mode)
+    }
+
+    /// burn's attention of block `i` for `q: [B, H, T, hd]` and `k, v: [B,
+    /// KV, T, hd]` after `span.start` cached positions (extending `cache`
+    /// when given), giving `[B·T, H·hd]`.
+    fn attention(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        i: usize,
+        span: &Span,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<2> {
+        let [b, h, t, hd] = q.dims();
+        let kv = k.dims()[1];
+        let groups = h / kv;
+        let (k, v) = match cache {
+            Some(cache) => cache.extend(i, k, v), // [B, KV, T_past + T, hd]
+            None => (k, v),
+        };
+        let tk = k.dims()[2];
+        let (k, v) = if groups > 1 {
+            // [B, KV, T, hd] -> [B, KV, G, T, hd] -> [B, H, T, hd]
+            let rep = |y: Tensor<4>| {
+                y.unsqueeze_dim::<5>(2)
+                    .expand([b, kv, groups, tk, hd])
+                    .reshape([b, h, tk, hd])
+            };
+            (rep(k), rep(v))
+        } else {
+            (k, v)
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: span.start == 0,
+        };
+        attention(q, k, v, span.mask.clone(), None, options) // [B, H, T, hd]
+            .swap_dims(1, 2)
+            .reshape([b * t, h * hd])
     }
 
     /// Logits `[N, vocab]` for hidden states `[N, d]`.

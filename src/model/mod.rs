@@ -11,8 +11,10 @@ pub mod frozen;
 pub mod llama;
 pub mod load;
 pub mod loss;
+pub mod norm;
 pub mod packed;
 pub mod quantized;
+pub mod rope;
 pub mod weights;
 
 pub use config::LlamaConfig;

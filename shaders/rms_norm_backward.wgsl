@@ -1,0 +1,74 @@
+// rms_norm_backward: the gradient reaching the input of
+// rms_norm_forward.wgsl (src/model/norm.rs, launched by src/gpu/norm.rs).
+// The weight is frozen, so it gets none.
+//
+// For row x of X [N, d], the weight w and the output's gradient g:
+//
+//     r    = 1 / sqrt(sum_c x_c^2 / d + eps)
+//     dx_c = r * w_c * g_c - x_c * r^3 * (sum_k x_k * w_k * g_k) / d
+//
+// One workgroup of 64 per row, with two tree sums in workgroup memory. The
+// dispatch is 2-D when there are more than 65,535 rows.
+//
+// info (u32): rows, d, eps's bits.
+// The Rust twin is `backward` in src/model/norm.rs; tests compare the two.
+
+// Every binding is read_write although only `dx` is written: natively cubecl
+// hands out tensors as slices of shared buffers, and one buffer bound
+// read-only and read-write in one dispatch is a validation error.
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(4) var<storage, read_write> info: array<u32>;
+
+const LANES: u32 = 64u;
+
+var<workgroup> shape: array<u32, 3>;
+var<workgroup> red: array<f32, 64>;
+
+fn reduce_sum(t: u32, v: f32) -> f32 {
+    red[t] = v;
+    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if (t < s) {
+            red[t] = red[t] + red[t + s];
+        }
+    }
+    let total = workgroupUniformLoad(&red[0]);
+    // No invocation may start the next sum before all have read this one.
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(64)
+fn rms_norm_backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    if (t < 3u) {
+        shape[t] = info[t];
+    }
+    // Read as workgroup values, which WGSL's analysis holds uniform.
+    let rows = workgroupUniformLoad(&shape[0]);
+    let d = shape[1];
+    let eps = bitcast<f32>(shape[2]);
+    let row = wid.x + wid.y * groups.x;
+    if (row >= rows) {
+        return;
+    }
+    let base = row * d;
+    var squares = 0.0;
+    var dot = 0.0;
+    for (var c = t; c < d; c = c + LANES) {
+        let v = x[base + c];
+        squares = squares + v * v;
+        dot = dot + v * w[c] * g[base + c];
+    }
+    let r = 1.0 / sqrt(reduce_sum(t, squares) / f32(d) + eps);
+    let k = r * r * r * reduce_sum(t, dot) / f32(d);
+    for (var c = t; c < d; c = c + LANES) {
+        dx[base + c] = r * w[c] * g[base + c] - x[base + c] * k;
+    }
+}

@@ -1,0 +1,54 @@
+// rope: rotary position embedding, rotate-half as transformers' Llama, on
+// a projection's output in its own layout (src/model/rope.rs, launched by
+// src/gpu/rope.rs).
+//
+// x is [N, W]: row r is position r % T of one of the sequences, W = heads ·
+// hd. cos and sin are [T, hd]; rotate-half's minus is already in the first
+// half of sin. With p the same column in the other half of c's head:
+//
+//     forward   y[c] = x[c] * cos[c] + x[p] * sin[c]
+//     inverse   y[c] = x[c] * cos[c] + x[p] * sin[p]
+//
+// The inverse is the forward's transpose (cos·I + sin·swap, both diagonal
+// but for the swap), so the backward pass is this kernel on the output's
+// gradient. One invocation per value; the dispatch is 2-D when the values
+// need more than 65,535 workgroups, so the index is x + y * (workgroups
+// along x) * 64.
+//
+// info (u32): values (N·W), W, hd, T, inverse (0 or 1).
+// The Rust twin is `rotate` in src/model/rope.rs; tests compare the two.
+
+// Every binding is read_write although only `y` is written: natively cubecl
+// hands out tensors as slices of shared buffers, and one buffer bound
+// read-only and read-write in one dispatch is a validation error.
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> cos_t: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sin_t: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> info: array<u32>;
+
+@compute @workgroup_size(64)
+fn rope(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let e = gid.x + gid.y * groups.x * 64u;
+    if (e >= info[0]) {
+        return;
+    }
+    let width = info[1];
+    let hd = info[2];
+    let len = info[3];
+    let half = hd / 2u;
+    let c = e % width % hd;
+    var p = c + half;
+    if (c >= half) {
+        p = c - half;
+    }
+    let table = (e / width % len) * hd;
+    var s = sin_t[table + c];
+    if (info[4] == 1u) {
+        s = sin_t[table + p];
+    }
+    y[e] = x[e] * cos_t[table + c] + x[e - c + p] * s;
+}

@@ -1,0 +1,40 @@
+// swiglu_forward: SwiGLU's y = silu(g) * u = g * sigmoid(g) * u, element-
+// wise over the gate and up projections g, u [N, F] (src/cpu/swiglu.rs,
+// launched by src/gpu/swiglu.rs).
+//
+// The sigmoid is taken on the side where exp cannot overflow. One invocation
+// per value; the dispatch is 2-D when the values need more than 65,535
+// workgroups, so the index is x + y * (workgroups along x) * 64.
+//
+// info (u32): values (N·F).
+// The Rust twin is the CPU's operation in src/cpu/swiglu.rs; tests compare
+// the two.
+
+// Every binding is read_write although only `y` is written: natively cubecl
+// hands out tensors as slices of shared buffers, and one buffer bound
+// read-only and read-write in one dispatch is a validation error.
+@group(0) @binding(0) var<storage, read_write> g: array<f32>;
+@group(0) @binding(1) var<storage, read_write> u: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> info: array<u32>;
+
+fn sigmoid(x: f32) -> f32 {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+@compute @workgroup_size(64)
+fn swiglu_forward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let e = gid.x + gid.y * groups.x * 64u;
+    if (e >= info[0]) {
+        return;
+    }
+    let x = g[e];
+    y[e] = x * sigmoid(x) * u[e];
+}
