@@ -1,8 +1,11 @@
 //! The GPU's adapted projection (`model::adapted`): `shaders/lora_product.wgsl`
-//! is valid WGSL; its Rust twin reads transposes through strides and applies
-//! dropout's hash mask where it says; dropout drops `p` of the values, a
+//! `lora_rows.wgsl` and `lora_pair.wgsl` are valid WGSL; the products' twin reads transposes
+//! through strides and applies dropout's hash mask where it says, and the
+//! rows' twin is both products with `u` after `c`, the pair's both products
+//! one after the other; dropout drops `p` of the values, a
 //! different set per key; the autodiff node gives the values and gradients
-//! of the composed burn ops with the same mask (1e-5 relative); and the
+//! of the composed burn ops with the same mask (1e-5 relative), at a rank
+//! the row kernel takes and one past it; and the
 //! model run the GPU's way on the CPU gives the CPU way's loss and every
 //! factor's gradient (dropout off: the two ways draw different masks). The
 //! kernel itself is compared with the twin in the browser suite, on WebGPU.
@@ -12,9 +15,12 @@ mod common;
 use burn::tensor::{Tensor, TensorData};
 use common::{assert_relative, device, lora_config, small_data, tiny_hf, to_vec};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tabtune::gpu::{LORA_ENTRY, LORA_PRODUCT, LORA_WORKGROUP};
+use tabtune::gpu::{LORA_ENTRY, LORA_PAIR, LORA_PRODUCT, LORA_ROWS, LORA_WORKGROUP};
 use tabtune::lora::LoraAdapters;
-use tabtune::model::adapted::{Adapter, Dropout, Mask, Product, adapted, product};
+use tabtune::model::adapted::{
+    Adapter, Dropout, MAX_ROWS_RANK, Mask, Product, adapted, pair, pair_info, product, rows,
+    rows_info,
+};
 use tabtune::model::{Llama, Mode, Span};
 use tabtune::train::Batch;
 
@@ -54,6 +60,97 @@ fn the_lora_product_kernel_is_valid_wgsl_with_its_declared_workgroup() {
     let entry = &module.entry_points[0];
     assert_eq!(entry.name, LORA_ENTRY);
     assert_eq!(entry.workgroup_size, [LORA_WORKGROUP, 1, 1]);
+}
+
+#[test]
+fn the_lora_rows_and_lora_pair_kernels_are_valid_wgsl_with_workgroups_of_64() {
+    for (name, source) in [("lora_rows", LORA_ROWS), ("lora_pair", LORA_PAIR)] {
+        let module = naga::front::wgsl::parse_str(source)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let entry = &module.entry_points[0];
+        assert_eq!(entry.name, name);
+        assert_eq!(entry.workgroup_size, [64, 1, 1]);
+    }
+}
+
+#[test]
+fn the_pair_twin_is_both_products_one_after_the_other() {
+    let (n, d_in, r, d_out) = (6, 5, 3, 4);
+    let (u, g, x, du) = (
+        random(n * r, 1),
+        random(n * d_out, 2),
+        random(n * d_in, 3),
+        random(n * r, 4),
+    );
+    let d = Dropout::new(0.3, 7);
+    let first = Product {
+        p_t: true,
+        ..Product::plain(1.0)
+    };
+    let second = Product {
+        p_t: true,
+        alpha: 1.5,
+        mask: Mask::Input(d),
+        ..Product::plain(1.0)
+    };
+    let info = pair_info((&first, [n, r], [n, d_out]), (&second, [n, d_in], [n, r]));
+    let got = pair(&u, &g, &x, &du, &info);
+    let masked: Vec<f32> = (0..n * d_in)
+        .map(|e| if d.kept(e as u32) { x[e] } else { 0.0 })
+        .collect();
+    let db = naive(&transpose(&u, n, r), &g, r, n, d_out);
+    let da: Vec<f32> = naive(&transpose(&masked, n, d_in), &du, d_in, n, r)
+        .iter()
+        .map(|v| 1.5 * v)
+        .collect();
+    assert_relative("dB", &got[..r * d_out], &db);
+    assert_relative("dA", &got[r * d_out..], &da);
+}
+
+#[test]
+fn the_rows_twin_is_both_products_with_u_after_c() {
+    let (n, d_in, r, d_out) = (5, 7, 3, 4);
+    let (x, a, b, y) = (
+        random(n * d_in, 1),
+        random(d_in * r, 2),
+        random(r * d_out, 3),
+        random(n * d_out, 4),
+    );
+    let d = Dropout::new(0.3, 99);
+    let first = Product {
+        alpha: 2.0,
+        mask: Mask::Input(d),
+        ..Product::plain(1.0)
+    };
+    let info = rows_info(
+        [n, d_in],
+        [d_in, r],
+        [r, d_out],
+        &first,
+        &Product::plain(1.0),
+        true,
+    );
+    let got = rows(&x, &a, &b, Some(&y), &info);
+    let masked: Vec<f32> = (0..n * d_in)
+        .map(|e| if d.kept(e as u32) { x[e] } else { 0.0 })
+        .collect();
+    let u: Vec<f32> = naive(&masked, &a, n, d_in, r)
+        .iter()
+        .map(|v| 2.0 * v)
+        .collect();
+    let c: Vec<f32> = naive(&u, &b, n, r, d_out)
+        .iter()
+        .zip(&y)
+        .map(|(v, y)| v + y)
+        .collect();
+    assert_relative("c", &got[..n * d_out], &c);
+    assert_relative("u", &got[n * d_out..], &u);
 }
 
 #[test]
@@ -154,7 +251,15 @@ fn hash_dropout_drops_p_of_the_values_and_each_key_its_own() {
 
 #[test]
 fn the_adapted_node_gives_the_composed_ops_values_and_gradients() {
-    let (n, d_in, r, d_out) = (9, 24, 4, 16);
+    // The rank the row kernel takes, and one past it (the node's products
+    // one by one).
+    for r in [4, MAX_ROWS_RANK + 1] {
+        adapted_node_against_composed_ops(r);
+    }
+}
+
+fn adapted_node_against_composed_ops(r: usize) {
+    let (n, d_in, d_out) = (9, 24, 16);
     let d = Dropout::new(0.25, 1234);
     let scale = 1.5f32;
     let (yv, xv, av, bv, wv) = (
@@ -195,12 +300,12 @@ fn the_adapted_node_gives_the_composed_ops_values_and_gradients() {
     };
     let (got, got_grads) = run(true);
     let (want, want_grads) = run(false);
-    assert_relative("out", &got, &want);
+    assert_relative(&format!("out, rank {r}"), &got, &want);
     for (name, (g, w)) in ["dy", "dx", "dA", "dB"]
         .iter()
         .zip(got_grads.iter().zip(&want_grads))
     {
-        assert_relative(name, g, w);
+        assert_relative(&format!("{name}, rank {r}"), g, w);
     }
     // Dropout was on: some of x's gradient is exactly zero.
     assert!(got_grads[1].contains(&0.0));

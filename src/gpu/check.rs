@@ -20,6 +20,12 @@
 //! and one over more than 65,535 workgroups (a 2-D grid, with `acc` and
 //! dropout), against the twin
 //! (which sums in the kernel's order; a GPU may fuse a multiply-add).
+//! `lora_pair`: the backward pass's `dB` and `dA` (dropout on `x`) at the
+//! default model's shapes, and a pair over a 2-D grid, each product on its
+//! own scale. `lora_rows`: an adapted projection forward (`y + u·B` and `u`, dropout
+//! on `x`) and backward (`dx` and `du`, dropout on `dx`) at the default model's
+//! shapes, and over more than 65,535 rows (a 2-D grid), `c` and `u` each
+//! on its own scale.
 //! `attention_forward`, `attention_backward_dq` and `_dkv`: the default
 //! model's heads (9 over 3, 64 values) at 130 positions (three tiles of
 //! keys), 96 values per head (two per invocation, one pass partial), and
@@ -32,6 +38,8 @@
 //! of 64, rows of 576, `[1024, 1536]`), and each over a 2-D grid (`[70000,
 //! 64]` values or rows, `[3000, 1536]`), against the twins on each output's
 //! own scale (the row kernels sum in another order).
+//! `join`: 14 parts of the default model's factor sizes, one empty, one of
+//! 7 values and one of 70,001, joined in three runs: the parts exactly.
 
 use burn::tensor::{Device, Int, Tensor, TensorData, Transaction};
 use half::f16;
@@ -42,7 +50,10 @@ use crate::cpu::swiglu;
 use crate::error::{Error, Result};
 use crate::io::dequant::GgmlType;
 use crate::io::quantize::quantize;
-use crate::model::adapted::{Dropout, Mask, Product, lora_product, product};
+use crate::model::adapted::{
+    Dropout, Mask, Product, lora_pair, lora_product, lora_rows, pair, pair_info, product, rows,
+    rows_info,
+};
 use crate::model::attention::{self, Dims, attention_backward, attention_forward};
 use crate::model::blocks::{
     BlockFormat, DeviceBlocks, FEW_ROWS, WordBlocks, dequantize_words, product_few,
@@ -51,6 +62,7 @@ use crate::model::norm::{self, rms_norm_backward, rms_norm_forward};
 use crate::model::packed::PackedWeight;
 use crate::model::rope::{self, rope_rotate};
 use crate::readback::Readback;
+use crate::train::join::join_in_runs;
 
 /// One kernel case against its twin.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -232,6 +244,97 @@ async fn check_lora_products(device: &Device) -> Result<Vec<KernelCheck>> {
             &want,
         ));
     }
+    // lora_pair: (what, P1, Q1, P2, Q2 stored shapes, the two products)
+    let pair_cases = [
+        (
+            "backward: uᵀ·g, s·(m ⊙ x)ᵀ·du",
+            [[n, r], [n, d_out], [n, d_in], [n, r]],
+            spec(true, false, 1.0, Mask::None),
+            spec(true, false, 2.5, Mask::Input(dropout)),
+        ),
+        // 4.48 M values and then some: a 2-D grid across both products.
+        (
+            "[70000, 8]·[8, 64], then uᵀ·g",
+            [[70_000, r], [r, 64], [n, r], [n, d_out]],
+            spec(false, false, 1.0, Mask::Output(dropout)),
+            spec(true, false, 0.5, Mask::None),
+        ),
+    ];
+    for (seed, (what, shapes, first, second)) in pair_cases.into_iter().enumerate() {
+        let seed = 280 + 4 * seed as u64;
+        let v: Vec<Vec<f32>> = shapes
+            .iter()
+            .zip(seed..)
+            .map(|(s, seed)| random_values(s[0] * s[1], seed))
+            .collect();
+        let info = pair_info(
+            (&first, shapes[0], shapes[1]),
+            (&second, shapes[2], shapes[3]),
+        );
+        let want = pair(&v[0], &v[1], &v[2], &v[3], &info);
+        let t = |i: usize| Tensor::<2>::from_data(TensorData::new(v[i].clone(), shapes[i]), device);
+        let (c1, c2) = lora_pair(t(0), t(1), t(2), t(3), first, second);
+        let got = [read(c1).await?, read(c2).await?].concat();
+        let one = info[0] as usize * info[1] as usize;
+        let parts = [("c1", one), ("c2", want.len() - one)];
+        checks.extend(compare_parts("lora_pair", what, &got, &want, &parts));
+    }
+    // lora_rows: (what, P, F1, F2 stored shapes, stage 1, stage 2, acc)
+    let rows_cases = [
+        (
+            "forward: y + s·(m ⊙ x)·A·B",
+            [n, d_in],
+            [d_in, r],
+            [r, d_out],
+            spec(false, false, 2.5, Mask::Input(dropout)),
+            Product::plain(1.0),
+            true,
+        ),
+        (
+            "backward: g·Bᵀ, s·m ⊙ du·Aᵀ",
+            [n, d_out],
+            [r, d_out],
+            [d_in, r],
+            spec(false, true, 1.0, Mask::None),
+            spec(false, true, 2.5, Mask::Output(dropout)),
+            false,
+        ),
+        // More rows than 65,535 workgroups (a 2-D grid).
+        (
+            "[70000, 16]·[16, 8]·[8, 64] + acc, dropout both",
+            [70_000, 16],
+            [16, r],
+            [r, 64],
+            spec(false, false, 1.5, Mask::Input(dropout)),
+            spec(false, false, 0.5, Mask::Output(dropout)),
+            true,
+        ),
+    ];
+    for (seed, (what, ps, s1, s2, first, second, with_acc)) in rows_cases.into_iter().enumerate() {
+        let seed = 250 + 4 * seed as u64;
+        let p = random_values(ps[0] * ps[1], seed);
+        let f1 = random_values(s1[0] * s1[1], seed + 1);
+        let f2 = random_values(s2[0] * s2[1], seed + 2);
+        let info = rows_info(ps, s1, s2, &first, &second, with_acc);
+        let (m, r, k) = (info[0] as usize, info[1] as usize, info[13] as usize);
+        let acc = with_acc.then(|| random_values(m * k, seed + 3));
+        let want = rows(&p, &f1, &f2, acc.as_deref(), &info);
+        let tensor = |v: &[f32], shape: [usize; 2]| {
+            Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), device)
+        };
+        let acc = acc.map(|a| tensor(&a, [m, k]));
+        let (c, u) = lora_rows(
+            tensor(&p, ps),
+            tensor(&f1, s1),
+            tensor(&f2, s2),
+            acc,
+            first,
+            second,
+        );
+        let got = [read(c).await?, read(u).await?].concat();
+        let parts = [("c", m * k), ("u", m * r)];
+        checks.extend(compare_parts("lora_rows", what, &got, &want, &parts));
+    }
     Ok(checks)
 }
 
@@ -325,6 +428,30 @@ async fn check_attention(device: &Device) -> Result<Vec<KernelCheck>> {
         ));
     }
     Ok(checks)
+}
+
+/// The join of 14 parts (two runs of six and one of two, one part empty,
+/// lengths that fill no whole workgroup) on `device` against the parts.
+async fn check_join(device: &Device) -> Result<KernelCheck> {
+    let lens = [
+        576, 576, 576, 192, 0, 192, 576, 576, 1536, 1536, 1536, 576, 7, 70_001,
+    ];
+    let parts: Vec<Vec<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| random_values(n, 700 + i as u64))
+        .collect();
+    let want = parts.concat();
+    let tensors = parts
+        .iter()
+        .map(|p| Tensor::<1>::from_data(TensorData::new(p.clone(), [p.len()]), device))
+        .collect();
+    let got = read_flat(join_in_runs(tensors, want.len(), device)).await?;
+    Ok(compare(
+        format!("join of {} parts {lens:?}", lens.len()),
+        &got,
+        &want,
+    ))
 }
 
 /// RoPE, RMSNorm and SwiGLU's kernels on `device` against the twins.
@@ -493,5 +620,6 @@ pub async fn check_kernels(device: &Device) -> Result<Vec<KernelCheck>> {
     checks.extend(check_lora_products(device).await?);
     checks.extend(check_attention(device).await?);
     checks.extend(check_block_nodes(device).await?);
+    checks.push(check_join(device).await?);
     Ok(checks)
 }

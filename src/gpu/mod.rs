@@ -9,6 +9,8 @@ pub mod check;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod dequantize;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod join;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod kernel;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod lora;
@@ -70,6 +72,13 @@ pub const LORA_ENTRY: &str = "lora_product";
 /// Invocations per workgroup (one per output value) in [`LORA_PRODUCT`].
 pub const LORA_WORKGROUP: u32 = 64;
 
+/// `shaders/lora_rows.wgsl`, as written.
+pub const LORA_ROWS: &str = include_str!("../../shaders/lora_rows.wgsl");
+
+/// `shaders/lora_pair.wgsl`, as written (one invocation per output value,
+/// [`LORA_WORKGROUP`] to a workgroup).
+pub const LORA_PAIR: &str = include_str!("../../shaders/lora_pair.wgsl");
+
 /// `shaders/attention_forward.wgsl`, as written.
 pub const ATTENTION_FORWARD: &str = include_str!("../../shaders/attention_forward.wgsl");
 
@@ -88,8 +97,11 @@ pub const SWIGLU_FORWARD: &str = include_str!("../../shaders/swiglu_forward.wgsl
 /// `shaders/swiglu_backward.wgsl`, as written.
 pub const SWIGLU_BACKWARD: &str = include_str!("../../shaders/swiglu_backward.wgsl");
 
+/// `shaders/join.wgsl`, as written.
+pub const JOIN: &str = include_str!("../../shaders/join.wgsl");
+
 /// Invocations per workgroup (one per value) in the element-wise kernels
-/// ([`ROPE`], [`SWIGLU_FORWARD`], [`SWIGLU_BACKWARD`]).
+/// ([`ROPE`], [`SWIGLU_FORWARD`], [`SWIGLU_BACKWARD`], [`JOIN`]).
 pub const ELEMENTWISE_WORKGROUP: u32 = 64;
 
 /// `shaders/rms_norm_forward.wgsl`, as written.
@@ -99,7 +111,7 @@ pub const RMS_NORM_FORWARD: &str = include_str!("../../shaders/rms_norm_forward.
 pub const RMS_NORM_BACKWARD: &str = include_str!("../../shaders/rms_norm_backward.wgsl");
 
 /// Invocations per workgroup (one workgroup per row) in the row kernels
-/// ([`RMS_NORM_FORWARD`], [`RMS_NORM_BACKWARD`]).
+/// ([`LORA_ROWS`], [`RMS_NORM_FORWARD`], [`RMS_NORM_BACKWARD`]).
 pub const ROW_WORKGROUP: u32 = 64;
 
 /// `format`'s constants, as both kernels declare them.

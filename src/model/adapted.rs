@@ -7,13 +7,18 @@
 //! the scale again, the mask again and the sums. A launch costs the browser
 //! tens of microseconds whatever its size, and a step of the default model
 //! has 210 adapted projections, run twice when blocks are recomputed. Here
-//! the forward pass is two launches of `shaders/lora_product.wgsl` and the
-//! backward four, one per gradient:
+//! the forward pass is one launch and the backward two:
 //!
-//! - forward: `u = s·(m ⊙ x)·A` `[N, r]`, `out = y + u·B` `[N, d_out]`;
-//! - backward, for `g = dL/d out`: `dy = g`; `du = g·Bᵀ` `[N, r]`;
-//!   `dB = uᵀ·g` `[r, d_out]`; `dA = s·(m ⊙ x)ᵀ·du` `[d_in, r]`;
-//!   `dx = s·m ⊙ (du·Aᵀ)` `[N, d_in]`.
+//! - forward, one launch of `shaders/lora_rows.wgsl` (a workgroup per row):
+//!   `u = s·(m ⊙ x)·A` `[N, r]` and `out = y + u·B` `[N, d_out]`, with `u`
+//!   kept for the backward pass;
+//! - backward, for `g = dL/d out`: `dy = g`; one launch of `lora_rows.wgsl`
+//!   for `du = g·Bᵀ` `[N, r]` and `dx = s·m ⊙ (du·Aᵀ)` `[N, d_in]`; one of
+//!   `shaders/lora_pair.wgsl` for `dB = uᵀ·g` `[r, d_out]` and `dA = s·(m
+//!   ⊙ x)ᵀ·du` `[d_in, r]` (sums over the rows, one invocation per value).
+//!
+//! Past rank [`MAX_ROWS_RANK`] the row kernel's products are each a launch
+//! of `shaders/lora_product.wgsl` (two forward, three backward).
 //!
 //! `m` is dropout's keep mask scaled by `1/(1 − p)`. It is never stored: a
 //! hash of each value's index and a key decides it ([`Dropout`]), so the
@@ -21,7 +26,7 @@
 //! mask from the same key. The CPU keeps its own op (`crate::cpu::lora`,
 //! products split over the cores with dropout applied before it); the
 //! operations here run there too, as the kernel's Rust twin [`product`], for
-//! the tests.
+//! the tests; [`rows`] and [`pair`] are the other kernels' twins.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -33,6 +38,9 @@ use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension,
 };
 use burn::tensor::{Shape, Tensor, TensorData};
+
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+use burn::backend::fusion::custom::TensorSpec;
 
 /// splitmix64's finaliser: a well-mixed `u64` from `x`.
 pub(crate) fn mix(mut x: u64) -> u64 {
@@ -220,6 +228,117 @@ pub fn product(p: &[f32], q: &[f32], acc: Option<&[f32]>, info: &[u32; 12]) -> V
         .collect()
 }
 
+/// The most rank `shaders/lora_rows.wgsl` takes (a row of `u` lives in
+/// workgroup memory); past it the node runs its products one by one.
+pub const MAX_ROWS_RANK: usize = 256;
+
+/// The shapes of [`rows`]'s outputs `c` `[M, K]` and `u` `[M, R]` on
+/// stored shapes `p`, `f1`, `f2`.
+pub(crate) fn rows_shapes(
+    p: &Shape,
+    f1: &Shape,
+    f2: &Shape,
+    first: &Product,
+    second: &Product,
+) -> (Shape, Shape) {
+    let u = product_shape(p, f1, first);
+    (product_shape(&u, f2, second), u)
+}
+
+/// What burn's fusion backend is told of [`AdaptedOps::lora_rows`]'s outputs.
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+fn rows_meta(
+    p: &TensorSpec,
+    f1: &TensorSpec,
+    f2: &TensorSpec,
+    first: &Product,
+    second: &Product,
+) -> (TensorSpec, TensorSpec) {
+    let (c, u) = rows_shapes(&p.shape, &f1.shape, &f2.shape, first, second);
+    (TensorSpec::new(c, p.dtype), TensorSpec::new(u, p.dtype))
+}
+
+/// What burn's fusion backend is told of [`AdaptedOps::pair`]'s outputs.
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+fn pair_meta(
+    p1: &TensorSpec,
+    q1: &TensorSpec,
+    p2: &TensorSpec,
+    q2: &TensorSpec,
+    first: &Product,
+    second: &Product,
+) -> (TensorSpec, TensorSpec) {
+    (
+        TensorSpec::new(product_shape(&p1.shape, &q1.shape, first), p1.dtype),
+        TensorSpec::new(product_shape(&p2.shape, &q2.shape, second), p2.dtype),
+    )
+}
+
+/// `shaders/lora_rows.wgsl`'s `info`: stage 1's ([`Product::info`] of `p`
+/// and `f1`) then stage 2's (of `u` and `f2`). Panics on a mask the kernel
+/// does not take (stage 1 masks its input, stage 2 its output) or a rank
+/// past [`MAX_ROWS_RANK`].
+pub fn rows_info(
+    p: [usize; 2],
+    f1: [usize; 2],
+    f2: [usize; 2],
+    first: &Product,
+    second: &Product,
+    acc: bool,
+) -> [u32; 24] {
+    assert!(
+        !matches!(first.mask, Mask::Output(_)) && !matches!(second.mask, Mask::Input(_)),
+        "lora_rows masks stage 1's input and stage 2's output only"
+    );
+    let one = first.info(p, f1, false);
+    let (m, r) = (one[0] as usize, one[1] as usize);
+    assert!(
+        r <= MAX_ROWS_RANK,
+        "rank {r} is past lora_rows' {MAX_ROWS_RANK}"
+    );
+    let two = second.info([m, r], f2, acc);
+    let mut info = [0u32; 24];
+    info[..12].copy_from_slice(&one);
+    info[12..].copy_from_slice(&two);
+    info
+}
+
+/// `shaders/lora_rows.wgsl`'s Rust twin: `c`'s values then `u`'s, the two
+/// stages as
+/// [`product`] computes them (the kernel sums stage 1 as a tree).
+pub fn rows(p: &[f32], f1: &[f32], f2: &[f32], acc: Option<&[f32]>, info: &[u32; 24]) -> Vec<f32> {
+    let one: [u32; 12] = info[..12].try_into().expect("12 words");
+    let two: [u32; 12] = info[12..].try_into().expect("12 words");
+    let u = product(p, f1, None, &one);
+    let mut c = product(&u, f2, acc, &two);
+    c.extend(u);
+    c
+}
+
+/// `shaders/lora_pair.wgsl`'s `info`: each product's [`Product::info`] on
+/// its stored shapes (no `acc`).
+pub fn pair_info(
+    first: (&Product, [usize; 2], [usize; 2]),
+    second: (&Product, [usize; 2], [usize; 2]),
+) -> [u32; 24] {
+    let mut info = [0u32; 24];
+    info[..12].copy_from_slice(&first.0.info(first.1, first.2, false));
+    info[12..].copy_from_slice(&second.0.info(second.1, second.2, false));
+    u32::try_from(info[0] as usize * info[1] as usize + info[12] as usize * info[13] as usize)
+        .expect("a pair indexed in u32");
+    info
+}
+
+/// `shaders/lora_pair.wgsl`'s Rust twin: `c1`'s values then `c2`'s, each
+/// as [`product`] computes it.
+pub fn pair(p1: &[f32], q1: &[f32], p2: &[f32], q2: &[f32], info: &[u32; 24]) -> Vec<f32> {
+    let one: [u32; 12] = info[..12].try_into().expect("12 words");
+    let two: [u32; 12] = info[12..].try_into().expect("12 words");
+    let mut c = product(p1, q1, None, &one);
+    c.extend(product(p2, q2, None, &two));
+    c
+}
+
 /// The adapter's side of a projection: its scale `s` and dropout.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Adapter {
@@ -267,6 +386,45 @@ pub fn adapted(
     ))
 }
 
+/// `shaders/lora_pair.wgsl`'s two products on tensors, `(c1, c2)`, for
+/// values that need no gradient (the page's kernel check).
+pub(crate) fn lora_pair(
+    p1: Tensor<2>,
+    q1: Tensor<2>,
+    p2: Tensor<2>,
+    q2: Tensor<2>,
+    first: Product,
+    second: Product,
+) -> (Tensor<2>, Tensor<2>) {
+    let (c1, c2) = Dispatch::lora_pair(
+        p1.into_dispatch(),
+        q1.into_dispatch(),
+        p2.into_dispatch(),
+        q2.into_dispatch(),
+        first,
+        second,
+    );
+    (Tensor::from_dispatch(c1), Tensor::from_dispatch(c2))
+}
+
+/// Both stages of `shaders/lora_rows.wgsl` on tensors, `(c (+ acc), u)`,
+/// for values that need no gradient (the page's kernel check).
+pub(crate) fn lora_rows(
+    p: Tensor<2>,
+    f1: Tensor<2>,
+    f2: Tensor<2>,
+    acc: Option<Tensor<2>>,
+    first: Product,
+    second: Product,
+) -> (Tensor<2>, Tensor<2>) {
+    let (p, f1, f2) = (p.into_dispatch(), f1.into_dispatch(), f2.into_dispatch());
+    let (c, u) = match acc {
+        Some(acc) => Dispatch::lora_rows_add(p, f1, f2, acc.into_dispatch(), first, second),
+        None => Dispatch::lora_rows(p, f1, f2, first, second),
+    };
+    (Tensor::from_dispatch(c), Tensor::from_dispatch(u))
+}
+
 /// One product per `spec` on tensors: `alpha·P·Q (+ acc)`, for values that
 /// need no gradient (autodiff's graph stops here; the page's kernel check).
 pub(crate) fn lora_product(
@@ -310,6 +468,38 @@ pub trait AdaptedOps: Backend {
         spec: Product,
     ) -> FloatTensor<Self>;
 
+    /// `(c, u)`: `u = first(P·F1)`, `c = second(u·F2)` (no gradient).
+    #[fusion(meta = rows_meta)]
+    fn lora_rows(
+        p: FloatTensor<Self>,
+        f1: FloatTensor<Self>,
+        f2: FloatTensor<Self>,
+        first: Product,
+        second: Product,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `(acc + c, u)`, as [`AdaptedOps::lora_rows`] (no gradient).
+    #[fusion(meta = |p, f1, f2, _acc, first, second| rows_meta(p, f1, f2, first, second))]
+    fn lora_rows_add(
+        p: FloatTensor<Self>,
+        f1: FloatTensor<Self>,
+        f2: FloatTensor<Self>,
+        acc: FloatTensor<Self>,
+        first: Product,
+        second: Product,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `(c1, c2)`: `c1 = first(P1·Q1)`, `c2 = second(P2·Q2)` (no gradient).
+    #[fusion(meta = pair_meta)]
+    fn lora_pair(
+        p1: FloatTensor<Self>,
+        q1: FloatTensor<Self>,
+        p2: FloatTensor<Self>,
+        q2: FloatTensor<Self>,
+        first: Product,
+        second: Product,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
     /// See [`adapted`].
     #[fusion(default)]
     fn adapted(
@@ -319,6 +509,10 @@ pub trait AdaptedOps: Backend {
         b: FloatTensor<Self>,
         adapter: Adapter,
     ) -> FloatTensor<Self> {
+        if a.shape().dims::<2>()[1] <= MAX_ROWS_RANK {
+            // One launch: y + u·B (and u).
+            return Self::lora_rows_add(x, a, b, y, adapter.down(), Product::plain(1.0)).0;
+        }
         let u = Self::lora_product(x, a, adapter.down()); // [N, r]
         Self::lora_product_add(u, b, y, Product::plain(1.0)) // [N, d_out]
     }
@@ -349,9 +543,76 @@ fn flex_product(
     FlexTensor::from_data(TensorData::new(product(&p, &q, acc.as_deref(), &info), out))
 }
 
+/// A flat `[first | second]` twin output as two flex tensors.
+fn flex_split(flat: Vec<f32>, shapes: (Shape, Shape)) -> (FlexTensor, FlexTensor) {
+    let (one, two) = shapes;
+    let mut first = flat;
+    let second = first.split_off(one.num_elements());
+    (
+        FlexTensor::from_data(TensorData::new(first, one)),
+        FlexTensor::from_data(TensorData::new(second, two)),
+    )
+}
+
+fn flex_rows(
+    p: FlexTensor,
+    f1: FlexTensor,
+    f2: FlexTensor,
+    acc: Option<FlexTensor>,
+    first: Product,
+    second: Product,
+) -> (FlexTensor, FlexTensor) {
+    let shapes = rows_shapes(&p.shape(), &f1.shape(), &f2.shape(), &first, &second);
+    let (p, ps) = flex_values(p);
+    let (f1, s1) = flex_values(f1);
+    let (f2, s2) = flex_values(f2);
+    let acc = acc.map(|a| flex_values(a).0);
+    let info = rows_info(ps, s1, s2, &first, &second, acc.is_some());
+    flex_split(rows(&p, &f1, &f2, acc.as_deref(), &info), shapes)
+}
+
 impl AdaptedOps for Flex {
     fn lora_product(p: FlexTensor, q: FlexTensor, spec: Product) -> FlexTensor {
         flex_product(p, q, None, spec)
+    }
+
+    fn lora_pair(
+        p1: FlexTensor,
+        q1: FlexTensor,
+        p2: FlexTensor,
+        q2: FlexTensor,
+        first: Product,
+        second: Product,
+    ) -> (FlexTensor, FlexTensor) {
+        let shapes = (
+            product_shape(&p1.shape(), &q1.shape(), &first),
+            product_shape(&p2.shape(), &q2.shape(), &second),
+        );
+        let ((p1, ps1), (q1, qs1)) = (flex_values(p1), flex_values(q1));
+        let ((p2, ps2), (q2, qs2)) = (flex_values(p2), flex_values(q2));
+        let info = pair_info((&first, ps1, qs1), (&second, ps2, qs2));
+        flex_split(pair(&p1, &q1, &p2, &q2, &info), shapes)
+    }
+
+    fn lora_rows(
+        p: FlexTensor,
+        f1: FlexTensor,
+        f2: FlexTensor,
+        first: Product,
+        second: Product,
+    ) -> (FlexTensor, FlexTensor) {
+        flex_rows(p, f1, f2, None, first, second)
+    }
+
+    fn lora_rows_add(
+        p: FlexTensor,
+        f1: FlexTensor,
+        f2: FlexTensor,
+        acc: FlexTensor,
+        first: Product,
+        second: Product,
+    ) -> (FlexTensor, FlexTensor) {
+        flex_rows(p, f1, f2, Some(acc), first, second)
     }
 
     fn lora_product_add(
@@ -399,6 +660,61 @@ impl<B: Backend + AdaptedOps, C: CheckpointStrategy> AdaptedOps for Autodiff<B, 
         ))
     }
 
+    fn lora_pair(
+        p1: FloatTensor<Self>,
+        q1: FloatTensor<Self>,
+        p2: FloatTensor<Self>,
+        q2: FloatTensor<Self>,
+        first: Product,
+        second: Product,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (c1, c2) = B::lora_pair(
+            Self::inner(p1),
+            Self::inner(q1),
+            Self::inner(p2),
+            Self::inner(q2),
+            first,
+            second,
+        );
+        (Self::from_inner(c1), Self::from_inner(c2))
+    }
+
+    fn lora_rows(
+        p: FloatTensor<Self>,
+        f1: FloatTensor<Self>,
+        f2: FloatTensor<Self>,
+        first: Product,
+        second: Product,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (c, u) = B::lora_rows(
+            Self::inner(p),
+            Self::inner(f1),
+            Self::inner(f2),
+            first,
+            second,
+        );
+        (Self::from_inner(c), Self::from_inner(u))
+    }
+
+    fn lora_rows_add(
+        p: FloatTensor<Self>,
+        f1: FloatTensor<Self>,
+        f2: FloatTensor<Self>,
+        acc: FloatTensor<Self>,
+        first: Product,
+        second: Product,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (c, u) = B::lora_rows_add(
+            Self::inner(p),
+            Self::inner(f1),
+            Self::inner(f2),
+            Self::inner(acc),
+            first,
+            second,
+        );
+        (Self::from_inner(c), Self::from_inner(u))
+    }
+
     fn adapted(
         y: FloatTensor<Self>,
         x: FloatTensor<Self>,
@@ -428,41 +744,60 @@ impl<B: Backend + AdaptedOps, C: CheckpointStrategy> AdaptedOps for Autodiff<B, 
                 } = ops.state;
                 let [y_node, x_node, a_node, b_node] = ops.parents;
                 let (s, dropout) = (adapter.factor(), adapter.dropout);
-                let du = (x_node.is_some() || a_node.is_some()).then(|| {
-                    // g·Bᵀ: [N, d_out]·[d_out, r]
-                    let spec = Product {
-                        q_t: true,
-                        ..Product::plain(1.0)
-                    };
-                    B::lora_product(g.clone(), b, spec) // [N, r]
-                });
-                if let Some(node) = b_node {
-                    // uᵀ·g: [r, N]·[N, d_out]
-                    let spec = Product {
-                        p_t: true,
-                        ..Product::plain(1.0)
-                    };
-                    grads.register::<B>(node.id, B::lora_product(u, g.clone(), spec));
+                // g·Bᵀ: [N, d_out]·[d_out, r]
+                let g_bt = Product {
+                    q_t: true,
+                    ..Product::plain(1.0)
+                };
+                // s·m ⊙ (du·Aᵀ): [N, r]·[r, d_in]
+                let du_at = Product {
+                    q_t: true,
+                    alpha: s,
+                    mask: dropout.map_or(Mask::None, Mask::Output),
+                    ..Product::plain(1.0)
+                };
+                let (du, dx) = if x_node.is_some() && a.shape().dims::<2>()[1] <= MAX_ROWS_RANK {
+                    // One launch for both.
+                    let (dx, du) = B::lora_rows(g.clone(), b.clone(), a.clone(), g_bt, du_at);
+                    (Some(du), Some(dx))
+                } else {
+                    let du = (x_node.is_some() || a_node.is_some())
+                        .then(|| B::lora_product(g.clone(), b.clone(), g_bt)); // [N, r]
+                    let dx = x_node
+                        .is_some()
+                        .then(|| B::lora_product(du.clone().expect("du"), a.clone(), du_at));
+                    (du, dx)
+                };
+                // uᵀ·g: [r, N]·[N, d_out]
+                let ut_g = Product {
+                    p_t: true,
+                    ..Product::plain(1.0)
+                };
+                // s·(m ⊙ x)ᵀ·du: [d_in, N]·[N, r]
+                let xt_du = Product {
+                    p_t: true,
+                    alpha: s,
+                    mask: dropout.map_or(Mask::None, Mask::Input),
+                    ..Product::plain(1.0)
+                };
+                match (a_node, b_node, du) {
+                    (Some(a_node), Some(b_node), Some(du)) => {
+                        // One launch for both.
+                        let (db, da) = B::lora_pair(u, g.clone(), x, du, ut_g, xt_du);
+                        grads.register::<B>(b_node.id, db);
+                        grads.register::<B>(a_node.id, da);
+                    }
+                    (a_node, b_node, du) => {
+                        if let Some(node) = b_node {
+                            grads.register::<B>(node.id, B::lora_product(u, g.clone(), ut_g));
+                        }
+                        if let (Some(node), Some(du)) = (a_node, du) {
+                            grads.register::<B>(node.id, B::lora_product(x, du, xt_du));
+                        }
+                    }
                 }
-                if let (Some(node), Some(du)) = (a_node, &du) {
-                    // s·(m ⊙ x)ᵀ·du: [d_in, N]·[N, r]
-                    let spec = Product {
-                        p_t: true,
-                        alpha: s,
-                        mask: dropout.map_or(Mask::None, Mask::Input),
-                        ..Product::plain(1.0)
-                    };
-                    grads.register::<B>(node.id, B::lora_product(x, du.clone(), spec));
-                }
-                if let (Some(node), Some(du)) = (x_node, du) {
-                    // s·m ⊙ (du·Aᵀ): [N, r]·[r, d_in]
-                    let spec = Product {
-                        q_t: true,
-                        alpha: s,
-                        mask: dropout.map_or(Mask::None, Mask::Output),
-                        ..Product::plain(1.0)
-                    };
-                    grads.register::<B>(node.id, B::lora_product(du, a, spec));
+                if let (Some(node), Some(dx)) = (x_node, dx) {
+                    grads.register::<B>(node.id, dx);
                 }
                 if let Some(node) = y_node {
                     grads.register::<B>(node.id, g);
@@ -480,8 +815,21 @@ impl<B: Backend + AdaptedOps, C: CheckpointStrategy> AdaptedOps for Autodiff<B, 
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let u = B::lora_product(x.clone(), a.clone(), adapter.down()); // [N, r]
-                let out = B::lora_product_add(u.clone(), b.clone(), y, Product::plain(1.0));
+                let (out, u) = if a.shape().dims::<2>()[1] <= MAX_ROWS_RANK {
+                    // One launch: y + u·B, and u.
+                    B::lora_rows_add(
+                        x.clone(),
+                        a.clone(),
+                        b.clone(),
+                        y,
+                        adapter.down(),
+                        Product::plain(1.0),
+                    )
+                } else {
+                    let u = B::lora_product(x.clone(), a.clone(), adapter.down()); // [N, r]
+                    let out = B::lora_product_add(u.clone(), b.clone(), y, Product::plain(1.0));
+                    (out, u)
+                };
                 prep.finish(
                     Saved {
                         x,

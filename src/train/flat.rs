@@ -8,8 +8,8 @@
 //! updates the parameters and both moments with a dozen whole-vector ops.
 //! Per factor that would be ~15 ops each for ~420 factors (the default model,
 //! seven targets): on WebGPU every op is a kernel launch, so the flat form
-//! turns ~6,000 launches into a few dozen plus one copy per factor for the
-//! join.
+//! turns ~6,000 launches into a few dozen, plus one launch per six factors
+//! for the join on a GPU (`train::join`).
 //!
 //! The arithmetic is burn's `AdamW` op for op (decoupled weight decay,
 //! bias-corrected moments, `ε` outside the square root, as PyTorch's
@@ -63,8 +63,9 @@ impl Layout {
         for (t, shape) in tensors.iter().zip(&self.shapes) {
             assert_eq!(&t.dims(), shape, "each factor in its shape");
         }
+        let device = tensors.first().expect("at least one factor").device();
         let flat: Vec<Tensor<1>> = tensors.into_iter().map(|t| t.reshape([-1])).collect();
-        Tensor::cat(flat, 0) // [P]
+        super::join::join(flat, self.len, &device) // [P]
     }
 
     /// The factors of `flat` `[P]`, each a slice of it.

@@ -10,6 +10,7 @@
 pub mod backward;
 pub mod batch;
 pub mod flat;
+pub mod join;
 pub mod memory;
 pub mod schedule;
 pub mod session;

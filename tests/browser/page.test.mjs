@@ -110,18 +110,19 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     writeFileSync(join(OUT, 'kernel-checks.json'), JSON.stringify({ checks, launched }, null, 1));
     console.log('kernels against their twins:', JSON.stringify(checks), 'launched:', JSON.stringify(launched));
     // Each case ran our kernel, not a fallback: 5 expansions and a lookup, 5 few-rows products,
-    // 7 of LoRA's products, 3 attentions forward and backward (6 and 12 checks: each output apart),
-    // 3 RoPEs, 2 RMSNorms forward and backward, SwiGLU once forward and twice backward (5 checks).
-    assert.ok(launched.dequantize_blocks >= 6 && launched.matmul_blocks_few >= 5 && launched.lora_product >= 7
+    // 7 of LoRA's products, 2 pairs and 3 of its row kernel (4 and 6 checks: each output apart), 3 attentions forward and backward (6 and 12 checks: each output apart),
+    // 3 RoPEs, 2 RMSNorms forward and backward, SwiGLU once forward and twice backward (5 checks),
+    // and a join of 14 gradients in 3 launches (exact).
+    assert.ok(launched.dequantize_blocks >= 6 && launched.matmul_blocks_few >= 5 && launched.lora_product >= 7 && launched.lora_rows >= 3 && launched.lora_pair >= 2
       && launched.attention_forward >= 3 && launched.attention_backward_dq >= 3 && launched.attention_backward_dkv >= 3
       && launched.rope >= 3 && launched.rms_norm_forward >= 2 && launched.rms_norm_backward >= 2
-      && launched.swiglu_forward >= 1 && launched.swiglu_backward >= 2,
+      && launched.swiglu_forward >= 1 && launched.swiglu_backward >= 2 && launched.join >= 3,
       JSON.stringify(launched));
-    assert.equal(checks.length, 48, JSON.stringify(checks));
+    assert.equal(checks.length, 59, JSON.stringify(checks));
     for (const c of checks) {
       const what = JSON.stringify(c);
       assert.ok(c.values > 0 && c.non_finite === 0 && Number.isFinite(c.max_relative), what);
-      if (/^dequantize_blocks Q(8|4)_0/.test(c.case)) assert.equal(c.differing, 0, what);
+      if (/^(dequantize_blocks Q(8|4)_0|join)/.test(c.case)) assert.equal(c.differing, 0, what);
       else if (c.case.startsWith('dequantize_blocks')) assert.ok(c.max_relative <= 1e-6, what);
       else assert.ok(c.max_relative <= 1e-5, what);
     }
