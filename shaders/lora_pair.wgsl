@@ -18,9 +18,10 @@
 // The Rust twin is `pair` in src/model/adapted.rs (c1's values then c2's);
 // tests compare the two.
 
-// Every binding is read_write although only `c1` and `c2` are written: natively cubecl
-// hands out tensors as slices of shared buffers, and one buffer bound
-// read-only and read-write in one dispatch is a validation error.
+// Every binding is read_write although only `c1` and `c2` are written:
+// natively cubecl hands out tensors as slices of shared buffers, and one
+// buffer bound read-only and read-write in one dispatch is a validation
+// error.
 @group(0) @binding(0) var<storage, read_write> p1: array<f32>;
 @group(0) @binding(1) var<storage, read_write> q1: array<f32>;
 @group(0) @binding(2) var<storage, read_write> p2: array<f32>;

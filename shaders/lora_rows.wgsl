@@ -26,9 +26,10 @@
 // `product`, stage 1 summed in order; c's values then u's); tests compare
 // the two.
 
-// Every binding is read_write although only `c` and `u` are written: natively cubecl
-// hands out tensors as slices of shared buffers, and one buffer bound
-// read-only and read-write in one dispatch is a validation error.
+// Every binding is read_write although only `c` and `u` are written:
+// natively cubecl hands out tensors as slices of shared buffers, and one
+// buffer bound read-only and read-write in one dispatch is a validation
+// error.
 @group(0) @binding(0) var<storage, read_write> p: array<f32>;
 @group(0) @binding(1) var<storage, read_write> f1: array<f32>;
 @group(0) @binding(2) var<storage, read_write> f2: array<f32>;

@@ -1,5 +1,5 @@
 // swiglu_backward: both gradients of swiglu_forward.wgsl's
-// y = g * sigmoid(g) * u for the output's gradient dy (src/cpu/swiglu.rs,
+// y = g * sigmoid(g) * u for the output's gradient dy (src/model/swiglu.rs,
 // launched by src/gpu/swiglu.rs):
 //
 //     du = dy * g * s,     dg = dy * u * s * (1 + g * (1 - s)),     s = sigmoid(g)
@@ -9,7 +9,7 @@
 // workgroups, so the index is x + y * (workgroups along x) * 64.
 //
 // info (u32): values (N·F).
-// The Rust twin is the CPU's operation in src/cpu/swiglu.rs; tests compare
+// The Rust twin is the CPU's operation in src/model/swiglu.rs; tests compare
 // the two.
 
 // Every binding is read_write although only `grads` is written: natively

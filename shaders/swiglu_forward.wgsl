@@ -1,5 +1,5 @@
 // swiglu_forward: SwiGLU's y = silu(g) * u = g * sigmoid(g) * u, element-
-// wise over the gate and up projections g, u [N, F] (src/cpu/swiglu.rs,
+// wise over the gate and up projections g, u [N, F] (src/model/swiglu.rs,
 // launched by src/gpu/swiglu.rs).
 //
 // The sigmoid is taken on the side where exp cannot overflow. One invocation
@@ -7,7 +7,7 @@
 // workgroups, so the index is x + y * (workgroups along x) * 64.
 //
 // info (u32): values (N·F).
-// The Rust twin is the CPU's operation in src/cpu/swiglu.rs; tests compare
+// The Rust twin is the CPU's operation in src/model/swiglu.rs; tests compare
 // the two.
 
 // Every binding is read_write although only `y` is written: natively cubecl

@@ -345,7 +345,11 @@ fn nll_and_grads(
     for i in 0..m.weights.layers.len() {
         x = m.block(i, x, &span, None, Some(&tracked), mode);
     }
-    let nll = m.nll_sum(m.final_norm(x), &batch.trained_positions, &batch.targets);
+    let nll = m.nll_sum(
+        m.final_norm(x, &span),
+        &batch.trained_positions,
+        &batch.targets,
+    );
     let g = nll.clone().backward();
     let grads = tracked
         .named_tensors()

@@ -10,7 +10,8 @@ mod common;
 
 use burn::tensor::{Distribution, Tensor, TensorData};
 use common::{assert_close, device, scale, to_vec};
-use tabtune::cpu::{lora, swiglu, xent};
+use tabtune::cpu::{lora, xent};
+use tabtune::model::swiglu;
 
 /// `[rows, cols]` uniform in `±range`, on the CPU (so each op takes its
 /// own path, not the twin's).

@@ -1,13 +1,10 @@
 //! The flat optimizer (every factor in one vector, one AdamW update and one
 //! global-norm clip) against burn's own AdamW run factor by factor, the path
 //! the trainer took before. PyTorch's AdamW is checked in `lora_parity.rs`.
-//! The GPU's join of the gradients (`train::join`, `shaders/join.wgsl`):
-//! valid WGSL, and the operation (its twin on the CPU) equals `cat`.
 
 use burn::optim::{AdamWConfig as BurnAdamW, AdamWState, Optimizer};
 use burn::tensor::{Device, Distribution, Tensor};
 use tabtune::train::flat::{AdamWConfig, FlatAdamW, Layout};
-use tabtune::train::join::{PARTS, join_in_runs};
 
 /// Large enough that where ε enters the update shows.
 const EPS: f32 = 1e-3;
@@ -126,35 +123,4 @@ fn split_returns_each_factor_joined() {
         assert_eq!(a.dims(), b.dims());
         assert_eq!(values(a), values(b));
     }
-}
-
-#[test]
-fn the_join_kernel_is_valid_wgsl_with_workgroups_of_64() {
-    let source = tabtune::gpu::JOIN;
-    let module = naga::front::wgsl::parse_str(source)
-        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(source)));
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{e:?}"));
-    let entry = &module.entry_points[0];
-    assert_eq!(entry.name, "join");
-    assert_eq!(entry.workgroup_size, [64, 1, 1]);
-}
-
-#[test]
-fn the_join_operation_in_runs_of_six_equals_cat() {
-    // Two full runs and a partial one, an empty part among them.
-    let lens = [96, 160, 0, 7, 160, 96, 15, 1, 96, 160, 33, 2, 5];
-    assert!(lens.len() > 2 * PARTS);
-    let parts: Vec<Tensor<1>> = lens
-        .iter()
-        .map(|&n| Tensor::<1>::random([n], Distribution::Default, &device()))
-        .collect();
-    let total = lens.iter().sum();
-    let got = join_in_runs(parts.clone(), total, &device());
-    let want = Tensor::cat(parts, 0);
-    assert_eq!(values(got.unsqueeze()), values(want.unsqueeze()));
 }

@@ -30,6 +30,29 @@ fn appending_chunks_to_the_cache_matches_one_full_pass() {
     assert_close("single token", &c, &full[8 * d..], 1e-5);
 }
 
+#[test]
+fn appending_chunks_the_gpus_way_matches_one_full_pass_the_cpus_way() {
+    // RoPE, RMSNorm and attention as the GPU's nodes (over their twins
+    // here): the prefill through our attention, filling the cache; the
+    // later chunks through burn's attention with the rotated cached keys.
+    let m = tiny_hf("tiny_llama").model;
+    let seq: Vec<i64> = vec![5, 17, 33, 2, 90, 41, 8, 64, 12];
+    let d = m.config.hidden_size;
+    let full = to_vec(m.hidden(ids(&seq), None, Mode::Eval)); // [9, d]
+    let mut cache = KvCache::default();
+    let mut chunk = |part: &[i64]| {
+        let span = m.span(1, part.len(), cache.len()).with_gpu_ops();
+        to_vec(m.hidden_in(ids(part), &span, Some(&mut cache), None, Mode::Eval))
+    };
+    let a = chunk(&seq[..5]);
+    let b = chunk(&seq[5..8]); // masked chunk
+    let c = chunk(&seq[8..]); // one token
+    assert_eq!(cache.len(), 9);
+    assert_close("prefill", &a, &full[..5 * d], 1e-5);
+    assert_close("chunk of 3", &b, &full[5 * d..8 * d], 1e-5);
+    assert_close("single token", &c, &full[8 * d..], 1e-5);
+}
+
 /// The decode loop, blocked on.
 fn generate(
     m: &Llama,

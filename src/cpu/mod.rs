@@ -8,12 +8,12 @@
 //! does the same arithmetic in one pass split over the cores, on plain f32
 //! slices, and has the composed burn ops it replaces as its reference twin
 //! (they stay the path on a GPU, where kernel fusion merges them). The
-//! tests compare the two.
+//! tests compare the two. SwiGLU's one pass (`model::swiglu`) is shared
+//! with the GPU, where it is a kernel of ours.
 
 pub mod gemm;
 pub mod lora;
 pub mod par;
-pub mod swiglu;
 pub mod xent;
 
 use std::borrow::Cow;
@@ -22,7 +22,7 @@ use burn::backend::flex::FlexTensor;
 
 /// A flex tensor's f32 values in row-major order: borrowed when they are
 /// contiguous (a view at an offset included), copied into order otherwise.
-fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+pub(crate) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(

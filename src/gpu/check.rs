@@ -46,7 +46,6 @@ use half::f16;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use crate::cpu::swiglu;
 use crate::error::{Error, Result};
 use crate::io::dequant::GgmlType;
 use crate::io::quantize::quantize;
@@ -61,6 +60,7 @@ use crate::model::blocks::{
 use crate::model::norm::{self, rms_norm_backward, rms_norm_forward};
 use crate::model::packed::PackedWeight;
 use crate::model::rope::{self, rope_rotate};
+use crate::model::swiglu;
 use crate::readback::Readback;
 use crate::train::join::join_in_runs;
 

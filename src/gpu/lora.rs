@@ -5,8 +5,6 @@
 use burn::backend::TensorMetadata;
 use burn::tensor::DType;
 use burn_cubecl::CubeBackend;
-use burn_cubecl::cubecl::prelude::*;
-use burn_cubecl::cubecl::server::KernelArguments;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -174,26 +172,19 @@ fn launch_product(
         // Bound but never read: one binding may not alias another writable one.
         None => client.create_from_slice(&0f32.to_le_bytes()).binding(),
     };
-    let info: Vec<u8> = info.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let info = client.create_from_slice(&info);
-    let (x, y) = workgroups(shape.num_elements(), LORA_WORKGROUP);
-    // The kernel reads four buffers and writes `c`; cubecl has no compiled
-    // answer for a hand-written kernel, so a launch that fails is taken to
-    // have written all five.
-    client.launch(
-        Box::new(WgslKernel {
-            entry: LORA_ENTRY,
-            workgroup: LORA_WORKGROUP,
-            format: None,
-            source: |_| LORA_PRODUCT.to_string(),
-        }),
-        CubeCount::Static(x, y, 1),
-        KernelArguments::new()
-            .with_buffer(p.handle.clone().binding())
-            .with_buffer(q.handle.clone().binding())
-            .with_buffer(acc)
-            .with_buffer(c.handle.clone().binding())
-            .with_buffer(info.binding()),
-    );
+    let kernel = WgslKernel {
+        entry: LORA_ENTRY,
+        workgroup: LORA_WORKGROUP,
+        format: None,
+        source: |_| LORA_PRODUCT.to_string(),
+    };
+    let buffers = vec![
+        p.handle.clone().binding(),
+        q.handle.clone().binding(),
+        acc,
+        c.handle.clone().binding(),
+    ];
+    let groups = workgroups(shape.num_elements(), LORA_WORKGROUP);
+    launch(kernel, groups, buffers, &info, &p);
     c
 }

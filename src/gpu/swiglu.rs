@@ -10,7 +10,7 @@ use burn_cubecl::tensor::CubeTensor;
 
 use super::kernel::{WgslKernel, launch, u32s};
 use super::{ELEMENTWISE_WORKGROUP, SWIGLU_BACKWARD, SWIGLU_FORWARD, workgroups};
-use crate::cpu::swiglu::SwigluOps;
+use crate::model::swiglu::SwigluOps;
 
 /// One invocation per value of `inputs[0]`: `kernel` reads `inputs` and
 /// writes a tensor of `shape`.

@@ -18,7 +18,9 @@
 //!   ⊙ x)ᵀ·du` `[d_in, r]` (sums over the rows, one invocation per value).
 //!
 //! Past rank [`MAX_ROWS_RANK`] the row kernel's products are each a launch
-//! of `shaders/lora_product.wgsl` (two forward, three backward).
+//! of `shaders/lora_product.wgsl` (two forward; backward two of it and the
+//! pair), and so is `du` when `x` needs no gradient (the first block's
+//! inputs).
 //!
 //! `m` is dropout's keep mask scaled by `1/(1 − p)`. It is never stored: a
 //! hash of each value's index and a key decides it ([`Dropout`]), so the
@@ -276,8 +278,8 @@ fn pair_meta(
 
 /// `shaders/lora_rows.wgsl`'s `info`: stage 1's ([`Product::info`] of `p`
 /// and `f1`) then stage 2's (of `u` and `f2`). Panics on a mask the kernel
-/// does not take (stage 1 masks its input, stage 2 its output) or a rank
-/// past [`MAX_ROWS_RANK`].
+/// does not take (stage 1 masks its input, stage 2 its output), on `u`
+/// read transposed, or on a rank past [`MAX_ROWS_RANK`].
 pub fn rows_info(
     p: [usize; 2],
     f1: [usize; 2],
@@ -290,6 +292,8 @@ pub fn rows_info(
         !matches!(first.mask, Mask::Output(_)) && !matches!(second.mask, Mask::Input(_)),
         "lora_rows masks stage 1's input and stage 2's output only"
     );
+    // Stage 2 reads u from workgroup memory, a row at a time.
+    assert!(!second.p_t, "lora_rows' stage 2 reads u untransposed");
     let one = first.info(p, f1, false);
     let (m, r) = (one[0] as usize, one[1] as usize);
     assert!(

@@ -12,13 +12,13 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 
 use crate::cpu::lora::lora_delta;
-use crate::cpu::swiglu::swiglu;
 use crate::lora::{LoraAdapters, LoraPair, Target};
 use crate::model::adapted::{Adapter, Dropout, adapted, dropout_key};
 use crate::model::attention::{Dims, causal_attention};
 use crate::model::config::LlamaConfig;
 use crate::model::norm;
 use crate::model::rope::rope;
+use crate::model::swiglu::swiglu;
 use crate::model::weights::LlamaWeights;
 
 /// A loaded model: configuration plus frozen weights on a device.
@@ -227,18 +227,32 @@ impl Llama {
     pub fn hidden_cached(
         &self,
         ids: Tensor<2, Int>,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         lora: Option<&LoraAdapters>,
         mode: Mode,
     ) -> Tensor<2> {
         let [b, t] = ids.dims();
         let start = cache.as_ref().map_or(0, |c| c.len());
         let span = self.span(b, t, start);
-        let mut x = self.embed(ids);
+        self.hidden_in(ids, &span, cache, lora, mode)
+    }
+
+    /// As [`Llama::hidden_cached`] with `span` given (it must be this
+    /// model's span for `ids` after `cache`'s positions; the tests run the
+    /// GPU's way on the CPU with [`Span::with_gpu_ops`]).
+    pub fn hidden_in(
+        &self,
+        ids: Tensor<2, Int>,
+        span: &Span,
+        mut cache: Option<&mut KvCache>,
+        lora: Option<&LoraAdapters>,
+        mode: Mode,
+    ) -> Tensor<2> {
+        let mut x = self.embed(ids); // [B·T, d]
         for i in 0..self.weights.layers.len() {
-            x = self.block(i, x, &span, cache.as_deref_mut(), lora, mode);
+            x = self.block(i, x, span, cache.as_deref_mut(), lora, mode);
         }
-        self.final_norm(x)
+        self.final_norm(x, span)
     }
 
     /// What every block of one forward shares: `b` sequences of `t` new
@@ -273,10 +287,10 @@ impl Llama {
         self.weights.embed.lookup(ids)
     }
 
-    /// The final RMSNorm of the last block's output `[N, d]`.
-    pub fn final_norm(&self, x: Tensor<2>) -> Tensor<2> {
-        let gpu = !crate::model::is_cpu(&self.device);
-        rms_norm(x, &self.weights.norm, self.config.rms_norm_eps, gpu)
+    /// The final RMSNorm of the last block's output `[N, d]` (the GPU's
+    /// way when `span`'s).
+    pub fn final_norm(&self, x: Tensor<2>, span: &Span) -> Tensor<2> {
+        rms_norm(x, &self.weights.norm, self.config.rms_norm_eps, span.gpu)
     }
 
     /// Block `i` on its input `x: [B·T, d]`, giving its output `[B·T, d]`;
@@ -301,8 +315,8 @@ impl Llama {
         let v = self.project(&xn, i, Target::V, span, lora, mode); // [N, KV·hd]
         let att = if span.gpu {
             // Our nodes on the projections as they lie.
-            let q = rope(q, span.cos.clone(), span.sin.clone());
-            let k = rope(k, span.cos.clone(), span.sin.clone());
+            let q = rope(q, span.cos.clone(), span.sin.clone()); // [N, H·hd]
+            let k = rope(k, span.cos.clone(), span.sin.clone()); // [N, KV·hd]
             let bthd = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]); // [B, T, n, hd]
             let (q, k, v) = (bthd(q, h), bthd(k, kv), bthd(v, kv));
             if span.start == 0 && Dims::of(&q.shape(), &k.shape()).supported() {
@@ -310,7 +324,7 @@ impl Llama {
                 if let Some(cache) = cache {
                     cache.extend(i, k.clone().swap_dims(1, 2), v.clone().swap_dims(1, 2));
                 }
-                causal_attention(q, k, v).reshape([b * t, h * hd])
+                causal_attention(q, k, v).reshape([b * t, h * hd]) // [N, H·hd]
             } else {
                 let heads = |y: Tensor<4>| y.swap_dims(1, 2); // [B, n, T, hd]
                 self.attention(heads(q), heads(k), heads(v), i, span, cache)

@@ -15,6 +15,7 @@ pub mod norm;
 pub mod packed;
 pub mod quantized;
 pub mod rope;
+pub mod swiglu;
 pub mod weights;
 
 pub use config::LlamaConfig;

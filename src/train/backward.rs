@@ -77,7 +77,7 @@ pub fn gradients(
         let span = model.span(b, t, 0).with_dropout_seed(mix(seed ^ m as u64));
         let loss = |hidden: Tensor<2>| {
             model.nll_sum(
-                model.final_norm(hidden),
+                model.final_norm(hidden, &span),
                 &batch.trained_positions,
                 &batch.targets,
             ) // [1]

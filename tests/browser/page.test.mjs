@@ -174,10 +174,12 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, dropout: 0, seed: 42 });
     const packedLosses = await trainToTheEnd(page, consoleLines, 2);
     const kernels = await page.evaluate(() => window.tabtune.lastKernels());
-    // The packed base expanded by our kernel; the adapters and attention run as kernels of ours.
-    assert.ok((kernels.dequantize_blocks || 0) > 0 && (kernels.lora_product || 0) > 0
-      && (kernels.attention_forward || 0) > 0 && (kernels.attention_backward_dkv || 0) > 0,
-      `the step's kernels: ${JSON.stringify(kernels)}`);
+    // The packed base expanded by our kernel; the adapters, attention, RoPE, RMSNorm, SwiGLU and
+    // the gradients' join run as kernels of ours.
+    const ours = ['dequantize_blocks', 'lora_rows', 'lora_pair', 'attention_forward', 'attention_backward_dq',
+      'attention_backward_dkv', 'rope', 'rms_norm_forward', 'rms_norm_backward', 'swiglu_forward',
+      'swiglu_backward', 'join'];
+    assert.ok(ours.every((k) => (kernels[k] || 0) > 0), `the step's kernels: ${JSON.stringify(kernels)}`);
     // Decoding multiplies one row at a time by the packed weights where they lie.
     const packedText = await generate(page, consoleLines, 4);
     assert.ok(packedText.base.length > 0 && packedText.tuned.length > 0, JSON.stringify(packedText));

@@ -6,7 +6,7 @@
 //! forward is one pass and the backward one pass giving both gradients,
 //! split over the cores on the CPU and one launch each of
 //! `shaders/swiglu_forward.wgsl` and `swiglu_backward.wgsl` on a GPU
-//! (`crate::gpu`):
+//! (`crate::gpu`), the CPU's pass split with `crate::cpu::par`:
 //!
 //! - `y = g·σ(g)·u`
 //! - `du = dy·g·σ(g)`, `dg = dy·u·σ(g)·(1 + g·(1 − σ(g)))`.
