@@ -13,7 +13,9 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{assert_relative, device, lora_config, small_data, tiny_hf, to_vec};
+use common::{
+    assert_relative, assert_valid_wgsl, device, lora_config, small_data, tiny_hf, to_vec,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tabtune::gpu::{LORA_ENTRY, LORA_PAIR, LORA_PRODUCT, LORA_ROWS, LORA_WORKGROUP};
 use tabtune::lora::LoraAdapters;
@@ -49,33 +51,13 @@ fn naive(p: &[f32], q: &[f32], m: usize, j: usize, k: usize) -> Vec<f32> {
 
 #[test]
 fn the_lora_product_kernel_is_valid_wgsl_with_its_declared_workgroup() {
-    let module = naga::front::wgsl::parse_str(LORA_PRODUCT)
-        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(LORA_PRODUCT)));
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{e:?}"));
-    let entry = &module.entry_points[0];
-    assert_eq!(entry.name, LORA_ENTRY);
-    assert_eq!(entry.workgroup_size, [LORA_WORKGROUP, 1, 1]);
+    assert_valid_wgsl("lora_product", LORA_PRODUCT, LORA_ENTRY, LORA_WORKGROUP);
 }
 
 #[test]
 fn the_lora_rows_and_lora_pair_kernels_are_valid_wgsl_with_workgroups_of_64() {
     for (name, source) in [("lora_rows", LORA_ROWS), ("lora_pair", LORA_PAIR)] {
-        let module = naga::front::wgsl::parse_str(source)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        let entry = &module.entry_points[0];
-        assert_eq!(entry.name, name);
-        assert_eq!(entry.workgroup_size, [64, 1, 1]);
+        assert_valid_wgsl(name, source, name, 64);
     }
 }
 

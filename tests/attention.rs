@@ -11,7 +11,7 @@ mod common;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, TensorData};
-use common::{assert_relative, device, to_vec};
+use common::{assert_relative, assert_valid_wgsl, device, to_vec};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tabtune::gpu::{ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DQ, ATTENTION_FORWARD};
 use tabtune::model::attention::causal_attention;
@@ -50,17 +50,7 @@ fn the_attention_kernels_are_valid_wgsl_with_workgroups_of_64() {
         ("attention_backward_dq", ATTENTION_BACKWARD_DQ),
         ("attention_backward_dkv", ATTENTION_BACKWARD_DKV),
     ] {
-        let module = naga::front::wgsl::parse_str(source)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        let entry = &module.entry_points[0];
-        assert_eq!(entry.name, name);
-        assert_eq!(entry.workgroup_size, [64, 1, 1]);
+        assert_valid_wgsl(name, source, name, 64);
     }
 }
 

@@ -9,7 +9,7 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{assert_relative, device, to_vec};
+use common::{assert_relative, assert_valid_wgsl, device, to_vec};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tabtune::gpu::{RMS_NORM_BACKWARD, RMS_NORM_FORWARD, ROPE, SWIGLU_BACKWARD, SWIGLU_FORWARD};
 use tabtune::model::norm::rms_norm;
@@ -34,17 +34,7 @@ fn the_rope_rms_norm_and_swiglu_kernels_are_valid_wgsl_with_workgroups_of_64() {
         ("swiglu_forward", SWIGLU_FORWARD),
         ("swiglu_backward", SWIGLU_BACKWARD),
     ] {
-        let module = naga::front::wgsl::parse_str(source)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        let entry = &module.entry_points[0];
-        assert_eq!(entry.name, name);
-        assert_eq!(entry.workgroup_size, [64, 1, 1]);
+        assert_valid_wgsl(name, source, name, 64);
     }
 }
 

@@ -13,7 +13,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_relative, default_model, device, lora_config, loss_and_grads, to_vec};
+use common::{
+    assert_relative, assert_valid_wgsl, default_model, device, lora_config, loss_and_grads, to_vec,
+};
 use half::f16;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tabtune::gpu::{dequantize_source, few_source};
@@ -127,17 +129,7 @@ fn both_kernels_are_valid_wgsl_for_every_format() {
     for (source_of, name, size) in kernels {
         for format in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1] {
             let source = source_of(format);
-            let module = naga::front::wgsl::parse_str(&source)
-                .unwrap_or_else(|e| panic!("{name} {format:?}: {}", e.emit_to_string(&source)));
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::empty(),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name} {format:?}: {e:?}"));
-            let entry = &module.entry_points[0];
-            assert_eq!(entry.name, name);
-            assert_eq!(entry.workgroup_size, [size, 1, 1]);
+            assert_valid_wgsl(&format!("{name} {format:?}"), &source, name, size);
         }
     }
 }

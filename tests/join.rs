@@ -3,12 +3,11 @@
 //! operation (its twin on the CPU) in runs of six equals `cat`. The kernel
 //! itself is compared with the parts in the browser suite, on WebGPU.
 
-use burn::tensor::{Device, Distribution, Tensor};
-use tabtune::train::join::{PARTS, join_in_runs};
+mod common;
 
-fn device() -> Device {
-    Device::flex()
-}
+use burn::tensor::{Distribution, Tensor};
+use common::{assert_valid_wgsl, device};
+use tabtune::train::join::{PARTS, join_in_runs};
 
 fn values(t: Tensor<1>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().expect("f32 values")
@@ -16,18 +15,7 @@ fn values(t: Tensor<1>) -> Vec<f32> {
 
 #[test]
 fn the_join_kernel_is_valid_wgsl_with_workgroups_of_64() {
-    let source = tabtune::gpu::JOIN;
-    let module = naga::front::wgsl::parse_str(source)
-        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(source)));
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{e:?}"));
-    let entry = &module.entry_points[0];
-    assert_eq!(entry.name, "join");
-    assert_eq!(entry.workgroup_size, [64, 1, 1]);
+    assert_valid_wgsl("join", tabtune::gpu::JOIN, "join", 64);
 }
 
 #[test]

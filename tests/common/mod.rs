@@ -371,3 +371,21 @@ pub fn packed_types(
     }
     types
 }
+
+/// Panics (naming `what`) unless `source` is WGSL that naga parses and
+/// validates, whose first entry point is `entry` with workgroups of
+/// `size`. naga's uniformity analysis is not Chrome's: the browser suite
+/// compiles every kernel for real.
+pub fn assert_valid_wgsl(what: &str, source: &str, entry: &str, size: u32) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(source)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    let first = &module.entry_points[0];
+    assert_eq!(first.name, entry, "{what}");
+    assert_eq!(first.workgroup_size, [size, 1, 1], "{what}");
+}
