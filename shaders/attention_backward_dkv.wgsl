@@ -12,40 +12,40 @@
 //
 // with lse from the forward pass and D from attention_backward_dq.wgsl,
 // queries in tiles of 64, one per invocation. Writes dk and dv
-// [B, T, KV, hd] after dq in `grads` (dq, dk, dv, D).
+// [B, T, KV, hd].
 //
 // Key rows are numbered (b * T + j) * KV + g, as k lies; query i of head h
 // is row (b * T + i) * H + h of q, dO, lse and D.
 //
-// info (u32): rows of k (B·T·KV), H, KV, T, hd, scale's bits, where D
-// starts in `grads`, query rows (B·H·T).
+// info (u32): rows of k (B·T·KV), H, KV, T, hd, scale's bits.
 // The Rust twin is `backward` in src/model/attention.rs.
 
-// Every binding is read_write although only `grads` is written: natively
-// cubecl hands out tensors as slices of shared buffers, and one buffer bound
-// read-only and read-write in one dispatch is a validation error.
+// Every binding is read_write although only `dk` and `dv` are written:
+// natively cubecl hands out tensors as slices of shared buffers, and one
+// buffer bound read-only and read-write in one dispatch is a validation
+// error.
 @group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> fwd: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(4) var<storage, read_write> d_o: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grads: array<f32>;
-@group(0) @binding(6) var<storage, read_write> info: array<u32>;
+@group(0) @binding(5) var<storage, read_write> big_d: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(8) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 const LANES: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
 
-var<workgroup> shape: array<u32, 8>;
 var<workgroup> ks: array<f32, MAX_HEAD_DIM>;
 var<workgroup> vs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> ps: array<f32, 64>;
 var<workgroup> dss: array<f32, 64>;
-
-// info[i], the same in every invocation (a storage read is not uniform to
-// WGSL's analysis; a workgroup value read this way is).
-fn uniform_info(i: u32) -> u32 {
-    return workgroupUniformLoad(&shape[i]);
-}
 
 @compute @workgroup_size(64)
 fn attention_backward_dkv(
@@ -53,17 +53,12 @@ fn attention_backward_dkv(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    if (t < 8u) {
-        shape[t] = info[t];
-    }
-    let rows = uniform_info(0u);
-    let heads = uniform_info(1u);
-    let kv_heads = uniform_info(2u);
-    let len = uniform_info(3u);
-    let hd = shape[4];
-    let scale = bitcast<f32>(shape[5]);
-    let d_start = shape[6];
-    let q_rows = shape[7];
+    let rows = word(0u);
+    let heads = word(1u);
+    let kv_heads = word(2u);
+    let len = word(3u);
+    let hd = word(4u);
+    let scale = bitcast<f32>(word(5u));
     let row = wid.x + wid.y * groups.x; // (b * T + j) * KV + g
     if (row >= rows) {
         return;
@@ -78,8 +73,8 @@ fn attention_backward_dkv(
         vs[d] = v[row * hd + d];
     }
     workgroupBarrier();
-    var dk = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    var dv = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var dk_acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var dv_acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var h = g * group; h < (g + 1u) * group; h = h + 1u) {
         // Query i of head h is row (b * T + i) * H + h = q_base + i * H.
         let q_base = b * len * heads + h;
@@ -95,8 +90,8 @@ fn attention_backward_dkv(
                     s = s + q[qr * hd + d] * ks[d];
                     dp = dp + d_o[qr * hd + d] * vs[d];
                 }
-                p = exp(scale * s - fwd[q_rows * hd + qr]);
-                ds = p * (dp - grads[d_start + qr]);
+                p = exp(scale * s - lse[qr]);
+                ds = p * (dp - big_d[qr]);
             }
             ps[t] = p;
             dss[t] = ds;
@@ -105,26 +100,25 @@ fn attention_backward_dkv(
             for (var c = 0u; c < 4u; c = c + 1u) {
                 let d = t + c * LANES;
                 if (d < hd) {
-                    var a = dv[c];
-                    var e = dk[c];
+                    var a = dv_acc[c];
+                    var e = dk_acc[c];
                     for (var ii = 0u; ii < count; ii = ii + 1u) {
                         let qr = q_base + (tile + ii) * heads;
                         a = a + ps[ii] * d_o[qr * hd + d];
                         e = e + dss[ii] * q[qr * hd + d];
                     }
-                    dv[c] = a;
-                    dk[c] = e;
+                    dv_acc[c] = a;
+                    dk_acc[c] = e;
                 }
             }
             workgroupBarrier();
         }
     }
-    let k_size = rows * hd;
     for (var c = 0u; c < 4u; c = c + 1u) {
         let d = t + c * LANES;
         if (d < hd) {
-            grads[q_rows * hd + row * hd + d] = scale * dk[c];
-            grads[q_rows * hd + k_size + row * hd + d] = dv[c];
+            dk[row * hd + d] = scale * dk_acc[c];
+            dv[row * hd + d] = dv_acc[c];
         }
     }
 }

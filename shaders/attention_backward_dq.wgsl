@@ -11,42 +11,42 @@
 //     dq_i  = scale * sum_j ds_ij * k_j
 //
 // (FlashAttention-2's backward, Dao 2023), keys in tiles of 64, one per
-// invocation. Writes dq [B, T, H, hd] at the start of `grads` and D [B, T, H]
-// after the three gradients (dq, dk, dv), where attention_backward_dkv.wgsl
-// reads it. `fwd` is the forward kernel's output: o, then lse.
+// invocation. Writes dq [B, T, H, hd] and D [B, T, H], which
+// attention_backward_dkv.wgsl reads. `o` and `lse` are the forward kernel's
+// outputs.
 //
 // Rows are numbered (b * T + i) * H + h, as q lies; key j of the group
 // lies at ((b * T + j) * KV + g) * hd.
 //
-// info (u32): rows (B·T·H), H, KV, T, hd, scale's bits, and where D starts
-// in `grads`.
+// info (u32): rows (B·T·H), H, KV, T, hd, scale's bits.
 // The Rust twin is `backward` in src/model/attention.rs.
 
-// Every binding is read_write although only `grads` is written: natively
-// cubecl hands out tensors as slices of shared buffers, and one buffer bound
-// read-only and read-write in one dispatch is a validation error.
+// Every binding is read_write although only `dq` and `big_d` are written:
+// natively cubecl hands out tensors as slices of shared buffers, and one
+// buffer bound read-only and read-write in one dispatch is a validation
+// error.
 @group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> fwd: array<f32>;
-@group(0) @binding(4) var<storage, read_write> d_o: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grads: array<f32>;
-@group(0) @binding(6) var<storage, read_write> info: array<u32>;
+@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(5) var<storage, read_write> d_o: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(7) var<storage, read_write> big_d: array<f32>;
+@group(0) @binding(8) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 const LANES: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
 
-var<workgroup> shape: array<u32, 7>;
 var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> dos: array<f32, MAX_HEAD_DIM>;
 var<workgroup> dss: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
-
-// info[i], the same in every invocation (a storage read is not uniform to
-// WGSL's analysis; a workgroup value read this way is).
-fn uniform_info(i: u32) -> u32 {
-    return workgroupUniformLoad(&shape[i]);
-}
 
 fn reduce_sum(t: u32, x: f32) -> f32 {
     red[t] = x;
@@ -68,16 +68,12 @@ fn attention_backward_dq(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    if (t < 7u) {
-        shape[t] = info[t];
-    }
-    let rows = uniform_info(0u);
-    let heads = uniform_info(1u);
-    let kv_heads = uniform_info(2u);
-    let len = uniform_info(3u);
-    let hd = shape[4];
-    let scale = bitcast<f32>(shape[5]);
-    let d_start = shape[6];
+    let rows = word(0u);
+    let heads = word(1u);
+    let kv_heads = word(2u);
+    let len = word(3u);
+    let hd = word(4u);
+    let scale = bitcast<f32>(word(5u));
     let row = wid.x + wid.y * groups.x;
     if (row >= rows) {
         return;
@@ -93,10 +89,10 @@ fn attention_backward_dq(
     for (var d = t; d < hd; d = d + LANES) {
         qs[d] = q[row * hd + d];
         dos[d] = d_o[row * hd + d];
-        partial = partial + d_o[row * hd + d] * fwd[row * hd + d];
+        partial = partial + d_o[row * hd + d] * o[row * hd + d];
     }
-    let big_d = reduce_sum(t, partial);
-    let lse = fwd[rows * hd + row];
+    let d_i = reduce_sum(t, partial);
+    let lse_i = lse[row];
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var tile = 0u; tile <= i; tile = tile + LANES) {
         let j = tile + t;
@@ -108,7 +104,7 @@ fn attention_backward_dq(
                 s = s + qs[d] * k[kv_base + j * stride + d];
                 dp = dp + dos[d] * v[kv_base + j * stride + d];
             }
-            ds = exp(scale * s - lse) * (dp - big_d);
+            ds = exp(scale * s - lse_i) * (dp - d_i);
         }
         dss[t] = ds;
         workgroupBarrier();
@@ -128,10 +124,10 @@ fn attention_backward_dq(
     for (var c = 0u; c < 4u; c = c + 1u) {
         let d = t + c * LANES;
         if (d < hd) {
-            grads[row * hd + d] = scale * acc[c];
+            dq[row * hd + d] = scale * acc[c];
         }
     }
     if (t == 0u) {
-        grads[d_start + row] = big_d;
+        big_d[row] = d_i;
     }
 }

@@ -12,9 +12,9 @@
 // softmax of Milakov and Gimelshein ("Online normalizer calculation for
 // softmax", 2018) as FlashAttention does: a running maximum m and sum l,
 // the partial output rescaled by exp(m_old - m_new) at each tile. Each
-// invocation keeps head_dim / 64 (at most 4) of the output's values. The
-// output buffer holds o [B, T, H, hd] followed by lse [B, T, H], which the
-// backward kernels read. The dispatch is 2-D when there are more than
+// invocation keeps head_dim / 64 (at most 4) of the output's values. It
+// writes o [B, T, H, hd] and lse [B, T, H], which the backward kernels
+// read, each to a buffer of its own. The dispatch is 2-D when there are more than
 // 65,535 rows.
 //
 // Rows are numbered (b * T + i) * H + h, as q lies. Key j of the group
@@ -23,30 +23,30 @@
 // info (u32): rows (B·T·H), H, KV, T, hd, scale's bits.
 // The Rust twin is `forward` in src/model/attention.rs.
 
-// Every binding is read_write although only `out` is written: natively
-// cubecl hands out tensors as slices of shared buffers, and one buffer bound
-// read-only and read-write in one dispatch is a validation error.
+// Every binding is read_write although only `o` and `lse` are written:
+// natively cubecl hands out tensors as slices of shared buffers, and one
+// buffer bound read-only and read-write in one dispatch is a validation
+// error.
 @group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read_write> info: array<u32>;
+@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(5) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 const LANES: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
 // Below any score: exp(NONE - m) is 0 for every finite m.
 const NONE: f32 = -3.0e38;
 
-var<workgroup> shape: array<u32, 6>;
 var<workgroup> qs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> ps: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
-
-// info[i], the same in every invocation (a storage read is not uniform to
-// WGSL's analysis; a workgroup value read this way is).
-fn uniform_info(i: u32) -> u32 {
-    return workgroupUniformLoad(&shape[i]);
-}
 
 fn reduce_max(t: u32, x: f32) -> f32 {
     red[t] = x;
@@ -82,15 +82,12 @@ fn attention_forward(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    if (t < 6u) {
-        shape[t] = info[t];
-    }
-    let rows = uniform_info(0u);
-    let heads = uniform_info(1u);
-    let kv_heads = uniform_info(2u);
-    let len = uniform_info(3u);
-    let hd = uniform_info(4u);
-    let scale = bitcast<f32>(shape[5]);
+    let rows = word(0u);
+    let heads = word(1u);
+    let kv_heads = word(2u);
+    let len = word(3u);
+    let hd = word(4u);
+    let scale = bitcast<f32>(word(5u));
     let row = wid.x + wid.y * groups.x;
     if (row >= rows) {
         return;
@@ -145,10 +142,10 @@ fn attention_forward(
     for (var c = 0u; c < 4u; c = c + 1u) {
         let d = t + c * LANES;
         if (d < hd) {
-            out[row * hd + d] = acc[c] / l;
+            o[row * hd + d] = acc[c] / l;
         }
     }
     if (t == 0u) {
-        out[rows * hd + row] = m + log(l);
+        lse[row] = m + log(l);
     }
 }

@@ -26,7 +26,12 @@
 @group(0) @binding(0) var<storage, read_write> words: array<u32>;
 @group(0) @binding(1) var<storage, read_write> params: array<f32>;
 @group(0) @binding(2) var<storage, read_write> values: array<f32>;
-@group(0) @binding(3) var<storage, read_write> info: array<u32>;
+@group(0) @binding(3) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 @compute @workgroup_size(256)
 fn dequantize_blocks(
@@ -34,7 +39,7 @@ fn dequantize_blocks(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let i = gid.x + gid.y * groups.x * 256u;
-    if (i >= info[0]) {
+    if (i >= word(0u)) {
         return;
     }
     let per_word = 32u / BITS;

@@ -7,9 +7,9 @@
 // flat[start + begin_i ..], begin_i the sum of the earlier parts' lengths.
 // A slot with length 0 is bound but never read. One invocation per value
 // of all six; the dispatch is 2-D when they need more than 65,535
-// workgroups, so the index is x + y * (workgroups along x) * 64. Six parts,
-// the flat vector and info are eight storage buffers: WebGPU's default
-// limit per shader stage.
+// workgroups, so the index is x + y * (workgroups along x) * 64. Six parts and
+// the flat vector are seven of the eight storage buffers WebGPU allows a
+// shader stage by default.
 //
 // info (u32): start, then each part's end in the run of six (end_0, ...,
 // end_5; end_5 is the count of values).
@@ -25,7 +25,12 @@
 @group(0) @binding(4) var<storage, read_write> p4: array<f32>;
 @group(0) @binding(5) var<storage, read_write> p5: array<f32>;
 @group(0) @binding(6) var<storage, read_write> flat: array<f32>;
-@group(0) @binding(7) var<storage, read_write> info: array<u32>;
+@group(0) @binding(7) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 @compute @workgroup_size(64)
 fn join(
@@ -33,22 +38,22 @@ fn join(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let e = gid.x + gid.y * groups.x * 64u;
-    if (e >= info[6]) {
+    if (e >= word(6u)) {
         return;
     }
     var v = 0.0;
-    if (e < info[1]) {
+    if (e < word(1u)) {
         v = p0[e];
-    } else if (e < info[2]) {
-        v = p1[e - info[1]];
-    } else if (e < info[3]) {
-        v = p2[e - info[2]];
-    } else if (e < info[4]) {
-        v = p3[e - info[3]];
-    } else if (e < info[5]) {
-        v = p4[e - info[4]];
+    } else if (e < word(2u)) {
+        v = p1[e - word(1u)];
+    } else if (e < word(3u)) {
+        v = p2[e - word(2u)];
+    } else if (e < word(4u)) {
+        v = p3[e - word(3u)];
+    } else if (e < word(5u)) {
+        v = p4[e - word(4u)];
     } else {
-        v = p5[e - info[5]];
+        v = p5[e - word(5u)];
     }
-    flat[info[0] + e] = v;
+    flat[word(0u) + e] = v;
 }

@@ -28,7 +28,12 @@
 @group(0) @binding(3) var<storage, read_write> q2: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c1: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c2: array<f32>;
-@group(0) @binding(6) var<storage, read_write> info: array<u32>;
+@group(0) @binding(6) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 fn pcg(v: u32) -> u32 {
     let state = v * 747796405u + 2891336453u;
@@ -45,9 +50,9 @@ fn lora_pair(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = info[0] * info[1];
+    let first = word(0u) * word(1u);
     let i = gid.x + gid.y * groups.x * 64u;
-    if (i >= first + info[12] * info[13]) {
+    if (i >= first + word(12u) * word(13u)) {
         return;
     }
     // The product's words start at w; its value is v.
@@ -57,17 +62,17 @@ fn lora_pair(
         w = 12u;
         v = i - first;
     }
-    let cols = info[w + 1u];
+    let cols = word(w + 1u);
     let m = v / cols;
     let k = v % cols;
-    let terms = info[w + 2u];
-    let p_m = info[w + 3u];
-    let p_j = info[w + 4u];
-    let q_j = info[w + 5u];
-    let q_k = info[w + 6u];
-    let mask = info[w + 7u];
-    let threshold = info[w + 8u];
-    let key = info[w + 9u];
+    let terms = word(w + 2u);
+    let p_m = word(w + 3u);
+    let p_j = word(w + 4u);
+    let q_j = word(w + 5u);
+    let q_k = word(w + 6u);
+    let mask = word(w + 7u);
+    let threshold = word(w + 8u);
+    let key = word(w + 9u);
     var sum = 0.0;
     for (var j = 0u; j < terms; j = j + 1u) {
         let pi = m * p_m + j * p_j;
@@ -81,7 +86,7 @@ fn lora_pair(
             sum = sum + p2[pi] * q2[qi];
         }
     }
-    var out = bitcast<f32>(info[w + 10u]) * sum;
+    var out = bitcast<f32>(word(w + 10u)) * sum;
     if (mask == 2u && !kept(v, threshold, key)) {
         out = 0.0;
     }

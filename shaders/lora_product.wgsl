@@ -36,7 +36,12 @@
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;
 @group(0) @binding(2) var<storage, read_write> acc: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read_write> info: array<u32>;
+@group(0) @binding(4) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 fn pcg(v: u32) -> u32 {
     let state = v * 747796405u + 2891336453u;
@@ -53,22 +58,22 @@ fn lora_product(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let rows = info[0];
-    let cols = info[1];
+    let rows = word(0u);
+    let cols = word(1u);
     let i = gid.x + gid.y * groups.x * 64u;
     if (i >= rows * cols) {
         return;
     }
     let m = i / cols;
     let k = i % cols;
-    let terms = info[2];
-    let p_m = info[3];
-    let p_j = info[4];
-    let q_j = info[5];
-    let q_k = info[6];
-    let mask = info[7];
-    let threshold = info[8];
-    let key = info[9];
+    let terms = word(2u);
+    let p_m = word(3u);
+    let p_j = word(4u);
+    let q_j = word(5u);
+    let q_k = word(6u);
+    let mask = word(7u);
+    let threshold = word(8u);
+    let key = word(9u);
     var sum = 0.0;
     for (var j = 0u; j < terms; j = j + 1u) {
         let pi = m * p_m + j * p_j;
@@ -77,11 +82,11 @@ fn lora_product(
         }
         sum = sum + p[pi] * q[j * q_j + k * q_k];
     }
-    var out = bitcast<f32>(info[10]) * sum;
+    var out = bitcast<f32>(word(10u)) * sum;
     if (mask == 2u && !kept(i, threshold, key)) {
         out = 0.0;
     }
-    if (info[11] == 1u) {
+    if (word(11u) == 1u) {
         out = acc[i] + out;
     }
     c[i] = out;

@@ -36,12 +36,16 @@
 @group(0) @binding(3) var<storage, read_write> acc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> u: array<f32>;
-@group(0) @binding(6) var<storage, read_write> info: array<u32>;
+@group(0) @binding(6) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 const LANES: u32 = 64u;
 const MAX_RANK: u32 = 256u;
 
-var<workgroup> shape: array<u32, 24>;
 var<workgroup> us: array<f32, MAX_RANK>;
 var<workgroup> red: array<f32, 64>;
 
@@ -75,46 +79,42 @@ fn lora_rows(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    if (t < 24u) {
-        shape[t] = info[t];
-    }
-    // Read as workgroup values, which WGSL's analysis holds uniform.
-    let rows = workgroupUniformLoad(&shape[0]);
-    let rank = workgroupUniformLoad(&shape[1]);
+    let rows = word(0u);
+    let rank = word(1u);
     let m = wid.x + wid.y * groups.x;
     if (m >= rows) {
         return;
     }
     // Stage 1: u[m, k] for each k < R.
-    let terms = shape[2];
+    let terms = word(2u);
     for (var k = 0u; k < rank; k = k + 1u) {
         var partial = 0.0;
         for (var j = t; j < terms; j = j + LANES) {
-            let pi = m * shape[3] + j * shape[4];
-            if (shape[7] == 1u && !kept(pi, shape[8], shape[9])) {
+            let pi = m * word(3u) + j * word(4u);
+            if (word(7u) == 1u && !kept(pi, word(8u), word(9u))) {
                 continue;
             }
-            partial = partial + p[pi] * f1[j * shape[5] + k * shape[6]];
+            partial = partial + p[pi] * f1[j * word(5u) + k * word(6u)];
         }
         let total = reduce_sum(t, partial);
         if (t == 0u) {
-            us[k] = bitcast<f32>(shape[10]) * total;
+            us[k] = bitcast<f32>(word(10u)) * total;
         }
     }
     workgroupBarrier();
     // Stage 2: c[m, :] from u[m, :].
-    let cols = shape[13];
+    let cols = word(13u);
     for (var col = t; col < cols; col = col + LANES) {
         var sum = 0.0;
         for (var k = 0u; k < rank; k = k + 1u) {
-            sum = sum + us[k] * f2[k * shape[17] + col * shape[18]];
+            sum = sum + us[k] * f2[k * word(17u) + col * word(18u)];
         }
         let i = m * cols + col;
-        var out = bitcast<f32>(shape[22]) * sum;
-        if (shape[19] == 2u && !kept(i, shape[20], shape[21])) {
+        var out = bitcast<f32>(word(22u)) * sum;
+        if (word(19u) == 2u && !kept(i, word(20u), word(21u))) {
             out = 0.0;
         }
-        if (shape[23] == 1u) {
+        if (word(23u) == 1u) {
             out = acc[i] + out;
         }
         c[i] = out;

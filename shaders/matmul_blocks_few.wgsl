@@ -28,7 +28,12 @@ const LANES: u32 = 64u;
 @group(0) @binding(1) var<storage, read_write> params: array<f32>;
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read_write> info: array<u32>;
+@group(0) @binding(4) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 var<workgroup> partial: array<f32, FEW * LANES>; // [FEW, LANES]
 
@@ -38,9 +43,9 @@ fn matmul_blocks_few(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let rows = info[0];
-    let cols = info[1];
-    let n = info[2];
+    let rows = word(0u);
+    let cols = word(1u);
+    let n = word(2u);
     let r = wg.x + wg.y * groups.x; // the same for the whole workgroup
     var acc: array<f32, FEW>; // zero-initialised
     if (r < rows) {

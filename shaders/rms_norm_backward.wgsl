@@ -20,11 +20,15 @@
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(4) var<storage, read_write> info: array<u32>;
+@group(0) @binding(4) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 const LANES: u32 = 64u;
 
-var<workgroup> shape: array<u32, 3>;
 var<workgroup> red: array<f32, 64>;
 
 fn reduce_sum(t: u32, v: f32) -> f32 {
@@ -47,13 +51,9 @@ fn rms_norm_backward(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    if (t < 3u) {
-        shape[t] = info[t];
-    }
-    // Read as workgroup values, which WGSL's analysis holds uniform.
-    let rows = workgroupUniformLoad(&shape[0]);
-    let d = shape[1];
-    let eps = bitcast<f32>(shape[2]);
+    let rows = word(0u);
+    let d = word(1u);
+    let eps = bitcast<f32>(word(2u));
     let row = wid.x + wid.y * groups.x;
     if (row >= rows) {
         return;

@@ -25,7 +25,12 @@
 @group(0) @binding(1) var<storage, read_write> cos_t: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sin_t: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read_write> info: array<u32>;
+@group(0) @binding(4) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 @compute @workgroup_size(64)
 fn rope(
@@ -33,12 +38,12 @@ fn rope(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let e = gid.x + gid.y * groups.x * 64u;
-    if (e >= info[0]) {
+    if (e >= word(0u)) {
         return;
     }
-    let width = info[1];
-    let hd = info[2];
-    let len = info[3];
+    let width = word(1u);
+    let hd = word(2u);
+    let len = word(3u);
     let half = hd / 2u;
     let c = e % width % hd;
     var p = c + half;
@@ -47,7 +52,7 @@ fn rope(
     }
     let table = (e / width % len) * hd;
     var s = sin_t[table + c];
-    if (info[4] == 1u) {
+    if (word(4u) == 1u) {
         s = sin_t[table + p];
     }
     y[e] = x[e] * cos_t[table + c] + x[e - c + p] * s;

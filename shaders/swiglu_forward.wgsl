@@ -16,7 +16,12 @@
 @group(0) @binding(0) var<storage, read_write> g: array<f32>;
 @group(0) @binding(1) var<storage, read_write> u: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> info: array<u32>;
+@group(0) @binding(3) var<uniform> info: array<vec4<u32>, 8>;
+
+// Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
+fn word(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
 
 fn sigmoid(x: f32) -> f32 {
     if (x >= 0.0) {
@@ -32,7 +37,7 @@ fn swiglu_forward(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let e = gid.x + gid.y * groups.x * 64u;
-    if (e >= info[0]) {
+    if (e >= word(0u)) {
         return;
     }
     let x = g[e];

@@ -12,7 +12,7 @@ use burn_cubecl::tensor::CubeTensor;
 
 use super::kernel::{WgslKernel, launch, u32s};
 use super::workgroups;
-use crate::model::attention::{AttentionOps, Dims, backward_shape, forward_shape};
+use crate::model::attention::{AttentionOps, Dims, rows_shape};
 use crate::model::blocks::BlockFormat;
 
 /// Invocations per workgroup (one workgroup per row) in the three kernels.
@@ -57,57 +57,53 @@ fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
 }
 
 impl AttentionOps for CubeBackend {
-    fn attention_forward(q: CubeTensor, k: CubeTensor, v: CubeTensor, scale: f32) -> CubeTensor {
+    fn attention_forward(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        scale: f32,
+    ) -> (CubeTensor, CubeTensor) {
         let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
         let d = dims(&q, &k, &v);
-        let out = empty(&q, forward_shape(&q.shape()));
+        let o = empty(&q, q.shape()); // [b, t, h, hd]
+        let lse = empty(&q, rows_shape(&q.shape())); // [b, t, h]
         let mut info = u32s(&[d.rows(), d.h, d.kv, d.t, d.hd]);
         info.push(scale.to_bits());
-        run(
-            FORWARD,
-            d.rows(),
-            vec![
-                q.handle.clone().binding(),
-                k.handle.clone().binding(),
-                v.handle.clone().binding(),
-                out.handle.clone().binding(),
-            ],
-            &info,
-            &q,
-        );
-        out
+        let buffers = [&q, &k, &v, &o, &lse].map(|t| t.handle.clone().binding());
+        run(FORWARD, d.rows(), buffers.into(), &info, &q);
+        (o, lse)
     }
 
     fn attention_backward(
         q: CubeTensor,
         k: CubeTensor,
         v: CubeTensor,
-        fwd: CubeTensor,
+        o: CubeTensor,
+        lse: CubeTensor,
         d_o: CubeTensor,
         scale: f32,
-    ) -> CubeTensor {
+    ) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
         let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
-        let (fwd, d_o) = (into_contiguous(fwd), into_contiguous(d_o));
+        let (o, lse, d_o) = (
+            into_contiguous(o),
+            into_contiguous(lse),
+            into_contiguous(d_o),
+        );
         let d = dims(&q, &k, &v);
-        let grads = empty(&q, backward_shape(&q.shape(), &k.shape()));
-        let d_start = d.q_len() + 2 * d.k_len();
-        let buffers = || {
-            vec![
-                q.handle.clone().binding(),
-                k.handle.clone().binding(),
-                v.handle.clone().binding(),
-                fwd.handle.clone().binding(),
-                d_o.handle.clone().binding(),
-                grads.handle.clone().binding(),
-            ]
-        };
+        let dq = empty(&q, q.shape()); // [b, t, h, hd]
+        let dk = empty(&q, k.shape()); // [b, t, kv, hd]
+        let dv = empty(&q, k.shape());
+        let big_d = empty(&q, rows_shape(&q.shape())); // [b, t, h]
         let scale = scale.to_bits() as usize;
-        // dq and D, then dk and dv (which read D).
-        let info = u32s(&[d.rows(), d.h, d.kv, d.t, d.hd, scale, d_start]);
-        run(BACKWARD_DQ, d.rows(), buffers(), &info, &q);
+        let info = u32s(&[d.rows(), d.h, d.kv, d.t, d.hd, scale]);
+        // dq and D, then dk and dv (which read D): eight tensors each.
+        let buffers = [&q, &k, &v, &o, &lse, &d_o, &dq, &big_d].map(|t| t.handle.clone().binding());
+        run(BACKWARD_DQ, d.rows(), buffers.into(), &info, &q);
         let k_rows = d.b * d.kv * d.t;
-        let info = u32s(&[k_rows, d.h, d.kv, d.t, d.hd, scale, d_start, d.rows()]);
-        run(BACKWARD_DKV, k_rows, buffers(), &info, &q);
-        grads
+        let info = u32s(&[k_rows, d.h, d.kv, d.t, d.hd, scale]);
+        let buffers =
+            [&q, &k, &v, &lse, &d_o, &big_d, &dk, &dv].map(|t| t.handle.clone().binding());
+        run(BACKWARD_DKV, k_rows, buffers.into(), &info, &q);
+        (dq, dk, dv, big_d)
     }
 }

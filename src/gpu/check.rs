@@ -385,13 +385,13 @@ async fn check_attention(device: &Device) -> Result<Vec<KernelCheck>> {
             Tensor::<4>::from_data(TensorData::new(x.to_vec(), [b, t, heads, hd]), device)
         };
         let what = format!("q [{b}, {t}, {h}, {hd}], k and v [{b}, {t}, {kv}, {hd}]");
-        let fwd = read_flat(attention_forward(
-            tensor(&q, h),
-            tensor(&k, kv),
-            tensor(&v, kv),
-            scale,
-        ))
-        .await?;
+        let (o, lse) = attention_forward(tensor(&q, h), tensor(&k, kv), tensor(&v, kv), scale);
+        // Read back in the twin's flat order.
+        let fwd = [
+            read_flat(o.reshape([-1])).await?,
+            read_flat(lse.reshape([-1])).await?,
+        ]
+        .concat();
         let want = attention::forward(&q, &k, &v, d, scale);
         let parts = [("o", d.q_len()), ("lse", d.rows())];
         checks.extend(compare_parts(
@@ -402,16 +402,22 @@ async fn check_attention(device: &Device) -> Result<Vec<KernelCheck>> {
             &parts,
         ));
         // The backward pass from the device's forward output, so only it differs.
-        let fwd_t = Tensor::<1>::from_data(TensorData::new(fwd.clone(), [fwd.len()]), device);
-        let got = read_flat(attention_backward(
+        let (o, lse) = fwd.split_at(d.q_len());
+        let o = tensor(o, h);
+        let lse = Tensor::<3>::from_data(TensorData::new(lse.to_vec(), [b, t, h]), device);
+        let (dq, dk, dv, big_d) = attention_backward(
             tensor(&q, h),
             tensor(&k, kv),
             tensor(&v, kv),
-            fwd_t,
+            (o, lse),
             tensor(&d_o, h),
             scale,
-        ))
-        .await?;
+        );
+        let mut got = Vec::with_capacity(d.q_len() + 2 * d.k_len() + d.rows());
+        for part in [dq, dk, dv] {
+            got.extend(read_flat(part.reshape([-1])).await?);
+        }
+        got.extend(read_flat(big_d.reshape([-1])).await?);
         let want = attention::backward(&q, &k, &v, &fwd, &d_o, d, scale);
         let parts = [
             ("dq", d.q_len()),

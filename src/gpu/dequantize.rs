@@ -5,13 +5,11 @@ use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::DType;
 use burn_cubecl::CubeBackend;
-use burn_cubecl::cubecl::prelude::*;
-use burn_cubecl::cubecl::server::KernelArguments;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::kernel::WgslKernel;
+use super::kernel::{WgslKernel, launch};
 use super::{DEQUANTIZE_ENTRY, DEQUANTIZE_WORKGROUP, dequantize_source, workgroups};
 use crate::model::blocks::{BlockFormat, BlockOps, FEW_ROWS, expanded_shape};
 
@@ -22,29 +20,31 @@ impl BlockOps for CubeBackend {
         let params = into_contiguous(params); // [rows, blocks × P] f32
         let shape = expanded_shape(&words.shape(), &format);
         let n = shape.num_elements();
-        let client = words.client.clone();
         // The kernel writes value i at i: a dense layout, whatever the runtime prefers.
-        let values =
-            empty_device_contiguous_dtype(client.clone(), words.device.clone(), shape, DType::F32);
+        let values = empty_device_contiguous_dtype(
+            words.client.clone(),
+            words.device.clone(),
+            shape,
+            DType::F32,
+        );
         let count = u32::try_from(n).expect("a matrix of fewer than 2^32 values");
-        let info = client.create_from_slice(&count.to_le_bytes());
-        let (x, y) = workgroups(n, DEQUANTIZE_WORKGROUP);
-        // The kernel reads three buffers and writes `values`; cubecl has no
-        // compiled answer for a hand-written kernel, so a launch that fails
-        // is taken to have written all four.
-        client.launch(
-            Box::new(WgslKernel {
-                entry: DEQUANTIZE_ENTRY,
-                workgroup: DEQUANTIZE_WORKGROUP,
-                format: Some(format),
-                source: |f| dequantize_source(f.expect("a block format")),
-            }),
-            CubeCount::Static(x, y, 1),
-            KernelArguments::new()
-                .with_buffer(words.handle.clone().binding())
-                .with_buffer(params.handle.clone().binding())
-                .with_buffer(values.handle.clone().binding())
-                .with_buffer(info.binding()),
+        let kernel = WgslKernel {
+            entry: DEQUANTIZE_ENTRY,
+            workgroup: DEQUANTIZE_WORKGROUP,
+            format: Some(format),
+            source: |f| dequantize_source(f.expect("a block format")),
+        };
+        let buffers = vec![
+            words.handle.clone().binding(),
+            params.handle.clone().binding(),
+            values.handle.clone().binding(),
+        ];
+        launch(
+            kernel,
+            workgroups(n, DEQUANTIZE_WORKGROUP),
+            buffers,
+            &[count],
+            &values,
         );
         values
     }

@@ -3,7 +3,7 @@
 
 use burn_cubecl::cubecl::ir::{UIntKind, metadata::Info, settings::Dim3};
 use burn_cubecl::cubecl::prelude::*;
-use burn_cubecl::cubecl::server::{BufferBinding, KernelArguments};
+use burn_cubecl::cubecl::server::{BufferBinding, KernelArguments, MetadataBindingInfo};
 use burn_cubecl::cubecl::{CubeKernel, PrecompiledSource};
 use burn_cubecl::tensor::CubeTensor;
 
@@ -68,8 +68,17 @@ pub(super) fn u32s(values: &[usize]) -> Vec<u32> {
         .collect()
 }
 
+/// The u32 words of `info` every kernel declares: `var<uniform> info:
+/// array<vec4<u32>, 8>` (a uniform array's stride is 16 bytes), read as
+/// `info[i / 4u][i % 4u]`.
+pub(crate) const INFO_WORDS: usize = 32;
+
 /// Launches `kernel` over `groups` workgroups `(x, y)` on `like`'s device,
-/// binding `buffers` in order and then `info`.
+/// binding `buffers` in order and then `info` as a uniform buffer (padded
+/// with zeros to [`INFO_WORDS`]). A uniform is not one of the 8 storage
+/// buffers WebGPU lets a kernel bind by default, its reads are uniform to
+/// WGSL's analysis, and cubecl keeps it in a cache of uniforms by content
+/// instead of allocating a buffer each launch.
 pub(super) fn launch(
     kernel: WgslKernel,
     groups: (u32, u32),
@@ -77,9 +86,20 @@ pub(super) fn launch(
     info: &[u32],
     like: &CubeTensor,
 ) {
-    let client = like.client.clone();
-    let info: Vec<u8> = info.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let info = client.create_from_slice(&info);
+    assert!(
+        info.len() <= INFO_WORDS,
+        "{} info words for `{}`",
+        info.len(),
+        kernel.entry
+    );
+    let mut words = [0u32; INFO_WORDS];
+    words[..info.len()].copy_from_slice(info);
+    // cubecl packs info in u64s: two u32s each, the first in the low half,
+    // which is where a little-endian u32 array reads it.
+    let packed: Vec<u64> = words
+        .chunks(2)
+        .map(|w| u64::from(w[0]) | (u64::from(w[1]) << 32))
+        .collect();
     let mut args = KernelArguments::new();
     for b in buffers {
         args = args.with_buffer(b);
@@ -87,9 +107,9 @@ pub(super) fn launch(
     // Our kernels write only their outputs; cubecl has no compiled answer
     // for a hand-written kernel, so a launch that fails is taken to have
     // written every buffer.
-    client.launch(
+    like.client.launch(
         Box::new(kernel),
         CubeCount::Static(groups.0, groups.1, 1),
-        args.with_buffer(info.binding()),
+        args.with_info(MetadataBindingInfo::custom(packed)),
     );
 }

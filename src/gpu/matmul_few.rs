@@ -3,12 +3,10 @@
 
 use burn::backend::TensorMetadata;
 use burn::tensor::{DType, Shape};
-use burn_cubecl::cubecl::prelude::*;
-use burn_cubecl::cubecl::server::KernelArguments;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::kernel::WgslKernel;
+use super::kernel::{WgslKernel, launch, u32s};
 use super::{FEW_ENTRY, FEW_LANES, few_source, workgroups};
 use crate::model::blocks::{BlockFormat, FEW_ROWS};
 
@@ -37,40 +35,30 @@ pub fn matmul_few(
         (x.dtype, words.dtype, params.dtype),
         (DType::F32, DType::U32, DType::F32)
     );
-    let client = x.client.clone();
     let y = empty_device_contiguous_dtype(
-        client.clone(),
+        x.client.clone(),
         x.device.clone(),
         Shape::new([n, rows]),
         DType::F32,
     );
-    let info: Vec<u8> = [rows, cols, n]
-        .iter()
-        .flat_map(|&v| {
-            u32::try_from(v)
-                .expect("a matrix of fewer than 2^32 rows")
-                .to_le_bytes()
-        })
-        .collect();
-    let info = client.create_from_slice(&info);
-    let (gx, gy) = workgroups(rows, 1);
-    // The kernel reads its buffers and writes only `y`; cubecl has no
-    // compiled answer for a hand-written kernel, so a launch that fails is
-    // taken to have written all of them.
-    client.launch(
-        Box::new(WgslKernel {
-            entry: FEW_ENTRY,
-            workgroup: FEW_LANES,
-            format: Some(format),
-            source: |f| few_source(f.expect("a block format")),
-        }),
-        CubeCount::Static(gx, gy, 1),
-        KernelArguments::new()
-            .with_buffer(words.handle.clone().binding())
-            .with_buffer(params.handle.clone().binding())
-            .with_buffer(x.handle.clone().binding())
-            .with_buffer(y.handle.clone().binding())
-            .with_buffer(info.binding()),
+    let kernel = WgslKernel {
+        entry: FEW_ENTRY,
+        workgroup: FEW_LANES,
+        format: Some(format),
+        source: |f| few_source(f.expect("a block format")),
+    };
+    let buffers = vec![
+        words.handle.clone().binding(),
+        params.handle.clone().binding(),
+        x.handle.clone().binding(),
+        y.handle.clone().binding(),
+    ];
+    launch(
+        kernel,
+        workgroups(rows, 1),
+        buffers,
+        &u32s(&[rows, cols, n]),
+        &y,
     );
     y
 }

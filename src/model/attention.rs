@@ -15,20 +15,26 @@
 //! projections' own layout, `[b, t, heads, hd]` (a free reshape of `x·W`'s
 //! `[b·t, heads·hd]`), so no head is transposed or copied before or after.
 //!
-//! The operations take and give one flat tensor each (the forward pass's
-//! `o` then `lse`; the backward pass's `dq`, `dk`, `dv` then `D = rowsum(dO
-//! ⊙ o)`), so each is one operation for burn's fusion backend; the node
-//! slices them. On the CPU the twins [`forward`] and [`backward`] run them
-//! for the tests; the CPU's own path stays burn's attention.
+//! Each operation gives its outputs in buffers of their own (the forward
+//! pass's `o` and `lse`; the backward pass's `dq`, `dk`, `dv` and `D =
+//! rowsum(dO ⊙ o)`): slicing one flat output would cost a copy launch
+//! wherever an offset misses the GPU's 256-byte alignment, as it does for
+//! most sequence lengths. The kernels read their sizes from a uniform
+//! `info`, so the backward kernels' eight tensors fit WebGPU's default
+//! eight storage buffers. On the CPU the twins [`forward`] and [`backward`]
+//! run them for the tests (on flat values: `o` then `lse`; `dq`, `dk`, `dv`
+//! then `D`); the CPU's own path stays burn's attention.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Shape, Slice, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 
 /// The most head dimensions the kernels take (four values per invocation).
 pub const MAX_HEAD_DIM: usize = 256;
@@ -100,16 +106,46 @@ impl Dims {
     }
 }
 
-/// The forward pass's flat output: `o` `[b, t, h, hd]` then `lse` `[b, t, h]`.
-pub(crate) fn forward_shape(q: &Shape) -> Shape {
-    let [b, t, h, hd] = q.dims::<4>();
-    Shape::new([b * t * h * (hd + 1)])
+/// The shape of `lse` and `D`, one value per query row: `[b, t, h]`.
+pub(crate) fn rows_shape(q: &Shape) -> Shape {
+    let [b, t, h, _] = q.dims::<4>();
+    Shape::new([b, t, h])
 }
 
-/// The backward pass's flat output: `dq`, `dk`, `dv`, then `D` `[b, t, h]`.
-pub(crate) fn backward_shape(q: &Shape, k: &Shape) -> Shape {
-    let d = Dims::of(q, k);
-    Shape::new([d.q_len() + 2 * d.k_len() + d.rows()])
+/// What burn's fusion backend is told of [`AttentionOps::attention_forward`]'s
+/// outputs: `o` shaped as `q`, `lse` `[b, t, h]`.
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+fn forward_meta(
+    q: &TensorSpec,
+    _k: &TensorSpec,
+    _v: &TensorSpec,
+    _scale: &f32,
+) -> (TensorSpec, TensorSpec) {
+    (
+        TensorSpec::new(q.shape.clone(), q.dtype),
+        TensorSpec::new(rows_shape(&q.shape), q.dtype),
+    )
+}
+
+/// What burn's fusion backend is told of [`AttentionOps::attention_backward`]'s
+/// outputs: `dq` shaped as `q`, `dk` and `dv` as `k`, `D` `[b, t, h]`.
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+#[allow(clippy::too_many_arguments)]
+fn backward_meta(
+    q: &TensorSpec,
+    k: &TensorSpec,
+    _v: &TensorSpec,
+    _o: &TensorSpec,
+    _lse: &TensorSpec,
+    _d_o: &TensorSpec,
+    _scale: &f32,
+) -> (TensorSpec, TensorSpec, TensorSpec, TensorSpec) {
+    (
+        TensorSpec::new(q.shape.clone(), q.dtype),
+        TensorSpec::new(k.shape.clone(), q.dtype),
+        TensorSpec::new(k.shape.clone(), q.dtype),
+        TensorSpec::new(rows_shape(&q.shape), q.dtype),
+    )
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -190,41 +226,48 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     ))
 }
 
-/// The forward operation on tensors: `[o, lse]` flat, for values that need
-/// no gradient (the page's kernel check).
-pub(crate) fn attention_forward(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f32) -> Tensor<1> {
-    Tensor::from_dispatch(Dispatch::attention_forward(
+/// The forward operation on tensors: `(o, lse)`, for values that need no
+/// gradient (the page's kernel check).
+pub(crate) fn attention_forward(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: f32,
+) -> (Tensor<4>, Tensor<3>) {
+    let (o, lse) = Dispatch::attention_forward(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         scale,
-    ))
+    );
+    (Tensor::from_dispatch(o), Tensor::from_dispatch(lse))
 }
 
-/// The backward operation on tensors: `[dq, dk, dv, D]` flat, for values
-/// that need no gradient (the page's kernel check).
+/// The backward operation on tensors: `(dq, dk, dv, D)`, for values that
+/// need no gradient (the page's kernel check).
 pub(crate) fn attention_backward(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    fwd: Tensor<1>,
+    (o, lse): (Tensor<4>, Tensor<3>),
     d_o: Tensor<4>,
     scale: f32,
-) -> Tensor<1> {
-    Tensor::from_dispatch(Dispatch::attention_backward(
+) -> (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<3>) {
+    let (dq, dk, dv, big_d) = Dispatch::attention_backward(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
-        fwd.into_dispatch(),
+        o.into_dispatch(),
+        lse.into_dispatch(),
         d_o.into_dispatch(),
         scale,
-    ))
-}
-
-/// `o` of the forward operation's flat output, shaped as `q`.
-fn output_of<B: Backend>(fwd: FloatTensor<B>, q: &Shape) -> FloatTensor<B> {
-    let n = q.num_elements();
-    B::float_reshape(B::float_slice(fwd, &[Slice::from(0..n)]), q.clone())
+    );
+    (
+        Tensor::from_dispatch(dq),
+        Tensor::from_dispatch(dk),
+        Tensor::from_dispatch(dv),
+        Tensor::from_dispatch(big_d),
+    )
 }
 
 /// Causal attention's kernels as backend operations (ours on a GPU, the
@@ -236,25 +279,32 @@ fn output_of<B: Backend>(fwd: FloatTensor<B>, q: &Shape) -> FloatTensor<B> {
     Autodiff
 )]
 pub trait AttentionOps: Backend {
-    /// `[o, lse]` flat (no gradient).
-    #[fusion(dtype = q, shape = forward_shape(q))]
+    /// `(o, lse)` (no gradient).
+    #[fusion(meta = forward_meta)]
     fn attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f32,
-    ) -> FloatTensor<Self>;
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// `[dq, dk, dv, D]` flat for the output's gradient `d_o` (no gradient).
-    #[fusion(dtype = q, shape = backward_shape(q, k))]
+    /// `(dq, dk, dv, D)` for the output's gradient `d_o`, from the forward
+    /// pass's `o` and `lse` (no gradient).
+    #[fusion(meta = backward_meta)]
     fn attention_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        fwd: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
         d_o: FloatTensor<Self>,
         scale: f32,
-    ) -> FloatTensor<Self>;
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
 
     /// See [`causal_attention`].
     #[fusion(default)]
@@ -264,8 +314,7 @@ pub trait AttentionOps: Backend {
         v: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        let shape = q.shape();
-        output_of::<Self>(Self::attention_forward(q, k, v, scale), &shape)
+        Self::attention_forward(q, k, v, scale).0
     }
 }
 
@@ -276,36 +325,57 @@ fn flex_values(t: FlexTensor) -> Vec<f32> {
         .expect("f32 values")
 }
 
+/// `values` cut in consecutive tensors of `shapes`.
+fn flex_parts<const N: usize>(values: Vec<f32>, shapes: [Shape; N]) -> [FlexTensor; N] {
+    let mut start = 0;
+    shapes.map(|shape| {
+        let end = start + shape.num_elements();
+        let part = values[start..end].to_vec();
+        start = end;
+        FlexTensor::from_data(TensorData::new(part, shape))
+    })
+}
+
 impl AttentionOps for Flex {
-    fn attention_forward(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
+    fn attention_forward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        scale: f32,
+    ) -> (FlexTensor, FlexTensor) {
         assert_eq!(v.shape(), k.shape(), "v and k differ");
         let d = Dims::of(&q.shape(), &k.shape());
-        let shape = forward_shape(&q.shape());
+        let shapes = [q.shape(), rows_shape(&q.shape())];
         let out = forward(&flex_values(q), &flex_values(k), &flex_values(v), d, scale);
-        FlexTensor::from_data(TensorData::new(out, shape))
+        let [o, lse] = flex_parts(out, shapes);
+        (o, lse)
     }
 
     fn attention_backward(
         q: FlexTensor,
         k: FlexTensor,
         v: FlexTensor,
-        fwd: FlexTensor,
+        o: FlexTensor,
+        lse: FlexTensor,
         d_o: FlexTensor,
         scale: f32,
-    ) -> FlexTensor {
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
         assert_eq!(v.shape(), k.shape(), "v and k differ");
         let d = Dims::of(&q.shape(), &k.shape());
-        let shape = backward_shape(&q.shape(), &k.shape());
+        let shapes = [q.shape(), k.shape(), k.shape(), rows_shape(&q.shape())];
+        let mut fwd = flex_values(o);
+        fwd.extend(flex_values(lse));
         let out = backward(
             &flex_values(q),
             &flex_values(k),
             &flex_values(v),
-            &flex_values(fwd),
+            &fwd,
             &flex_values(d_o),
             d,
             scale,
         );
-        FlexTensor::from_data(TensorData::new(out, shape))
+        let [dq, dk, dv, big_d] = flex_parts(out, shapes);
+        (dq, dk, dv, big_d)
     }
 }
 
@@ -315,34 +385,43 @@ impl<B: Backend + AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f32,
-    ) -> FloatTensor<Self> {
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         use burn::backend::AutodiffBackend;
         // Only ever called on values that need no gradient.
-        Self::from_inner(B::attention_forward(
-            Self::inner(q),
-            Self::inner(k),
-            Self::inner(v),
-            scale,
-        ))
+        let (o, lse) = B::attention_forward(Self::inner(q), Self::inner(k), Self::inner(v), scale);
+        (Self::from_inner(o), Self::from_inner(lse))
     }
 
     fn attention_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        fwd: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
         d_o: FloatTensor<Self>,
         scale: f32,
-    ) -> FloatTensor<Self> {
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
         use burn::backend::AutodiffBackend;
-        Self::from_inner(B::attention_backward(
+        let (dq, dk, dv, big_d) = B::attention_backward(
             Self::inner(q),
             Self::inner(k),
             Self::inner(v),
-            Self::inner(fwd),
+            Self::inner(o),
+            Self::inner(lse),
             Self::inner(d_o),
             scale,
-        ))
+        );
+        (
+            Self::from_inner(dq),
+            Self::from_inner(dk),
+            Self::from_inner(dv),
+            Self::from_inner(big_d),
+        )
     }
 
     fn causal_attention(
@@ -355,8 +434,9 @@ impl<B: Backend + AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff
         struct AttentionBackward;
 
         impl<B: Backend + AttentionOps> Backward<B, 3> for AttentionBackward {
-            /// `q`, `k`, `v`, the forward pass's `[o, lse]`, the scale.
+            /// `q`, `k`, `v`, the forward pass's `o` and `lse`, the scale.
             type State = (
+                FloatTensor<B>,
                 FloatTensor<B>,
                 FloatTensor<B>,
                 FloatTensor<B>,
@@ -371,22 +451,12 @@ impl<B: Backend + AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff
                 _checkpointer: &mut Checkpointer,
             ) {
                 let g = grads.consume::<B>(&ops.node); // [b, t, h, hd]
-                let (q, k, v, fwd, scale) = ops.state;
-                let (q_shape, k_shape) = (q.shape(), k.shape());
-                let d = Dims::of(&q_shape, &k_shape);
-                let flat = B::attention_backward(q, k, v, fwd, g, scale);
-                let part = |start: usize, shape: &Shape| {
-                    let end = start + shape.num_elements();
-                    B::float_reshape(
-                        B::float_slice(flat.clone(), &[Slice::from(start..end)]),
-                        shape.clone(),
-                    )
-                };
-                let starts = [0, d.q_len(), d.q_len() + d.k_len()];
-                let shapes = [&q_shape, &k_shape, &k_shape];
-                for ((parent, start), shape) in ops.parents.into_iter().zip(starts).zip(shapes) {
+                let (q, k, v, o, lse, scale) = ops.state;
+                // dq [b, t, h, hd]; dk, dv [b, t, kv, hd]; D is the kernels' own.
+                let (dq, dk, dv, _) = B::attention_backward(q, k, v, o, lse, g, scale);
+                for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
                     if let Some(node) = parent {
-                        grads.register::<B>(node.id, part(start, shape));
+                        grads.register::<B>(node.id, grad);
                     }
                 }
             }
@@ -401,10 +471,8 @@ impl<B: Backend + AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let shape = q.shape();
-                let fwd = B::attention_forward(q.clone(), k.clone(), v.clone(), scale);
-                let o = output_of::<B>(fwd.clone(), &shape);
-                prep.finish((q, k, v, fwd, scale), o)
+                let (o, lse) = B::attention_forward(q.clone(), k.clone(), v.clone(), scale);
+                prep.finish((q, k, v, o.clone(), lse, scale), o)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q, k, v, scale)),
         }

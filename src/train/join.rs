@@ -4,8 +4,8 @@
 //! burn's `cat` copies each part with a launch of its own: 420 launches a
 //! step for the default model's factors. Here the flat vector is allocated
 //! once (uninitialised: every value is written) and each launch copies six
-//! parts into it (six parts, the vector and the kernel's `info` are the
-//! eight storage buffers WebGPU allows a shader stage by default). On the
+//! parts into it (six parts and the vector are seven of the eight storage
+//! buffers WebGPU allows a shader stage by default). On the
 //! CPU the twin [`join_into_values`] runs the operation for the tests; the
 //! CPU's own join stays `cat`.
 
