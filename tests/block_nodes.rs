@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tabtune::gpu::{RMS_NORM_BACKWARD, RMS_NORM_FORWARD, ROPE, SWIGLU_BACKWARD, SWIGLU_FORWARD};
 use tabtune::model::norm::rms_norm;
 use tabtune::model::rope::{rope, rotate};
+use tabtune::train::seed::seeded;
 
 fn random_values(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -120,4 +121,19 @@ fn the_rms_norm_node_gives_the_composed_ops_and_their_gradient() {
     let (want, want_dx) = run(false);
     assert_relative("y", &got, &want);
     assert_relative("dx", &got_dx, &want_dx);
+}
+
+#[test]
+fn a_seeded_root_hands_its_gradient_to_the_block_output_as_the_weighted_sum_does() {
+    // What a recomputed block's backward pass starts from (`train::seed`):
+    // the gradient `g` of `y = f(x)` pushed into `y`, against the scalar
+    // Σ y ⊙ g that the plain way differentiates.
+    let x = random([6, 5], 41).autodiff().require_grad();
+    let g = random([6, 5], 42);
+    let f = |x: Tensor<2>| x.clone().tanh() * x.mul_scalar(3.0); // [6, 5]
+    let grads = seeded(f(x.clone()), g.clone()).backward();
+    let got = to_vec(x.grad(&grads).expect("x's gradient"));
+    let grads = (f(x.clone()) * g.autodiff()).sum().backward();
+    let want = to_vec(x.grad(&grads).expect("x's gradient"));
+    assert_relative("dL/dx", &got, &want);
 }

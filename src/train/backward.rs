@@ -10,8 +10,9 @@
 //! forward pass without a graph keeps only each block's input `[N, d]`; the
 //! loss is differentiated with respect to the last block's output; then,
 //! from the last block to the first, the block is run again in a graph of
-//! its own from its saved input, and `Σ y ⊙ dL/dy` is differentiated, which
-//! gives that block's adapter gradients and `dL/dx` for the block below.
+//! its own from its saved input, and differentiated from its output with
+//! `dL/dy` as the output's gradient ([`seeded`]), which gives that block's
+//! adapter gradients and `dL/dx` for the block below.
 //! One block's intermediates live at a time, for one more forward pass of
 //! compute.
 //!
@@ -27,6 +28,7 @@ use crate::lora::LoraAdapters;
 use crate::model::adapted::mix;
 use crate::model::{Llama, Mode};
 use crate::train::Batch;
+use crate::train::seed::seeded;
 
 /// What the backward pass does for each block's activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +128,7 @@ pub fn gradients(
                     }; // [N, d]
                     seed_block(adapters, device, seed, m, i);
                     let y = model.block(i, input.clone(), &span, None, Some(&tracked), Mode::Train);
-                    let g = (y * upstream.clone()).sum().backward(); // d/dy = upstream
+                    let g = seeded(y, upstream.clone()).backward(); // d/dy = upstream
                     add(&g);
                     if i > 0 {
                         upstream = input

@@ -13,6 +13,7 @@ pub mod flat;
 pub mod join;
 pub mod memory;
 pub mod schedule;
+pub mod seed;
 pub mod session;
 pub mod setting;
 pub mod settings;
