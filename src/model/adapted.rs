@@ -30,6 +30,7 @@
 //! operations here run there too, as the kernel's Rust twin [`product`], for
 //! the tests; [`rows`] and [`pair`] are the other kernels' twins.
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -632,12 +633,129 @@ impl AdaptedOps for Flex {
 /// What the backward pass needs: the inputs (shared, not copied), `u` and
 /// the adapter.
 #[derive(Clone, Debug)]
-struct Saved<B: Backend> {
+pub(crate) struct Saved<B: Backend> {
     x: FloatTensor<B>,
     a: FloatTensor<B>,
     b: FloatTensor<B>,
     u: FloatTensor<B>,
     adapter: Adapter,
+}
+
+/// `y + s·(m ⊙ x)·A·B` `[N, d_out]` on the inner backend, and what its
+/// backward pass needs.
+pub(crate) fn forward_saved<B: Backend + AdaptedOps>(
+    y: FloatTensor<B>,
+    x: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    adapter: Adapter,
+) -> (FloatTensor<B>, Saved<B>) {
+    let (out, u) = if a.shape().dims::<2>()[1] <= MAX_ROWS_RANK {
+        // One launch: y + u·B, and u.
+        B::lora_rows_add(
+            x.clone(),
+            a.clone(),
+            b.clone(),
+            y,
+            adapter.down(),
+            Product::plain(1.0),
+        )
+    } else {
+        let u = B::lora_product(x.clone(), a.clone(), adapter.down()); // [N, r]
+        let out = B::lora_product_add(u.clone(), b.clone(), y, Product::plain(1.0));
+        (out, u)
+    };
+    let saved = Saved {
+        x,
+        a,
+        b,
+        u,
+        adapter,
+    };
+    (out, saved)
+}
+
+/// The adapter's backward pass for the output's gradient `g` `[N, d_out]`:
+/// registers `dA`, `dB` and `dx` with the nodes of `x`, `A` and `B` that
+/// need them, `dx` added to `dx_acc` (`[N, d_in]`, the base's part of `x`'s
+/// gradient, when the caller has it) in the same launch.
+pub(crate) fn backward_into<B: Backend + AdaptedOps>(
+    g: FloatTensor<B>,
+    saved: Saved<B>,
+    [x_node, a_node, b_node]: [Option<NodeId>; 3],
+    dx_acc: Option<FloatTensor<B>>,
+    grads: &mut Gradients,
+) {
+    let Saved {
+        x,
+        a,
+        b,
+        u,
+        adapter,
+    } = saved;
+    let (s, dropout) = (adapter.factor(), adapter.dropout);
+    // g·Bᵀ: [N, d_out]·[d_out, r]
+    let g_bt = Product {
+        q_t: true,
+        ..Product::plain(1.0)
+    };
+    // s·m ⊙ (du·Aᵀ): [N, r]·[r, d_in]
+    let du_at = Product {
+        q_t: true,
+        alpha: s,
+        mask: dropout.map_or(Mask::None, Mask::Output),
+        ..Product::plain(1.0)
+    };
+    let (du, dx) = if x_node.is_some() && a.shape().dims::<2>()[1] <= MAX_ROWS_RANK {
+        // One launch for both.
+        let (dx, du) = match dx_acc {
+            Some(acc) => B::lora_rows_add(g.clone(), b.clone(), a.clone(), acc, g_bt, du_at),
+            None => B::lora_rows(g.clone(), b.clone(), a.clone(), g_bt, du_at),
+        };
+        (Some(du), Some(dx))
+    } else {
+        let du = (x_node.is_some() || a_node.is_some())
+            .then(|| B::lora_product(g.clone(), b.clone(), g_bt)); // [N, r]
+        let dx = x_node.is_some().then(|| {
+            let du = du.clone().expect("du");
+            match dx_acc {
+                Some(acc) => B::lora_product_add(du, a.clone(), acc, du_at),
+                None => B::lora_product(du, a.clone(), du_at),
+            }
+        });
+        (du, dx)
+    };
+    // uᵀ·g: [r, N]·[N, d_out]
+    let ut_g = Product {
+        p_t: true,
+        ..Product::plain(1.0)
+    };
+    // s·(m ⊙ x)ᵀ·du: [d_in, N]·[N, r]
+    let xt_du = Product {
+        p_t: true,
+        alpha: s,
+        mask: dropout.map_or(Mask::None, Mask::Input),
+        ..Product::plain(1.0)
+    };
+    match (a_node, b_node, du) {
+        (Some(a_node), Some(b_node), Some(du)) => {
+            // One launch for both.
+            let (db, da) = B::lora_pair(u, g, x, du, ut_g, xt_du);
+            grads.register::<B>(b_node, db);
+            grads.register::<B>(a_node, da);
+        }
+        (a_node, b_node, du) => {
+            if let Some(node) = b_node {
+                grads.register::<B>(node, B::lora_product(u, g, ut_g));
+            }
+            if let (Some(node), Some(du)) = (a_node, du) {
+                grads.register::<B>(node, B::lora_product(x, du, xt_du));
+            }
+        }
+    }
+    if let (Some(node), Some(dx)) = (x_node, dx) {
+        grads.register::<B>(node, dx);
+    }
 }
 
 impl<B: Backend + AdaptedOps, C: CheckpointStrategy> AdaptedOps for Autodiff<B, C> {
@@ -739,70 +857,9 @@ impl<B: Backend + AdaptedOps, C: CheckpointStrategy> AdaptedOps for Autodiff<B, 
                 _checkpointer: &mut Checkpointer,
             ) {
                 let g = grads.consume::<B>(&ops.node); // [N, d_out]
-                let Saved {
-                    x,
-                    a,
-                    b,
-                    u,
-                    adapter,
-                } = ops.state;
                 let [y_node, x_node, a_node, b_node] = ops.parents;
-                let (s, dropout) = (adapter.factor(), adapter.dropout);
-                // g·Bᵀ: [N, d_out]·[d_out, r]
-                let g_bt = Product {
-                    q_t: true,
-                    ..Product::plain(1.0)
-                };
-                // s·m ⊙ (du·Aᵀ): [N, r]·[r, d_in]
-                let du_at = Product {
-                    q_t: true,
-                    alpha: s,
-                    mask: dropout.map_or(Mask::None, Mask::Output),
-                    ..Product::plain(1.0)
-                };
-                let (du, dx) = if x_node.is_some() && a.shape().dims::<2>()[1] <= MAX_ROWS_RANK {
-                    // One launch for both.
-                    let (dx, du) = B::lora_rows(g.clone(), b.clone(), a.clone(), g_bt, du_at);
-                    (Some(du), Some(dx))
-                } else {
-                    let du = (x_node.is_some() || a_node.is_some())
-                        .then(|| B::lora_product(g.clone(), b.clone(), g_bt)); // [N, r]
-                    let dx = x_node
-                        .is_some()
-                        .then(|| B::lora_product(du.clone().expect("du"), a.clone(), du_at));
-                    (du, dx)
-                };
-                // uᵀ·g: [r, N]·[N, d_out]
-                let ut_g = Product {
-                    p_t: true,
-                    ..Product::plain(1.0)
-                };
-                // s·(m ⊙ x)ᵀ·du: [d_in, N]·[N, r]
-                let xt_du = Product {
-                    p_t: true,
-                    alpha: s,
-                    mask: dropout.map_or(Mask::None, Mask::Input),
-                    ..Product::plain(1.0)
-                };
-                match (a_node, b_node, du) {
-                    (Some(a_node), Some(b_node), Some(du)) => {
-                        // One launch for both.
-                        let (db, da) = B::lora_pair(u, g.clone(), x, du, ut_g, xt_du);
-                        grads.register::<B>(b_node.id, db);
-                        grads.register::<B>(a_node.id, da);
-                    }
-                    (a_node, b_node, du) => {
-                        if let Some(node) = b_node {
-                            grads.register::<B>(node.id, B::lora_product(u, g.clone(), ut_g));
-                        }
-                        if let (Some(node), Some(du)) = (a_node, du) {
-                            grads.register::<B>(node.id, B::lora_product(x, du, xt_du));
-                        }
-                    }
-                }
-                if let (Some(node), Some(dx)) = (x_node, dx) {
-                    grads.register::<B>(node.id, dx);
-                }
+                let ids = [x_node, a_node, b_node].map(|n| n.map(|n| n.id));
+                backward_into(g.clone(), ops.state, ids, None, grads);
                 if let Some(node) = y_node {
                     grads.register::<B>(node.id, g);
                 }
@@ -819,31 +876,8 @@ impl<B: Backend + AdaptedOps, C: CheckpointStrategy> AdaptedOps for Autodiff<B, 
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (out, u) = if a.shape().dims::<2>()[1] <= MAX_ROWS_RANK {
-                    // One launch: y + u·B, and u.
-                    B::lora_rows_add(
-                        x.clone(),
-                        a.clone(),
-                        b.clone(),
-                        y,
-                        adapter.down(),
-                        Product::plain(1.0),
-                    )
-                } else {
-                    let u = B::lora_product(x.clone(), a.clone(), adapter.down()); // [N, r]
-                    let out = B::lora_product_add(u.clone(), b.clone(), y, Product::plain(1.0));
-                    (out, u)
-                };
-                prep.finish(
-                    Saved {
-                        x,
-                        a,
-                        b,
-                        u,
-                        adapter,
-                    },
-                    out,
-                )
+                let (out, saved) = forward_saved(y, x, a, b, adapter);
+                prep.finish(saved, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::adapted(y, x, a, b, adapter)),
         }

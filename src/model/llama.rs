@@ -17,6 +17,7 @@ use crate::model::adapted::{Adapter, Dropout, adapted, dropout_key};
 use crate::model::attention::{Dims, causal_attention};
 use crate::model::config::LlamaConfig;
 use crate::model::norm;
+use crate::model::projection;
 use crate::model::rope::rope;
 use crate::model::swiglu::swiglu;
 use crate::model::weights::LlamaWeights;
@@ -184,11 +185,8 @@ impl Llama {
         mode: Mode,
     ) -> Tensor<2> {
         let w = &self.weights.layers[layer].proj[target.index()];
-        let y = w.apply(x.clone()); // [N, d_out]
-        let Some((adapters, LoraPair { a, b })) =
-            lora.and_then(|l| l.get(layer, target).map(|p| (l, p)))
-        else {
-            return y;
+        let Some((adapters, pair)) = lora.and_then(|l| l.get(layer, target).map(|p| (l, p))) else {
+            return w.apply(x.clone()); // [N, d_out]
         };
         let p = adapters.config.dropout;
         let scale = adapters.config.scale() as f32;
@@ -197,8 +195,14 @@ impl Llama {
             let dropout = (mode == Mode::Train && p > 0.0)
                 .then(|| Dropout::new(p, dropout_key(span.dropout_seed, layer, target.index())));
             let adapter = Adapter { scale, dropout };
-            return adapted(y, x.clone(), a.clone(), b.clone(), adapter); // [N, d_out]
+            // The base and the adapter as one node, where it takes the base.
+            return projection::project(x.clone(), w, pair, adapter).unwrap_or_else(|| {
+                let y = w.apply(x.clone());
+                adapted(y, x.clone(), pair.a.clone(), pair.b.clone(), adapter)
+            }); // [N, d_out]
         }
+        let y = w.apply(x.clone()); // [N, d_out]
+        let LoraPair { a, b } = pair;
         let x = if mode == Mode::Train && p > 0.0 {
             // The backward pass keeps the bool mask, not an f32 one.
             let keep = Tensor::<2>::random(x.dims(), Distribution::Bernoulli(1.0 - p), &x.device());

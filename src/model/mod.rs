@@ -13,6 +13,7 @@ pub mod load;
 pub mod loss;
 pub mod norm;
 pub mod packed;
+pub mod projection;
 pub mod quantized;
 pub mod rope;
 pub mod swiglu;
