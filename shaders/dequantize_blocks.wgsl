@@ -17,7 +17,7 @@
 // BITS, OFFSET and PARAMS are `const` declarations the launcher puts before
 // this text, one set per format. One invocation per value; the dispatch is
 // 2-D when the values need more than 65,535 workgroups, so the index is
-// x + y * (workgroups along x) * 256. info[0] is the number of values.
+// x + y * (workgroups along x) * 256. Word 0 of info is the number of values.
 
 // Every binding is read_write although only the output is written: natively
 // cubecl hands out tensors as slices of shared buffers, and one buffer bound

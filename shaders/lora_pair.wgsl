@@ -37,8 +37,8 @@ fn word(i: u32) -> u32 {
 
 fn pcg(v: u32) -> u32 {
     let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
+    let h = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (h >> 22u) ^ h;
 }
 
 fn kept(e: u32, threshold: u32, key: u32) -> bool {

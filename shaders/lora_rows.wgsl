@@ -5,12 +5,15 @@
 //
 //     u[m, :] = alpha1 * (mask1 ⊙ P[m, :]) · F1          F1 [J, R]  (stage 1)
 //     c[m, :] = acc[m, :] + alpha2 * mask2 ⊙ (u[m, :] · F2)   F2 [R, K]  (stage 2)
+//             (+ res[m, :])
 //
 // each factor read through its strides, so either can be a stored matrix or
 // its transpose. Forward, P = x, F1 = A, F2 = B, acc = y: the adapted
-// projection y + s·(m ⊙ x)·A·B, with u kept for the backward pass. Backward,
-// P = dL/dout, F1 = Bᵀ, F2 = Aᵀ: du and dx = s·m ⊙ (du·Aᵀ). Writes c [M, K]
-// and u [M, R], each to its own buffer.
+// projection y + s·(m ⊙ x)·A·B, with u kept for the backward pass, and
+// res the residual stream it is added to, if any. Backward,
+// P = dL/dout, F1 = Bᵀ, F2 = Aᵀ: du and dx = s·m ⊙ (du·Aᵀ), with acc the
+// base's part dL/dout·Wᵀ when the node holds the base (model::projection).
+// Writes c [M, K] and u [M, R], each to its own buffer.
 //
 // One workgroup of 64 per row: stage 1 is R tree sums in workgroup memory
 // (each invocation summing every 64th term), u stays in workgroup memory,
@@ -21,7 +24,7 @@
 //
 // info (u32): stage 1's then stage 2's, each as lora_product.wgsl's info
 // (M, K, J, P's strides (m, j), Q's strides (j, k), MASK, threshold, key,
-// alpha's bits, ACC); stage 2's P is u.
+// alpha's bits, ACC); stage 2's P is u; then RES (1: res is added).
 // The Rust twin is `rows` in src/model/adapted.rs (the two products of
 // `product`, stage 1 summed in order; c's values then u's); tests compare
 // the two.
@@ -34,9 +37,10 @@
 @group(0) @binding(1) var<storage, read_write> f1: array<f32>;
 @group(0) @binding(2) var<storage, read_write> f2: array<f32>;
 @group(0) @binding(3) var<storage, read_write> acc: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
-@group(0) @binding(5) var<storage, read_write> u: array<f32>;
-@group(0) @binding(6) var<uniform> info: array<vec4<u32>, 8>;
+@group(0) @binding(4) var<storage, read_write> res: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c: array<f32>;
+@group(0) @binding(6) var<storage, read_write> u: array<f32>;
+@group(0) @binding(7) var<uniform> info: array<vec4<u32>, 8>;
 
 // Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
 fn word(i: u32) -> u32 {
@@ -51,8 +55,8 @@ var<workgroup> red: array<f32, 64>;
 
 fn pcg(v: u32) -> u32 {
     let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
+    let h = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (h >> 22u) ^ h;
 }
 
 fn kept(e: u32, threshold: u32, key: u32) -> bool {
@@ -116,6 +120,9 @@ fn lora_rows(
         }
         if (word(23u) == 1u) {
             out = acc[i] + out;
+        }
+        if (word(24u) == 1u) {
+            out = out + res[i];
         }
         c[i] = out;
     }

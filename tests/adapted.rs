@@ -5,7 +5,8 @@
 //! one after the other; dropout drops `p` of the values, a
 //! different set per key; the autodiff node gives the values and gradients
 //! of the composed burn ops with the same mask (1e-5 relative), at a rank
-//! the row kernel takes and one past it; and the
+//! the row kernel takes and one past it, and so does the node of a dense
+//! base, its adapter and the residual stream (`model::projection`); and the
 //! model run the GPU's way on the CPU gives the CPU way's loss and every
 //! factor's gradient (dropout off: the two ways draw different masks). The
 //! kernel itself is compared with the twin in the browser suite, on WebGPU.
@@ -18,11 +19,13 @@ use common::{
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tabtune::gpu::{LORA_ENTRY, LORA_PAIR, LORA_PRODUCT, LORA_ROWS, LORA_WORKGROUP};
-use tabtune::lora::LoraAdapters;
+use tabtune::lora::{LoraAdapters, LoraPair};
 use tabtune::model::adapted::{
     Adapter, Dropout, MAX_ROWS_RANK, Mask, Product, adapted, pair, pair_info, product, rows,
     rows_info,
 };
+use tabtune::model::frozen::Frozen;
+use tabtune::model::projection::project;
 use tabtune::model::{Llama, Mode, Span};
 use tabtune::train::Batch;
 
@@ -96,7 +99,7 @@ fn the_pair_twin_is_both_products_one_after_the_other() {
 }
 
 #[test]
-fn the_rows_twin_is_both_products_with_u_after_c() {
+fn the_rows_twin_is_both_products_with_u_after_c_and_the_residual_added() {
     let (n, d_in, r, d_out) = (5, 7, 3, 4);
     let (x, a, b, y) = (
         random(n * d_in, 1),
@@ -104,6 +107,7 @@ fn the_rows_twin_is_both_products_with_u_after_c() {
         random(r * d_out, 3),
         random(n * d_out, 4),
     );
+    let res = random(n * d_out, 5);
     let d = Dropout::new(0.3, 99);
     let first = Product {
         alpha: 2.0,
@@ -117,8 +121,9 @@ fn the_rows_twin_is_both_products_with_u_after_c() {
         &first,
         &Product::plain(1.0),
         true,
+        true,
     );
-    let got = rows(&x, &a, &b, Some(&y), &info);
+    let got = rows(&x, &a, &b, (Some(&y), Some(&res)), &info);
     let masked: Vec<f32> = (0..n * d_in)
         .map(|e| if d.kept(e as u32) { x[e] } else { 0.0 })
         .collect();
@@ -129,7 +134,8 @@ fn the_rows_twin_is_both_products_with_u_after_c() {
     let c: Vec<f32> = naive(&u, &b, n, r, d_out)
         .iter()
         .zip(&y)
-        .map(|(v, y)| v + y)
+        .zip(&res)
+        .map(|((v, y), res)| v + y + res)
         .collect();
     assert_relative("c", &got[..n * d_out], &c);
     assert_relative("u", &got[n * d_out..], &u);
@@ -291,6 +297,96 @@ fn adapted_node_against_composed_ops(r: usize) {
     }
     // Dropout was on: some of x's gradient is exactly zero.
     assert!(got_grads[1].contains(&0.0));
+}
+
+#[test]
+fn the_projection_node_gives_the_base_product_the_adapter_and_the_residual_composed() {
+    // The rank the row kernel takes and one past it; with and without the
+    // residual; with x's gradient and without (the first block's input).
+    for r in [4, MAX_ROWS_RANK + 1] {
+        for (residual, x_grad) in [(false, true), (true, true), (true, false)] {
+            projection_node_against_composed_ops(r, residual, x_grad);
+        }
+    }
+}
+
+fn projection_node_against_composed_ops(r: usize, residual: bool, x_grad: bool) {
+    let (n, d_in, d_out) = (9, 24, 16);
+    let d = Dropout::new(0.25, 4321);
+    let scale = 1.5f32;
+    let (xv, wv, av, bv, rv, lv) = (
+        random(n * d_in, 20),
+        random(d_in * d_out, 21),
+        random(d_in * r, 22),
+        random(r * d_out, 23),
+        random(n * d_out, 24),
+        random(n * d_out, 25),
+    );
+    let keep: Vec<f32> = (0..n * d_in)
+        .map(|e| if d.kept(e as u32) { 1.0 / 0.75 } else { 0.0 })
+        .collect();
+    let leaf = |v: &[f32], s| tensor(v, s).autodiff().require_grad();
+    let w = tensor(&wv, [d_in, d_out]);
+    let run = |ours: bool| {
+        let x = if x_grad {
+            leaf(&xv, [n, d_in])
+        } else {
+            tensor(&xv, [n, d_in]).autodiff()
+        };
+        let (a, b, res) = (
+            leaf(&av, [d_in, r]),
+            leaf(&bv, [r, d_out]),
+            leaf(&rv, [n, d_out]),
+        );
+        let res_in = residual.then(|| res.clone());
+        let out = if ours {
+            let adapter = Adapter {
+                scale,
+                dropout: Some(d),
+            };
+            let pair = LoraPair {
+                a: a.clone(),
+                b: b.clone(),
+            };
+            project(x.clone(), &Frozen::Dense(w.clone()), &pair, adapter, res_in)
+                .expect("a dense base")
+        } else {
+            let xm = x.clone() * tensor(&keep, [n, d_in]);
+            let y = x.clone().matmul(w.clone());
+            let out = y + xm.matmul(a.clone()).mul_scalar(scale).matmul(b.clone());
+            match res_in {
+                Some(res) => res + out,
+                None => out,
+            }
+        };
+        let loss = (out.clone() * tensor(&lv, [n, d_out])).sum();
+        let g = loss.backward();
+        let grad = |t: &Tensor<2>| t.grad(&g).map(to_vec);
+        (
+            to_vec(out.inner()),
+            [grad(&x), grad(&a), grad(&b), grad(&res)],
+        )
+    };
+    let (got, got_grads) = run(true);
+    let (want, want_grads) = run(false);
+    let case = format!("rank {r}, residual {residual}, x's gradient {x_grad}");
+    assert_relative(&format!("out, {case}"), &got, &want);
+    for (name, (g, w)) in ["dx", "dA", "dB", "dres"]
+        .iter()
+        .zip(got_grads.iter().zip(&want_grads))
+    {
+        match (g, w) {
+            (Some(g), Some(w)) => assert_relative(&format!("{name}, {case}"), g, w),
+            (None, None) => {}
+            _ => panic!("{name}, {case}: a gradient on one side only"),
+        }
+    }
+    assert_eq!(got_grads[0].is_some(), x_grad, "dx exactly when x needs it");
+    assert_eq!(
+        got_grads[3].is_some(),
+        residual,
+        "dres exactly with a residual"
+    );
 }
 
 /// The tiny model's adapters with `dropout`, their zero-initialised `B`

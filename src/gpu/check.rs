@@ -22,8 +22,9 @@
 //! (which sums in the kernel's order; a GPU may fuse a multiply-add).
 //! `lora_pair`: the backward pass's `dB` and `dA` (dropout on `x`) at the
 //! default model's shapes, and a pair over a 2-D grid, each product on its
-//! own scale. `lora_rows`: an adapted projection forward (`y + u·B` and `u`, dropout
-//! on `x`) and backward (`dx` and `du`, dropout on `dx`) at the default model's
+//! own scale. `lora_rows`: an adapted projection forward (`y + u·B + res`
+//! and `u`, dropout on `x`) and backward (`dx` added to the base's part
+//! and `du`, dropout on `dx`) at the default model's
 //! shapes, and over more than 65,535 rows (a 2-D grid), `c` and `u` each
 //! on its own scale.
 //! `attention_forward`, `attention_backward_dq` and `_dkv`: the default
@@ -279,25 +280,25 @@ async fn check_lora_products(device: &Device) -> Result<Vec<KernelCheck>> {
         let parts = [("c1", one), ("c2", want.len() - one)];
         checks.extend(compare_parts("lora_pair", what, &got, &want, &parts));
     }
-    // lora_rows: (what, P, F1, F2 stored shapes, stage 1, stage 2, acc)
+    // lora_rows: (what, P, F1, F2 stored shapes, stage 1, stage 2, (acc, res))
     let rows_cases = [
         (
-            "forward: y + s·(m ⊙ x)·A·B",
+            "forward: y + s·(m ⊙ x)·A·B + res",
             [n, d_in],
             [d_in, r],
             [r, d_out],
             spec(false, false, 2.5, Mask::Input(dropout)),
             Product::plain(1.0),
-            true,
+            (true, true),
         ),
         (
-            "backward: g·Bᵀ, s·m ⊙ du·Aᵀ",
+            "backward: g·Bᵀ, dY·Wᵀ + s·m ⊙ du·Aᵀ",
             [n, d_out],
             [r, d_out],
             [d_in, r],
             spec(false, true, 1.0, Mask::None),
             spec(false, true, 2.5, Mask::Output(dropout)),
-            false,
+            (true, false),
         ),
         // More rows than 65,535 workgroups (a 2-D grid).
         (
@@ -307,27 +308,31 @@ async fn check_lora_products(device: &Device) -> Result<Vec<KernelCheck>> {
             [r, 64],
             spec(false, false, 1.5, Mask::Input(dropout)),
             spec(false, false, 0.5, Mask::Output(dropout)),
-            true,
+            (true, false),
         ),
     ];
-    for (seed, (what, ps, s1, s2, first, second, with_acc)) in rows_cases.into_iter().enumerate() {
+    for (seed, (what, ps, s1, s2, first, second, (with_acc, with_res))) in
+        rows_cases.into_iter().enumerate()
+    {
         let seed = 250 + 4 * seed as u64;
         let p = random_values(ps[0] * ps[1], seed);
         let f1 = random_values(s1[0] * s1[1], seed + 1);
         let f2 = random_values(s2[0] * s2[1], seed + 2);
-        let info = rows_info(ps, s1, s2, &first, &second, with_acc);
+        let info = rows_info(ps, s1, s2, &first, &second, with_acc, with_res);
         let (m, r, k) = (info[0] as usize, info[1] as usize, info[13] as usize);
         let acc = with_acc.then(|| random_values(m * k, seed + 3));
-        let want = rows(&p, &f1, &f2, acc.as_deref(), &info);
+        let res = with_res.then(|| random_values(m * k, seed + 4));
+        let want = rows(&p, &f1, &f2, (acc.as_deref(), res.as_deref()), &info);
         let tensor = |v: &[f32], shape: [usize; 2]| {
             Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), device)
         };
         let acc = acc.map(|a| tensor(&a, [m, k]));
+        let res = res.map(|a| tensor(&a, [m, k]));
         let (c, u) = lora_rows(
             tensor(&p, ps),
             tensor(&f1, s1),
             tensor(&f2, s2),
-            acc,
+            (acc, res),
             first,
             second,
         );

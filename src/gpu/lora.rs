@@ -83,7 +83,7 @@ impl AdaptedOps for CubeBackend {
         first: Product,
         second: Product,
     ) -> (CubeTensor, CubeTensor) {
-        launch_rows(p, f1, f2, None, first, second)
+        launch_rows(p, f1, f2, (None, None), first, second)
     }
 
     fn lora_rows_add(
@@ -94,17 +94,29 @@ impl AdaptedOps for CubeBackend {
         first: Product,
         second: Product,
     ) -> (CubeTensor, CubeTensor) {
-        launch_rows(p, f1, f2, Some(acc), first, second)
+        launch_rows(p, f1, f2, (Some(acc), None), first, second)
+    }
+
+    fn lora_rows_res(
+        p: CubeTensor,
+        f1: CubeTensor,
+        f2: CubeTensor,
+        acc: CubeTensor,
+        res: CubeTensor,
+        first: Product,
+        second: Product,
+    ) -> (CubeTensor, CubeTensor) {
+        launch_rows(p, f1, f2, (Some(acc), Some(res)), first, second)
     }
 }
 
-/// `(second(u·F2) (+ acc), u = first(P·F1))`: one workgroup of
+/// `(second(u·F2) (+ acc) (+ res), u = first(P·F1))`: one workgroup of
 /// `shaders/lora_rows.wgsl` per row of `P`.
 fn launch_rows(
     p: CubeTensor,
     f1: CubeTensor,
     f2: CubeTensor,
-    acc: Option<CubeTensor>,
+    (acc, res): (Option<CubeTensor>, Option<CubeTensor>),
     first: Product,
     second: Product,
 ) -> (CubeTensor, CubeTensor) {
@@ -117,20 +129,22 @@ fn launch_rows(
         &first,
         &second,
         acc.is_some(),
+        res.is_some(),
     );
     let (rows, cols) = (info[12] as usize, info[13] as usize);
     let client = p.client.clone();
     let empty =
         |shape| empty_device_contiguous_dtype(client.clone(), p.device.clone(), shape, DType::F32);
     let (c, u) = (empty(c_shape), empty(u_shape));
-    let acc = match acc {
-        Some(acc) => {
-            assert_eq!(acc.shape().dims::<2>(), [rows, cols], "acc is c's shape");
-            into_contiguous(acc).handle.binding()
+    let bind = |t: Option<CubeTensor>, what: &str| match t {
+        Some(t) => {
+            assert_eq!(t.shape().dims::<2>(), [rows, cols], "{what} is c's shape");
+            into_contiguous(t).handle.binding()
         }
         // Bound but never read: one binding may not alias another writable one.
         None => client.create_from_slice(&0f32.to_le_bytes()).binding(),
     };
+    let (acc, res) = (bind(acc, "acc"), bind(res, "res"));
     let kernel = WgslKernel {
         entry: "lora_rows",
         workgroup: ROW_WORKGROUP,
@@ -142,6 +156,7 @@ fn launch_rows(
         f1.handle.clone().binding(),
         f2.handle.clone().binding(),
         acc,
+        res,
         c.handle.clone().binding(),
         u.handle.clone().binding(),
     ];

@@ -278,7 +278,8 @@ fn pair_meta(
 }
 
 /// `shaders/lora_rows.wgsl`'s `info`: stage 1's ([`Product::info`] of `p`
-/// and `f1`) then stage 2's (of `u` and `f2`). Panics on a mask the kernel
+/// and `f1`) then stage 2's (of `u` and `f2`, with `acc`), then whether
+/// `res` is added. Panics on a mask the kernel
 /// does not take (stage 1 masks its input, stage 2 its output), on `u`
 /// read transposed, or on a rank past [`MAX_ROWS_RANK`].
 pub fn rows_info(
@@ -288,7 +289,8 @@ pub fn rows_info(
     first: &Product,
     second: &Product,
     acc: bool,
-) -> [u32; 24] {
+    res: bool,
+) -> [u32; 25] {
     assert!(
         !matches!(first.mask, Mask::Output(_)) && !matches!(second.mask, Mask::Input(_)),
         "lora_rows masks stage 1's input and stage 2's output only"
@@ -302,20 +304,31 @@ pub fn rows_info(
         "rank {r} is past lora_rows' {MAX_ROWS_RANK}"
     );
     let two = second.info([m, r], f2, acc);
-    let mut info = [0u32; 24];
+    let mut info = [0u32; 25];
     info[..12].copy_from_slice(&one);
-    info[12..].copy_from_slice(&two);
+    info[12..24].copy_from_slice(&two);
+    info[24] = u32::from(res);
     info
 }
 
 /// `shaders/lora_rows.wgsl`'s Rust twin: `c`'s values then `u`'s, the two
-/// stages as
-/// [`product`] computes them (the kernel sums stage 1 as a tree).
-pub fn rows(p: &[f32], f1: &[f32], f2: &[f32], acc: Option<&[f32]>, info: &[u32; 24]) -> Vec<f32> {
+/// stages as [`product`] computes them (the kernel sums stage 1 as a tree),
+/// `res` added to `c` after `acc`.
+pub fn rows(
+    p: &[f32],
+    f1: &[f32],
+    f2: &[f32],
+    (acc, res): (Option<&[f32]>, Option<&[f32]>),
+    info: &[u32; 25],
+) -> Vec<f32> {
     let one: [u32; 12] = info[..12].try_into().expect("12 words");
-    let two: [u32; 12] = info[12..].try_into().expect("12 words");
+    let two: [u32; 12] = info[12..24].try_into().expect("12 words");
     let u = product(p, f1, None, &one);
     let mut c = product(&u, f2, acc, &two);
+    if let Some(res) = res {
+        assert_eq!(info[24], 1, "info says res is added");
+        c.iter_mut().zip(res).for_each(|(c, r)| *c += r);
+    }
     c.extend(u);
     c
 }
@@ -412,20 +425,31 @@ pub(crate) fn lora_pair(
     (Tensor::from_dispatch(c1), Tensor::from_dispatch(c2))
 }
 
-/// Both stages of `shaders/lora_rows.wgsl` on tensors, `(c (+ acc), u)`,
-/// for values that need no gradient (the page's kernel check).
+/// Both stages of `shaders/lora_rows.wgsl` on tensors, `(c (+ acc) (+
+/// res), u)`, for values that need no gradient (the page's kernel check);
+/// `res` only with `acc`.
 pub(crate) fn lora_rows(
     p: Tensor<2>,
     f1: Tensor<2>,
     f2: Tensor<2>,
-    acc: Option<Tensor<2>>,
+    (acc, res): (Option<Tensor<2>>, Option<Tensor<2>>),
     first: Product,
     second: Product,
 ) -> (Tensor<2>, Tensor<2>) {
     let (p, f1, f2) = (p.into_dispatch(), f1.into_dispatch(), f2.into_dispatch());
-    let (c, u) = match acc {
-        Some(acc) => Dispatch::lora_rows_add(p, f1, f2, acc.into_dispatch(), first, second),
-        None => Dispatch::lora_rows(p, f1, f2, first, second),
+    let (c, u) = match (acc, res) {
+        (Some(acc), Some(res)) => Dispatch::lora_rows_res(
+            p,
+            f1,
+            f2,
+            acc.into_dispatch(),
+            res.into_dispatch(),
+            first,
+            second,
+        ),
+        (Some(acc), None) => Dispatch::lora_rows_add(p, f1, f2, acc.into_dispatch(), first, second),
+        (None, None) => Dispatch::lora_rows(p, f1, f2, first, second),
+        (None, Some(_)) => panic!("lora_rows adds res only with acc"),
     };
     (Tensor::from_dispatch(c), Tensor::from_dispatch(u))
 }
@@ -490,6 +514,19 @@ pub trait AdaptedOps: Backend {
         f1: FloatTensor<Self>,
         f2: FloatTensor<Self>,
         acc: FloatTensor<Self>,
+        first: Product,
+        second: Product,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `(acc + c + res, u)`, as [`AdaptedOps::lora_rows`] (no gradient):
+    /// a projection added to the residual stream `res`.
+    #[fusion(meta = |p, f1, f2, _acc, _res, first, second| rows_meta(p, f1, f2, first, second))]
+    fn lora_rows_res(
+        p: FloatTensor<Self>,
+        f1: FloatTensor<Self>,
+        f2: FloatTensor<Self>,
+        acc: FloatTensor<Self>,
+        res: FloatTensor<Self>,
         first: Product,
         second: Product,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
@@ -563,7 +600,7 @@ fn flex_rows(
     p: FlexTensor,
     f1: FlexTensor,
     f2: FlexTensor,
-    acc: Option<FlexTensor>,
+    (acc, res): (Option<FlexTensor>, Option<FlexTensor>),
     first: Product,
     second: Product,
 ) -> (FlexTensor, FlexTensor) {
@@ -572,8 +609,10 @@ fn flex_rows(
     let (f1, s1) = flex_values(f1);
     let (f2, s2) = flex_values(f2);
     let acc = acc.map(|a| flex_values(a).0);
-    let info = rows_info(ps, s1, s2, &first, &second, acc.is_some());
-    flex_split(rows(&p, &f1, &f2, acc.as_deref(), &info), shapes)
+    let res = res.map(|r| flex_values(r).0);
+    let info = rows_info(ps, s1, s2, &first, &second, acc.is_some(), res.is_some());
+    let c_u = rows(&p, &f1, &f2, (acc.as_deref(), res.as_deref()), &info);
+    flex_split(c_u, shapes)
 }
 
 impl AdaptedOps for Flex {
@@ -606,7 +645,7 @@ impl AdaptedOps for Flex {
         first: Product,
         second: Product,
     ) -> (FlexTensor, FlexTensor) {
-        flex_rows(p, f1, f2, None, first, second)
+        flex_rows(p, f1, f2, (None, None), first, second)
     }
 
     fn lora_rows_add(
@@ -617,7 +656,19 @@ impl AdaptedOps for Flex {
         first: Product,
         second: Product,
     ) -> (FlexTensor, FlexTensor) {
-        flex_rows(p, f1, f2, Some(acc), first, second)
+        flex_rows(p, f1, f2, (Some(acc), None), first, second)
+    }
+
+    fn lora_rows_res(
+        p: FlexTensor,
+        f1: FlexTensor,
+        f2: FlexTensor,
+        acc: FlexTensor,
+        res: FlexTensor,
+        first: Product,
+        second: Product,
+    ) -> (FlexTensor, FlexTensor) {
+        flex_rows(p, f1, f2, (Some(acc), Some(res)), first, second)
     }
 
     fn lora_product_add(
@@ -641,28 +692,31 @@ pub(crate) struct Saved<B: Backend> {
     adapter: Adapter,
 }
 
-/// `y + s·(m ⊙ x)·A·B` `[N, d_out]` on the inner backend, and what its
-/// backward pass needs.
+/// `y + s·(m ⊙ x)·A·B (+ res)` `[N, d_out]` on the inner backend, and what
+/// its backward pass needs.
 pub(crate) fn forward_saved<B: Backend + AdaptedOps>(
     y: FloatTensor<B>,
     x: FloatTensor<B>,
     a: FloatTensor<B>,
     b: FloatTensor<B>,
     adapter: Adapter,
+    res: Option<FloatTensor<B>>,
 ) -> (FloatTensor<B>, Saved<B>) {
+    let (down, up) = (adapter.down(), Product::plain(1.0));
     let (out, u) = if a.shape().dims::<2>()[1] <= MAX_ROWS_RANK {
-        // One launch: y + u·B, and u.
-        B::lora_rows_add(
-            x.clone(),
-            a.clone(),
-            b.clone(),
-            y,
-            adapter.down(),
-            Product::plain(1.0),
-        )
+        // One launch: y + u·B (+ res), and u.
+        let (x, a, b) = (x.clone(), a.clone(), b.clone());
+        match res {
+            Some(res) => B::lora_rows_res(x, a, b, y, res, down, up),
+            None => B::lora_rows_add(x, a, b, y, down, up),
+        }
     } else {
-        let u = B::lora_product(x.clone(), a.clone(), adapter.down()); // [N, r]
-        let out = B::lora_product_add(u.clone(), b.clone(), y, Product::plain(1.0));
+        let u = B::lora_product(x.clone(), a.clone(), down); // [N, r]
+        let out = B::lora_product_add(u.clone(), b.clone(), y, up);
+        let out = match res {
+            Some(res) => B::float_add(out, res),
+            None => out,
+        };
         (out, u)
     };
     let saved = Saved {
@@ -686,6 +740,10 @@ pub(crate) fn backward_into<B: Backend + AdaptedOps>(
     dx_acc: Option<FloatTensor<B>>,
     grads: &mut Gradients,
 ) {
+    debug_assert!(
+        x_node.is_some() || dx_acc.is_none(),
+        "x's gradient given a base part while x needs none"
+    );
     let Saved {
         x,
         a,
@@ -837,6 +895,27 @@ impl<B: Backend + AdaptedOps, C: CheckpointStrategy> AdaptedOps for Autodiff<B, 
         (Self::from_inner(c), Self::from_inner(u))
     }
 
+    fn lora_rows_res(
+        p: FloatTensor<Self>,
+        f1: FloatTensor<Self>,
+        f2: FloatTensor<Self>,
+        acc: FloatTensor<Self>,
+        res: FloatTensor<Self>,
+        first: Product,
+        second: Product,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (c, u) = B::lora_rows_res(
+            Self::inner(p),
+            Self::inner(f1),
+            Self::inner(f2),
+            Self::inner(acc),
+            Self::inner(res),
+            first,
+            second,
+        );
+        (Self::from_inner(c), Self::from_inner(u))
+    }
+
     fn adapted(
         y: FloatTensor<Self>,
         x: FloatTensor<Self>,
@@ -876,7 +955,7 @@ impl<B: Backend + AdaptedOps, C: CheckpointStrategy> AdaptedOps for Autodiff<B, 
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (out, saved) = forward_saved(y, x, a, b, adapter);
+                let (out, saved) = forward_saved(y, x, a, b, adapter, None);
                 prep.finish(saved, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::adapted(y, x, a, b, adapter)),

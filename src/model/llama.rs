@@ -184,9 +184,29 @@ impl Llama {
         lora: Option<&LoraAdapters>,
         mode: Mode,
     ) -> Tensor<2> {
+        self.project_onto(None, x, layer, target, span, lora, mode)
+    }
+
+    /// `res + x·W (+ s·dropout(x)·A·B)`: the projection added to the
+    /// residual stream `res`, on a GPU in the adapter's launch.
+    #[allow(clippy::too_many_arguments)]
+    fn project_onto(
+        &self,
+        res: Option<Tensor<2>>,
+        x: &Tensor<2>,
+        layer: usize,
+        target: Target,
+        span: &Span,
+        lora: Option<&LoraAdapters>,
+        mode: Mode,
+    ) -> Tensor<2> {
+        let plus = |y: Tensor<2>, res: Option<Tensor<2>>| match res {
+            Some(res) => res + y,
+            None => y,
+        };
         let w = &self.weights.layers[layer].proj[target.index()];
         let Some((adapters, pair)) = lora.and_then(|l| l.get(layer, target).map(|p| (l, p))) else {
-            return w.apply(x.clone()); // [N, d_out]
+            return plus(w.apply(x.clone()), res); // [N, d_out]
         };
         let p = adapters.config.dropout;
         let scale = adapters.config.scale() as f32;
@@ -195,11 +215,14 @@ impl Llama {
             let dropout = (mode == Mode::Train && p > 0.0)
                 .then(|| Dropout::new(p, dropout_key(span.dropout_seed, layer, target.index())));
             let adapter = Adapter { scale, dropout };
-            // The base and the adapter as one node, where it takes the base.
-            return projection::project(x.clone(), w, pair, adapter).unwrap_or_else(|| {
-                let y = w.apply(x.clone());
-                adapted(y, x.clone(), pair.a.clone(), pair.b.clone(), adapter)
-            }); // [N, d_out]
+            // The base, the adapter and the residual as one node, where it
+            // takes the base.
+            if let Some(out) = projection::project(x.clone(), w, pair, adapter, res.clone()) {
+                return out; // [N, d_out]
+            }
+            let y = w.apply(x.clone());
+            let out = adapted(y, x.clone(), pair.a.clone(), pair.b.clone(), adapter);
+            return plus(out, res);
         }
         let y = w.apply(x.clone()); // [N, d_out]
         let LoraPair { a, b } = pair;
@@ -213,7 +236,7 @@ impl Llama {
         } else {
             x.clone()
         };
-        y + lora_delta(x, a.clone(), b.clone(), scale) // [N, d_out]
+        plus(y + lora_delta(x, a.clone(), b.clone(), scale), res) // [N, d_out]
     }
 
     /// Runs the blocks on `ids: [B, T]` and returns the final-normed hidden
@@ -339,12 +362,13 @@ impl Llama {
             let k = apply_rope(heads(k, kv), span);
             self.attention(q, k, heads(v, kv), i, span, cache)
         };
-        let x = x + self.project(&att, i, Target::O, span, lora, mode);
+        let x = self.project_onto(Some(x), &att, i, Target::O, span, lora, mode);
         // MLP block.
         let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps, span.gpu);
         let gate = self.project(&xn, i, Target::Gate, span, lora, mode); // [N, F]
         let up = self.project(&xn, i, Target::Up, span, lora, mode); // [N, F]
-        x + self.project(&swiglu(gate, up), i, Target::Down, span, lora, mode)
+        let h = swiglu(gate, up); // [N, F]
+        self.project_onto(Some(x), &h, i, Target::Down, span, lora, mode)
     }
 
     /// burn's attention of block `i` for `q: [B, H, T, hd]` and `k, v: [B,

@@ -6,7 +6,10 @@
 //! launch per projection (seven a block, each pass). Here the backward pass
 //! computes `dY·Wᵀ` itself and `shaders/lora_rows.wgsl` adds the adapter's
 //! `dx` to it as it writes it, so `x` gets one gradient. The forward pass is
-//! the base's product and [`adapted`]'s one launch, as before.
+//! the base's product and [`adapted`]'s one launch, as before. Where the
+//! projection's output is added to the residual stream (attention's `o`,
+//! the MLP's `down`), that launch adds it too, and the stream's gradient is
+//! the output's.
 //!
 //! The base is a dense f32 `[d_in, d_out]` weight or blocks `[d_out, d_in]`
 //! expanded for each product (`model::blocks`), as `Frozen::apply` takes
@@ -14,6 +17,7 @@
 //!
 //! [`adapted`]: crate::model::adapted::adapted
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -27,38 +31,56 @@ use crate::model::adapted::{AdaptedOps, Adapter, Saved, backward_into, forward_s
 use crate::model::blocks::{BlockFormat, BlockOps, DeviceBlocks};
 use crate::model::frozen::Frozen;
 
-/// `x·W + s·dropout(x)·A·B` for `x: [N, d_in]` as one node, for a dense or
-/// blocks base; `None` for a base the node does not take (CPU-packed).
-pub fn project(x: Tensor<2>, w: &Frozen, pair: &LoraPair, adapter: Adapter) -> Option<Tensor<2>> {
+/// `x·W + s·dropout(x)·A·B (+ res)` for `x: [N, d_in]` as one node, for a
+/// dense or blocks base, `res: [N, d_out]` the residual stream it is added
+/// to (in the adapter's launch); `None` for a base the node does not take
+/// (CPU-packed).
+pub fn project(
+    x: Tensor<2>,
+    w: &Frozen,
+    pair: &LoraPair,
+    adapter: Adapter,
+    res: Option<Tensor<2>>,
+) -> Option<Tensor<2>> {
     let (a, b) = (
         pair.a.clone().into_dispatch(),
         pair.b.clone().into_dispatch(),
     );
+    let x = x.into_dispatch();
+    let res = res.map(|r| r.into_dispatch());
     let out = match w {
         Frozen::Dense(w) => {
-            Dispatch::project_dense(x.into_dispatch(), w.clone().into_dispatch(), a, b, adapter)
+            let w = w.clone().into_dispatch();
+            match res {
+                Some(res) => Dispatch::project_dense_res(x, w, a, b, res, adapter),
+                None => Dispatch::project_dense(x, w, a, b, adapter),
+            }
         }
         Frozen::Blocks(DeviceBlocks {
             format,
             words,
             params,
             ..
-        }) => Dispatch::project_blocks(
-            x.into_dispatch(),
-            words.clone().into_dispatch(),
-            params.clone().into_dispatch(),
-            *format,
-            a,
-            b,
-            adapter,
-        ),
+        }) => {
+            let (words, params) = (
+                words.clone().into_dispatch(),
+                params.clone().into_dispatch(),
+            );
+            match res {
+                Some(res) => {
+                    Dispatch::project_blocks_res(x, words, params, *format, a, b, res, adapter)
+                }
+                None => Dispatch::project_blocks(x, words, params, *format, a, b, adapter),
+            }
+        }
         Frozen::Packed(_) => return None,
     };
     Some(Tensor::from_dispatch(out)) // [N, d_out]
 }
 
 /// The adapted projection over its base as backend operations: only
-/// autodiff's differs from the base's product followed by `adapted`.
+/// autodiff's differs from the base's product followed by the adapter's
+/// launch.
 #[backend_extension(
     Flex,
     Cube: cfg(any(feature = "webgpu", feature = "gpu")),
@@ -76,7 +98,21 @@ pub trait ProjectionOps: AdaptedOps + BlockOps {
         adapter: Adapter,
     ) -> FloatTensor<Self> {
         let y = Self::float_matmul(x.clone(), w);
-        Self::adapted(y, x, a, b, adapter)
+        forward_saved::<Self>(y, x, a, b, adapter, None).0
+    }
+
+    /// `res + x·W + s·dropout(x)·A·B`, `W: [d_in, d_out]` dense.
+    #[fusion(default)]
+    fn project_dense_res(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        res: FloatTensor<Self>,
+        adapter: Adapter,
+    ) -> FloatTensor<Self> {
+        let y = Self::float_matmul(x.clone(), w);
+        forward_saved::<Self>(y, x, a, b, adapter, Some(res)).0
     }
 
     /// `x·Wᵀ + s·dropout(x)·A·B`, `W: [d_out, d_in]` in blocks.
@@ -91,7 +127,24 @@ pub trait ProjectionOps: AdaptedOps + BlockOps {
         adapter: Adapter,
     ) -> FloatTensor<Self> {
         let y = Self::blocks_matmul(x.clone(), words, params, format);
-        Self::adapted(y, x, a, b, adapter)
+        forward_saved::<Self>(y, x, a, b, adapter, None).0
+    }
+
+    /// `res + x·Wᵀ + s·dropout(x)·A·B`, `W: [d_out, d_in]` in blocks.
+    #[fusion(default)]
+    #[allow(clippy::too_many_arguments)]
+    fn project_blocks_res(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        res: FloatTensor<Self>,
+        adapter: Adapter,
+    ) -> FloatTensor<Self> {
+        let y = Self::blocks_matmul(x.clone(), words, params, format);
+        forward_saved::<Self>(y, x, a, b, adapter, Some(res)).0
     }
 }
 
@@ -132,52 +185,91 @@ impl<B: Backend + BlockOps> Base<B> {
     }
 }
 
-/// The node: the base's product, then the adapter's launch; backward, the
-/// base's `dY·Wᵀ` and the adapter's, added in the adapter's launch.
+/// The backward pass of both nodes for `g = dL/d out` `[N, d_out]`: the
+/// base's `dY·Wᵀ` (when `x` needs a gradient) and the adapter's parts.
+fn backward<B: Backend + ProjectionOps>(
+    g: FloatTensor<B>,
+    (saved, base): (Saved<B>, Base<B>),
+    ids: [Option<NodeId>; 3],
+    grads: &mut Gradients,
+) {
+    let dx_base = ids[0].is_some().then(|| base.input_grad(g.clone())); // [N, d_in]
+    backward_into(g, saved, ids, dx_base, grads);
+}
+
+#[derive(Debug)]
+struct ProjectionBackward;
+
+impl<B: Backend + ProjectionOps> Backward<B, 3> for ProjectionBackward {
+    /// The adapter's saved values and the base.
+    type State = (Saved<B>, Base<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<B>(&ops.node); // [N, d_out]
+        backward(g, ops.state, ops.parents.map(|n| n.map(|n| n.id)), grads);
+    }
+}
+
+/// The node with the residual stream as a fourth parent: its gradient is
+/// the output's.
+#[derive(Debug)]
+struct ResidualProjectionBackward;
+
+impl<B: Backend + ProjectionOps> Backward<B, 4> for ResidualProjectionBackward {
+    /// The adapter's saved values and the base.
+    type State = (Saved<B>, Base<B>);
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<B>(&ops.node); // [N, d_out]
+        let [x, a, b, res] = ops.parents.map(|n| n.map(|n| n.id));
+        if let Some(res) = res {
+            grads.register::<B>(res, g.clone());
+        }
+        backward(g, ops.state, [x, a, b], grads);
+    }
+}
+
+/// The node: the base's product, then the adapter's launch (adding `res`);
+/// backward, the base's `dY·Wᵀ` and the adapter's `dx` in the adapter's
+/// launch, and `res`'s gradient the output's.
 fn project_node<B: Backend + ProjectionOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     base: Base<B>,
     a: FloatTensor<Autodiff<B, C>>,
     b: FloatTensor<Autodiff<B, C>>,
+    res: Option<FloatTensor<Autodiff<B, C>>>,
     adapter: Adapter,
 ) -> FloatTensor<Autodiff<B, C>> {
-    #[derive(Debug)]
-    struct ProjectionBackward;
-
-    impl<B: Backend + ProjectionOps> Backward<B, 3> for ProjectionBackward {
-        type State = (Saved<B>, Base<B>);
-
-        fn backward(
-            self,
-            ops: Ops<Self::State, 3>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let g = grads.consume::<B>(&ops.node); // [N, d_out]
-            let (saved, base) = ops.state;
-            let ids = ops.parents.map(|n| n.map(|n| n.id));
-            let dx_base = ids[0].is_some().then(|| base.input_grad(g.clone())); // [N, d_in]
-            backward_into(g, saved, ids, dx_base, grads);
-        }
-    }
-
     let (x, x_node) = x.into_parts();
     let (a, a_node) = a.into_parts();
     let (b, b_node) = b.into_parts();
-    match ProjectionBackward
-        .prepare::<C>([x_node, a_node, b_node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let y = base.forward(x.clone()); // [N, d_out]
-            let (out, saved) = forward_saved(y, x, a, b, adapter);
-            prep.finish((saved, base), out)
-        }
-        OpsKind::UnTracked(prep) => {
-            let y = base.forward(x.clone());
-            prep.finish(B::adapted(y, x, a, b, adapter))
-        }
+    let run = |res: Option<FloatTensor<B>>| {
+        let y = base.forward(x.clone()); // [N, d_out]
+        forward_saved(y, x, a, b, adapter, res)
+    };
+    match res.map(|r| r.into_parts()) {
+        None => match ProjectionBackward
+            .prepare::<C>([x_node, a_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, saved) = run(None);
+                prep.finish((saved, base.clone()), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(run(None).0),
+        },
+        Some((res, res_node)) => match ResidualProjectionBackward
+            .prepare::<C>([x_node, a_node, b_node, res_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, saved) = run(Some(res));
+                prep.finish((saved, base.clone()), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(run(Some(res)).0),
+        },
     }
 }
 
@@ -189,7 +281,18 @@ impl<B: Backend + ProjectionOps, C: CheckpointStrategy> ProjectionOps for Autodi
         b: FloatTensor<Self>,
         adapter: Adapter,
     ) -> FloatTensor<Self> {
-        project_node::<B, C>(x, Base::Dense(Self::inner(w)), a, b, adapter)
+        project_node::<B, C>(x, Base::Dense(Self::inner(w)), a, b, None, adapter)
+    }
+
+    fn project_dense_res(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        res: FloatTensor<Self>,
+        adapter: Adapter,
+    ) -> FloatTensor<Self> {
+        project_node::<B, C>(x, Base::Dense(Self::inner(w)), a, b, Some(res), adapter)
     }
 
     fn project_blocks(
@@ -201,13 +304,21 @@ impl<B: Backend + ProjectionOps, C: CheckpointStrategy> ProjectionOps for Autodi
         b: FloatTensor<Self>,
         adapter: Adapter,
     ) -> FloatTensor<Self> {
-        let words = Self::int_inner(words);
-        project_node::<B, C>(
-            x,
-            Base::Blocks(words, Self::inner(params), format),
-            a,
-            b,
-            adapter,
-        )
+        let base = Base::Blocks(Self::int_inner(words), Self::inner(params), format);
+        project_node::<B, C>(x, base, a, b, None, adapter)
+    }
+
+    fn project_blocks_res(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        res: FloatTensor<Self>,
+        adapter: Adapter,
+    ) -> FloatTensor<Self> {
+        let base = Base::Blocks(Self::int_inner(words), Self::inner(params), format);
+        project_node::<B, C>(x, base, a, b, Some(res), adapter)
     }
 }

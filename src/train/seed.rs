@@ -7,7 +7,8 @@
 //! dL/dy`: a product, a sum, the seed, and the product's backward, four
 //! kernel launches per block on a GPU for a value nobody reads. [`seeded`]
 //! is one autodiff node instead: its value is `dL/dy` itself (no launch) and
-//! its backward hands `dL/dy` to `y` as `y`'s gradient, whatever reaches it.
+//! its backward hands `dL/dy` to `y` as `y`'s gradient, whatever reaches it
+//! (the root's own seed, a fill of `[N, d]` ones, is dropped).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -23,7 +24,7 @@ pub fn seeded(y: Tensor<2>, upstream: Tensor<2>) -> Tensor<2> {
     assert_eq!(y.dims(), upstream.dims(), "the gradient is shaped as y");
     Tensor::from_dispatch(Dispatch::seeded(
         y.into_dispatch(),
-        upstream.autodiff().into_dispatch(),
+        upstream.into_dispatch(),
     ))
 }
 
