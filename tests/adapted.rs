@@ -15,7 +15,7 @@ mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::{
-    assert_relative, assert_valid_wgsl, device, lora_config, small_data, tiny_hf, to_vec,
+    assert_relative, assert_valid_wgsl, device, lora_config, nll_and_grads, tiny_hf, to_vec,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tabtune::gpu::{LORA_ENTRY, LORA_PAIR, LORA_PRODUCT, LORA_ROWS, LORA_WORKGROUP};
@@ -26,8 +26,7 @@ use tabtune::model::adapted::{
 };
 use tabtune::model::frozen::Frozen;
 use tabtune::model::projection::project;
-use tabtune::model::{Llama, Mode, Span};
-use tabtune::train::Batch;
+use tabtune::model::{Llama, Mode};
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -402,39 +401,6 @@ fn tiny_with_adapters(dropout: f64, salt: u64) -> (Llama, LoraAdapters) {
         t.clone() + tensor(&noise, [rows, cols]).mul_scalar(0.1)
     });
     (m, lora)
-}
-
-/// The NLL sum of `small_data` through every block with `span` made from the
-/// batch's `[b, t]`, and every factor's gradient.
-fn nll_and_grads(
-    m: &Llama,
-    lora: &LoraAdapters,
-    span: impl Fn(usize, usize) -> Span,
-    mode: Mode,
-) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let data = small_data();
-    let refs: Vec<_> = data.iter().collect();
-    let batch = Batch::new(&refs, 32);
-    let tracked = lora.map(|t| t.autodiff().require_grad());
-    let ids = batch.ids_tensor(&device());
-    let [b, t] = ids.dims();
-    let span = span(b, t);
-    let mut x = m.embed(ids);
-    for i in 0..m.weights.layers.len() {
-        x = m.block(i, x, &span, None, Some(&tracked), mode);
-    }
-    let nll = m.nll_sum(
-        m.final_norm(x, &span),
-        &batch.trained_positions,
-        &batch.targets,
-    );
-    let g = nll.clone().backward();
-    let grads = tracked
-        .named_tensors()
-        .into_iter()
-        .map(|(_, t)| to_vec(t.grad(&g).expect("a gradient")))
-        .collect();
-    (to_vec(nll.inner()), grads)
 }
 
 #[test]

@@ -18,11 +18,10 @@ use std::sync::Arc;
 
 use common::{
     assert_close, assert_relative, assert_valid_wgsl, default_model, device, lora_config,
-    loss_and_grads, scale, small_data, to_vec,
+    loss_and_grads, nll_and_grads, scale, to_vec,
 };
 use half::f16;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tabtune::data::Example;
 use tabtune::gpu::{dequantize_source, few_source};
 use tabtune::io::dequant::GgmlType;
 use tabtune::io::quantize::quantize;
@@ -33,7 +32,6 @@ use tabtune::model::frozen::Frozen;
 use tabtune::model::load::load_gguf;
 use tabtune::model::packed::PackedWeight;
 use tabtune::model::{Llama, Mode};
-use tabtune::train::Batch;
 
 const ROWS: usize = 6;
 const COLS: usize = 96;
@@ -260,7 +258,10 @@ fn the_default_model_on_device_blocks_gives_its_f32_logits_loss_and_gradients() 
     // 1e-5 of their largest value: at most 9.0e-5 measured (lora_A of layer
     // 6's v_proj; 1.3e-4 with the base product and the adapter as two
     // nodes), held to 2e-4.
-    let (nll, grads) = gpu_way_loss_and_grads(&blocks, &lora);
+    let gpu_way = |m: &Llama, lora: &LoraAdapters| {
+        nll_and_grads(m, lora, |b, t| m.span(b, t, 0).with_gpu_ops(), Mode::Train)
+    };
+    let (nll, grads) = gpu_way(&blocks, &lora);
     assert_relative("nll the GPU's way", &nll, &want_nll);
     for ((got, want), (name, _)) in grads.iter().zip(&want_grads).zip(lora.named_tensors()) {
         let what = format!("gradient of {name} the GPU's way");
@@ -268,7 +269,7 @@ fn the_default_model_on_device_blocks_gives_its_f32_logits_loss_and_gradients() 
     }
     // Against the f32 model run the same way (the dense base in the same
     // node), where only the base's products differ, the bound is 1e-5.
-    let (dense_nll, dense_grads) = gpu_way_loss_and_grads(&dense, &lora);
+    let (dense_nll, dense_grads) = gpu_way(&dense, &lora);
     assert_relative("nll the GPU's way, blocks against f32", &nll, &dense_nll);
     for ((got, want), (name, _)) in grads.iter().zip(&dense_grads).zip(lora.named_tensors()) {
         assert_relative(
@@ -277,24 +278,4 @@ fn the_default_model_on_device_blocks_gives_its_f32_logits_loss_and_gradients() 
             want,
         );
     }
-}
-
-/// As `common::loss_and_grads` with the model run the GPU's way.
-fn gpu_way_loss_and_grads(m: &Llama, lora: &LoraAdapters) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let tracked = lora.map(|t| t.autodiff().require_grad());
-    let data = small_data();
-    let refs: Vec<&Example> = data.iter().collect();
-    let batch = Batch::new(&refs, 32);
-    let ids = batch.ids_tensor(&device());
-    let [b, t] = ids.dims();
-    let span = m.span(b, t, 0).with_gpu_ops();
-    let hidden = m.hidden_in(ids, &span, None, Some(&tracked), Mode::Train);
-    let nll = m.nll_sum(hidden, &batch.trained_positions, &batch.targets);
-    let g = nll.clone().backward();
-    let grads = tracked
-        .named_tensors()
-        .into_iter()
-        .map(|(_, t)| to_vec(t.grad(&g).expect("a gradient")))
-        .collect();
-    (to_vec(nll.inner()), grads)
 }

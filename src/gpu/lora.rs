@@ -3,7 +3,7 @@
 //! products.
 
 use burn::backend::TensorMetadata;
-use burn::tensor::DType;
+use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -141,8 +141,9 @@ fn launch_rows(
             assert_eq!(t.shape().dims::<2>(), [rows, cols], "{what} is c's shape");
             into_contiguous(t).handle.binding()
         }
-        // Bound but never read: one binding may not alias another writable one.
-        None => client.create_from_slice(&0f32.to_le_bytes()).binding(),
+        // Bound but never read: one binding may not alias another writable
+        // one. Allocated, not written: a write would submit the queue.
+        None => empty(Shape::new([1])).handle.binding(),
     };
     let (acc, res) = (bind(acc, "acc"), bind(res, "res"));
     let kernel = WgslKernel {
@@ -184,8 +185,16 @@ fn launch_product(
             assert_eq!(acc.shape(), shape, "acc is the output's shape");
             into_contiguous(acc).handle.binding()
         }
-        // Bound but never read: one binding may not alias another writable one.
-        None => client.create_from_slice(&0f32.to_le_bytes()).binding(),
+        // Bound but never read: one binding may not alias another writable
+        // one. Allocated, not written: a write would submit the queue.
+        None => empty_device_contiguous_dtype(
+            client.clone(),
+            p.device.clone(),
+            Shape::new([1]),
+            DType::F32,
+        )
+        .handle
+        .binding(),
     };
     let kernel = WgslKernel {
         entry: LORA_ENTRY,

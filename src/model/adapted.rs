@@ -325,8 +325,13 @@ pub fn rows(
     let two: [u32; 12] = info[12..24].try_into().expect("12 words");
     let u = product(p, f1, None, &one);
     let mut c = product(&u, f2, acc, &two);
+    assert_eq!(
+        info[24] == 1,
+        res.is_some(),
+        "info says whether res is added"
+    );
     if let Some(res) = res {
-        assert_eq!(info[24], 1, "info says res is added");
+        assert_eq!(res.len(), c.len(), "res is c's shape");
         c.iter_mut().zip(res).for_each(|(c, r)| *c += r);
     }
     c.extend(u);

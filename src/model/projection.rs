@@ -255,7 +255,7 @@ fn project_node<B: Backend + ProjectionOps, C: CheckpointStrategy>(
         {
             OpsKind::Tracked(prep) => {
                 let (out, saved) = run(None);
-                prep.finish((saved, base.clone()), out)
+                prep.finish((saved, base), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(run(None).0),
         },
@@ -266,7 +266,7 @@ fn project_node<B: Backend + ProjectionOps, C: CheckpointStrategy>(
         {
             OpsKind::Tracked(prep) => {
                 let (out, saved) = run(Some(res));
-                prep.finish((saved, base.clone()), out)
+                prep.finish((saved, base), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(run(Some(res)).0),
         },

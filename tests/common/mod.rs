@@ -119,6 +119,40 @@ pub fn loss_and_grads(
     (to_vec(nll.inner()), factors)
 }
 
+/// The NLL sum of `small_data` through every block with `span` made from the
+/// batch's `[b, t]` (the GPU's way on the CPU with `Span::with_gpu_ops`),
+/// and every factor's gradient.
+pub fn nll_and_grads(
+    m: &tabtune::model::Llama,
+    lora: &LoraAdapters,
+    span: impl Fn(usize, usize) -> tabtune::model::Span,
+    mode: tabtune::model::Mode,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let data = small_data();
+    let refs: Vec<_> = data.iter().collect();
+    let batch = tabtune::train::Batch::new(&refs, 32);
+    let tracked = lora.map(|t| t.autodiff().require_grad());
+    let ids = batch.ids_tensor(&device());
+    let [b, t] = ids.dims();
+    let span = span(b, t);
+    let mut x = m.embed(ids);
+    for i in 0..m.weights.layers.len() {
+        x = m.block(i, x, &span, None, Some(&tracked), mode);
+    }
+    let nll = m.nll_sum(
+        m.final_norm(x, &span),
+        &batch.trained_positions,
+        &batch.targets,
+    );
+    let g = nll.clone().backward();
+    let grads = tracked
+        .named_tensors()
+        .into_iter()
+        .map(|(_, t)| to_vec(t.grad(&g).expect("a gradient")))
+        .collect();
+    (to_vec(nll.inner()), grads)
+}
+
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     let d = max_abs_diff(got, want);
     assert!(d <= tol, "{what}: max abs diff {d} > {tol}");
