@@ -20,6 +20,15 @@ use std::borrow::Cow;
 
 use burn::backend::flex::FlexTensor;
 
+/// A flex tensor's values as an owned f32 vector in row-major order
+/// (converted from another float type if need be).
+pub(crate) fn owned_values(t: FlexTensor) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .expect("f32 values")
+}
+
 /// A flex tensor's f32 values in row-major order: borrowed when they are
 /// contiguous (a view at an offset included), copied into order otherwise.
 pub(crate) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {

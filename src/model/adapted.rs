@@ -42,6 +42,8 @@ use burn::backend::{
 };
 use burn::tensor::{Shape, Tensor, TensorData};
 
+use crate::cpu::owned_values;
+
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 use burn::backend::fusion::custom::TensorSpec;
 
@@ -568,12 +570,7 @@ pub trait AdaptedOps: Backend {
 /// A flex tensor's values and shape.
 fn flex_values(t: FlexTensor) -> (Vec<f32>, [usize; 2]) {
     let shape = t.shape().dims::<2>();
-    let v = t
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .expect("f32 values");
-    (v, shape)
+    (owned_values(t), shape)
 }
 
 fn flex_product(

@@ -36,6 +36,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, Tensor, TensorData};
 
+use crate::cpu::owned_values;
+
 /// The most head dimensions the kernels take (four values per invocation).
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -317,13 +319,6 @@ pub trait AttentionOps: Backend {
     }
 }
 
-fn flex_values(t: FlexTensor) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .expect("f32 values")
-}
-
 /// `values` cut in consecutive tensors of `shapes`.
 fn flex_parts<const N: usize>(values: Vec<f32>, shapes: [Shape; N]) -> [FlexTensor; N] {
     let mut start = 0;
@@ -345,7 +340,13 @@ impl AttentionOps for Flex {
         assert_eq!(v.shape(), k.shape(), "v and k differ");
         let d = Dims::of(&q.shape(), &k.shape());
         let shapes = [q.shape(), rows_shape(&q.shape())];
-        let out = forward(&flex_values(q), &flex_values(k), &flex_values(v), d, scale);
+        let out = forward(
+            &owned_values(q),
+            &owned_values(k),
+            &owned_values(v),
+            d,
+            scale,
+        );
         let [o, lse] = flex_parts(out, shapes);
         (o, lse)
     }
@@ -362,14 +363,14 @@ impl AttentionOps for Flex {
         assert_eq!(v.shape(), k.shape(), "v and k differ");
         let d = Dims::of(&q.shape(), &k.shape());
         let shapes = [q.shape(), k.shape(), k.shape(), rows_shape(&q.shape())];
-        let mut fwd = flex_values(o);
-        fwd.extend(flex_values(lse));
+        let mut fwd = owned_values(o);
+        fwd.extend(owned_values(lse));
         let out = backward(
-            &flex_values(q),
-            &flex_values(k),
-            &flex_values(v),
+            &owned_values(q),
+            &owned_values(k),
+            &owned_values(v),
             &fwd,
-            &flex_values(d_o),
+            &owned_values(d_o),
             d,
             scale,
         );

@@ -25,6 +25,8 @@ use burn::backend::{
 };
 use burn::tensor::{Tensor, TensorData};
 
+use crate::cpu::owned_values;
+
 /// `1/sqrt(mean(x²) + ε)` of one row.
 fn rstd(x: &[f32], eps: f32) -> f32 {
     let squares: f32 = x.iter().map(|v| v * v).sum();
@@ -120,23 +122,16 @@ pub trait NormOps: Backend {
     }
 }
 
-fn flex_values(t: FlexTensor) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .expect("f32 values")
-}
-
 impl NormOps for Flex {
     fn rms_norm_forward(x: FlexTensor, w: FlexTensor, eps: f32) -> FlexTensor {
         let shape = x.shape();
-        let y = forward(&flex_values(x), &flex_values(w), eps);
+        let y = forward(&owned_values(x), &owned_values(w), eps);
         FlexTensor::from_data(TensorData::new(y, shape))
     }
 
     fn rms_norm_backward(x: FlexTensor, w: FlexTensor, g: FlexTensor, eps: f32) -> FlexTensor {
         let shape = x.shape();
-        let dx = backward(&flex_values(x), &flex_values(w), &flex_values(g), eps);
+        let dx = backward(&owned_values(x), &owned_values(w), &owned_values(g), eps);
         FlexTensor::from_data(TensorData::new(dx, shape))
     }
 }

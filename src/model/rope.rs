@@ -23,6 +23,8 @@ use burn::backend::{
 };
 use burn::tensor::{Tensor, TensorData};
 
+use crate::cpu::owned_values;
+
 /// The kernel's twin: `x` `[rows, width]` rotated by the tables `cos`, `sin`
 /// `[len, hd]` (row `r` at position `r mod len`, `width` a multiple of
 /// `hd`); `inverse` applies the transpose (the backward pass).
@@ -102,22 +104,15 @@ pub trait RopeOps: Backend {
     }
 }
 
-fn flex_values(t: FlexTensor) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .expect("f32 values")
-}
-
 impl RopeOps for Flex {
     fn rope_rotate(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, inverse: bool) -> FlexTensor {
         let shape = x.shape();
         let [_, width] = shape.dims::<2>();
         let hd = cos.shape().dims::<2>()[1];
         let out = rotate(
-            &flex_values(x),
-            &flex_values(cos),
-            &flex_values(sin),
+            &owned_values(x),
+            &owned_values(cos),
+            &owned_values(sin),
             width,
             hd,
             inverse,

@@ -17,6 +17,8 @@ use burn::backend::{
 };
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::cpu::owned_values;
+
 /// Parts per launch.
 pub const PARTS: usize = 6;
 
@@ -134,13 +136,6 @@ pub trait JoinOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn flex_values(t: FlexTensor) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .expect("f32 values")
-}
-
 impl JoinOps for Flex {
     fn join_into(
         flat: FlexTensor,
@@ -153,8 +148,8 @@ impl JoinOps for Flex {
         run: Run,
     ) -> FlexTensor {
         let shape = flat.shape();
-        let mut values = flex_values(flat);
-        let parts = [p0, p1, p2, p3, p4, p5].map(flex_values);
+        let mut values = owned_values(flat);
+        let parts = [p0, p1, p2, p3, p4, p5].map(owned_values);
         let parts: [&[f32]; PARTS] = std::array::from_fn(|i| parts[i].as_slice());
         join_into_values(&mut values, &parts, run);
         FlexTensor::from_data(TensorData::new(values, shape))
