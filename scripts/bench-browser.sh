@@ -9,9 +9,11 @@
 # Then it counts a WebGPU training step's kernel launches at batch 4 x 256 on
 # the default model's graph: SwiftShader (this machine's WebGPU) cannot run
 # the 135M model in useful time, and the launches depend on the graph (30
-# blocks, 7 targets, 9 heads over 3, the tied 49152-token head), not on the
-# width, so a random model with that graph at width 72 stands in
-# (tests/browser/make_tiny_model.py OUT 30). `--launches 0` skips it.
+# blocks, 7 targets, the tied 49152-token head) and the base's format, not
+# on the width, so random models with that graph stand in: f32 at width 72
+# (9 heads over 3), and packed as the default model's base is, quantized to
+# Q4_0 at load at width 96, a whole number of 32-value blocks
+# (tests/browser/make_tiny_model.py OUT 30 [packable]). `--launches 0` skips it.
 # Usage: scripts/bench-browser.sh [--batch 4] [--seq-len 128] [--steps 8] [--variants cpu-threads,cpu-1] [--launches 1]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -69,16 +71,22 @@ for p in page[1:]:
 PY
 
 [ "$launches" = 1 ] || exit 0
-echo "== WebGPU kernel launches per step: the default model's graph at width 72, batch 4 x 256, 2 steps" >&2
+echo "== WebGPU kernel launches per step: the default model's graph at batch 4 x 256, 2 steps, f32 and packed" >&2
 bash scripts/setup-python.sh
 "$TABTUNE_VENV/bin/python" tests/browser/make_tiny_model.py "$out" 30 >/dev/null
+"$TABTUNE_VENV/bin/python" tests/browser/make_tiny_model.py "$out" 30 packable >/dev/null
 node tests/browser/bench.mjs --batch 4 --seq-len 256 --steps 2 --variants webgpu --model "$out/tiny-30" > "$out/launches.json"
-python3 - "$out/launches.json" <<'PY'
+# The default model's base is packed (a Q4_1/Q8_0 GGUF): the same graph with
+# every width a whole number of blocks, quantized to Q4_0 at load.
+node tests/browser/bench.mjs --batch 4 --seq-len 256 --steps 2 --variants webgpu --model "$out/tiny-30-packable" \
+  --base-weights q4_0 > "$out/launches-packed.json"
+python3 - "$out/launches.json" "$out/launches-packed.json" <<'PY'
 import json, sys
-d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-print(f"\nWebGPU launches per step (30 blocks, batch 4 x 256): {d['dispatches_by_step']} by step, "
-      f"{d['gpu_copies_per_step']} buffer copies; goal 2000: {d['gpu_dispatches_per_step'] / 2000:.1f}x over")
-print("most launched kernels in the last step:")
-for name, n in d["kernels_last_step"][:12]:
-    print(f"  {n:6d}  {name}")
+for path, what in zip(sys.argv[1:], ["f32 base, width 72", "packed (Q4_0) base, width 96"]):
+    d = json.loads(open(path).read().strip().splitlines()[-1])
+    print(f"\nWebGPU launches per step (30 blocks, batch 4 x 256, {what}): {d['dispatches_by_step']} by step, "
+          f"{d['gpu_copies_per_step']} buffer copies; goal 2000: {d['gpu_dispatches_per_step'] / 2000:.2f}x")
+    print("most launched kernels in the last step:")
+    for name, n in d["kernels_last_step"][:12]:
+        print(f"  {n:6d}  {name}")
 PY

@@ -22,11 +22,13 @@ use common::{
 };
 use half::f16;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tabtune::gpu::{dequantize_source, few_source};
+use tabtune::gpu::{blocks_source, dequantize_source, few_source};
 use tabtune::io::dequant::GgmlType;
 use tabtune::io::quantize::quantize;
 use tabtune::lora::LoraAdapters;
-use tabtune::model::blocks::{BlockFormat, DeviceBlocks, WordBlocks, matmul_words_few};
+use tabtune::model::blocks::{
+    BlockFormat, DeviceBlocks, WordBlocks, matmul_words, matmul_words_few,
+};
 use tabtune::model::embedding::Embedding;
 use tabtune::model::frozen::Frozen;
 use tabtune::model::load::load_gguf;
@@ -120,20 +122,64 @@ fn a_k_quant_is_requantized_to_q8_0_within_half_a_step_and_the_scales_rounding()
 }
 
 #[test]
-fn both_kernels_are_valid_wgsl_for_every_format() {
+fn every_kernel_reading_blocks_is_valid_wgsl_for_every_format() {
     type Source = fn(BlockFormat) -> String;
-    let kernels: [(Source, &str, u32); 2] = [
+    let kernels: [(Source, &str, u32); 3] = [
         (
             dequantize_source,
             tabtune::gpu::DEQUANTIZE_ENTRY,
             tabtune::gpu::DEQUANTIZE_WORKGROUP,
         ),
         (few_source, tabtune::gpu::FEW_ENTRY, tabtune::gpu::FEW_LANES),
+        (
+            blocks_source,
+            tabtune::gpu::BLOCKS_ENTRY,
+            tabtune::gpu::BLOCKS_WORKGROUP,
+        ),
     ];
     for (source_of, name, size) in kernels {
         for format in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1] {
             let source = source_of(format);
             assert_valid_wgsl(&format!("{name} {format:?}"), &source, name, size);
+        }
+    }
+}
+
+#[test]
+fn the_tiled_twin_is_the_product_with_the_expanded_matrix_both_ways() {
+    let p = packed(GgmlType::Q4_1, random_q4_1(7));
+    let w = WordBlocks::from_packed(&p);
+    let dense = p.to_f32(); // [ROWS, COLS]
+    let m = 3;
+    // x·Wᵀ: [m, COLS]·[COLS, ROWS].
+    let x: Vec<f32> = random_values(8)[..m * COLS].to_vec();
+    let got = matmul_words(w.format, &w.words, &w.params, COLS, &x, true); // [m, ROWS]
+    for k in 0..m {
+        for r in 0..ROWS {
+            let want: f32 = (0..COLS)
+                .map(|c| x[k * COLS + c] * dense[r * COLS + c])
+                .sum();
+            let g = got[k * ROWS + r];
+            assert!(
+                (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "xWᵀ [{k}, {r}]: {g} vs {want}"
+            );
+        }
+    }
+    // dY·W: [m, ROWS]·[ROWS, COLS].
+    let dy: Vec<f32> = random_values(9)[..m * ROWS].to_vec();
+    let got = matmul_words(w.format, &w.words, &w.params, COLS, &dy, false); // [m, COLS]
+    assert_eq!(got.len(), m * COLS);
+    for k in 0..m {
+        for c in 0..COLS {
+            let want: f32 = (0..ROWS)
+                .map(|r| dy[k * ROWS + r] * dense[r * COLS + c])
+                .sum();
+            let g = got[k * COLS + c];
+            assert!(
+                (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "dY·W [{k}, {c}]: {g} vs {want}"
+            );
         }
     }
 }
@@ -165,7 +211,7 @@ fn the_pages_kernel_check_runs_and_on_the_cpu_finds_the_twins_equal() {
     // checks the check (its cases and comparisons); the page runs it on WebGPU.
     let checks =
         tabtune::readback::block_on(tabtune::gpu::check::check_kernels(&device())).expect("runs");
-    assert_eq!(checks.len(), 59);
+    assert_eq!(checks.len(), 65);
     for c in &checks {
         assert!(c.values > 0 && c.non_finite == 0, "{c:?}");
         if c.case.starts_with("dequantize_blocks") || c.case.starts_with("join") {

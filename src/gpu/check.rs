@@ -14,6 +14,8 @@
 //! most rows and one), against the twin's f64 sums (the kernel sums in f32,
 //! in another order). Blocks are random: Q8_0 and Q4_0 quantized from
 //! random values, Q4_1 random bytes with a finite scale and minimum.
+//! `matmul_blocks`: `x·Wᵀ` and `dY·W` for each format, with edges inside
+//! a tile on every side, against the twin's f64 sums.
 //! `lora_product`: each of an adapted projection's six products at the
 //! default model's shapes (`x·A` and `xᵀ·du` with dropout on the input,
 //! `u·B` added to `y`, `g·Bᵀ`, `uᵀ·g`, `du·Aᵀ` with dropout on the output),
@@ -56,7 +58,7 @@ use crate::model::adapted::{
 };
 use crate::model::attention::{self, Dims, attention_backward, attention_forward};
 use crate::model::blocks::{
-    BlockFormat, DeviceBlocks, FEW_ROWS, WordBlocks, dequantize_words, product_few,
+    BlockFormat, DeviceBlocks, FEW_ROWS, WordBlocks, dequantize_words, matmul_words, product_few,
 };
 use crate::model::norm::{self, rms_norm_backward, rms_norm_forward};
 use crate::model::packed::PackedWeight;
@@ -559,6 +561,40 @@ async fn check_block_nodes(device: &Device) -> Result<Vec<KernelCheck>> {
     Ok(checks)
 }
 
+/// `matmul_blocks` both ways (`x·Wᵀ` and `dY·W`) for each format, against
+/// the twin's f64 sums.
+async fn check_block_products(device: &Device) -> Result<Vec<KernelCheck>> {
+    // (type, rows, cols, rows of a): SmolLM2's `k` at batch 1 × 128, then
+    // edges inside a tile on every side: 70 rows of a, 300 rows of W (12
+    // past a step of 16 along K for `dY·W`), 1,056 columns (32 past a tile).
+    let cases = [
+        (GgmlType::Q8_0, 192, 576, 128),
+        (GgmlType::Q4_0, 300, 1024, 70),
+        (GgmlType::Q4_1, 300, 1056, 70),
+    ];
+    let mut checks = Vec::new();
+    for (seed, (ty, rows, cols, m)) in cases.into_iter().enumerate() {
+        let host = WordBlocks::from_packed(&random_blocks(ty, rows, cols, 200 + seed as u64));
+        let on_device = DeviceBlocks::upload(&host, device);
+        let format = format!("{:?}", host.format);
+        for transpose in [true, false] {
+            let inner = if transpose { cols } else { rows };
+            let a = random_values(m * inner, 300 + 2 * seed as u64 + u64::from(transpose));
+            let at = Tensor::<2>::from_data(TensorData::new(a.clone(), [m, inner]), device);
+            let (got, case) = if transpose {
+                let case = format!("matmul_blocks {format} [{m}, {cols}]·[{rows}, {cols}]ᵀ");
+                (read(on_device.matmul_t(at)).await?, case)
+            } else {
+                let case = format!("matmul_blocks {format} [{m}, {rows}]·[{rows}, {cols}]");
+                (read(on_device.matmul_grad(at)).await?, case)
+            };
+            let want = matmul_words(host.format, &host.words, &host.params, cols, &a, transpose);
+            checks.push(compare(case, &got, &want));
+        }
+    }
+    Ok(checks)
+}
+
 /// Runs our kernels (through [`DeviceBlocks`] and the adapter's products)
 /// on `device` for every case and compares each with its twin.
 pub async fn check_kernels(device: &Device) -> Result<Vec<KernelCheck>> {
@@ -628,6 +664,7 @@ pub async fn check_kernels(device: &Device) -> Result<Vec<KernelCheck>> {
             ));
         }
     }
+    checks.extend(check_block_products(device).await?);
     checks.extend(check_lora_products(device).await?);
     checks.extend(check_attention(device).await?);
     checks.extend(check_block_nodes(device).await?);

@@ -1,8 +1,8 @@
-//! `shaders/dequantize_blocks.wgsl` launched on burn's cubecl backend: the
-//! GPU side of [`BlockOps`].
+//! The GPU side of [`BlockOps`] on burn's cubecl backend:
+//! `shaders/dequantize_blocks.wgsl` launched, and the products by a packed
+//! weight handed to `matmul_blocks.rs` (or, for a few rows, `matmul_few.rs`).
 
 use burn::backend::TensorMetadata;
-use burn::backend::ops::FloatTensorOps;
 use burn::tensor::DType;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
@@ -65,7 +65,26 @@ impl BlockOps for CubeBackend {
             );
             return super::matmul_few::matmul_few(x, words, params, format, rows, cols);
         }
-        let w = Self::dequantize_blocks(words, params, format); // [rows, cols]
-        Self::float_matmul(x, Self::float_transpose(w)) // [N, rows]
+        let (x, words, params) = (
+            into_contiguous(x),
+            into_contiguous(words),
+            into_contiguous(params),
+        );
+        super::matmul_blocks::matmul_blocks(x, words, params, format, [rows, cols], true)
+    }
+
+    fn blocks_matmul_grad(
+        g: CubeTensor,
+        words: CubeTensor,
+        params: CubeTensor,
+        format: BlockFormat,
+    ) -> CubeTensor {
+        let shape = expanded_shape(&words.shape(), &format).dims::<2>();
+        let (g, words, params) = (
+            into_contiguous(g),
+            into_contiguous(words),
+            into_contiguous(params),
+        );
+        super::matmul_blocks::matmul_blocks(g, words, params, format, shape, false)
     }
 }

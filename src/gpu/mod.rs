@@ -15,6 +15,8 @@ mod kernel;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod lora;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
+mod matmul_blocks;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod matmul_few;
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 mod norm;
@@ -62,6 +64,19 @@ pub const FEW_ENTRY: &str = "matmul_blocks_few";
 /// Invocations per workgroup (one workgroup per row of `W`) in
 /// [`MATMUL_BLOCKS_FEW`].
 pub const FEW_LANES: u32 = 64;
+
+/// `shaders/matmul_blocks.wgsl`, as written.
+pub const MATMUL_BLOCKS: &str = include_str!("../../shaders/matmul_blocks.wgsl");
+
+/// The entry point of [`MATMUL_BLOCKS`].
+pub const BLOCKS_ENTRY: &str = "matmul_blocks";
+
+/// Invocations per workgroup (one 64 × 64 tile of the product) in
+/// [`MATMUL_BLOCKS`].
+pub const BLOCKS_WORKGROUP: u32 = 256;
+
+/// Rows and columns of the product one workgroup of [`MATMUL_BLOCKS`] gives.
+pub const BLOCKS_TILE: usize = 64;
 
 /// `shaders/lora_product.wgsl`, as written (it has no variants).
 pub const LORA_PRODUCT: &str = include_str!("../../shaders/lora_product.wgsl");
@@ -114,7 +129,7 @@ pub const RMS_NORM_BACKWARD: &str = include_str!("../../shaders/rms_norm_backwar
 /// ([`LORA_ROWS`], [`RMS_NORM_FORWARD`], [`RMS_NORM_BACKWARD`]).
 pub const ROW_WORKGROUP: u32 = 64;
 
-/// `format`'s constants, as both kernels declare them.
+/// `format`'s constants, as the kernels that read blocks declare them.
 fn format_consts(format: BlockFormat) -> String {
     format!(
         "const BITS: u32 = {}u;\nconst OFFSET: f32 = {:.1};\nconst PARAMS: u32 = {}u;\n\n",
@@ -133,6 +148,11 @@ pub fn dequantize_source(format: BlockFormat) -> String {
 /// [`FEW_ROWS`]), then the shader.
 pub fn few_source(format: BlockFormat) -> String {
     format!("const FEW: u32 = {FEW_ROWS}u;\n") + &format_consts(format) + MATMUL_BLOCKS_FEW
+}
+
+/// The tiled product for `format`: its constants, then the shader.
+pub fn blocks_source(format: BlockFormat) -> String {
+    format_consts(format) + MATMUL_BLOCKS
 }
 
 /// Workgroups `(x, y)` covering `n` invocations of `per` each, at most

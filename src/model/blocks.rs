@@ -22,7 +22,11 @@
 //! the kernel in `shaders/dequantize_blocks.wgsl` (`crate::gpu`), on the CPU
 //! its Rust twin [`dequantize_words`]. [`blocks_matmul`] multiplies by it
 //! as one autodiff node that keeps only the packed tensors, as
-//! `model::frozen` does for host blocks: the f32 copy lives for one product.
+//! `model::frozen` does for host blocks. On a GPU its products, `x·Wᵀ`
+//! forward and `dY·W` backward ([`BlockOps::blocks_matmul_grad`]), read the
+//! packed weight where it lies (`shaders/matmul_blocks.wgsl`, twin
+//! [`matmul_words`]): one launch each and no f32 copy; on the CPU the f32
+//! copy lives for one product.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -221,6 +225,35 @@ pub fn dequantize_words(format: BlockFormat, words: &[u32], params: &[f32]) -> V
         .collect()
 }
 
+/// The Rust twin of `shaders/matmul_blocks.wgsl`: with `transpose`, `a:
+/// [m, cols]` times the transpose of the packed `[rows, cols]`, giving `[m,
+/// rows]`; without, `a: [m, rows]` times it, giving `[m, cols]`; each sum
+/// in f64.
+pub fn matmul_words(
+    format: BlockFormat,
+    words: &[u32],
+    params: &[f32],
+    cols: usize,
+    a: &[f32],
+    transpose: bool,
+) -> Vec<f32> {
+    let w = dequantize_words(format, words, params); // [rows, cols]
+    if transpose {
+        return product_few(&w, cols, a, a.len() / cols);
+    }
+    let rows = w.len() / cols;
+    let m = a.len() / rows;
+    let mut c = vec![0f64; m * cols];
+    for (ai, ci) in a.chunks(rows).zip(c.chunks_mut(cols)) {
+        for (&av, wr) in ai.iter().zip(w.chunks(cols)) {
+            for (cv, &wv) in ci.iter_mut().zip(wr) {
+                *cv += av as f64 * wv as f64;
+            }
+        }
+    }
+    c.into_iter().map(|v| v as f32).collect()
+}
+
 /// The Rust twin of `shaders/matmul_blocks_few.wgsl`: `x: [n, cols]`
 /// (row-major) times the transpose of the packed `[rows, cols]`, giving
 /// `[n, rows]`, each sum in f64.
@@ -313,6 +346,16 @@ impl DeviceBlocks {
             self.format,
         ))
     }
+
+    /// `g·W` for `g: [N, rows]`, giving `[N, cols]` (untracked).
+    pub fn matmul_grad(&self, g: Tensor<2>) -> Tensor<2> {
+        Tensor::from_dispatch(Dispatch::blocks_matmul_grad(
+            g.into_dispatch(),
+            self.words.clone().into_dispatch(),
+            self.params.clone().into_dispatch(),
+            self.format,
+        ))
+    }
 }
 
 fn expand(words: Tensor<2, Int>, params: Tensor<2>, format: BlockFormat) -> Tensor<2> {
@@ -329,6 +372,12 @@ fn expand(words: Tensor<2, Int>, params: Tensor<2>, format: BlockFormat) -> Tens
 pub(crate) fn product_shape(x: &Shape, words: &Shape, format: &BlockFormat) -> Shape {
     let _ = format;
     Shape::new([x[0], words[0]])
+}
+
+/// The shape [`BlockOps::blocks_matmul_grad`] gives for `g` and `words`.
+#[cfg_attr(not(any(feature = "webgpu", feature = "gpu")), allow(dead_code))]
+pub(crate) fn grad_shape(g: &Shape, words: &Shape, format: &BlockFormat) -> Shape {
+    Shape::new([g[0], words[1] * format.per_word()])
 }
 
 /// The shape [`BlockOps::dequantize_blocks`] gives for `words`.
@@ -356,8 +405,9 @@ pub trait BlockOps: Backend {
     ) -> FloatTensor<Self>;
 
     /// `x: [N, cols]` times the transpose of the expanded `[rows, cols]`.
-    /// On a GPU, a few rows (decoding) are multiplied by the packed weight
-    /// as it lies (`shaders/matmul_blocks_few.wgsl`).
+    /// On a GPU the packed weight is read where it lies, in one launch: a
+    /// few rows (decoding) by `shaders/matmul_blocks_few.wgsl`, more by
+    /// `shaders/matmul_blocks.wgsl`.
     #[fusion(dtype = x, shape = product_shape(x, words, format))]
     fn blocks_matmul(
         x: FloatTensor<Self>,
@@ -367,6 +417,20 @@ pub trait BlockOps: Backend {
     ) -> FloatTensor<Self> {
         let w = Self::dequantize_blocks(words, params, format); // [rows, cols]
         Self::float_matmul(x, Self::float_transpose(w)) // [N, rows]
+    }
+
+    /// `g: [N, rows]` times the expanded `[rows, cols]`: the gradient
+    /// `dY·W` reaching [`BlockOps::blocks_matmul`]'s `x`. On a GPU, one
+    /// launch of `shaders/matmul_blocks.wgsl`.
+    #[fusion(dtype = g, shape = grad_shape(g, words, format))]
+    fn blocks_matmul_grad(
+        g: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        let w = Self::dequantize_blocks(words, params, format); // [rows, cols]
+        Self::float_matmul(g, w) // [N, cols]
     }
 }
 
@@ -424,8 +488,7 @@ impl<B: Backend + BlockOps, C: CheckpointStrategy> BlockOps for Autodiff<B, C> {
                 let (words, params, format) = ops.state;
                 unary::<B, _>(ops.parents, ops.node, grads, |grad| {
                     // dX = dY·W: [N, rows]·[rows, cols] -> [N, cols]
-                    let w = B::dequantize_blocks(words, params, format);
-                    B::float_matmul(grad, w)
+                    B::blocks_matmul_grad(grad, words, params, format)
                 });
             }
         }

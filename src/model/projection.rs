@@ -178,8 +178,7 @@ impl<B: Backend + BlockOps> Base<B> {
         match self {
             Base::Dense(w) => B::float_matmul(g, B::float_transpose(w.clone())),
             Base::Blocks(words, params, format) => {
-                let w = B::dequantize_blocks(words.clone(), params.clone(), *format); // [d_out, d_in]
-                B::float_matmul(g, w)
+                B::blocks_matmul_grad(g, words.clone(), params.clone(), *format)
             }
         }
     }

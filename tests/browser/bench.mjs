@@ -4,6 +4,7 @@
 // puts `tabtune train` on the same data and settings beside it.
 //
 // Usage: node bench.mjs --batch B --seq-len T --steps N [--variants cpu-threads,cpu-1,webgpu] [--model DIR]
+//        [--base-weights stored|q8_0|q4_0]
 // Prints one JSON line per variant: tokens/s over steps 2..N (the first step
 // warms up), the engine's peak WebAssembly memory, and on WebGPU the kernel
 // launches (compute dispatches) and buffer copies of a step.
@@ -21,6 +22,8 @@ const { values: a } = parseArgs({
     variants: { type: 'string', default: 'cpu-threads,cpu-1' },
     // A local model folder instead of the default model.
     model: { type: 'string' },
+    // The page's "Base weights" choice: as stored, or quantized at load.
+    'base-weights': { type: 'string', default: 'stored' },
   },
 });
 
@@ -42,6 +45,7 @@ async function measure(origin, name) {
       await page.check(tid('model-source-files'));
       await page.setInputFiles(tid('model-files'), readdirSync(a.model).map((f) => join(a.model, f)));
     }
+    await page.selectOption(tid('base-weights'), a['base-weights']);
     await loadModel(page, consoleLines);
     await page.setInputFiles(tid('data-file'), join(ROOT, 'www/samples/chat.jsonl'));
     await page.waitForFunction(() => /examples/.test(document.querySelector('[data-testid="data-summary"]').textContent),
@@ -60,7 +64,7 @@ async function measure(origin, name) {
     // GPU kernel launches and buffer copies per step (the largest of the timed steps).
     const dispatches = Math.max(...timed.map((t) => t.gpu.dispatches));
     const copies = Math.max(...timed.map((t) => t.gpu.copies));
-    return { variant: name, backend: reason, tokens_per_s: tokens / seconds, timed_steps: timed.length, tokens, seconds,
+    return { variant: name, backend: reason, base_weights: a['base-weights'], tokens_per_s: tokens / seconds, timed_steps: timed.length, tokens, seconds,
       gpu_dispatches_per_step: dispatches, gpu_copies_per_step: copies, dispatches_by_step: timings.map((t) => t.gpu.dispatches),
       // The last step's launches by kernel, most first.
       kernels_last_step: Object.entries(lastKernels).sort((x, y) => y[1] - x[1]),

@@ -6,10 +6,15 @@ chat template. It is saved by transformers (the layout the hub serves) into
 OUT/hub/tabtune-test/tiny-chat/resolve/main/, which the test server mounts at
 /hub, so the same folder is a local model directory and a hub repository.
 
-Usage: make_tiny_model.py OUT [LAYERS]. With LAYERS (e.g. 30, the default
-model's depth) it writes OUT/tiny-LAYERS/ instead: the default model's graph
-(its blocks, heads, tied head and vocabulary) at a width SwiftShader can run,
-for counting a training step's GPU kernel launches (scripts/bench-browser.sh).
+Usage: make_tiny_model.py OUT [LAYERS [packable]]. With LAYERS (e.g. 30, the
+default model's depth) it writes OUT/tiny-LAYERS/ instead: the default
+model's graph (its blocks, heads, tied head and vocabulary) at a width
+SwiftShader can run, for counting a training step's GPU kernel launches
+(scripts/bench-browser.sh). With `packable` it writes OUT/tiny-LAYERS-packable/:
+every width a whole number of 32-value blocks, so the page can quantize it at
+load and count a packed base's launches, as the default model's Q4_1/Q8_0
+GGUF has (width 96, 3 heads of 32 over 1: the launches do not depend on
+the number of heads, one attention kernel takes them all).
 """
 import shutil
 import sys
@@ -19,14 +24,16 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 layers = int(sys.argv[2]) if len(sys.argv) > 2 else None
+packable = len(sys.argv) > 3 and sys.argv[3] == "packable"
 if layers is None:
     out = Path(sys.argv[1]) / "hub" / "tabtune-test" / "tiny-chat" / "resolve" / "main"
 else:
-    out = Path(sys.argv[1]) / f"tiny-{layers}"
+    out = Path(sys.argv[1]) / (f"tiny-{layers}-packable" if packable else f"tiny-{layers}")
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(7)
 # The layered twin keeps the default model's 9 heads over 3 KV heads.
 width = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2) if layers is None \
+    else dict(hidden_size=96, intermediate_size=192, num_attention_heads=3, num_key_value_heads=1) if packable \
     else dict(hidden_size=72, intermediate_size=192, num_attention_heads=9, num_key_value_heads=3)
 config = LlamaConfig(
     vocab_size=49152, num_hidden_layers=layers or 2, **width, max_position_embeddings=512,

@@ -104,7 +104,7 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     assert.match(await page.textContent(tid('backend-reason')), /buffers up to 1024 MiB/);
 
     // Our GPU kernels (shaders/) against their Rust twins, on this device.
-    // 59 cases on SwiftShader, a GPU emulated on this machine's CPUs: about 3 minutes on 2 idle
+    // 65 cases on SwiftShader, a GPU emulated on this machine's CPUs: about 3 minutes on 2 idle
     // cores, more when they are busy.
     const selfTestStart = Date.now();
     await page.evaluate(() => window.tabtune.post({ type: 'selfTestKernels' }));
@@ -113,16 +113,16 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     const { checks, kernels: launched } = await page.evaluate(() => window.tabtune.selfTest());
     writeFileSync(join(OUT, 'kernel-checks.json'), JSON.stringify({ checks, launched }, null, 1));
     console.log('kernels against their twins:', JSON.stringify(checks), 'launched:', JSON.stringify(launched));
-    // Each case ran our kernel, not a fallback: 5 expansions and a lookup, 5 few-rows products,
+    // Each case ran our kernel, not a fallback: 5 expansions and a lookup, 5 few-rows products, 6 tiled products,
     // 7 of LoRA's products, 2 pairs and 3 of its row kernel (4 and 6 checks: each output apart), 3 attentions forward and backward (6 and 12 checks: each output apart),
     // 3 RoPEs, 2 RMSNorms forward and backward, SwiGLU once forward and twice backward (5 checks),
     // and a join of 14 gradients in 3 launches (exact).
-    assert.ok(launched.dequantize_blocks >= 6 && launched.matmul_blocks_few >= 5 && launched.lora_product >= 7 && launched.lora_rows >= 3 && launched.lora_pair >= 2
+    assert.ok(launched.dequantize_blocks >= 6 && launched.matmul_blocks_few >= 5 && launched.matmul_blocks >= 6 && launched.lora_product >= 7 && launched.lora_rows >= 3 && launched.lora_pair >= 2
       && launched.attention_forward >= 3 && launched.attention_backward_dq >= 3 && launched.attention_backward_dkv >= 3
       && launched.rope >= 3 && launched.rms_norm_forward >= 2 && launched.rms_norm_backward >= 2
       && launched.swiglu_forward >= 1 && launched.swiglu_backward >= 2 && launched.join >= 3,
       JSON.stringify(launched));
-    assert.equal(checks.length, 59, JSON.stringify(checks));
+    assert.equal(checks.length, 65, JSON.stringify(checks));
     for (const c of checks) {
       const what = JSON.stringify(c);
       assert.ok(c.values > 0 && c.non_finite === 0 && Number.isFinite(c.max_relative), what);
@@ -164,9 +164,10 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     assert.deepEqual(requests.slice(reloadFrom).filter((r) => r.url.includes('/hub/')).map((r) => r.url), []);
 
     // Quantized at load, the base stays packed in GPU memory (Q4_0 projections,
-    // the tied embedding Q8_0) and our dequantizing kernel expands it for each
-    // product: about a sixth of the bytes, and the CLI's losses on the same
-    // values (tests/browser/check_adapters.py runs `--base-weights q4_0`).
+    // the tied embedding Q8_0): our tiled kernel multiplies by the projections
+    // where they lie, and the loss expands the tied head once for its chunks.
+    // About a sixth of the bytes, and the CLI's losses on the same values
+    // (tests/browser/check_adapters.py runs `--base-weights q4_0`).
     const loadedMb = async () => Number((await page.textContent(tid('model-info'))).match(/\(([\d.]+) MB loaded/)[1]);
     const stored = await loadedMb();
     await page.selectOption(tid('base-weights'), 'q4_0');
@@ -178,9 +179,9 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
     await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, dropout: 0, seed: 42 });
     const packedLosses = await trainToTheEnd(page, consoleLines, 2);
     const kernels = await page.evaluate(() => window.tabtune.lastKernels());
-    // The packed base expanded by our kernel; the adapters, attention, RoPE, RMSNorm, SwiGLU and
-    // the gradients' join run as kernels of ours.
-    const ours = ['dequantize_blocks', 'lora_rows', 'lora_pair', 'attention_forward', 'attention_backward_dq',
+    // The packed base multiplied (and the head expanded) by our kernels; the adapters, attention,
+    // RoPE, RMSNorm, SwiGLU and the gradients' join run as kernels of ours.
+    const ours = ['matmul_blocks', 'dequantize_blocks', 'lora_rows', 'lora_pair', 'attention_forward', 'attention_backward_dq',
       'attention_backward_dkv', 'rope', 'rms_norm_forward', 'rms_norm_backward', 'swiglu_forward',
       'swiglu_backward', 'join'];
     assert.ok(ours.every((k) => (kernels[k] || 0) > 0), `the step's kernels: ${JSON.stringify(kernels)}`);
