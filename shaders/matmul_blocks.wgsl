@@ -28,8 +28,8 @@
 
 const TILE: u32 = 64u;
 const DEPTH: u32 = 16u;
-// A tile's row in workgroup memory, one longer than TILE so that the 16
-// invocations storing one k of a tile hit 16 different banks.
+// A tile's row in workgroup memory, one longer than TILE, so that the
+// invocations storing the 16 k of one row of a tile hit different banks.
 const STRIDE: u32 = 65u;
 
 // Every binding is read_write although only `c` is written: natively

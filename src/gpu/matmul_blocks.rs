@@ -50,6 +50,10 @@ pub fn matmul_blocks(
         Shape::new([m, n]),
         DType::F32,
     );
+    if m == 0 {
+        // Nothing to write, and an empty binding may not validate.
+        return c;
+    }
     let kernel = WgslKernel {
         entry: BLOCKS_ENTRY,
         workgroup: BLOCKS_WORKGROUP,

@@ -48,7 +48,8 @@ use crate::model::packed::PackedWeight;
 pub const BLOCK: usize = 32;
 
 /// Up to this many rows of `x` (decoding), a GPU multiplies by a packed
-/// weight without expanding it (`shaders/matmul_blocks_few.wgsl`).
+/// weight one row of it to a workgroup (`shaders/matmul_blocks_few.wgsl`);
+/// past it, in tiles (`shaders/matmul_blocks.wgsl`). Neither expands it.
 pub const FEW_ROWS: usize = 16;
 
 /// The block layouts a device kernel reads.

@@ -1,9 +1,10 @@
 //! The token embedding `[vocab, d]`, dense or packed: looking up rows, and,
 //! when the LM head is tied to it, the logits `h·Eᵀ`.
 //!
-//! Packed, a lookup expands only the rows it reads; the logits expand the
-//! matrix for one product (see [`crate::model::frozen`]); the training loss
-//! expands it once for all its chunks (`model/loss.rs`).
+//! Packed, a lookup expands only the rows it reads; the logits multiply by
+//! the blocks (on the CPU expanding the matrix for one product, see
+//! [`crate::model::frozen`]; on a GPU reading them where they lie); the
+//! training loss expands it once for all its chunks (`model/loss.rs`).
 
 use std::sync::Arc;
 

@@ -37,8 +37,8 @@ pub enum Frozen {
     /// The checkpoint's blocks, `[d_out, d_in]` (PyTorch layout), expanded
     /// one matmul at a time.
     Packed(Arc<PackedWeight>),
-    /// Blocks on a GPU, `[d_out, d_in]`, expanded there one matmul at a
-    /// time (`model::blocks`).
+    /// Blocks on a GPU, `[d_out, d_in]`, multiplied there where they lie
+    /// (`model::blocks`).
     Blocks(DeviceBlocks),
 }
 
