@@ -526,7 +526,8 @@ pub trait AdaptedOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// `(acc + c + res, u)`, as [`AdaptedOps::lora_rows`] (no gradient):
-    /// a projection added to the residual stream `res`.
+    /// forward, a projection added to the residual stream `res`; backward,
+    /// `dx` added to the base's part `acc` and other projections' `res`.
     #[fusion(meta = |p, f1, f2, _acc, _res, first, second| rows_meta(p, f1, f2, first, second))]
     fn lora_rows_res(
         p: FloatTensor<Self>,
@@ -746,6 +747,44 @@ pub(crate) fn backward_into<B: Backend + AdaptedOps>(
         x_node.is_some() || dx_acc.is_none(),
         "x's gradient given a base part while x needs none"
     );
+    let dx = backward_parts(
+        g,
+        saved,
+        [a_node, b_node],
+        x_node.is_some(),
+        dx_acc,
+        None,
+        grads,
+    );
+    if let (Some(node), Some(dx)) = (x_node, dx) {
+        grads.register::<B>(node, dx);
+    }
+}
+
+/// [`backward_into`] for a node that gathers `x`'s gradient itself:
+/// registers `dA` and `dB` with the nodes that need them and, when
+/// `want_dx`, returns `dx` `[N, d_in]` plus `dx_acc` and `dx_res` (parts
+/// of `x`'s gradient the caller has: the base's, another projection's),
+/// added in the adapter's launch where the rank allows.
+pub(crate) fn backward_parts<B: Backend + AdaptedOps>(
+    g: FloatTensor<B>,
+    saved: Saved<B>,
+    [a_node, b_node]: [Option<NodeId>; 2],
+    want_dx: bool,
+    dx_acc: Option<FloatTensor<B>>,
+    dx_res: Option<FloatTensor<B>>,
+    grads: &mut Gradients,
+) -> Option<FloatTensor<B>> {
+    debug_assert!(
+        want_dx || (dx_acc.is_none() && dx_res.is_none()),
+        "parts of x's gradient given while x needs none"
+    );
+    // The kernel takes `res` only with `acc`.
+    let (dx_acc, dx_res) = match (dx_acc, dx_res) {
+        (None, Some(res)) => (Some(res), None),
+        parts => parts,
+    };
+    let x_node = want_dx.then_some(());
     let Saved {
         x,
         a,
@@ -768,9 +807,11 @@ pub(crate) fn backward_into<B: Backend + AdaptedOps>(
     };
     let (du, dx) = if x_node.is_some() && a.shape().dims::<2>()[1] <= MAX_ROWS_RANK {
         // One launch for both.
-        let (dx, du) = match dx_acc {
-            Some(acc) => B::lora_rows_add(g.clone(), b.clone(), a.clone(), acc, g_bt, du_at),
-            None => B::lora_rows(g.clone(), b.clone(), a.clone(), g_bt, du_at),
+        let (g2, b2, a2) = (g.clone(), b.clone(), a.clone());
+        let (dx, du) = match (dx_acc, dx_res) {
+            (Some(acc), Some(res)) => B::lora_rows_res(g2, b2, a2, acc, res, g_bt, du_at),
+            (Some(acc), None) => B::lora_rows_add(g2, b2, a2, acc, g_bt, du_at),
+            (None, _) => B::lora_rows(g2, b2, a2, g_bt, du_at),
         };
         (Some(du), Some(dx))
     } else {
@@ -778,9 +819,13 @@ pub(crate) fn backward_into<B: Backend + AdaptedOps>(
             .then(|| B::lora_product(g.clone(), b.clone(), g_bt)); // [N, r]
         let dx = x_node.is_some().then(|| {
             let du = du.clone().expect("du");
-            match dx_acc {
+            let dx = match dx_acc {
                 Some(acc) => B::lora_product_add(du, a.clone(), acc, du_at),
                 None => B::lora_product(du, a.clone(), du_at),
+            };
+            match dx_res {
+                Some(res) => B::float_add(dx, res),
+                None => dx,
             }
         });
         (du, dx)
@@ -813,9 +858,7 @@ pub(crate) fn backward_into<B: Backend + AdaptedOps>(
             }
         }
     }
-    if let (Some(node), Some(dx)) = (x_node, dx) {
-        grads.register::<B>(node, dx);
-    }
+    dx
 }
 
 impl<B: Backend + AdaptedOps, C: CheckpointStrategy> AdaptedOps for Autodiff<B, C> {

@@ -9,13 +9,16 @@
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Distribution, Int, Shape, Tensor, TensorData};
 
 use crate::cpu::lora::lora_delta;
 use crate::lora::{LoraAdapters, LoraPair, Target};
 use crate::model::adapted::{Adapter, Dropout, adapted, dropout_key};
+use crate::model::attend::{AttendSpec, attend};
 use crate::model::attention::{Dims, causal_attention};
 use crate::model::config::LlamaConfig;
+use crate::model::frozen::Frozen;
+use crate::model::gate_up::gate_up;
 use crate::model::norm;
 use crate::model::projection;
 use crate::model::rope::rope;
@@ -187,6 +190,74 @@ impl Llama {
         self.project_onto(None, x, layer, target, span, lora, mode)
     }
 
+    /// The base of `target` in layer `layer`, its adapter's factors, and
+    /// the adapter's scale and dropout (the GPU's: a hash of each value's
+    /// index and a key of the seed, the layer and the target), when it is
+    /// adapted.
+    fn adapted<'a>(
+        &'a self,
+        layer: usize,
+        target: Target,
+        span: &Span,
+        lora: Option<&'a LoraAdapters>,
+        mode: Mode,
+    ) -> Option<(&'a Frozen, &'a LoraPair, Adapter)> {
+        let w = &self.weights.layers[layer].proj[target.index()];
+        let adapters = lora?;
+        let pair = adapters.get(layer, target)?;
+        let p = adapters.config.dropout;
+        let dropout = (mode == Mode::Train && p > 0.0)
+            .then(|| Dropout::new(p, dropout_key(span.dropout_seed, layer, target.index())));
+        let scale = adapters.config.scale() as f32;
+        Some((w, pair, Adapter { scale, dropout }))
+    }
+
+    /// Attention's output `[N, H·hd]` for the normed `xn: [N, d]` of layer
+    /// `layer` as one node (`model::attend`), on a GPU when q, k and v are
+    /// all adapted and their bases alike; `None` otherwise.
+    fn attend(
+        &self,
+        xn: &Tensor<2>,
+        layer: usize,
+        span: &Span,
+        lora: Option<&LoraAdapters>,
+        mode: Mode,
+    ) -> Option<Tensor<2>> {
+        let c = &self.config;
+        let part = |t| self.adapted(layer, t, span, lora, mode);
+        let [(wq, pq, aq), (wk, pk, ak), (wv, pv, av)] =
+            [part(Target::Q)?, part(Target::K)?, part(Target::V)?];
+        let dims = Dims {
+            b: span.b,
+            h: c.num_heads,
+            kv: c.num_kv_heads,
+            t: span.t,
+            hd: c.head_dim,
+        };
+        let spec = AttendSpec {
+            adapters: [aq, ak, av],
+            dims,
+        };
+        let tables = (span.cos.clone(), span.sin.clone());
+        attend(xn.clone(), [wq, wk, wv], [pq, pk, pv], spec, tables)
+    }
+
+    /// `silu(gate) ⊙ up` `[N, F]` for the normed `xn: [N, d]` of layer
+    /// `layer` as one node (`model::gate_up`), on a GPU when both are
+    /// adapted and their bases alike; `None` otherwise.
+    fn gate_up(
+        &self,
+        xn: &Tensor<2>,
+        layer: usize,
+        span: &Span,
+        lora: Option<&LoraAdapters>,
+        mode: Mode,
+    ) -> Option<Tensor<2>> {
+        let part = |t| self.adapted(layer, t, span, lora, mode);
+        let [(wg, pg, ag), (wu, pu, au)] = [part(Target::Gate)?, part(Target::Up)?];
+        gate_up(xn.clone(), [wg, wu], [pg, pu], [ag, au])
+    }
+
     /// `res + x·W (+ s·dropout(x)·A·B)`: the projection added to the
     /// residual stream `res`, on a GPU in the adapter's launch.
     #[allow(clippy::too_many_arguments)]
@@ -205,16 +276,11 @@ impl Llama {
             None => y,
         };
         let w = &self.weights.layers[layer].proj[target.index()];
-        let Some((adapters, pair)) = lora.and_then(|l| l.get(layer, target).map(|p| (l, p))) else {
+        let Some((_, pair, adapter)) = self.adapted(layer, target, span, lora, mode) else {
             return plus(w.apply(x.clone()), res); // [N, d_out]
         };
-        let p = adapters.config.dropout;
-        let scale = adapters.config.scale() as f32;
+        let (scale, p) = (adapter.scale, lora.map_or(0.0, |l| l.config.dropout));
         if span.gpu {
-            // Dropout's mask is a hash of each value's index and this key.
-            let dropout = (mode == Mode::Train && p > 0.0)
-                .then(|| Dropout::new(p, dropout_key(span.dropout_seed, layer, target.index())));
-            let adapter = Adapter { scale, dropout };
             // The base, the adapter and the residual as one node, where it
             // takes the base.
             if let Some(out) = projection::project(x.clone(), w, pair, adapter, res.clone()) {
@@ -337,6 +403,15 @@ impl Llama {
         let (h, kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         // Attention block.
         let xn = rms_norm(x.clone(), &lw.attn_norm, c.rms_norm_eps, span.gpu); // [N, d]
+        // On a GPU: the projections, RoPE and attention as one node.
+        let dims = Dims::of(&Shape::new([b, t, h, hd]), &Shape::new([b, t, kv, hd]));
+        let one_node = span.gpu && cache.is_none() && span.start == 0 && dims.supported();
+        if let Some(att) = one_node
+            .then(|| self.attend(&xn, i, span, lora, mode))
+            .flatten()
+        {
+            return self.mlp(i, x, att, span, lora, mode);
+        }
         let q = self.project(&xn, i, Target::Q, span, lora, mode); // [N, H·hd]
         let k = self.project(&xn, i, Target::K, span, lora, mode); // [N, KV·hd]
         let v = self.project(&xn, i, Target::V, span, lora, mode); // [N, KV·hd]
@@ -362,12 +437,37 @@ impl Llama {
             let k = apply_rope(heads(k, kv), span);
             self.attention(q, k, heads(v, kv), i, span, cache)
         };
+        self.mlp(i, x, att, span, lora, mode)
+    }
+
+    /// The rest of block `i` after attention's output `att: [N, H·hd]`: the
+    /// output projection onto the residual stream `x: [N, d]`, then the MLP.
+    fn mlp(
+        &self,
+        i: usize,
+        x: Tensor<2>,
+        att: Tensor<2>,
+        span: &Span,
+        lora: Option<&LoraAdapters>,
+        mode: Mode,
+    ) -> Tensor<2> {
+        let c = &self.config;
+        let lw = &self.weights.layers[i];
         let x = self.project_onto(Some(x), &att, i, Target::O, span, lora, mode);
-        // MLP block.
         let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps, span.gpu);
-        let gate = self.project(&xn, i, Target::Gate, span, lora, mode); // [N, F]
-        let up = self.project(&xn, i, Target::Up, span, lora, mode); // [N, F]
-        let h = swiglu(gate, up); // [N, F]
+        let h = match span
+            .gpu
+            .then(|| self.gate_up(&xn, i, span, lora, mode))
+            .flatten()
+        {
+            // Both projections and SwiGLU as one node.
+            Some(h) => h,
+            None => {
+                let gate = self.project(&xn, i, Target::Gate, span, lora, mode); // [N, F]
+                let up = self.project(&xn, i, Target::Up, span, lora, mode); // [N, F]
+                swiglu(gate, up)
+            }
+        }; // [N, F]
         self.project_onto(Some(x), &h, i, Target::Down, span, lora, mode)
     }
 

@@ -2,12 +2,14 @@
 //! and loading a model from a GGUF file or a Hugging Face directory's bytes.
 
 pub mod adapted;
+pub mod attend;
 pub mod attention;
 pub mod blocks;
 pub mod config;
 pub mod embedding;
 pub mod files;
 pub mod frozen;
+pub mod gate_up;
 pub mod llama;
 pub mod load;
 pub mod loss;

@@ -12,7 +12,7 @@
 //! the output's.
 //!
 //! The base is a dense f32 `[d_in, d_out]` weight or blocks `[d_out, d_in]`
-//! expanded for each product (`model::blocks`), as `Frozen::apply` takes
+//! multiplied where they lie (`model::blocks`), as `Frozen::apply` takes
 //! them; a CPU-packed base keeps the two nodes.
 //!
 //! [`adapted`]: crate::model::adapted::adapted
@@ -153,9 +153,9 @@ impl ProjectionOps for Flex {}
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 impl ProjectionOps for burn_cubecl::CubeBackend {}
 
-/// A frozen base as the node keeps it (shared, not copied).
+/// A frozen base as a node keeps it (shared, not copied).
 #[derive(Clone, Debug)]
-enum Base<B: Backend> {
+pub(crate) enum Base<B: Backend> {
     /// `[d_in, d_out]` f32.
     Dense(FloatTensor<B>),
     /// `[d_out, d_in]` in blocks.
@@ -164,7 +164,7 @@ enum Base<B: Backend> {
 
 impl<B: Backend + BlockOps> Base<B> {
     /// `x·W`: `[N, d_in]` to `[N, d_out]`.
-    fn forward(&self, x: FloatTensor<B>) -> FloatTensor<B> {
+    pub(crate) fn forward(&self, x: FloatTensor<B>) -> FloatTensor<B> {
         match self {
             Base::Dense(w) => B::float_matmul(x, w.clone()),
             Base::Blocks(words, params, format) => {
@@ -174,7 +174,7 @@ impl<B: Backend + BlockOps> Base<B> {
     }
 
     /// `dY·Wᵀ`: `[N, d_out]` to `[N, d_in]`.
-    fn input_grad(&self, g: FloatTensor<B>) -> FloatTensor<B> {
+    pub(crate) fn input_grad(&self, g: FloatTensor<B>) -> FloatTensor<B> {
         match self {
             Base::Dense(w) => B::float_matmul(g, B::float_transpose(w.clone())),
             Base::Blocks(words, params, format) => {

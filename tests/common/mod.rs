@@ -78,7 +78,8 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        // A NaN difference must not vanish in the max (f32::max drops it).
+        .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m })
 }
 
 /// The largest magnitude in `v` (at least 1e-12): what a relative
