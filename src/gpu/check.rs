@@ -38,9 +38,10 @@
 //! rather than tile by tile).
 //! `rope`, `rms_norm_forward` and `_backward`, `swiglu_forward` and
 //! `_backward`: the default model's shapes at batch 4 × 256 (`q`'s 9 heads
-//! of 64, rows of 576, `[1024, 1536]`), and each over a 2-D grid (`[70000,
-//! 64]` values or rows, `[3000, 1536]`), against the twins on each output's
-//! own scale (the row kernels sum in another order).
+//! of 64, `q` and `k` rotated in one launch both ways, rows of 576,
+//! `[1024, 1536]`), and each over a 2-D grid (`[70000, 64]` values or rows,
+//! `[3000, 1536]`), against the twins on each output's own scale (the row
+//! kernels sum in another order).
 //! `join`: 14 parts of the default model's factor sizes, one empty, one of
 //! 7 values and one of 70,001, joined in three runs: the parts exactly.
 
@@ -62,7 +63,7 @@ use crate::model::blocks::{
 };
 use crate::model::norm::{self, rms_norm_backward, rms_norm_forward};
 use crate::model::packed::PackedWeight;
-use crate::model::rope::{self, rope_rotate};
+use crate::model::rope::{self, rope_pair, rope_rotate};
 use crate::model::swiglu;
 use crate::readback::Readback;
 use crate::train::join::join_in_runs;
@@ -501,6 +502,34 @@ async fn check_block_nodes(device: &Device) -> Result<Vec<KernelCheck>> {
             &got,
             &want,
         ));
+    }
+    // q and k of the default model at batch 4 × 256 in one launch, forward
+    // and inverse.
+    for (seed, inverse) in [(430, false), (440, true)] {
+        let (rows, len, hd) = (1024, 256, 64);
+        let (q, k) = (
+            random_values(rows * 576, seed),
+            random_values(rows * 192, seed + 1),
+        );
+        let cos = random_values(len * hd, seed + 2);
+        let sin = random_values(len * hd, seed + 3);
+        let (gq, gk) = rope_pair(
+            tensor(&q, [rows, 576]),
+            tensor(&k, [rows, 192]),
+            tensor(&cos, [len, hd]),
+            tensor(&sin, [len, hd]),
+            inverse,
+        );
+        let got = [read(gq).await?, read(gk).await?].concat();
+        let want = [
+            rope::rotate(&q, &cos, &sin, 576, hd, inverse),
+            rope::rotate(&k, &cos, &sin, 192, hd, inverse),
+        ]
+        .concat();
+        let way = if inverse { "inverse" } else { "forward" };
+        let what = format!("{way} [{rows}, 576] and [{rows}, 192] in one launch");
+        let parts = [("q", rows * 576), ("k", rows * 192)];
+        checks.extend(compare_parts("rope", &what, &got, &want, &parts));
     }
     // Rows of the default model, then more than 65,535 rows (a 2-D grid).
     for (seed, (rows, d)) in [(1024, 576), (70_000, 8)].into_iter().enumerate() {

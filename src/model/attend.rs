@@ -8,8 +8,9 @@
 //! launches a block, each step. Here the backward pass chains them instead:
 //! each adapter's launch adds the base's `dY·Wᵀ` and the projections' part
 //! before it (`shaders/lora_rows.wgsl`'s `acc` and `res`), so `x` gets one
-//! gradient. The other launches are the separate nodes' own (forward in the
-//! same order), and so are the values kept for the backward pass.
+//! gradient. RoPE rotates q and k (and their gradients) in one launch
+//! instead of two. The other launches are the separate nodes' own (forward
+//! in the same order), and so are the values kept for the backward pass.
 //!
 //! Taken by `Llama::block` on a GPU without a key/value cache from
 //! position 0, at sizes the attention kernels take, when all three
@@ -200,8 +201,8 @@ fn forward<B: Backend + AttendOps>(
         saved.push(s);
     }
     let [q, k, v] = three(outs.into_iter());
-    let q = B::rope_rotate(q, cos.clone(), sin.clone(), false); // [N, H·hd]
-    let k = B::rope_rotate(k, cos, sin, false); // [N, KV·hd]
+    // [N, H·hd] and [N, KV·hd], in one launch.
+    let (q, k) = B::rope_pair(q, k, cos, sin, false);
     let q = B::float_reshape(q, Shape::new([b, t, h, hd]));
     let k = B::float_reshape(k, Shape::new([b, t, kv, hd]));
     let v = B::float_reshape(v, Shape::new([b, t, kv, hd]));
@@ -251,9 +252,9 @@ impl<B: Backend + AttendOps> Backward<B, 7> for AttendBackward {
             scale(&spec.dims),
         );
         let dq = B::float_reshape(dq, Shape::new([n, h * hd]));
-        let dq = B::rope_rotate(dq, cos.clone(), sin.clone(), true);
         let dk = B::float_reshape(dk, Shape::new([n, kv * hd]));
-        let dk = B::rope_rotate(dk, cos, sin, true);
+        // RoPE's transpose on both, in one launch.
+        let (dq, dk) = B::rope_pair(dq, dk, cos, sin, true);
         let dv = B::float_reshape(dv, Shape::new([n, kv * hd]));
         let want_dx = ids[0].is_some();
         let mut dx = None; // [N, d]

@@ -9,14 +9,18 @@
 //! + swap(x) ⊙ sin`, with rotate-half's minus in the first half of `sin`
 //! and `swap` exchanging each head's halves. Its gradient is the transpose,
 //! `dx = dy ⊙ cos + swap(dy ⊙ sin)`, the same kernel reading `sin` at the
-//! other half. On the CPU the twin [`rotate`] runs it for the tests; the
-//! CPU's own path stays burn's ops (`model::llama`).
+//! other half. One launch may rotate two tensors with the same rows (q and
+//! k, [`RopeOps::rope_pair`], which `model::attend` takes). On the CPU the
+//! twin [`rotate`] runs it for the tests; the CPU's own path stays burn's
+//! ops (`model::llama`).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension,
@@ -75,6 +79,41 @@ pub(crate) fn rope_rotate(
     ))
 }
 
+/// Two tensors with the same rows rotated in one launch, for values that
+/// need no gradient (`model::attend`'s q and k, the page's kernel check).
+pub(crate) fn rope_pair(
+    x1: Tensor<2>,
+    x2: Tensor<2>,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    inverse: bool,
+) -> (Tensor<2>, Tensor<2>) {
+    let (y1, y2) = Dispatch::rope_pair(
+        x1.into_dispatch(),
+        x2.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        inverse,
+    );
+    (Tensor::from_dispatch(y1), Tensor::from_dispatch(y2))
+}
+
+/// What burn's fusion backend is told of [`RopeOps::rope_pair`]'s outputs:
+/// each shaped as its input.
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+fn pair_meta(
+    x1: &TensorSpec,
+    x2: &TensorSpec,
+    _cos: &TensorSpec,
+    _sin: &TensorSpec,
+    _inverse: &bool,
+) -> (TensorSpec, TensorSpec) {
+    (
+        TensorSpec::new(x1.shape.clone(), x1.dtype),
+        TensorSpec::new(x2.shape.clone(), x2.dtype),
+    )
+}
+
 /// RoPE's kernel as a backend operation (ours on a GPU, the twin on the
 /// CPU), and the node over it with autodiff's own backward.
 #[backend_extension(
@@ -92,6 +131,22 @@ pub trait RopeOps: Backend {
         sin: FloatTensor<Self>,
         inverse: bool,
     ) -> FloatTensor<Self>;
+
+    /// `x1` and `x2` (the same rows) each rotated as by
+    /// [`RopeOps::rope_rotate`], in one launch on a GPU (no gradient).
+    #[fusion(meta = pair_meta)]
+    fn rope_pair(
+        x1: FloatTensor<Self>,
+        x2: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        inverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        (
+            Self::rope_rotate(x1, cos.clone(), sin.clone(), inverse),
+            Self::rope_rotate(x2, cos, sin, inverse),
+        )
+    }
 
     /// See [`rope`].
     #[fusion(default)]
@@ -122,6 +177,24 @@ impl RopeOps for Flex {
 }
 
 impl<B: Backend + RopeOps, C: CheckpointStrategy> RopeOps for Autodiff<B, C> {
+    fn rope_pair(
+        x1: FloatTensor<Self>,
+        x2: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        inverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // Only ever called on values that need no gradient.
+        let (y1, y2) = B::rope_pair(
+            Self::inner(x1),
+            Self::inner(x2),
+            Self::inner(cos),
+            Self::inner(sin),
+            inverse,
+        );
+        (Self::from_inner(y1), Self::from_inner(y2))
+    }
+
     fn rope_rotate(
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
