@@ -211,7 +211,7 @@ fn the_pages_kernel_check_runs_and_on_the_cpu_finds_the_twins_equal() {
     // checks the check (its cases and comparisons); the page runs it on WebGPU.
     let checks =
         tabtune::readback::block_on(tabtune::gpu::check::check_kernels(&device())).expect("runs");
-    assert_eq!(checks.len(), 69);
+    assert_eq!(checks.len(), 71);
     for c in &checks {
         assert!(c.values > 0 && c.non_finite == 0, "{c:?}");
         if c.case.starts_with("dequantize_blocks") || c.case.starts_with("join") {

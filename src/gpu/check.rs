@@ -38,7 +38,8 @@
 //! rather than tile by tile).
 //! `rope`, `rms_norm_forward` and `_backward`, `swiglu_forward` and
 //! `_backward`: the default model's shapes at batch 4 × 256 (`q`'s 9 heads
-//! of 64, `q` and `k` rotated in one launch both ways, rows of 576,
+//! of 64, `q` and `k` rotated in one launch both ways (and 4.48 M values
+//! of two tensors over a 2-D grid), rows of 576,
 //! `[1024, 1536]`), and each over a 2-D grid (`[70000, 64]` values or rows,
 //! `[3000, 1536]`), against the twins on each output's own scale (the row
 //! kernels sum in another order).
@@ -504,31 +505,35 @@ async fn check_block_nodes(device: &Device) -> Result<Vec<KernelCheck>> {
         ));
     }
     // q and k of the default model at batch 4 × 256 in one launch, forward
-    // and inverse.
-    for (seed, inverse) in [(430, false), (440, true)] {
-        let (rows, len, hd) = (1024, 256, 64);
+    // and inverse; then 4.48 M values over a 2-D grid, the second tensor's
+    // first values in the first one's last workgroup.
+    for (seed, (rows, w1, w2, len, hd, inverse)) in [
+        (430, (1024, 576, 192, 256, 64, false)),
+        (440, (1024, 576, 192, 256, 64, true)),
+        (450, (70_001, 40, 24, 7, 8, true)),
+    ] {
         let (q, k) = (
-            random_values(rows * 576, seed),
-            random_values(rows * 192, seed + 1),
+            random_values(rows * w1, seed),
+            random_values(rows * w2, seed + 1),
         );
         let cos = random_values(len * hd, seed + 2);
         let sin = random_values(len * hd, seed + 3);
         let (gq, gk) = rope_pair(
-            tensor(&q, [rows, 576]),
-            tensor(&k, [rows, 192]),
+            tensor(&q, [rows, w1]),
+            tensor(&k, [rows, w2]),
             tensor(&cos, [len, hd]),
             tensor(&sin, [len, hd]),
             inverse,
         );
         let got = [read(gq).await?, read(gk).await?].concat();
         let want = [
-            rope::rotate(&q, &cos, &sin, 576, hd, inverse),
-            rope::rotate(&k, &cos, &sin, 192, hd, inverse),
+            rope::rotate(&q, &cos, &sin, w1, hd, inverse),
+            rope::rotate(&k, &cos, &sin, w2, hd, inverse),
         ]
         .concat();
         let way = if inverse { "inverse" } else { "forward" };
-        let what = format!("{way} [{rows}, 576] and [{rows}, 192] in one launch");
-        let parts = [("q", rows * 576), ("k", rows * 192)];
+        let what = format!("{way} [{rows}, {w1}] and [{rows}, {w2}] in one launch");
+        let parts = [("q", rows * w1), ("k", rows * w2)];
         checks.extend(compare_parts("rope", &what, &got, &want, &parts));
     }
     // Rows of the default model, then more than 65,535 rows (a 2-D grid).

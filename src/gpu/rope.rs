@@ -52,8 +52,9 @@ fn rotate(
         }
         None => (empty(Shape::new([1])), 0, 0),
     };
-    let y2 = empty(if n2 > 0 { x2.shape() } else { Shape::new([1]) });
-    let info = u32s(&[n1, w1, hd, len, inverse as usize, n2, w2]);
+    let y2 = empty(x2.shape());
+    // The kernel's index runs over both tensors' values.
+    let info = u32s(&[n1, w1, hd, len, inverse as usize, n2, w2, n1 + n2]);
     let kernel = WgslKernel {
         entry: "rope",
         workgroup: ELEMENTWISE_WORKGROUP,

@@ -26,11 +26,11 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_
 use burn::tensor::{Shape, Tensor};
 
 use crate::lora::LoraPair;
-use crate::model::adapted::{Adapter, Saved, backward_parts, forward_saved};
+use crate::model::adapted::{Adapter, Saved};
 use crate::model::attention::{AttentionOps, Dims};
 use crate::model::blocks::{BlockFormat, DeviceBlocks};
 use crate::model::frozen::Frozen;
-use crate::model::projection::{Base, ProjectionOps};
+use crate::model::projection::{Base, ProjectionOps, backward_each, project_each};
 use crate::model::rope::RopeOps;
 
 /// What the node takes besides its tensors.
@@ -151,15 +151,6 @@ impl AttendOps for Flex {}
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 impl AttendOps for burn_cubecl::CubeBackend {}
 
-/// The three items of `items`.
-fn three<T>(items: impl Iterator<Item = T>) -> [T; 3] {
-    let items: Vec<T> = items.collect();
-    let len = items.len();
-    items
-        .try_into()
-        .unwrap_or_else(|_| panic!("{len} projections, not q, k and v"))
-}
-
 /// What the backward pass keeps: each adapter's saved values, attention's
 /// inputs (q and k rotated) and its `o` and `lse`.
 #[derive(Clone, Debug)]
@@ -190,17 +181,7 @@ fn forward<B: Backend + AttendOps>(
     spec: &AttendSpec,
 ) -> (FloatTensor<B>, State<B>) {
     let Dims { b, h, kv, t, hd } = spec.dims;
-    let mut factors = factors.into_iter();
-    let mut outs = Vec::with_capacity(3);
-    let mut saved = Vec::with_capacity(3);
-    for (base, adapter) in bases.iter().zip(spec.adapters) {
-        let (a, f) = (factors.next().expect("A"), factors.next().expect("B"));
-        let y = base.forward(x.clone()); // [N, d_out]
-        let (out, s) = forward_saved(y, x.clone(), a, f, adapter, None);
-        outs.push(out);
-        saved.push(s);
-    }
-    let [q, k, v] = three(outs.into_iter());
+    let ([q, k, v], saved) = project_each(&x, bases, factors, spec.adapters);
     // [N, H·hd] and [N, KV·hd], in one launch.
     let (q, k) = B::rope_pair(q, k, cos, sin, false);
     let q = B::float_reshape(q, Shape::new([b, t, h, hd]));
@@ -208,7 +189,6 @@ fn forward<B: Backend + AttendOps>(
     let v = B::float_reshape(v, Shape::new([b, t, kv, hd]));
     let (o, lse) = B::attention_forward(q.clone(), k.clone(), v.clone(), scale(&spec.dims));
     let out = B::float_reshape(o.clone(), Shape::new([b * t, h * hd]));
-    let saved = three(saved.into_iter());
     (
         out,
         State {
@@ -256,16 +236,7 @@ impl<B: Backend + AttendOps> Backward<B, 7> for AttendBackward {
         // RoPE's transpose on both, in one launch.
         let (dq, dk) = B::rope_pair(dq, dk, cos, sin, true);
         let dv = B::float_reshape(dv, Shape::new([n, kv * hd]));
-        let want_dx = ids[0].is_some();
-        let mut dx = None; // [N, d]
-        let parts = [dq, dk, dv].into_iter().zip(state.saved).zip(bases);
-        for (i, ((g, saved), base)) in parts.enumerate() {
-            // The base's part and the projections' before it, added in the
-            // adapter's launch.
-            let acc = want_dx.then(|| base.input_grad(g.clone()));
-            let factors = [ids[1 + 2 * i], ids[2 + 2 * i]];
-            dx = backward_parts(g, saved, factors, want_dx, acc, dx, grads);
-        }
+        let dx = backward_each([dq, dk, dv], state.saved, bases, &ids, grads);
         if let (Some(node), Some(dx)) = (ids[0], dx) {
             grads.register::<B>(node, dx);
         }

@@ -23,10 +23,10 @@ use burn::backend::{
 use burn::tensor::{Slice, Tensor};
 
 use crate::lora::LoraPair;
-use crate::model::adapted::{Adapter, Saved, backward_parts, forward_saved};
+use crate::model::adapted::{Adapter, Saved};
 use crate::model::blocks::{BlockFormat, DeviceBlocks};
 use crate::model::frozen::Frozen;
-use crate::model::projection::{Base, ProjectionOps};
+use crate::model::projection::{Base, ProjectionOps, backward_each, project_each};
 use crate::model::swiglu::SwigluOps;
 
 /// `silu(x·Wg + …) ⊙ (x·Wu + …)` `[N, F]` for the normed `x: [N, d]`
@@ -114,15 +114,6 @@ impl GateUpOps for Flex {}
 #[cfg(any(feature = "webgpu", feature = "gpu"))]
 impl GateUpOps for burn_cubecl::CubeBackend {}
 
-/// The two items of `items`.
-fn two<T>(items: impl Iterator<Item = T>) -> [T; 2] {
-    let items: Vec<T> = items.collect();
-    let len = items.len();
-    items
-        .try_into()
-        .unwrap_or_else(|_| panic!("{len} projections, not gate and up"))
-}
-
 /// What the backward pass keeps: each adapter's saved values and SwiGLU's
 /// inputs `[N, F]`.
 #[derive(Clone, Debug)]
@@ -140,19 +131,8 @@ fn forward<B: Backend + GateUpOps>(
     factors: [FloatTensor<B>; 4],
     adapters: [Adapter; 2],
 ) -> (FloatTensor<B>, State<B>) {
-    let mut factors = factors.into_iter();
-    let mut outs = Vec::with_capacity(2);
-    let mut saved = Vec::with_capacity(2);
-    for (base, adapter) in bases.iter().zip(adapters) {
-        let (a, f) = (factors.next().expect("A"), factors.next().expect("B"));
-        let y = base.forward(x.clone()); // [N, F]
-        let (out, s) = forward_saved(y, x.clone(), a, f, adapter, None);
-        outs.push(out);
-        saved.push(s);
-    }
-    let [gate, up]: [FloatTensor<B>; 2] = two(outs.into_iter());
+    let ([gate, up], saved) = project_each(&x, bases, factors, adapters); // [N, F] each
     let h = B::swiglu(gate.clone(), up.clone()); // [N, F]
-    let saved = two(saved.into_iter());
     (h, State { saved, gate, up })
 }
 
@@ -172,18 +152,14 @@ impl<B: Backend + GateUpOps> Backward<B, 5> for GateUpBackward {
         let both = B::swiglu_backward(state.gate, state.up, dh); // [2·N, F]: dgate, dup
         let half =
             |rows: std::ops::Range<usize>| B::float_slice(both.clone(), &[Slice::from(rows)]);
-        let want_dx = ids[0].is_some();
-        let mut dx = None; // [N, d]
-        let parts = [half(0..n), half(n..2 * n)]
-            .into_iter()
-            .zip(state.saved)
-            .zip(bases);
-        for (i, ((g, saved), base)) in parts.enumerate() {
-            // The base's part and the gate's, added in the adapter's launch.
-            let acc = want_dx.then(|| base.input_grad(g.clone()));
-            let factors = [ids[1 + 2 * i], ids[2 + 2 * i]];
-            dx = backward_parts(g, saved, factors, want_dx, acc, dx, grads);
-        }
+        // The base's part and the gate's, added in the adapter's launch.
+        let dx = backward_each(
+            [half(0..n), half(n..2 * n)],
+            state.saved,
+            bases,
+            &ids,
+            grads,
+        );
         if let (Some(node), Some(dx)) = (ids[0], dx) {
             grads.register::<B>(node, dx);
         }

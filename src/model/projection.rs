@@ -27,7 +27,9 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_
 use burn::tensor::Tensor;
 
 use crate::lora::LoraPair;
-use crate::model::adapted::{AdaptedOps, Adapter, Saved, backward_into, forward_saved};
+use crate::model::adapted::{
+    AdaptedOps, Adapter, Saved, backward_into, backward_parts, forward_saved,
+};
 use crate::model::blocks::{BlockFormat, BlockOps, DeviceBlocks};
 use crate::model::frozen::Frozen;
 
@@ -182,6 +184,61 @@ impl<B: Backend + BlockOps> Base<B> {
             }
         }
     }
+}
+
+/// Projections of one input `x: [N, d]` for a grouped node
+/// (`model::attend`, `model::gate_up`): each base's product and its
+/// adapter's launch (`factors` the adapters' `A, B` in turn), giving each
+/// output and what its backward pass keeps.
+pub(crate) fn project_each<B: Backend + ProjectionOps, const K: usize>(
+    x: &FloatTensor<B>,
+    bases: &[Base<B>; K],
+    factors: impl IntoIterator<Item = FloatTensor<B>>,
+    adapters: [Adapter; K],
+) -> ([FloatTensor<B>; K], [Saved<B>; K]) {
+    let mut factors = factors.into_iter();
+    let mut each = bases.iter().zip(adapters).map(|(base, adapter)| {
+        let (a, b) = (factors.next().expect("A"), factors.next().expect("B"));
+        let y = base.forward(x.clone()); // [N, d_out]
+        forward_saved(y, x.clone(), a, b, adapter, None)
+    });
+    let mut saved = Vec::with_capacity(K);
+    let outs = std::array::from_fn(|_| {
+        let (out, s) = each.next().expect("one per base");
+        saved.push(s);
+        out
+    });
+    let saved = saved
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one per base"));
+    (outs, saved)
+}
+
+/// The backward pass of a grouped node's projections for their outputs'
+/// gradients `gs` (`ids`: `x`'s node, then each adapter's `A` and `B`):
+/// registers each factor's gradient, and returns `x`'s when it needs one,
+/// each part (a base's `dY·Wᵀ`, the projections' before it) added in an
+/// adapter's launch (`lora_rows`' `acc` and `res`) rather than by autodiff.
+pub(crate) fn backward_each<B: Backend + ProjectionOps, const K: usize>(
+    gs: [FloatTensor<B>; K],
+    saved: [Saved<B>; K],
+    bases: [Base<B>; K],
+    ids: &[Option<NodeId>],
+    grads: &mut Gradients,
+) -> Option<FloatTensor<B>> {
+    assert_eq!(
+        ids.len(),
+        1 + 2 * K,
+        "x and an A and a B for each projection"
+    );
+    let want_dx = ids[0].is_some();
+    let mut dx = None; // [N, d]
+    for (i, ((g, saved), base)) in gs.into_iter().zip(saved).zip(bases).enumerate() {
+        let acc = want_dx.then(|| base.input_grad(g.clone()));
+        let factors = [ids[1 + 2 * i], ids[2 + 2 * i]];
+        dx = backward_parts(g, saved, factors, want_dx, acc, dx, grads);
+    }
+    dx
 }
 
 /// The backward pass of both nodes for `g = dL/d out` `[N, d_out]`: the
