@@ -145,6 +145,30 @@ fn every_kernel_reading_blocks_is_valid_wgsl_for_every_format() {
     }
 }
 
+/// `got: [m, n]` is `a: [m, inner]` times the matrix whose value `(j, c)`
+/// is `b(j, c)`, within 1e-5 × max(|value|, 1).
+fn assert_product(
+    what: &str,
+    got: &[f32],
+    a: &[f32],
+    inner: usize,
+    n: usize,
+    b: impl Fn(usize, usize) -> f32,
+) {
+    let m = a.len() / inner;
+    assert_eq!(got.len(), m * n, "{what}: [{m}, {n}] values");
+    for k in 0..m {
+        for c in 0..n {
+            let want: f32 = (0..inner).map(|j| a[k * inner + j] * b(j, c)).sum();
+            let g = got[k * n + c];
+            assert!(
+                (g - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{what} [{k}, {c}]: {g} vs {want}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_tiled_twin_is_the_product_with_the_expanded_matrix_both_ways() {
     let p = packed(GgmlType::Q4_1, random_q4_1(7));
@@ -154,34 +178,11 @@ fn the_tiled_twin_is_the_product_with_the_expanded_matrix_both_ways() {
     // x·Wᵀ: [m, COLS]·[COLS, ROWS].
     let x: Vec<f32> = random_values(8)[..m * COLS].to_vec();
     let got = matmul_words(w.format, &w.words, &w.params, COLS, &x, true); // [m, ROWS]
-    for k in 0..m {
-        for r in 0..ROWS {
-            let want: f32 = (0..COLS)
-                .map(|c| x[k * COLS + c] * dense[r * COLS + c])
-                .sum();
-            let g = got[k * ROWS + r];
-            assert!(
-                (g - want).abs() <= 1e-5 * want.abs().max(1.0),
-                "xWᵀ [{k}, {r}]: {g} vs {want}"
-            );
-        }
-    }
+    assert_product("xWᵀ", &got, &x, COLS, ROWS, |c, r| dense[r * COLS + c]);
     // dY·W: [m, ROWS]·[ROWS, COLS].
     let dy: Vec<f32> = random_values(9)[..m * ROWS].to_vec();
     let got = matmul_words(w.format, &w.words, &w.params, COLS, &dy, false); // [m, COLS]
-    assert_eq!(got.len(), m * COLS);
-    for k in 0..m {
-        for c in 0..COLS {
-            let want: f32 = (0..ROWS)
-                .map(|r| dy[k * ROWS + r] * dense[r * COLS + c])
-                .sum();
-            let g = got[k * COLS + c];
-            assert!(
-                (g - want).abs() <= 1e-5 * want.abs().max(1.0),
-                "dY·W [{k}, {c}]: {g} vs {want}"
-            );
-        }
-    }
+    assert_product("dY·W", &got, &dy, ROWS, COLS, |r, c| dense[r * COLS + c]);
 }
 
 #[test]
@@ -191,18 +192,7 @@ fn the_few_rows_twin_is_the_product_with_the_expanded_matrix() {
     let x: Vec<f32> = random_values(6)[..3 * COLS].to_vec();
     let got = matmul_words_few(w.format, &w.words, &w.params, COLS, &x, 3); // [3, ROWS]
     let dense = p.to_f32(); // [ROWS, COLS]
-    for k in 0..3 {
-        for r in 0..ROWS {
-            let want: f32 = (0..COLS)
-                .map(|c| x[k * COLS + c] * dense[r * COLS + c])
-                .sum();
-            let g = got[k * ROWS + r];
-            assert!(
-                (g - want).abs() <= 1e-5 * want.abs().max(1.0),
-                "[{k}, {r}]: {g} vs {want}"
-            );
-        }
-    }
+    assert_product("xWᵀ", &got, &x, COLS, ROWS, |c, r| dense[r * COLS + c]);
 }
 
 #[test]

@@ -421,7 +421,7 @@ impl Llama {
             let k = rope(k, span.cos.clone(), span.sin.clone()); // [N, KV·hd]
             let bthd = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]); // [B, T, n, hd]
             let (q, k, v) = (bthd(q, h), bthd(k, kv), bthd(v, kv));
-            if span.start == 0 && Dims::of(&q.shape(), &k.shape()).supported() {
+            if span.start == 0 && dims.supported() {
                 // Each group's keys and values read where they lie.
                 if let Some(cache) = cache {
                     cache.extend(i, k.clone().swap_dims(1, 2), v.clone().swap_dims(1, 2));
