@@ -12,8 +12,9 @@
 # blocks, 7 targets, the tied 49152-token head) and the base's format, not
 # on the width, so random models with that graph stand in: f32 at width 72
 # (9 heads over 3), and packed as the default model's base is, quantized to
-# Q4_0 at load at width 96, a whole number of 32-value blocks
-# (tests/browser/make_tiny_model.py OUT 30 [packable]). `--launches 0` skips it.
+# Q4_0 at load at width 128 (4 heads of 32 over 2), a whole number of
+# 32-value blocks, whose q/k/v and gate/up rows join on the GPU as the
+# default model's do (tests/browser/make_tiny_model.py OUT 30 [packable]). `--launches 0` skips it.
 # Usage: scripts/bench-browser.sh [--batch 4] [--seq-len 128] [--steps 8] [--variants cpu-threads,cpu-1] [--launches 1]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"

@@ -7,10 +7,20 @@
 //
 // so a frozen base's product is one launch, as a dense weight's is, where
 // expanding it first (dequantize_blocks.wgsl) and multiplying was two.
+// W may be several weights' rows joined (q, k and v; gate and up), and then
+// the rows' side is in parts: each part of c (x·Wᵀ), or of a (dY·W), is a
+// row-major matrix of its own, bound apart (c, part1, part2), so one launch
+// makes each weight's product, or the sum of their gradients.
 // W is laid out as for dequantize_blocks.wgsl: field i of `words` (BITS
 // bits, 32 / BITS to a u32, lowest first), block i / 32's scale d (and for
 // Q4_1 its minimum m) in `params`, w = (field - OFFSET) * d (+ m).
 // a and c are row-major and dense.
+//
+// Parts: W's rows [0, s1) are part 0, [s1, s2) part 1, [s2, rows) part 2
+// (s1 = s2 = rows: one part). With TRANS = 1 part p of c's columns is
+// written to c, part1 or part2 as [M, its rows]; with TRANS = 0 part p of
+// a's columns is read from a, part1 or part2 so. Unused parts are bound to
+// buffers of their own, never read or written.
 //
 // Written as c [M, N] = a [M, K] · B [K, N] with B = Wᵀ or W. Each
 // workgroup of 256 computes a 64 × 64 tile of c, each invocation 4 × 4 of
@@ -21,7 +31,8 @@
 // written. The grid is (N / 64, M / 64) tiles, rounded up.
 //
 // BITS, OFFSET and PARAMS are `const` declarations the launcher puts before
-// this text, one set per format. info = [M, N, K, cols (W's), TRANS].
+// this text, one set per format. info = [M, N, K, cols (W's), TRANS, s1,
+// s2].
 // The Rust twin is `matmul_words` in src/model/blocks.rs (the expanded
 // matrix's product, each sum in f64); the kernel sums in f32 in another
 // order, so they agree to rounding.
@@ -39,7 +50,9 @@ const STRIDE: u32 = 65u;
 @group(0) @binding(1) var<storage, read_write> params: array<f32>;
 @group(0) @binding(2) var<storage, read_write> a: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<uniform> info: array<vec4<u32>, 8>;
+@group(0) @binding(4) var<storage, read_write> part1: array<f32>;
+@group(0) @binding(5) var<storage, read_write> part2: array<f32>;
+@group(0) @binding(6) var<uniform> info: array<vec4<u32>, 8>;
 
 // Word i of info (src/gpu/kernel.rs packs it as u32s, four to a vec4).
 fn word(i: u32) -> u32 {
@@ -60,6 +73,46 @@ fn weight(i: u32) -> f32 {
         w = w + params[b * PARAMS + 1u];
     }
     return w;
+}
+
+// Column j of a matrix `width` wide in parts: (which part, its first
+// column, its width).
+fn part_of(j: u32, width: u32) -> vec3<u32> {
+    let s1 = word(5u);
+    let s2 = word(6u);
+    if (j < s1) {
+        return vec3<u32>(0u, 0u, s1);
+    }
+    if (j < s2) {
+        return vec3<u32>(1u, s1, s2 - s1);
+    }
+    return vec3<u32>(2u, s2, width - s2);
+}
+
+// a[m, k] of a [M, K] read in parts (TRANS = 0).
+fn a_parts(m: u32, k: u32, k_len: u32) -> f32 {
+    let p = part_of(k, k_len);
+    let i = m * p.z + k - p.y;
+    if (p.x == 0u) {
+        return a[i];
+    }
+    if (p.x == 1u) {
+        return part1[i];
+    }
+    return part2[i];
+}
+
+// c[m, n] = v of a [M, N] written in parts (TRANS = 1).
+fn c_parts(m: u32, n: u32, n_len: u32, v: f32) {
+    let p = part_of(n, n_len);
+    let i = m * p.z + n - p.y;
+    if (p.x == 0u) {
+        c[i] = v;
+    } else if (p.x == 1u) {
+        part1[i] = v;
+    } else {
+        part2[i] = v;
+    }
 }
 
 @compute @workgroup_size(256)
@@ -84,7 +137,11 @@ fn matmul_blocks(
             let m = e / DEPTH;
             var v = 0.0;
             if (m0 + m < m_len && k0 + k < k_len) {
-                v = a[(m0 + m) * k_len + k0 + k];
+                if (trans == 1u) {
+                    v = a[(m0 + m) * k_len + k0 + k];
+                } else {
+                    v = a_parts(m0 + m, k0 + k, k_len);
+                }
             }
             a_tile[k * STRIDE + m] = v;
         }
@@ -128,7 +185,11 @@ fn matmul_blocks(
         for (var j = 0u; j < 4u; j = j + 1u) {
             let n = n0 + tx + 16u * j;
             if (m < m_len && n < n_len) {
-                c[m * n_len + n] = acc[i * 4u + j];
+                if (trans == 1u) {
+                    c_parts(m, n, n_len, acc[i * 4u + j]);
+                } else {
+                    c[m * n_len + n] = acc[i * 4u + j];
+                }
             }
         }
     }

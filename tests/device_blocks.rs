@@ -201,7 +201,7 @@ fn the_pages_kernel_check_runs_and_on_the_cpu_finds_the_twins_equal() {
     // checks the check (its cases and comparisons); the page runs it on WebGPU.
     let checks =
         tabtune::readback::block_on(tabtune::gpu::check::check_kernels(&device())).expect("runs");
-    assert_eq!(checks.len(), 71);
+    assert_eq!(checks.len(), 78);
     for c in &checks {
         assert!(c.values > 0 && c.non_finite == 0, "{c:?}");
         if c.case.starts_with("dequantize_blocks") || c.case.starts_with("join") {
@@ -227,8 +227,9 @@ fn workgroups_cover_every_value_within_webgpus_per_dimension_limit() {
 }
 
 /// `m` with its packed weights as device blocks (on the CPU device, so the
-/// blocks' operations run the kernel's twin).
-fn on_device_blocks(m: &Llama) -> Llama {
+/// blocks' operations run the kernel's twin); with `join`, q, k and v, and
+/// gate and up, joined as a GPU joins them at load.
+fn on_device_blocks(m: &Llama, join: bool) -> Llama {
     let mut b = m.clone();
     let to_blocks =
         |p: &Arc<PackedWeight>| DeviceBlocks::upload(&WordBlocks::from_packed(p), &device());
@@ -241,6 +242,9 @@ fn on_device_blocks(m: &Llama) -> Llama {
                 *w = Frozen::Blocks(to_blocks(p));
             }
         }
+        if join {
+            layer.join_blocks();
+        }
     }
     b
 }
@@ -251,10 +255,17 @@ fn the_default_model_on_device_blocks_gives_its_f32_logits_loss_and_gradients() 
     let m = load_gguf("SmolLM2-135M-Instruct.Q4_1.gguf", &bytes, &device())
         .expect("loads")
         .model;
-    let blocks = on_device_blocks(&m);
+    let blocks = on_device_blocks(&m, false);
+    let joined = on_device_blocks(&m, true);
     assert!(
         matches!(blocks.weights.embed, Embedding::Blocks(ref e) if e.format == BlockFormat::Q8_0)
     );
+    for layer in &joined.weights.layers {
+        let qkv = layer.qkv.as_ref().expect("q, k and v joined");
+        assert_eq!(qkv.shape(), [576 + 2 * 192, 576]);
+        let gate_up = layer.gate_up.as_ref().expect("gate and up joined");
+        assert_eq!(gate_up.shape(), [2 * 1536, 576]);
+    }
     for w in blocks.weights.layers.iter().flat_map(|l| &l.proj) {
         let Frozen::Blocks(b) = w else {
             panic!("every projection of the default model is in blocks")
@@ -289,7 +300,8 @@ fn the_default_model_on_device_blocks_gives_its_f32_logits_loss_and_gradients() 
     }
     // The GPU's way: each base product and its adapter one node
     // (`model::projection`; q, k, v with RoPE and attention, and gate, up
-    // with SwiGLU, one node each: `model::attend`, `model::gate_up`).
+    // with SwiGLU, one node each: `model::attend`, `model::gate_up`, their
+    // bases' products over the joined rows).
     // Its twins sum in other orders than burn's ops (attention, RMSNorm), and
     // over 30 blocks of the real model some gradients drift further than
     // 1e-5 of their largest value: at most 1.25e-4 measured (lora_A of
@@ -315,5 +327,17 @@ fn the_default_model_on_device_blocks_gives_its_f32_logits_loss_and_gradients() 
             got,
             want,
         );
+    }
+    // The joined rows (one product for q, k and v, one for gate and up, and
+    // the gradient reaching `xn` as one sum over all their rows rather than
+    // one product each, added in the adapters' launches) against the blocks
+    // apart: the same values summed in another order, which over 30 blocks
+    // moves the touchiest gradient (layer 6's v_proj lora_A again) by 1.3e-5
+    // of its largest value, measured; held to 3e-5.
+    let (joined_nll, joined_grads) = gpu_way(&joined, &lora);
+    assert_relative("nll the GPU's way, joined against apart", &joined_nll, &nll);
+    for ((got, want), (name, _)) in joined_grads.iter().zip(&grads).zip(lora.named_tensors()) {
+        let what = format!("gradient of {name} the GPU's way, joined against apart");
+        assert_close(&what, got, want, 3e-5 * scale(want));
     }
 }

@@ -2,9 +2,10 @@
 //! against the separate nodes they replace, on the CPU: the attention half
 //! of a block (q, k, v projections, RoPE, attention) and the MLP's first
 //! half (gate, up, SwiGLU), each output and every gradient within 1e-5 of
-//! the largest value, with dropout on, over dense bases and over Q8_0
-//! blocks, at a rank the row kernel takes and one past it, with and without
-//! the input's gradient.
+//! the largest value, with dropout on, over dense bases, over Q8_0 blocks
+//! and over Q8_0 blocks joined by rows (one product for all), at a rank the
+//! row kernel takes and one past it, with and without the input's
+//! gradient.
 
 mod common;
 
@@ -50,19 +51,32 @@ fn packed(d_in: usize, d_out: usize, seed: u64) -> PackedWeight {
 /// dropout key and scale).
 struct Parts {
     bases: Vec<Frozen>,
+    /// The bases' blocks joined ([`Base::Joined`]; `bases` are then views
+    /// of it).
+    joined: Option<DeviceBlocks>,
     pairs: Vec<LoraPair>,
     adapters: Vec<Adapter>,
 }
 
-fn parts(d_in: usize, d_outs: &[usize], r: usize, blocks: bool, seed: u64) -> Parts {
+/// How the bases are kept.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Base {
+    Dense,
+    Blocks,
+    /// Blocks, joined by rows.
+    Joined,
+}
+
+fn parts(d_in: usize, d_outs: &[usize], r: usize, base: Base, seed: u64) -> Parts {
     let mut p = Parts {
         bases: Vec::new(),
+        joined: None,
         pairs: Vec::new(),
         adapters: Vec::new(),
     };
     for (i, &d_out) in d_outs.iter().enumerate() {
         let s = seed + 10 * i as u64;
-        p.bases.push(if blocks {
+        p.bases.push(if base != Base::Dense {
             let w = WordBlocks::from_packed(&packed(d_in, d_out, s));
             Frozen::Blocks(DeviceBlocks::upload(&w, &device()))
         } else {
@@ -77,18 +91,33 @@ fn parts(d_in: usize, d_outs: &[usize], r: usize, blocks: bool, seed: u64) -> Pa
             dropout: Some(Dropout::new(0.25, 1000 + i as u32)),
         });
     }
+    if base == Base::Joined {
+        let blocks: Vec<&DeviceBlocks> = p
+            .bases
+            .iter()
+            .map(|b| match b {
+                Frozen::Blocks(b) => b,
+                _ => unreachable!("blocks"),
+            })
+            .collect();
+        let (joined, views) = DeviceBlocks::join(&blocks).expect("rows a view takes");
+        p.bases = views.into_iter().map(Frozen::Blocks).collect();
+        p.joined = Some(joined);
+    }
     p
 }
 
-/// (rank, whether x needs its gradient, whether the bases are blocks).
-fn cases() -> Vec<(usize, bool, bool)> {
+/// (rank, whether x needs its gradient, how the bases are kept).
+fn cases() -> Vec<(usize, bool, Base)> {
     let mut all = Vec::new();
     for r in [4, MAX_ROWS_RANK + 1] {
         for x_grad in [true, false] {
-            all.push((r, x_grad, false));
+            all.push((r, x_grad, Base::Dense));
         }
     }
-    all.push((4, true, true));
+    all.push((4, true, Base::Blocks));
+    all.push((4, true, Base::Joined));
+    all.push((4, false, Base::Joined));
     all
 }
 
@@ -135,13 +164,14 @@ fn project_alone(x: &Tensor<2>, p: &Parts, i: usize) -> Tensor<2> {
 
 #[test]
 fn the_attention_node_gives_the_separate_nodes_output_and_gradients() {
-    // Two query heads to each key head.
+    // Two query heads to each key head; each projection's rows a whole
+    // number of 256 bytes of Q8_0 scales (64 rows), so that they can join.
     let dims = Dims {
         b: 2,
         h: 4,
         kv: 2,
         t: 5,
-        hd: 8,
+        hd: 32,
     };
     let (n, d) = (dims.b * dims.t, 32);
     let (cos, sin) = (
@@ -149,9 +179,9 @@ fn the_attention_node_gives_the_separate_nodes_output_and_gradients() {
         tensor(&random(dims.t * dims.hd, 8), [dims.t, dims.hd]),
     );
     let xv = random(n * d, 3);
-    for (r, x_grad, blocks) in cases() {
+    for (r, x_grad, base) in cases() {
         let widths = [dims.h * dims.hd, dims.kv * dims.hd, dims.kv * dims.hd];
-        let p = parts(d, &widths, r, blocks, 30);
+        let p = parts(d, &widths, r, base, 30);
         let run = |ours: bool| {
             let x = input(&xv, [n, d], x_grad);
             let out = if ours {
@@ -161,7 +191,8 @@ fn the_attention_node_gives_the_separate_nodes_output_and_gradients() {
                 };
                 let bases = [&p.bases[0], &p.bases[1], &p.bases[2]];
                 let pairs = [&p.pairs[0], &p.pairs[1], &p.pairs[2]];
-                attend(x.clone(), bases, pairs, spec, (cos.clone(), sin.clone()))
+                let tables = (cos.clone(), sin.clone());
+                attend(x.clone(), bases, p.joined.as_ref(), pairs, spec, tables)
                     .expect("alike bases")
             } else {
                 let (q, k, v) = (
@@ -179,24 +210,24 @@ fn the_attention_node_gives_the_separate_nodes_output_and_gradients() {
         };
         let got = run(true);
         assert_eq!(got.1[0].is_some(), x_grad, "dx exactly when x needs it");
-        let case = format!("rank {r}, x's gradient {x_grad}, blocks {blocks}");
+        let case = format!("rank {r}, x's gradient {x_grad}, {base:?} bases");
         assert_same(&case, &got, &run(false));
     }
 }
 
 #[test]
 fn the_gate_up_node_gives_the_separate_nodes_output_and_gradients() {
-    let (n, d, f) = (9, 32, 40);
+    let (n, d, f) = (9, 32, 64);
     let xv = random(n * d, 5);
-    for (r, x_grad, blocks) in cases() {
-        let p = parts(d, &[f, f], r, blocks, 60);
+    for (r, x_grad, base) in cases() {
+        let p = parts(d, &[f, f], r, base, 60);
         let run = |ours: bool| {
             let x = input(&xv, [n, d], x_grad);
             let out = if ours {
                 let bases = [&p.bases[0], &p.bases[1]];
                 let pairs = [&p.pairs[0], &p.pairs[1]];
-                gate_up(x.clone(), bases, pairs, [p.adapters[0], p.adapters[1]])
-                    .expect("alike bases")
+                let adapters = [p.adapters[0], p.adapters[1]];
+                gate_up(x.clone(), bases, p.joined.as_ref(), pairs, adapters).expect("alike bases")
             } else {
                 swiglu(project_alone(&x, &p, 0), project_alone(&x, &p, 1))
             };
@@ -204,15 +235,15 @@ fn the_gate_up_node_gives_the_separate_nodes_output_and_gradients() {
         };
         let got = run(true);
         assert_eq!(got.1[0].is_some(), x_grad, "dx exactly when x needs it");
-        let case = format!("rank {r}, x's gradient {x_grad}, blocks {blocks}");
+        let case = format!("rank {r}, x's gradient {x_grad}, {base:?} bases");
         assert_same(&case, &got, &run(false));
     }
 }
 
 #[test]
 fn mixed_bases_leave_the_grouped_nodes_to_the_separate_ones() {
-    let dense = parts(32, &[32, 32, 32], 4, false, 90);
-    let blocks = parts(32, &[32, 32, 32], 4, true, 95);
+    let dense = parts(32, &[32, 32, 32], 4, Base::Dense, 90);
+    let blocks = parts(32, &[32, 32, 32], 4, Base::Blocks, 95);
     let host = Frozen::Packed(std::sync::Arc::new(packed(32, 32, 2)));
     let x = tensor(&random(3 * 32, 1), [3, 32]);
     let pairs = [&dense.pairs[0], &dense.pairs[1]];
@@ -221,7 +252,7 @@ fn mixed_bases_leave_the_grouped_nodes_to_the_separate_ones() {
         [&dense.bases[0], &host],
         [&dense.bases[0], &blocks.bases[1]],
     ] {
-        assert!(gate_up(x.clone(), bases, pairs, adapters).is_none());
+        assert!(gate_up(x.clone(), bases, None, pairs, adapters).is_none());
     }
     let dims = Dims {
         b: 1,
@@ -240,5 +271,39 @@ fn mixed_bases_leave_the_grouped_nodes_to_the_separate_ones() {
     );
     let bases = [&dense.bases[0], &blocks.bases[1], &dense.bases[2]];
     let pairs = [&dense.pairs[0], &dense.pairs[1], &dense.pairs[2]];
-    assert!(attend(x, bases, pairs, spec, tables).is_none());
+    assert!(attend(x, bases, None, pairs, spec, tables).is_none());
+}
+
+#[test]
+fn blocks_join_only_when_alike_and_split_at_whole_256_bytes() {
+    let blocks = |rows: &[usize], ty: GgmlType| -> Vec<DeviceBlocks> {
+        rows.iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                let bytes = quantize(ty, &random(r * 64, i as u64)).expect("whole blocks");
+                let w = PackedWeight::new(ty, r, 64, bytes).expect("whole blocks");
+                DeviceBlocks::upload(&WordBlocks::from_packed(&w), &device())
+            })
+            .collect()
+    };
+    let join = |parts: &[DeviceBlocks]| DeviceBlocks::join(&parts.iter().collect::<Vec<_>>());
+    // Q8_0 of 64 columns: 64 bytes of words and 8 of scales a row, so 32
+    // rows end 256 bytes of scales on.
+    let (joined, views) = join(&blocks(&[64, 32, 32], GgmlType::Q8_0)).expect("aligned");
+    assert_eq!(joined.shape(), [128, 64]);
+    let parts = blocks(&[64, 32, 32], GgmlType::Q8_0);
+    for (view, part) in views.iter().zip(&parts) {
+        assert_eq!(
+            to_vec(view.to_f32()),
+            to_vec(part.to_f32()),
+            "a view is its part"
+        );
+    }
+    assert!(
+        join(&blocks(&[64, 16, 48], GgmlType::Q8_0)).is_none(),
+        "16 rows"
+    );
+    let mut mixed = blocks(&[64, 32], GgmlType::Q8_0);
+    mixed.extend(blocks(&[64], GgmlType::Q4_0));
+    assert!(join(&mixed).is_none(), "formats differ");
 }

@@ -15,7 +15,9 @@
 //! in another order). Blocks are random: Q8_0 and Q4_0 quantized from
 //! random values, Q4_1 random bytes with a finite scale and minimum.
 //! `matmul_blocks`: `x·Wᵀ` and `dY·W` for each format, with edges inside
-//! a tile on every side, against the twin's f64 sums.
+//! a tile on every side, and for Q4_1 a weight of joined rows in three
+//! parts and in two (each part's `x·W_iᵀ`, the sum of `dY_i·W_i`; parts'
+//! edges inside a tile), against the twin's f64 sums.
 //! `lora_product`: each of an adapted projection's six products at the
 //! default model's shapes (`x·A` and `xᵀ·du` with dropout on the input,
 //! `u·B` added to `y`, `g·Bᵀ`, `uᵀ·g`, `du·Aᵀ` with dropout on the output),
@@ -625,6 +627,78 @@ async fn check_block_products(device: &Device) -> Result<Vec<KernelCheck>> {
             let want = matmul_words(host.format, &host.words, &host.params, cols, &a, transpose);
             checks.push(compare(case, &got, &want));
         }
+        if ty == GgmlType::Q4_1 {
+            checks.extend(check_parts(&host, &on_device, m, device).await?);
+        }
+    }
+    Ok(checks)
+}
+
+/// `matmul_blocks` over a weight of joined rows: each part's `x·W_iᵀ`, and
+/// the sum of `dY_i·W_i`, in three parts and in two, with parts' edges
+/// inside a tile, against the twin's product of the whole.
+async fn check_parts(
+    host: &WordBlocks,
+    on_device: &DeviceBlocks,
+    m: usize,
+    device: &Device,
+) -> Result<Vec<KernelCheck>> {
+    let (rows, cols) = (host.rows, host.cols);
+    let twin = |a: &[f32], transpose| {
+        matmul_words(host.format, &host.words, &host.params, cols, a, transpose)
+    };
+    let tensor = |v: &[f32], shape: [usize; 2]| {
+        Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), device)
+    };
+    let mut checks = Vec::new();
+    for split in [vec![100, 136, rows - 236], vec![150, rows - 150]] {
+        let what = format!("{:?} [{m}, {cols}]·[{split:?}, {cols}]ᵀ", host.format);
+        let x = random_values(m * cols, 400 + split.len() as u64);
+        let want = twin(&x, true); // [m, rows]
+        // Each part's columns of the whole, in turn.
+        let mut want_parts = Vec::with_capacity(want.len());
+        let mut start = 0;
+        for &p in &split {
+            for row in want.chunks(rows) {
+                want_parts.extend_from_slice(&row[start..start + p]);
+            }
+            start += p;
+        }
+        let mut got = Vec::new();
+        for y in on_device.matmul_t_parts(tensor(&x, [m, cols]), &split) {
+            got.extend(read(y).await?);
+        }
+        let names: Vec<String> = (0..split.len()).map(|i| format!("part {i}")).collect();
+        let parts: Vec<(&str, usize)> = names
+            .iter()
+            .zip(&split)
+            .map(|(n, &p)| (n.as_str(), m * p))
+            .collect();
+        checks.extend(compare_parts(
+            "matmul_blocks",
+            &what,
+            &got,
+            &want_parts,
+            &parts,
+        ));
+        // dY in parts: the whole `[m, rows]`'s columns of each.
+        let dy = random_values(m * rows, 500 + split.len() as u64);
+        let mut gs = Vec::new();
+        let mut start = 0;
+        for &p in &split {
+            let part: Vec<f32> = dy
+                .chunks(rows)
+                .flat_map(|row| row[start..start + p].to_vec())
+                .collect();
+            gs.push(tensor(&part, [m, p]));
+            start += p;
+        }
+        let got = read(on_device.matmul_grad_parts(gs)).await?;
+        let case = format!(
+            "matmul_blocks {:?} Σ [{m}, {split:?}]·[{split:?}, {cols}]",
+            host.format
+        );
+        checks.push(compare(case, &got, &twin(&dy, false)));
     }
     Ok(checks)
 }

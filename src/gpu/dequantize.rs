@@ -87,4 +87,83 @@ impl BlockOps for CubeBackend {
         );
         super::matmul_blocks::matmul_blocks(g, words, params, format, shape, false)
     }
+
+    fn blocks_matmul_pair(
+        x: CubeTensor,
+        words: CubeTensor,
+        params: CubeTensor,
+        format: BlockFormat,
+        first: usize,
+    ) -> (CubeTensor, CubeTensor) {
+        let shape = expanded_shape(&words.shape(), &format).dims::<2>();
+        let parts = [first, shape[0] - first];
+        let [a, b] = project_parts(x, words, params, format, shape, &parts);
+        (a, b)
+    }
+
+    fn blocks_matmul_triple(
+        x: CubeTensor,
+        words: CubeTensor,
+        params: CubeTensor,
+        format: BlockFormat,
+        [a, b]: [usize; 2],
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let shape = expanded_shape(&words.shape(), &format).dims::<2>();
+        let parts = [a, b, shape[0] - a - b];
+        let [q, k, v] = project_parts(x, words, params, format, shape, &parts);
+        (q, k, v)
+    }
+
+    fn blocks_matmul_grad_pair(
+        g0: CubeTensor,
+        g1: CubeTensor,
+        words: CubeTensor,
+        params: CubeTensor,
+        format: BlockFormat,
+    ) -> CubeTensor {
+        grad_parts(vec![g0, g1], words, params, format)
+    }
+
+    fn blocks_matmul_grad_triple(
+        g0: CubeTensor,
+        g1: CubeTensor,
+        g2: CubeTensor,
+        words: CubeTensor,
+        params: CubeTensor,
+        format: BlockFormat,
+    ) -> CubeTensor {
+        grad_parts(vec![g0, g1, g2], words, params, format)
+    }
+}
+
+/// Each part of `x·Wᵀ` (`parts`: `W`'s rows of each) in one launch.
+fn project_parts<const K: usize>(
+    x: CubeTensor,
+    words: CubeTensor,
+    params: CubeTensor,
+    format: BlockFormat,
+    shape: [usize; 2],
+    parts: &[usize; K],
+) -> [CubeTensor; K] {
+    let (x, words, params) = (
+        into_contiguous(x),
+        into_contiguous(words),
+        into_contiguous(params),
+    );
+    super::matmul_blocks::project_parts(x, words, params, format, shape, parts)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one output a part"))
+}
+
+/// `Σ gs[i]·W_i` in one launch.
+fn grad_parts(
+    gs: Vec<CubeTensor>,
+    words: CubeTensor,
+    params: CubeTensor,
+    format: BlockFormat,
+) -> CubeTensor {
+    let shape = expanded_shape(&words.shape(), &format).dims::<2>();
+    let gs = gs.into_iter().map(into_contiguous).collect();
+    let (words, params) = (into_contiguous(words), into_contiguous(params));
+    super::matmul_blocks::grad_parts(gs, words, params, format, shape)
 }

@@ -30,7 +30,7 @@ use crate::model::adapted::{Adapter, Saved};
 use crate::model::attention::{AttentionOps, Dims};
 use crate::model::blocks::{BlockFormat, DeviceBlocks};
 use crate::model::frozen::Frozen;
-use crate::model::projection::{Base, ProjectionOps, backward_each, project_each};
+use crate::model::projection::{Base, Bases, ProjectionOps, backward_each, project_each};
 use crate::model::rope::RopeOps;
 
 /// What the node takes besides its tensors.
@@ -45,10 +45,12 @@ pub struct AttendSpec {
 /// Attention's output `[N, H·hd]` for the normed `x: [N, d]` through the
 /// adapted q, k and v projections of `bases` (RoPE's tables `cos`, `sin`:
 /// `[T, hd]`), as one node; `None` when the bases are not all dense or all
-/// blocks.
+/// blocks. `joined`, the three bases' rows joined in blocks, takes their
+/// place where there is one: one launch for the three products.
 pub fn attend(
     x: Tensor<2>,
     bases: [&Frozen; 3],
+    joined: Option<&DeviceBlocks>,
     pairs: [&LoraPair; 3],
     spec: AttendSpec,
     (cos, sin): (Tensor<2>, Tensor<2>),
@@ -63,12 +65,19 @@ pub fn attend(
     ]
     .map(|f| f.clone().into_dispatch());
     let (x, cos, sin) = (x.into_dispatch(), cos.into_dispatch(), sin.into_dispatch());
-    let out = match bases {
-        [Frozen::Dense(q), Frozen::Dense(k), Frozen::Dense(v)] => {
+    let out = match (bases, joined) {
+        (_, Some(w)) => {
+            let (words, params) = (w.words.clone(), w.params.clone());
+            let (words, params) = (words.into_dispatch(), params.into_dispatch());
+            Dispatch::attend_joined(
+                x, words, params, w.format, aq, bq, ak, bk, av, bv, cos, sin, spec,
+            )
+        }
+        ([Frozen::Dense(q), Frozen::Dense(k), Frozen::Dense(v)], None) => {
             let [wq, wk, wv] = [q, k, v].map(|w| w.clone().into_dispatch());
             Dispatch::attend_dense(x, wq, wk, wv, aq, bq, ak, bk, av, bv, cos, sin, spec)
         }
-        [Frozen::Blocks(q), Frozen::Blocks(k), Frozen::Blocks(v)] => {
+        ([Frozen::Blocks(q), Frozen::Blocks(k), Frozen::Blocks(v)], None) => {
             let [wq, wk, wv] = [q, k, v].map(|b| b.words.clone().into_dispatch());
             let [pq, pk, pv] = [q, k, v].map(|b| b.params.clone().into_dispatch());
             let formats = [q, k, v].map(|b: &DeviceBlocks| b.format);
@@ -109,7 +118,7 @@ pub trait AttendOps: ProjectionOps + RopeOps + AttentionOps {
         sin: FloatTensor<Self>,
         spec: AttendSpec,
     ) -> FloatTensor<Self> {
-        let bases = [wq, wk, wv].map(Base::Dense);
+        let bases = Bases::Each([wq, wk, wv].map(Base::Dense));
         let factors = [aq, bq, ak, bk, av, bv];
         forward::<Self>(x, &bases, factors, (cos, sin), &spec).0
     }
@@ -136,14 +145,49 @@ pub trait AttendOps: ProjectionOps + RopeOps + AttentionOps {
         sin: FloatTensor<Self>,
         spec: AttendSpec,
     ) -> FloatTensor<Self> {
-        let bases = [
+        let bases = Bases::Each([
             Base::Blocks(wq, pq, formats[0]),
             Base::Blocks(wk, pk, formats[1]),
             Base::Blocks(wv, pv, formats[2]),
-        ];
+        ]);
         let factors = [aq, bq, ak, bk, av, bv];
         forward::<Self>(x, &bases, factors, (cos, sin), &spec).0
     }
+
+    /// [`attend`] over the bases' rows joined in blocks `[(H + 2·KV)·hd,
+    /// d]` (`words`, `params`): q's, then k's, then v's.
+    #[fusion(default)]
+    #[allow(clippy::too_many_arguments)]
+    fn attend_joined(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+        aq: FloatTensor<Self>,
+        bq: FloatTensor<Self>,
+        ak: FloatTensor<Self>,
+        bk: FloatTensor<Self>,
+        av: FloatTensor<Self>,
+        bv: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        spec: AttendSpec,
+    ) -> FloatTensor<Self> {
+        let bases = joined(words, params, format, &spec.dims);
+        let factors = [aq, bq, ak, bk, av, bv];
+        forward::<Self>(x, &bases, factors, (cos, sin), &spec).0
+    }
+}
+
+/// q, k and v's bases joined in blocks, their rows in turn.
+fn joined<B: Backend>(
+    words: IntTensor<B>,
+    params: FloatTensor<B>,
+    format: BlockFormat,
+    dims: &Dims,
+) -> Bases<B, 3> {
+    let (q, kv) = (dims.h * dims.hd, dims.kv * dims.hd);
+    Bases::Joined(words, params, format, [q, kv, kv])
 }
 
 impl AttendOps for Flex {}
@@ -175,7 +219,7 @@ fn scale(dims: &Dims) -> f32 {
 /// the backward pass keeps.
 fn forward<B: Backend + AttendOps>(
     x: FloatTensor<B>,
-    bases: &[Base<B>; 3],
+    bases: &Bases<B, 3>,
     factors: [FloatTensor<B>; 6],
     (cos, sin): (FloatTensor<B>, FloatTensor<B>),
     spec: &AttendSpec,
@@ -209,7 +253,7 @@ impl<B: Backend + AttendOps> Backward<B, 7> for AttendBackward {
     /// The forward pass's values, the bases, RoPE's tables and the spec.
     type State = (
         State<B>,
-        [Base<B>; 3],
+        Bases<B, 3>,
         (FloatTensor<B>, FloatTensor<B>),
         AttendSpec,
     );
@@ -250,7 +294,7 @@ type Tracked<B, C> = FloatTensor<Autodiff<B, C>>;
 /// tables.
 fn node<B: Backend + AttendOps, C: CheckpointStrategy>(
     x: Tracked<B, C>,
-    bases: [Base<B>; 3],
+    bases: Bases<B, 3>,
     factors: [Tracked<B, C>; 6],
     (cos, sin): (Tracked<B, C>, Tracked<B, C>),
     spec: AttendSpec,
@@ -289,7 +333,7 @@ impl<B: Backend + AttendOps, C: CheckpointStrategy> AttendOps for Autodiff<B, C>
         sin: FloatTensor<Self>,
         spec: AttendSpec,
     ) -> FloatTensor<Self> {
-        let bases = [wq, wk, wv].map(|w| Base::Dense(Self::inner(w)));
+        let bases = Bases::Each([wq, wk, wv].map(|w| Base::Dense(Self::inner(w))));
         node::<B, C>(x, bases, [aq, bq, ak, bk, av, bv], (cos, sin), spec)
     }
 
@@ -313,11 +357,31 @@ impl<B: Backend + AttendOps, C: CheckpointStrategy> AttendOps for Autodiff<B, C>
         spec: AttendSpec,
     ) -> FloatTensor<Self> {
         let base = |w, p, f| Base::Blocks(Self::int_inner(w), Self::inner(p), f);
-        let bases = [
+        let bases = Bases::Each([
             base(wq, pq, formats[0]),
             base(wk, pk, formats[1]),
             base(wv, pv, formats[2]),
-        ];
+        ]);
+        node::<B, C>(x, bases, [aq, bq, ak, bk, av, bv], (cos, sin), spec)
+    }
+
+    fn attend_joined(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+        aq: FloatTensor<Self>,
+        bq: FloatTensor<Self>,
+        ak: FloatTensor<Self>,
+        bk: FloatTensor<Self>,
+        av: FloatTensor<Self>,
+        bv: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        spec: AttendSpec,
+    ) -> FloatTensor<Self> {
+        let (words, params) = (Self::int_inner(words), Self::inner(params));
+        let bases = joined(words, params, format, &spec.dims);
         node::<B, C>(x, bases, [aq, bq, ak, bk, av, bv], (cos, sin), spec)
     }
 }

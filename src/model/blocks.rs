@@ -33,11 +33,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension,
 };
-use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Shape, Slice, Tensor, TensorData};
 use half::f16;
 
 use crate::io::dequant::GgmlType;
@@ -51,6 +53,11 @@ pub const BLOCK: usize = 32;
 /// weight one row of it to a workgroup (`shaders/matmul_blocks_few.wgsl`);
 /// past it, in tiles (`shaders/matmul_blocks.wgsl`). Neither expands it.
 pub const FEW_ROWS: usize = 16;
+
+/// A slice of a device tensor is a view, sharing its memory, when it starts
+/// and ends a multiple of this many bytes from the tensor's ends (burn's
+/// `slice` on cubecl; WebGPU binds a buffer from offsets of at most 256).
+pub const VIEW_ALIGN: usize = 256;
 
 /// The block layouts a device kernel reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -314,6 +321,55 @@ impl DeviceBlocks {
         }
     }
 
+    /// `parts`' rows joined, in turn, and each part again as a view of the
+    /// joined tensors (sharing their memory), when all have one format and
+    /// width and each part's rows start and end where a view is free: at a
+    /// multiple of [`VIEW_ALIGN`] bytes of both tensors (where they do not,
+    /// burn's slice copies). `None` otherwise.
+    pub fn join(parts: &[&DeviceBlocks]) -> Option<(DeviceBlocks, Vec<DeviceBlocks>)> {
+        let first = parts.first()?;
+        let [_, cols] = first.shape();
+        let alike = |p: &&DeviceBlocks| p.format == first.format && p.shape()[1] == cols;
+        if !parts.iter().all(alike) {
+            return None;
+        }
+        let row_bytes = [first.words.dims()[1] * 4, first.params.dims()[1] * 4];
+        let mut ends = Vec::with_capacity(parts.len());
+        let mut end = 0;
+        for p in parts {
+            end += p.shape()[0];
+            ends.push(end);
+        }
+        let free = |rows: usize| {
+            row_bytes
+                .iter()
+                .all(|b| (rows * b).is_multiple_of(VIEW_ALIGN))
+        };
+        if !ends.iter().all(|&e| free(e)) {
+            return None;
+        }
+        let joined = DeviceBlocks {
+            format: first.format,
+            words: Tensor::cat(parts.iter().map(|p| p.words.clone()).collect(), 0),
+            params: Tensor::cat(parts.iter().map(|p| p.params.clone()).collect(), 0),
+            requantized: parts.iter().any(|p| p.requantized),
+        };
+        let views = parts
+            .iter()
+            .zip(&ends)
+            .map(|(p, &end)| {
+                let rows = end - p.shape()[0]..end;
+                DeviceBlocks {
+                    format: p.format,
+                    words: joined.words.clone().slice([rows.clone()]),
+                    params: joined.params.clone().slice([rows]),
+                    requantized: p.requantized,
+                }
+            })
+            .collect();
+        Some((joined, views))
+    }
+
     /// `[rows, cols]`.
     pub fn shape(&self) -> [usize; 2] {
         let [rows, wpr] = self.words.dims();
@@ -359,6 +415,55 @@ impl DeviceBlocks {
     }
 }
 
+/// Blocks whose rows are two or three weights' joined
+/// ([`DeviceBlocks::join`]), multiplied as their parts (no gradient).
+impl DeviceBlocks {
+    /// Each part's `x·W_iᵀ` `[N, split[i]]` for `x: [N, cols]` (`split`: the
+    /// parts' rows, two or three, summing to `rows`), in one launch on a
+    /// GPU.
+    pub fn matmul_t_parts(&self, x: Tensor<2>, split: &[usize]) -> Vec<Tensor<2>> {
+        let (x, words, params) = (
+            x.into_dispatch(),
+            self.words.clone().into_dispatch(),
+            self.params.clone().into_dispatch(),
+        );
+        let rows = self.shape()[0];
+        assert_eq!(split.iter().sum::<usize>(), rows, "parts of {rows} rows");
+        let outs = match split {
+            [first, _] => {
+                let (a, b) = Dispatch::blocks_matmul_pair(x, words, params, self.format, *first);
+                vec![a, b]
+            }
+            [a, b, _] => {
+                let split = [*a, *b];
+                let (q, k, v) =
+                    Dispatch::blocks_matmul_triple(x, words, params, self.format, split);
+                vec![q, k, v]
+            }
+            _ => panic!("{} parts: two or three are joined", split.len()),
+        };
+        outs.into_iter().map(Tensor::from_dispatch).collect()
+    }
+
+    /// `Σ gs[i]·W_i` `[N, cols]` for each part's gradient `gs[i]: [N, rows
+    /// of part i]` (two or three), in one launch on a GPU.
+    pub fn matmul_grad_parts(&self, gs: Vec<Tensor<2>>) -> Tensor<2> {
+        let (words, params) = (
+            self.words.clone().into_dispatch(),
+            self.params.clone().into_dispatch(),
+        );
+        let mut gs = gs.into_iter().map(Tensor::into_dispatch);
+        let mut next = || gs.next().expect("a part's gradient");
+        let (g0, g1) = (next(), next());
+        let out = match gs.next() {
+            None => Dispatch::blocks_matmul_grad_pair(g0, g1, words, params, self.format),
+            Some(g2) => Dispatch::blocks_matmul_grad_triple(g0, g1, g2, words, params, self.format),
+        };
+        assert!(gs.next().is_none(), "two or three parts are joined");
+        Tensor::from_dispatch(out)
+    }
+}
+
 fn expand(words: Tensor<2, Int>, params: Tensor<2>, format: BlockFormat) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::dequantize_blocks(
         words.into_dispatch(),
@@ -384,6 +489,42 @@ pub(crate) fn grad_shape(g: &Shape, words: &Shape, format: &BlockFormat) -> Shap
 /// The shape [`BlockOps::dequantize_blocks`] gives for `words`.
 pub(crate) fn expanded_shape(words: &Shape, format: &BlockFormat) -> Shape {
     Shape::new([words[0], words[1] * format.per_word()])
+}
+
+/// What burn's fusion backend is told of [`BlockOps::blocks_matmul_pair`]'s
+/// outputs: `[N, first]` and `[N, rows − first]`.
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+fn pair_meta(
+    x: &TensorSpec,
+    words: &TensorSpec,
+    _params: &TensorSpec,
+    _format: &BlockFormat,
+    first: &usize,
+) -> (TensorSpec, TensorSpec) {
+    let spec = |cols: usize| TensorSpec::new(Shape::new([x.shape[0], cols]), x.dtype);
+    (spec(*first), spec(words.shape[0] - first))
+}
+
+/// What burn's fusion backend is told of
+/// [`BlockOps::blocks_matmul_triple`]'s outputs: `[N, split[0]]`,
+/// `[N, split[1]]` and `[N, rows − split[0] − split[1]]`.
+#[cfg(any(feature = "webgpu", feature = "gpu"))]
+fn triple_meta(
+    x: &TensorSpec,
+    words: &TensorSpec,
+    _params: &TensorSpec,
+    _format: &BlockFormat,
+    split: &[usize; 2],
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    let spec = |cols: usize| TensorSpec::new(Shape::new([x.shape[0], cols]), x.dtype);
+    let last = words.shape[0] - split[0] - split[1];
+    (spec(split[0]), spec(split[1]), spec(last))
+}
+
+/// Columns `cols` of `y: [N, _]`.
+fn columns<B: Backend>(y: &FloatTensor<B>, cols: std::ops::Range<usize>) -> FloatTensor<B> {
+    let n = y.shape()[0];
+    B::float_slice(y.clone(), &[Slice::from(0..n), Slice::from(cols)])
 }
 
 /// Device-side block expansion and the product over it, as backend
@@ -432,6 +573,78 @@ pub trait BlockOps: Backend {
     ) -> FloatTensor<Self> {
         let w = Self::dequantize_blocks(words, params, format); // [rows, cols]
         Self::float_matmul(g, w) // [N, cols]
+    }
+
+    /// [`BlockOps::blocks_matmul`] by two weights' rows joined (the first's
+    /// `first` rows, then the second's): each weight's product, `[N,
+    /// first]` and `[N, rows − first]`. On a GPU, one launch of
+    /// `shaders/matmul_blocks.wgsl`.
+    #[fusion(meta = pair_meta)]
+    fn blocks_matmul_pair(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+        first: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let y = Self::blocks_matmul(x, words, params, format); // [N, rows]
+        let rows = y.shape()[1];
+        (
+            columns::<Self>(&y, 0..first),
+            columns::<Self>(&y, first..rows),
+        )
+    }
+
+    /// [`BlockOps::blocks_matmul`] by three weights' rows joined (`split`:
+    /// the first's and the second's rows): each weight's product. On a
+    /// GPU, one launch of `shaders/matmul_blocks.wgsl`.
+    #[fusion(meta = triple_meta)]
+    fn blocks_matmul_triple(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+        split: [usize; 2],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let y = Self::blocks_matmul(x, words, params, format); // [N, rows]
+        let (rows, [a, b]) = (y.shape()[1], split);
+        (
+            columns::<Self>(&y, 0..a),
+            columns::<Self>(&y, a..a + b),
+            columns::<Self>(&y, a + b..rows),
+        )
+    }
+
+    /// The gradient reaching `x` from both of
+    /// [`BlockOps::blocks_matmul_pair`]'s products, `g0·W0 + g1·W1` `[N,
+    /// cols]` for `g0: [N, first]`, `g1: [N, rows − first]`. On a GPU, one
+    /// launch of `shaders/matmul_blocks.wgsl`.
+    #[fusion(dtype = g0, shape = grad_shape(g0, words, format))]
+    fn blocks_matmul_grad_pair(
+        g0: FloatTensor<Self>,
+        g1: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        let g = Self::float_cat(vec![g0, g1], 1); // [N, rows]
+        Self::blocks_matmul_grad(g, words, params, format)
+    }
+
+    /// The gradient reaching `x` from all three of
+    /// [`BlockOps::blocks_matmul_triple`]'s products, `Σ gi·Wi` `[N, cols]`.
+    /// On a GPU, one launch of `shaders/matmul_blocks.wgsl`.
+    #[fusion(dtype = g0, shape = grad_shape(g0, words, format))]
+    fn blocks_matmul_grad_triple(
+        g0: FloatTensor<Self>,
+        g1: FloatTensor<Self>,
+        g2: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+    ) -> FloatTensor<Self> {
+        let g = Self::float_cat(vec![g0, g1, g2], 1); // [N, rows]
+        Self::blocks_matmul_grad(g, words, params, format)
     }
 }
 

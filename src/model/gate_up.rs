@@ -24,30 +24,37 @@ use burn::tensor::{Slice, Tensor};
 
 use crate::lora::LoraPair;
 use crate::model::adapted::{Adapter, Saved};
-use crate::model::blocks::{BlockFormat, DeviceBlocks};
+use crate::model::blocks::{BlockFormat, BlockOps, DeviceBlocks};
 use crate::model::frozen::Frozen;
-use crate::model::projection::{Base, ProjectionOps, backward_each, project_each};
+use crate::model::projection::{Base, Bases, ProjectionOps, backward_each, project_each};
 use crate::model::swiglu::SwigluOps;
 
 /// `silu(x·Wg + …) ⊙ (x·Wu + …)` `[N, F]` for the normed `x: [N, d]`
 /// through the adapted gate and up projections of `bases` (`adapters` in
 /// that order), as one node; `None` when the bases are not both dense or
-/// both blocks.
+/// both blocks. `joined`, the two bases' rows joined in blocks, takes their
+/// place where there is one: one launch for both products.
 pub fn gate_up(
     x: Tensor<2>,
     bases: [&Frozen; 2],
+    joined: Option<&DeviceBlocks>,
     pairs: [&LoraPair; 2],
     adapters: [Adapter; 2],
 ) -> Option<Tensor<2>> {
     let [ag, bg, au, bu] =
         [&pairs[0].a, &pairs[0].b, &pairs[1].a, &pairs[1].b].map(|f| f.clone().into_dispatch());
     let x = x.into_dispatch();
-    let out = match bases {
-        [Frozen::Dense(g), Frozen::Dense(u)] => {
+    let out = match (bases, joined) {
+        (_, Some(w)) => {
+            let (words, params) = (w.words.clone(), w.params.clone());
+            let (words, params) = (words.into_dispatch(), params.into_dispatch());
+            Dispatch::gate_up_joined(x, words, params, w.format, ag, bg, au, bu, adapters)
+        }
+        ([Frozen::Dense(g), Frozen::Dense(u)], None) => {
             let [wg, wu] = [g, u].map(|w| w.clone().into_dispatch());
             Dispatch::gate_up_dense(x, wg, wu, ag, bg, au, bu, adapters)
         }
-        [Frozen::Blocks(g), Frozen::Blocks(u)] => {
+        ([Frozen::Blocks(g), Frozen::Blocks(u)], None) => {
             let [wg, wu] = [g, u].map(|b| b.words.clone().into_dispatch());
             let [pg, pu] = [g, u].map(|b| b.params.clone().into_dispatch());
             let formats = [g, u].map(|b: &DeviceBlocks| b.format);
@@ -81,7 +88,7 @@ pub trait GateUpOps: ProjectionOps + SwigluOps {
         bu: FloatTensor<Self>,
         adapters: [Adapter; 2],
     ) -> FloatTensor<Self> {
-        let bases = [wg, wu].map(Base::Dense);
+        let bases = Bases::Each([wg, wu].map(Base::Dense));
         forward::<Self>(x, &bases, [ag, bg, au, bu], adapters).0
     }
 
@@ -101,12 +108,41 @@ pub trait GateUpOps: ProjectionOps + SwigluOps {
         bu: FloatTensor<Self>,
         adapters: [Adapter; 2],
     ) -> FloatTensor<Self> {
-        let bases = [
+        let bases = Bases::Each([
             Base::Blocks(wg, pg, formats[0]),
             Base::Blocks(wu, pu, formats[1]),
-        ];
+        ]);
         forward::<Self>(x, &bases, [ag, bg, au, bu], adapters).0
     }
+
+    /// [`gate_up`] over the bases' rows joined in blocks `[2·F, d]`
+    /// (`words`, `params`): gate's, then up's.
+    #[fusion(default)]
+    #[allow(clippy::too_many_arguments)]
+    fn gate_up_joined(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+        ag: FloatTensor<Self>,
+        bg: FloatTensor<Self>,
+        au: FloatTensor<Self>,
+        bu: FloatTensor<Self>,
+        adapters: [Adapter; 2],
+    ) -> FloatTensor<Self> {
+        let bases = joined(words, params, format);
+        forward::<Self>(x, &bases, [ag, bg, au, bu], adapters).0
+    }
+}
+
+/// Gate's and up's bases joined in blocks `[2·F, d]`, gate's rows first.
+fn joined<B: Backend + BlockOps>(
+    words: IntTensor<B>,
+    params: FloatTensor<B>,
+    format: BlockFormat,
+) -> Bases<B, 2> {
+    let f = words.shape()[0] / 2;
+    Bases::Joined(words, params, format, [f, f])
 }
 
 impl GateUpOps for Flex {}
@@ -127,7 +163,7 @@ struct State<B: Backend> {
 /// backward pass keeps.
 fn forward<B: Backend + GateUpOps>(
     x: FloatTensor<B>,
-    bases: &[Base<B>; 2],
+    bases: &Bases<B, 2>,
     factors: [FloatTensor<B>; 4],
     adapters: [Adapter; 2],
 ) -> (FloatTensor<B>, State<B>) {
@@ -141,7 +177,7 @@ struct GateUpBackward;
 
 impl<B: Backend + GateUpOps> Backward<B, 5> for GateUpBackward {
     /// The forward pass's values and the bases.
-    type State = (State<B>, [Base<B>; 2]);
+    type State = (State<B>, Bases<B, 2>);
 
     fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dh = grads.consume::<B>(&ops.node); // [N, F]
@@ -169,7 +205,7 @@ impl<B: Backend + GateUpOps> Backward<B, 5> for GateUpBackward {
 /// The node over `bases` (the inner backend's) and the four factors.
 fn node<B: Backend + GateUpOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
-    bases: [Base<B>; 2],
+    bases: Bases<B, 2>,
     factors: [FloatTensor<Autodiff<B, C>>; 4],
     adapters: [Adapter; 2],
 ) -> FloatTensor<Autodiff<B, C>> {
@@ -201,7 +237,7 @@ impl<B: Backend + GateUpOps, C: CheckpointStrategy> GateUpOps for Autodiff<B, C>
         bu: FloatTensor<Self>,
         adapters: [Adapter; 2],
     ) -> FloatTensor<Self> {
-        let bases = [wg, wu].map(|w| Base::Dense(Self::inner(w)));
+        let bases = Bases::Each([wg, wu].map(|w| Base::Dense(Self::inner(w))));
         node::<B, C>(x, bases, [ag, bg, au, bu], adapters)
     }
 
@@ -219,7 +255,22 @@ impl<B: Backend + GateUpOps, C: CheckpointStrategy> GateUpOps for Autodiff<B, C>
         adapters: [Adapter; 2],
     ) -> FloatTensor<Self> {
         let base = |w, p, f| Base::Blocks(Self::int_inner(w), Self::inner(p), f);
-        let bases = [base(wg, pg, formats[0]), base(wu, pu, formats[1])];
+        let bases = Bases::Each([base(wg, pg, formats[0]), base(wu, pu, formats[1])]);
+        node::<B, C>(x, bases, [ag, bg, au, bu], adapters)
+    }
+
+    fn gate_up_joined(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        params: FloatTensor<Self>,
+        format: BlockFormat,
+        ag: FloatTensor<Self>,
+        bg: FloatTensor<Self>,
+        au: FloatTensor<Self>,
+        bu: FloatTensor<Self>,
+        adapters: [Adapter; 2],
+    ) -> FloatTensor<Self> {
+        let bases = joined(Self::int_inner(words), Self::inner(params), format);
         node::<B, C>(x, bases, [ag, bg, au, bu], adapters)
     }
 }

@@ -239,7 +239,8 @@ impl Llama {
             dims,
         };
         let tables = (span.cos.clone(), span.sin.clone());
-        attend(xn.clone(), [wq, wk, wv], [pq, pk, pv], spec, tables)
+        let joined = self.weights.layers[layer].qkv.as_ref();
+        attend(xn.clone(), [wq, wk, wv], joined, [pq, pk, pv], spec, tables)
     }
 
     /// `silu(gate) ⊙ up` `[N, F]` for the normed `xn: [N, d]` of layer
@@ -255,7 +256,8 @@ impl Llama {
     ) -> Option<Tensor<2>> {
         let part = |t| self.adapted(layer, t, span, lora, mode);
         let [(wg, pg, ag), (wu, pu, au)] = [part(Target::Gate)?, part(Target::Up)?];
-        gate_up(xn.clone(), [wg, wu], [pg, pu], [ag, au])
+        let joined = self.weights.layers[layer].gate_up.as_ref();
+        gate_up(xn.clone(), [wg, wu], joined, [pg, pu], [ag, au])
     }
 
     /// `res + x·W (+ s·dropout(x)·A·B)`: the projection added to the

@@ -186,20 +186,58 @@ impl<B: Backend + BlockOps> Base<B> {
     }
 }
 
-/// Projections of one input `x: [N, d]` for a grouped node
-/// (`model::attend`, `model::gate_up`): each base's product and its
-/// adapter's launch (`factors` the adapters' `A, B` in turn), giving each
-/// output and what its backward pass keeps.
+/// A grouped node's frozen bases (`model::attend`, `model::gate_up`).
+#[derive(Clone, Debug)]
+pub(crate) enum Bases<B: Backend, const K: usize> {
+    /// Each projection's own.
+    Each([Base<B>; K]),
+    /// Their rows joined in blocks `[Σ rows, d_in]` (`words`, `params`),
+    /// each projection's `rows` in turn: one launch for all their products
+    /// (`shaders/matmul_blocks.wgsl` in parts).
+    Joined(IntTensor<B>, FloatTensor<B>, BlockFormat, [usize; K]),
+}
+
+impl<B: Backend + BlockOps, const K: usize> Bases<B, K> {
+    /// Joined bases' products `x·W` `[N, rows]` each, in one launch;
+    /// `None` for bases of their own.
+    fn joined_forward(&self, x: &FloatTensor<B>) -> Option<Vec<FloatTensor<B>>> {
+        let Bases::Joined(words, params, format, rows) = self else {
+            return None;
+        };
+        let (words, params, x) = (words.clone(), params.clone(), x.clone());
+        Some(match rows.as_slice() {
+            [first, _] => {
+                let (a, b) = B::blocks_matmul_pair(x, words, params, *format, *first);
+                vec![a, b]
+            }
+            [a, b, _] => {
+                let split = [*a, *b];
+                let (q, k, v) = B::blocks_matmul_triple(x, words, params, *format, split);
+                vec![q, k, v]
+            }
+            _ => unreachable!("two or three joined bases"),
+        })
+    }
+}
+
+/// Projections of one input `x: [N, d]` for a grouped node: the bases'
+/// products and each adapter's launch (`factors` the adapters' `A, B` in
+/// turn), giving each output and what its backward pass keeps.
 pub(crate) fn project_each<B: Backend + ProjectionOps, const K: usize>(
     x: &FloatTensor<B>,
-    bases: &[Base<B>; K],
+    bases: &Bases<B, K>,
     factors: impl IntoIterator<Item = FloatTensor<B>>,
     adapters: [Adapter; K],
 ) -> ([FloatTensor<B>; K], [Saved<B>; K]) {
     let mut factors = factors.into_iter();
-    let mut each = bases.iter().zip(adapters).map(|(base, adapter)| {
+    let mut joined = bases.joined_forward(x).map(Vec::into_iter);
+    let mut each = adapters.into_iter().enumerate().map(|(i, adapter)| {
+        let y = match (bases, joined.as_mut()) {
+            (Bases::Each(bases), _) => bases[i].forward(x.clone()),
+            (_, Some(ys)) => ys.next().expect("one output a base"),
+            (Bases::Joined(..), None) => unreachable!("joined bases' outputs"),
+        }; // [N, d_out]
         let (a, b) = (factors.next().expect("A"), factors.next().expect("B"));
-        let y = base.forward(x.clone()); // [N, d_out]
         forward_saved(y, x.clone(), a, b, adapter, None)
     });
     let mut saved = Vec::with_capacity(K);
@@ -217,12 +255,13 @@ pub(crate) fn project_each<B: Backend + ProjectionOps, const K: usize>(
 /// The backward pass of a grouped node's projections for their outputs'
 /// gradients `gs` (`ids`: `x`'s node, then each adapter's `A` and `B`):
 /// registers each factor's gradient, and returns `x`'s when it needs one,
-/// each part (a base's `dY·Wᵀ`, the projections' before it) added in an
+/// each part (the bases' `dY·Wᵀ`, the projections' before it) added in an
 /// adapter's launch (`lora_rows`' `acc` and `res`) rather than by autodiff.
+/// Joined bases give their `dY·Wᵀ` summed, in one launch.
 pub(crate) fn backward_each<B: Backend + ProjectionOps, const K: usize>(
     gs: [FloatTensor<B>; K],
     saved: [Saved<B>; K],
-    bases: [Base<B>; K],
+    bases: Bases<B, K>,
     ids: &[Option<NodeId>],
     grads: &mut Gradients,
 ) -> Option<FloatTensor<B>> {
@@ -232,13 +271,41 @@ pub(crate) fn backward_each<B: Backend + ProjectionOps, const K: usize>(
         "x and an A and a B for each projection"
     );
     let want_dx = ids[0].is_some();
+    // Each base's dY·Wᵀ `[N, d]` in its turn, or joined ones' summed, first.
+    let (mut each, mut sum) = match bases {
+        Bases::Each(bases) => (Some(bases.into_iter()), None),
+        Bases::Joined(words, params, format, _) => (
+            None,
+            want_dx.then(|| joined_grad::<B>(&gs, words, params, format)),
+        ),
+    };
     let mut dx = None; // [N, d]
-    for (i, ((g, saved), base)) in gs.into_iter().zip(saved).zip(bases).enumerate() {
-        let acc = want_dx.then(|| base.input_grad(g.clone()));
+    for (i, (g, saved)) in gs.into_iter().zip(saved).enumerate() {
+        let acc = match each.as_mut().map(|bases| bases.next().expect("a base")) {
+            Some(base) => want_dx.then(|| base.input_grad(g.clone())),
+            None => sum.take(),
+        };
         let factors = [ids[1 + 2 * i], ids[2 + 2 * i]];
         dx = backward_parts(g, saved, factors, want_dx, acc, dx, grads);
     }
     dx
+}
+
+/// `Σ gs[i]·W_i` `[N, d_in]` for bases joined in blocks, in one launch.
+fn joined_grad<B: Backend + BlockOps>(
+    gs: &[FloatTensor<B>],
+    words: IntTensor<B>,
+    params: FloatTensor<B>,
+    format: BlockFormat,
+) -> FloatTensor<B> {
+    match gs {
+        [g0, g1] => B::blocks_matmul_grad_pair(g0.clone(), g1.clone(), words, params, format),
+        [g0, g1, g2] => {
+            let (g0, g1, g2) = (g0.clone(), g1.clone(), g2.clone());
+            B::blocks_matmul_grad_triple(g0, g1, g2, words, params, format)
+        }
+        _ => unreachable!("two or three joined bases"),
+    }
 }
 
 /// The backward pass of both nodes for `g = dL/d out` `[N, d_out]`: the

@@ -57,6 +57,39 @@ pub struct LayerWeights {
     pub proj: [Frozen; 7],
     /// RMSNorm before the MLP, `[d]`.
     pub ffn_norm: Tensor<1>,
+    /// On a GPU, q's, k's and v's blocks joined by rows
+    /// ([`DeviceBlocks::join`]; `proj`'s three are then views of it), so
+    /// that one launch makes their products (`model::attend`).
+    pub qkv: Option<DeviceBlocks>,
+    /// Gate's and up's blocks joined so (`model::gate_up`).
+    pub gate_up: Option<DeviceBlocks>,
+}
+
+impl LayerWeights {
+    /// Joins q, k and v, and gate and up, where their bases are blocks that
+    /// [`DeviceBlocks::join`] takes ([`LayerWeights::qkv`],
+    /// [`LayerWeights::gate_up`]); done at load.
+    pub fn join_blocks(&mut self) {
+        self.qkv = self.join(&[Target::Q, Target::K, Target::V]);
+        self.gate_up = self.join(&[Target::Gate, Target::Up]);
+    }
+
+    /// The projections of `targets` joined where [`DeviceBlocks::join`]
+    /// can, `proj`'s then views of it; returns the joined blocks.
+    fn join(&mut self, targets: &[Target]) -> Option<DeviceBlocks> {
+        let parts: Vec<&DeviceBlocks> = targets
+            .iter()
+            .map(|t| match &self.proj[t.index()] {
+                Frozen::Blocks(b) => Some(b),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let (joined, views) = DeviceBlocks::join(&parts)?;
+        for (t, view) in targets.iter().zip(views) {
+            self.proj[t.index()] = Frozen::Blocks(view);
+        }
+        Some(joined)
+    }
 }
 
 /// All frozen weights of a Llama model.
@@ -405,7 +438,7 @@ impl LlamaWeights {
                 let name = format!("model.layers.{i}.{}.weight", t.hf_path());
                 projection(src, &name, t.dims(config), device)
             };
-            layers.push(LayerWeights {
+            let mut layer = LayerWeights {
                 attn_norm: vector(
                     src,
                     &format!("model.layers.{i}.input_layernorm.weight"),
@@ -427,7 +460,11 @@ impl LlamaWeights {
                     d,
                     device,
                 )?,
-            });
+                qkv: None,
+                gate_up: None,
+            };
+            layer.join_blocks();
+            layers.push(layer);
         }
         let norm = vector(src, "model.norm.weight", d, device)?;
         let lm_head = if config.tie_word_embeddings {
@@ -452,6 +489,7 @@ impl LlamaWeights {
             for w in &mut layer.proj {
                 *w = Frozen::Dense(w.to_dense(device));
             }
+            (layer.qkv, layer.gate_up) = (None, None);
         }
         dense
     }

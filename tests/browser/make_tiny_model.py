@@ -13,8 +13,11 @@ SwiftShader can run, for counting a training step's GPU kernel launches
 (scripts/bench-browser.sh). With `packable` it writes OUT/tiny-LAYERS-packable/:
 every width a whole number of 32-value blocks, so the page can quantize it at
 load and count a packed base's launches, as the default model's Q4_1/Q8_0
-GGUF has (width 96, 3 heads of 32 over 1: the launches do not depend on
-the number of heads, one attention kernel takes them all).
+GGUF has (width 128, 4 heads of 32 over 2, MLP 256: the launches do not
+depend on the number of heads, one attention kernel takes them all, and
+each projection's rows are a whole number of 256 bytes of block scales, so
+q, k and v, and gate and up, join into one weight each on a GPU, as the
+default model's do).
 """
 import shutil
 import sys
@@ -33,7 +36,7 @@ out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(7)
 # The layered twin keeps the default model's 9 heads over 3 KV heads.
 width = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2) if layers is None \
-    else dict(hidden_size=96, intermediate_size=192, num_attention_heads=3, num_key_value_heads=1) if packable \
+    else dict(hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2) if packable \
     else dict(hidden_size=72, intermediate_size=192, num_attention_heads=9, num_key_value_heads=3)
 config = LlamaConfig(
     vocab_size=49152, num_hidden_layers=layers or 2, **width, max_position_embeddings=512,
