@@ -83,7 +83,7 @@ node tests/browser/bench.mjs --batch 4 --seq-len 256 --steps 2 --variants webgpu
   --base-weights q4_0 > "$out/launches-packed.json"
 python3 - "$out/launches.json" "$out/launches-packed.json" <<'PY'
 import json, sys
-for path, what in zip(sys.argv[1:], ["f32 base, width 72", "packed (Q4_0) base, width 96"]):
+for path, what in zip(sys.argv[1:], ["f32 base, width 72", "packed (Q4_0) base, width 128"]):
     d = json.loads(open(path).read().strip().splitlines()[-1])
     print(f"\nWebGPU launches per step (30 blocks, batch 4 x 256, {what}): {d['dispatches_by_step']} by step, "
           f"{d['gpu_copies_per_step']} buffer copies; goal 2000: {d['gpu_dispatches_per_step'] / 2000:.2f}x")

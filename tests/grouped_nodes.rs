@@ -100,7 +100,7 @@ fn parts(d_in: usize, d_outs: &[usize], r: usize, base: Base, seed: u64) -> Part
                 _ => unreachable!("blocks"),
             })
             .collect();
-        let (joined, views) = DeviceBlocks::join(&blocks).expect("rows a view takes");
+        let (joined, views) = DeviceBlocks::join(&blocks, None).expect("rows a view takes");
         p.bases = views.into_iter().map(Frozen::Blocks).collect();
         p.joined = Some(joined);
     }
@@ -118,6 +118,7 @@ fn cases() -> Vec<(usize, bool, Base)> {
     all.push((4, true, Base::Blocks));
     all.push((4, true, Base::Joined));
     all.push((4, false, Base::Joined));
+    all.push((MAX_ROWS_RANK + 1, true, Base::Joined));
     all
 }
 
@@ -275,7 +276,7 @@ fn mixed_bases_leave_the_grouped_nodes_to_the_separate_ones() {
 }
 
 #[test]
-fn blocks_join_only_when_alike_and_split_at_whole_256_bytes() {
+fn blocks_join_only_when_alike_split_at_whole_256_bytes_and_within_one_buffer() {
     let blocks = |rows: &[usize], ty: GgmlType| -> Vec<DeviceBlocks> {
         rows.iter()
             .enumerate()
@@ -286,7 +287,10 @@ fn blocks_join_only_when_alike_and_split_at_whole_256_bytes() {
             })
             .collect()
     };
-    let join = |parts: &[DeviceBlocks]| DeviceBlocks::join(&parts.iter().collect::<Vec<_>>());
+    let join_within = |parts: &[DeviceBlocks], max: Option<u64>| {
+        DeviceBlocks::join(&parts.iter().collect::<Vec<_>>(), max)
+    };
+    let join = |parts: &[DeviceBlocks]| join_within(parts, None);
     // Q8_0 of 64 columns: 64 bytes of words and 8 of scales a row, so 32
     // rows end 256 bytes of scales on.
     let (joined, views) = join(&blocks(&[64, 32, 32], GgmlType::Q8_0)).expect("aligned");
@@ -306,4 +310,20 @@ fn blocks_join_only_when_alike_and_split_at_whole_256_bytes() {
     let mut mixed = blocks(&[64, 32], GgmlType::Q8_0);
     mixed.extend(blocks(&[64], GgmlType::Q4_0));
     assert!(join(&mixed).is_none(), "formats differ");
+    let mut wider = blocks(&[64, 32], GgmlType::Q8_0);
+    let bytes = quantize(GgmlType::Q8_0, &random(64 * 96, 9)).expect("whole blocks");
+    let w = PackedWeight::new(GgmlType::Q8_0, 64, 96, bytes).expect("whole blocks");
+    wider.push(DeviceBlocks::upload(
+        &WordBlocks::from_packed(&w),
+        &device(),
+    ));
+    assert!(join(&wider).is_none(), "widths differ");
+    // 128 rows of 64 bytes of words: 8,192 bytes joined, past a buffer of
+    // 8,191 (a GPU's limit), within one of 8,192.
+    let parts = blocks(&[64, 32, 32], GgmlType::Q8_0);
+    assert!(join_within(&parts, Some(8191)).is_none(), "past the buffer");
+    assert!(
+        join_within(&parts, Some(8192)).is_some(),
+        "within the buffer"
+    );
 }

@@ -17,7 +17,9 @@
 //! `matmul_blocks`: `x·Wᵀ` and `dY·W` for each format, with edges inside
 //! a tile on every side, and for Q4_1 a weight of joined rows in three
 //! parts and in two (each part's `x·W_iᵀ`, the sum of `dY_i·W_i`; parts'
-//! edges inside a tile), against the twin's f64 sums.
+//! edges inside a tile), against the twin's f64 sums; and a weight as the
+//! GPU keeps it once joined (a view of joined rows, bound at an offset)
+//! expanded, and multiplied by 8 rows and by 70, against its part's twins.
 //! `lora_product`: each of an adapted projection's six products at the
 //! default model's shapes (`x·A` and `xᵀ·du` with dropout on the input,
 //! `u·B` added to `y`, `g·Bᵀ`, `uᵀ·g`, `du·Aᵀ` with dropout on the output),
@@ -703,6 +705,42 @@ async fn check_parts(
     Ok(checks)
 }
 
+/// A projection's weight as the GPU keeps it once joined: a view of the
+/// joined blocks from a row past the first (its binding at an offset),
+/// expanded and multiplied by a few rows and by many, against the twins of
+/// the part it was made from.
+async fn check_joined_view(device: &Device) -> Result<Vec<KernelCheck>> {
+    let (first, rows, cols) = (64, 96, 1056);
+    let [a, b] = [(first, 600), (rows, 601)]
+        .map(|(r, seed)| WordBlocks::from_packed(&random_blocks(GgmlType::Q4_1, r, cols, seed)));
+    let parts = [&a, &b].map(|w| DeviceBlocks::upload(w, device));
+    let max = crate::gpu::max_buffer(device);
+    let (_joined, views) = DeviceBlocks::join(&[&parts[0], &parts[1]], max).ok_or_else(|| {
+        Error::Backend("Q4_1 parts of 64 and 96 rows of 1,056 values did not join".into())
+    })?;
+    drop(parts);
+    let view = &views[1];
+    let what = format!("Q4_1 [{rows}, {cols}] viewed at row {first} of joined rows");
+    let want = b.to_f32(); // [rows, cols]
+    let mut checks = vec![compare(
+        format!("dequantize_blocks {what}"),
+        &read(view.to_f32()).await?,
+        &want,
+    )];
+    for (n, kernel) in [(8, "matmul_blocks_few"), (70, "matmul_blocks")] {
+        let x = random_values(n * cols, 602 + n as u64);
+        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), device);
+        let got = read(view.matmul_t(xt)).await?;
+        let twin = matmul_words(b.format, &b.words, &b.params, cols, &x, true);
+        checks.push(compare(
+            format!("{kernel} [{n}, {cols}]·{what}ᵀ"),
+            &got,
+            &twin,
+        ));
+    }
+    Ok(checks)
+}
+
 /// Runs our kernels (through [`DeviceBlocks`] and the adapter's products)
 /// on `device` for every case and compares each with its twin.
 pub async fn check_kernels(device: &Device) -> Result<Vec<KernelCheck>> {
@@ -773,6 +811,7 @@ pub async fn check_kernels(device: &Device) -> Result<Vec<KernelCheck>> {
         }
     }
     checks.extend(check_block_products(device).await?);
+    checks.extend(check_joined_view(device).await?);
     checks.extend(check_lora_products(device).await?);
     checks.extend(check_attention(device).await?);
     checks.extend(check_block_nodes(device).await?);

@@ -96,6 +96,11 @@ impl BlockOps for CubeBackend {
         first: usize,
     ) -> (CubeTensor, CubeTensor) {
         let shape = expanded_shape(&words.shape(), &format).dims::<2>();
+        assert!(
+            first < shape[0],
+            "the first part's {first} rows of {}",
+            shape[0]
+        );
         let parts = [first, shape[0] - first];
         let [a, b] = project_parts(x, words, params, format, shape, &parts);
         (a, b)
@@ -109,6 +114,11 @@ impl BlockOps for CubeBackend {
         [a, b]: [usize; 2],
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let shape = expanded_shape(&words.shape(), &format).dims::<2>();
+        assert!(
+            a + b < shape[0],
+            "the first parts' {a} and {b} rows of {}",
+            shape[0]
+        );
         let parts = [a, b, shape[0] - a - b];
         let [q, k, v] = project_parts(x, words, params, format, shape, &parts);
         (q, k, v)

@@ -99,8 +99,11 @@ pub fn matmul_blocks(
 }
 
 fn check_parts(parts: &[usize], rows: usize) {
+    // An empty part would bind an empty buffer, which may not validate.
     assert!(
-        (1..=MAX_PARTS).contains(&parts.len()) && parts.iter().sum::<usize>() == rows,
+        (1..=MAX_PARTS).contains(&parts.len())
+            && parts.iter().all(|&p| p > 0)
+            && parts.iter().sum::<usize>() == rows,
         "parts {parts:?} of {rows} rows"
     );
 }

@@ -22,7 +22,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension,
+};
 use burn::tensor::{Shape, Tensor};
 
 use crate::lora::LoraPair;
@@ -187,6 +189,8 @@ fn joined<B: Backend>(
     dims: &Dims,
 ) -> Bases<B, 3> {
     let (q, kv) = (dims.h * dims.hd, dims.kv * dims.hd);
+    let rows = words.shape()[0];
+    assert_eq!(rows, q + 2 * kv, "q, k and v's rows joined");
     Bases::Joined(words, params, format, [q, kv, kv])
 }
 

@@ -323,10 +323,15 @@ impl DeviceBlocks {
 
     /// `parts`' rows joined, in turn, and each part again as a view of the
     /// joined tensors (sharing their memory), when all have one format and
-    /// width and each part's rows start and end where a view is free: at a
-    /// multiple of [`VIEW_ALIGN`] bytes of both tensors (where they do not,
-    /// burn's slice copies). `None` otherwise.
-    pub fn join(parts: &[&DeviceBlocks]) -> Option<(DeviceBlocks, Vec<DeviceBlocks>)> {
+    /// width, each part's rows start and end where a view is free (at a
+    /// multiple of [`VIEW_ALIGN`] bytes of both tensors; where they do not,
+    /// burn's slice copies), and the joined tensors fit one buffer of
+    /// `max_buffer` bytes (a GPU's limit). `None` otherwise. The parts and
+    /// the joined tensors are both held until the caller drops the parts.
+    pub fn join(
+        parts: &[&DeviceBlocks],
+        max_buffer: Option<u64>,
+    ) -> Option<(DeviceBlocks, Vec<DeviceBlocks>)> {
         let first = parts.first()?;
         let [_, cols] = first.shape();
         let alike = |p: &&DeviceBlocks| p.format == first.format && p.shape()[1] == cols;
@@ -345,7 +350,8 @@ impl DeviceBlocks {
                 .iter()
                 .all(|b| (rows * b).is_multiple_of(VIEW_ALIGN))
         };
-        if !ends.iter().all(|&e| free(e)) {
+        let fits = |b: &usize| max_buffer.is_none_or(|max| (end * b) as u64 <= max);
+        if !ends.iter().all(|&e| free(e)) || !row_bytes.iter().all(fits) {
             return None;
         }
         let joined = DeviceBlocks {

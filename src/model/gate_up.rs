@@ -141,8 +141,12 @@ fn joined<B: Backend + BlockOps>(
     params: FloatTensor<B>,
     format: BlockFormat,
 ) -> Bases<B, 2> {
-    let f = words.shape()[0] / 2;
-    Bases::Joined(words, params, format, [f, f])
+    let rows = words.shape()[0];
+    assert!(
+        rows.is_multiple_of(2),
+        "gate's and up's rows joined: {rows}"
+    );
+    Bases::Joined(words, params, format, [rows / 2, rows / 2])
 }
 
 impl GateUpOps for Flex {}

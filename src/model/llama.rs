@@ -16,6 +16,7 @@ use crate::lora::{LoraAdapters, LoraPair, Target};
 use crate::model::adapted::{Adapter, Dropout, adapted, dropout_key};
 use crate::model::attend::{AttendSpec, attend};
 use crate::model::attention::{Dims, causal_attention};
+use crate::model::blocks::{DeviceBlocks, FEW_ROWS};
 use crate::model::config::LlamaConfig;
 use crate::model::frozen::Frozen;
 use crate::model::gate_up::gate_up;
@@ -239,7 +240,7 @@ impl Llama {
             dims,
         };
         let tables = (span.cos.clone(), span.sin.clone());
-        let joined = self.weights.layers[layer].qkv.as_ref();
+        let joined = joined_for(&self.weights.layers[layer].qkv, xn);
         attend(xn.clone(), [wq, wk, wv], joined, [pq, pk, pv], spec, tables)
     }
 
@@ -256,7 +257,7 @@ impl Llama {
     ) -> Option<Tensor<2>> {
         let part = |t| self.adapted(layer, t, span, lora, mode);
         let [(wg, pg, ag), (wu, pu, au)] = [part(Target::Gate)?, part(Target::Up)?];
-        let joined = self.weights.layers[layer].gate_up.as_ref();
+        let joined = joined_for(&self.weights.layers[layer].gate_up, xn);
         gate_up(xn.clone(), [wg, wu], joined, [pg, pu], [ag, au])
     }
 
@@ -528,4 +529,11 @@ impl Llama {
         let hidden = self.hidden(ids, lora, Mode::Eval);
         self.logits(hidden).reshape([b, t, self.config.vocab_size])
     }
+}
+
+/// Joined bases' blocks for the grouped nodes' input `xn: [N, d]`: one
+/// product for all their rows, except for a few rows (decoding), which each
+/// base's own few-rows product takes ([`FEW_ROWS`]).
+fn joined_for<'a>(joined: &'a Option<DeviceBlocks>, xn: &Tensor<2>) -> Option<&'a DeviceBlocks> {
+    joined.as_ref().filter(|_| xn.dims()[0] > FEW_ROWS)
 }

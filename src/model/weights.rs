@@ -67,16 +67,16 @@ pub struct LayerWeights {
 
 impl LayerWeights {
     /// Joins q, k and v, and gate and up, where their bases are blocks that
-    /// [`DeviceBlocks::join`] takes ([`LayerWeights::qkv`],
-    /// [`LayerWeights::gate_up`]); done at load.
-    pub fn join_blocks(&mut self) {
-        self.qkv = self.join(&[Target::Q, Target::K, Target::V]);
-        self.gate_up = self.join(&[Target::Gate, Target::Up]);
+    /// [`DeviceBlocks::join`] takes within one buffer of `max_buffer` bytes
+    /// ([`LayerWeights::qkv`], [`LayerWeights::gate_up`]); done at load.
+    pub fn join_blocks(&mut self, max_buffer: Option<u64>) {
+        self.qkv = self.join(&[Target::Q, Target::K, Target::V], max_buffer);
+        self.gate_up = self.join(&[Target::Gate, Target::Up], max_buffer);
     }
 
     /// The projections of `targets` joined where [`DeviceBlocks::join`]
     /// can, `proj`'s then views of it; returns the joined blocks.
-    fn join(&mut self, targets: &[Target]) -> Option<DeviceBlocks> {
+    fn join(&mut self, targets: &[Target], max_buffer: Option<u64>) -> Option<DeviceBlocks> {
         let parts: Vec<&DeviceBlocks> = targets
             .iter()
             .map(|t| match &self.proj[t.index()] {
@@ -84,7 +84,7 @@ impl LayerWeights {
                 _ => None,
             })
             .collect::<Option<_>>()?;
-        let (joined, views) = DeviceBlocks::join(&parts)?;
+        let (joined, views) = DeviceBlocks::join(&parts, max_buffer)?;
         for (t, view) in targets.iter().zip(views) {
             self.proj[t.index()] = Frozen::Blocks(view);
         }
@@ -463,7 +463,7 @@ impl LlamaWeights {
                 qkv: None,
                 gate_up: None,
             };
-            layer.join_blocks();
+            layer.join_blocks(crate::gpu::max_buffer(device));
             layers.push(layer);
         }
         let norm = vector(src, "model.norm.weight", d, device)?;
