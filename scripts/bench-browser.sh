@@ -86,7 +86,8 @@ import json, sys
 for path, what in zip(sys.argv[1:], ["f32 base, width 72", "packed (Q4_0) base, width 128"]):
     d = json.loads(open(path).read().strip().splitlines()[-1])
     print(f"\nWebGPU launches per step (30 blocks, batch 4 x 256, {what}): {d['dispatches_by_step']} by step, "
-          f"{d['gpu_copies_per_step']} buffer copies; goal 2000: {d['gpu_dispatches_per_step'] / 2000:.2f}x")
+          f"{d['gpu_copies_per_step']} buffer copies; goal 2000: {d['gpu_dispatches_per_step'] / 2000:.2f}x; "
+          f"GPU buffers at their peak {d['gpu_peak_mib']:.0f} MiB")
     print("most launched kernels in the last step:")
     for name, n in d["kernels_last_step"][:12]:
         print(f"  {n:6d}  {name}")

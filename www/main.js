@@ -95,9 +95,19 @@ function onWorker(msg) {
     $('engine-memory').textContent = `· memory ${mb(msg.memory)}`;
     $('engine-memory').dataset.bytes = String(msg.memory);
   }
+  if (msg.gpuMemory !== undefined) {
+    $('gpu-memory').textContent = `· GPU buffers ${mb(msg.gpuMemory)} (peak ${mb(msg.gpuPeak)})`;
+    $('gpu-memory').dataset.bytes = String(msg.gpuMemory);
+    $('gpu-memory').dataset.peak = String(msg.gpuPeak);
+  }
   switch (msg.type) {
     case 'ready':
       state.ready = true;
+      if (msg.backend !== 'webgpu') {
+        $('gpu-memory').textContent = '';
+        delete $('gpu-memory').dataset.bytes;
+        delete $('gpu-memory').dataset.peak;
+      }
       $('backend').textContent = msg.backend === 'webgpu' ? 'WebGPU'
         : `CPU (WebAssembly, ${msg.threads === 1 ? 'one thread' : `${msg.threads} threads`})`;
       document.body.dataset.threads = String(msg.threads);

@@ -21,9 +21,12 @@ globalThis.tabtunePanic = (message) => {
 };
 
 // Every reply carries the engine's memory (the wasm heap, which only grows),
-// so the page can show what a model or a data file costs.
+// so the page can show what a model or a data file costs; on WebGPU also the
+// bytes of its GPU buffers, now and at their peak.
 function post(msg, transfer) {
-  if (!dead) self.postMessage({ ...msg, memory: memory ? memory.buffer.byteLength : 0 }, transfer || []);
+  if (dead) return;
+  const gpu = gpuWork.installed ? { gpuMemory: gpuWork.bytes, gpuPeak: gpuWork.peak } : {};
+  self.postMessage({ ...msg, memory: memory ? memory.buffer.byteLength : 0, ...gpu }, transfer || []);
 }
 
 function serial(fn) {
@@ -35,8 +38,13 @@ function serial(fn) {
 // GPU work the engine submits, counted where it meets WebGPU: every compute
 // dispatch (a kernel launch, also counted by kernel name) and every buffer
 // copy. Each step reports its own share, so the page and the benchmark show
-// launches per step and which kernels they are.
-const gpuWork = { dispatches: 0, copies: 0, kernels: new Map(), installed: false };
+// launches per step and which kernels they are. And the bytes of the GPU
+// buffers the engine holds (made and not yet destroyed; burn's allocator
+// keeps its buffers for reuse, so this is what it has taken from the GPU),
+// and their peak: WebGPU reports no memory use of its own.
+const gpuWork = {
+  dispatches: 0, copies: 0, kernels: new Map(), installed: false, bytes: 0, peak: 0, sizes: new WeakMap(),
+};
 function countGpuWork() {
   if (gpuWork.installed || typeof GPUComputePassEncoder === 'undefined') return;
   gpuWork.installed = true;
@@ -66,6 +74,19 @@ function countGpuWork() {
   }
   wrap(GPUCommandEncoder.prototype, 'copyBufferToBuffer', function copy(original, args) {
     gpuWork.copies += 1;
+    return original.apply(this, args);
+  });
+  wrap(GPUDevice.prototype, 'createBuffer', function made(original, args) {
+    const buffer = original.apply(this, args);
+    const size = Number(args[0]?.size) || 0;
+    gpuWork.sizes.set(buffer, size);
+    gpuWork.bytes += size;
+    gpuWork.peak = Math.max(gpuWork.peak, gpuWork.bytes);
+    return buffer;
+  });
+  wrap(GPUBuffer.prototype, 'destroy', function destroyed(original, args) {
+    gpuWork.bytes -= gpuWork.sizes.get(this) || 0;
+    gpuWork.sizes.delete(this);
     return original.apply(this, args);
   });
 }

@@ -733,7 +733,7 @@ async fn check_joined_view(device: &Device) -> Result<Vec<KernelCheck>> {
         let got = read(view.matmul_t(xt)).await?;
         let twin = matmul_words(b.format, &b.words, &b.params, cols, &x, true);
         checks.push(compare(
-            format!("{kernel} [{n}, {cols}]·{what}ᵀ"),
+            format!("{kernel} [{n}, {cols}]·Wᵀ, W {what}"),
             &got,
             &twin,
         ));

@@ -6,7 +6,8 @@
 // Usage: node bench.mjs --batch B --seq-len T --steps N [--variants cpu-threads,cpu-1,webgpu] [--model DIR]
 //        [--base-weights stored|q8_0|q4_0]
 // Prints one JSON line per variant: tokens/s over steps 2..N (the first step
-// warms up), the engine's peak WebAssembly memory, and on WebGPU the kernel
+// warms up), the engine's peak WebAssembly memory (and on WebGPU its GPU
+// buffers' peak bytes), and on WebGPU the kernel
 // launches (compute dispatches) and buffer copies of a step.
 
 import { readdirSync } from 'node:fs';
@@ -60,6 +61,8 @@ async function measure(origin, name) {
     const tokens = timed.reduce((n, t) => n + t.tokens, 0);
     const seconds = (timings.at(-1).elapsedMs - timings[0].elapsedMs) / 1000;
     const memory = Number(await page.getAttribute(tid('engine-memory'), 'data-bytes'));
+    // On WebGPU, the peak bytes of the engine's GPU buffers (none on the CPU).
+    const gpuPeak = Number(await page.getAttribute(tid('gpu-memory'), 'data-peak')) || 0;
     const losses = (await page.getAttribute(tid('loss-chart'), 'data-losses')).split(',').map(Number);
     // GPU kernel launches and buffer copies per step (the largest of the timed steps).
     const dispatches = Math.max(...timed.map((t) => t.gpu.dispatches));
@@ -68,7 +71,7 @@ async function measure(origin, name) {
       gpu_dispatches_per_step: dispatches, gpu_copies_per_step: copies, dispatches_by_step: timings.map((t) => t.gpu.dispatches),
       // The last step's launches by kernel, most first.
       kernels_last_step: Object.entries(lastKernels).sort((x, y) => y[1] - x[1]),
-      first_step_s: timings[0].elapsedMs / 1000, wasm_memory_mib: memory / 2 ** 20, losses };
+      first_step_s: timings[0].elapsedMs / 1000, wasm_memory_mib: memory / 2 ** 20, gpu_peak_mib: gpuPeak / 2 ** 20, losses };
   } finally {
     await browser.close();
   }

@@ -145,6 +145,13 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
 
     const quietFrom = requests.length;
     const losses = await trainToTheEnd(page, consoleLines, 2);
+    // The engine's GPU buffers, counted where it makes and destroys them: at least the model
+    // it loaded onto the GPU, and at their peak no fewer than now.
+    const loaded = Number((await page.textContent(tid('model-info'))).match(/\(([\d.]+) MB loaded/)[1]) * 1e6;
+    const gpuBytes = Number(await page.getAttribute(tid('gpu-memory'), 'data-bytes'));
+    const gpuPeak = Number(await page.getAttribute(tid('gpu-memory'), 'data-peak'));
+    assert.ok(gpuBytes >= loaded && gpuPeak >= gpuBytes, `GPU buffers ${gpuBytes} (peak ${gpuPeak}) for a model of ${loaded} bytes`);
+    assert.match(await page.textContent(tid('gpu-memory')), /GPU buffers [\d.]+ MB \(peak [\d.]+ MB\)/);
     await generate(page, consoleLines, 4);
     const zip = await downloadZip(page, 'webgpu.zip');
     assert.deepEqual(requests.slice(quietFrom).map((r) => r.url), [], 'requests during training, generation, export');
