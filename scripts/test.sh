@@ -27,5 +27,8 @@ cargo build --bin tabtune
 "$TABTUNE_VENV/bin/python" scripts/peft_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
   --model "$TABTUNE_MODEL" --data tests/fixtures/data/chat.jsonl
 
+step "llama.cpp loads a tabtune GGUF LoRA with the same losses"
+bash scripts/check-llama-cpp.sh
+
 step "the browser app: wasm build, wasm32 lints, the page in headless Chromium (WebGPU and CPU)"
 bash scripts/test-browser.sh

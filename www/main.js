@@ -214,7 +214,7 @@ function onWorker(msg) {
       if (!state.generating) document.body.dataset.generate = 'done';
       break;
     case 'zip':
-      saveZip(msg.bytes);
+      saveZip(msg.bytes, msg.file);
       break;
     case 'self-test':
       state.selfTest = { checks: msg.checks, kernels: msg.kernels };
@@ -523,11 +523,11 @@ function generateBoth() {
   refresh();
 }
 
-function saveZip(bytes) {
+function saveZip(bytes, file) {
   const blob = new Blob([bytes], { type: 'application/zip' });
   const a = document.createElement('a');
   a.href = URL.createObjectURL(blob);
-  a.download = 'tabtune-adapter.zip';
+  a.download = file;
   document.body.append(a);
   a.click();
   a.remove();
@@ -543,6 +543,7 @@ function refresh() {
   $('stop').disabled = !state.running;
   $('generate').disabled = !(modelLoaded && !state.generating);
   $('download').disabled = !(state.trained && modelLoaded);
+  $('download-gguf').disabled = !(state.trained && modelLoaded);
   $('model-files-row').hidden = modelSource() !== 'files';
   $('model-hub-row').hidden = modelSource() !== 'hub';
 }
@@ -610,6 +611,10 @@ function wire() {
   $('download').onclick = () => {
     clearErrors();
     send({ type: 'export', baseModel: $('base-name').value.trim() || state.model.info.name });
+  };
+  $('download-gguf').onclick = () => {
+    clearErrors();
+    send({ type: 'exportGguf' });
   };
   $('base-name').oninput = () => { $('base-name').dataset.auto = '0'; };
   window.addEventListener('error', (e) => showError(`Page error: ${e.message}`));

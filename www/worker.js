@@ -10,6 +10,7 @@
 let wasm = null; // the loaded module: {Engine, version, ...}
 let engine = null;
 let memory = null; // the wasm instance's memory, reported with results
+let modelFile = 'model.gguf'; // the loaded base's file name, for the Modelfile
 let dead = false; // after a panic only the fatal message goes out
 let queue = Promise.resolve();
 const run = { active: false, wake: null };
@@ -235,6 +236,8 @@ const handlers = {
     const picked = names.map((n) => files.find((f) => f.name === n));
     const bytes = await Promise.all(picked.map(async (f) => new Uint8Array(f instanceof Blob ? await f.arrayBuffer() : f.bytes)));
     const info = await serial(() => engine.loadModel(name, names, bytes, baseWeights || 'stored'));
+    // The base's file, which the llama.cpp / Ollama download's Modelfile names.
+    modelFile = chosen.kind === 'gguf' ? chosen.file : name;
     post({ type: 'model', info });
   },
   checkSettings({ values }) {
@@ -290,7 +293,11 @@ const handlers = {
   },
   async export({ baseModel }) {
     const zip = await serial(() => engine.exportZip(baseModel));
-    post({ type: 'zip', bytes: zip.buffer }, [zip.buffer]);
+    post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter.zip' }, [zip.buffer]);
+  },
+  async exportGguf() {
+    const zip = await serial(() => engine.exportGgufZip(modelFile));
+    post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter-gguf.zip' }, [zip.buffer]);
   },
 };
 

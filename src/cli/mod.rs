@@ -4,6 +4,7 @@
 
 pub mod alloc;
 mod bench;
+mod export;
 mod files;
 mod inspect;
 mod settings;
@@ -96,6 +97,8 @@ enum Command {
     /// Look at training data before training.
     #[command(subcommand)]
     Data(inspect::DataCommand),
+    /// Write a trained adapter in the files other tools load (llama.cpp, Ollama).
+    Export(export::ExportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +210,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate_cmd(a),
         Command::Bench(a) => bench::run(a),
         Command::Data(c) => inspect::run(c),
+        Command::Export(a) => export::run(a),
     }
 }
 

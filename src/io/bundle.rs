@@ -1,6 +1,7 @@
 //! The adapter as one download: a `.zip` (stored, not deflated: the float
 //! factors barely compress) holding `adapter_model.safetensors`,
-//! `adapter_config.json` and `README.md`, the same files the CLI writes.
+//! `adapter_config.json` and `README.md`, the same files the CLI writes; and
+//! any other set of files as such a zip (the llama.cpp / Ollama download).
 
 use std::io::{Cursor, Write};
 
@@ -19,18 +20,25 @@ pub const ENTRIES: [&str; 3] = [
 
 /// Zips the adapter files and the model card.
 pub fn adapter_zip(files: &PeftFiles, card: &str) -> Result<Vec<u8>> {
-    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    let options = SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .large_file(files.safetensors.len() > u32::MAX as usize / 2);
     let contents: [&[u8]; 3] = [
         &files.safetensors,
         files.config_json.as_bytes(),
         card.as_bytes(),
     ];
+    let entries: Vec<(&str, &[u8])> = ENTRIES.into_iter().zip(contents).collect();
+    zip_files(&entries)
+}
+
+/// Zips `entries` (name, bytes), in order, stored.
+pub fn zip_files(entries: &[(&str, &[u8])]) -> Result<Vec<u8>> {
+    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+    let large = entries.iter().any(|(_, b)| b.len() > u32::MAX as usize / 2);
+    let options = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(large);
     let err =
         |e: &dyn std::fmt::Display| Error::format("adapter.zip", format!("cannot write: {e}"));
-    for (name, bytes) in ENTRIES.iter().zip(contents) {
+    for (name, bytes) in entries {
         zip.start_file(*name, options).map_err(|e| err(&e))?;
         zip.write_all(bytes).map_err(|e| err(&e))?;
     }

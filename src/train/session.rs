@@ -21,8 +21,9 @@ use serde::Serialize;
 use crate::data::{BadLines, BadLinesChoice, Example, ReadOptions, Summary, prepare_within};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateConfig, generate_text};
-use crate::io::bundle::adapter_zip;
+use crate::io::bundle::{adapter_zip, zip_files};
 use crate::io::card::{CardInfo, model_card};
+use crate::io::gguf_lora::{self, GgufLoraBase};
 use crate::io::peft::{self, PeftFiles};
 use crate::model::load::Loaded;
 use crate::model::quantized::BaseWeights;
@@ -538,6 +539,25 @@ impl Session {
             validation,
         });
         Ok(AdapterFiles { peft, card })
+    }
+
+    /// The adapter for llama.cpp and Ollama as one `.zip`: `adapter.gguf`,
+    /// a `Modelfile` naming `base_file` (the base model's file) and a
+    /// README, the files `tabtune export --gguf` writes.
+    pub async fn export_gguf_zip(&self, base_file: &str) -> Result<Vec<u8>> {
+        let run = self.run()?;
+        let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
+        let base = GgufLoraBase {
+            arch: "llama".into(),
+            config: loaded.model.config.clone(),
+            name: format!("{} LoRA", loaded.name),
+        };
+        let adapter = gguf_lora::export(run.trainer.adapters(), &base)
+            .read()
+            .await?;
+        let files = gguf_lora::bundle(adapter, base_file);
+        let entries: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        zip_files(&entries)
     }
 }
 

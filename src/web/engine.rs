@@ -351,4 +351,17 @@ impl Engine {
             Ok(Uint8Array::from(zip.as_slice()).into())
         })
     }
+
+    /// The adapter for llama.cpp and Ollama as a `.zip` (adapter.gguf, a
+    /// Modelfile naming `base_file`, README.md).
+    #[wasm_bindgen(js_name = exportGgufZip)]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn export_gguf_zip(&self, base_file: String) -> Promise {
+        let session = self.session.clone();
+        future_to_promise(async move {
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let zip = s.export_gguf_zip(&base_file).await.map_err(js)?;
+            Ok(Uint8Array::from(zip.as_slice()).into())
+        })
+    }
 }

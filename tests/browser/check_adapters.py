@@ -16,7 +16,11 @@ For each run (webgpu.json, webgpu-q4_0.json, cpu.json in OUT) it
    - the card (README.md) names the base model and the final loss;
    - adapter_config.json equals the CLI's byte for byte;
 3. loads the CPU run's adapter with PEFT on the default model
-   (scripts/peft_check.py --adapter): same eval loss as `tabtune eval`.
+   (scripts/peft_check.py --adapter): same eval loss as `tabtune eval`;
+4. the CPU run's llama.cpp / Ollama download (adapter.gguf, Modelfile,
+   README.md) equals, byte for byte, what `tabtune export --gguf` writes from
+   the page's PEFT adapter (scripts/check-llama-cpp.sh shows llama.cpp loads
+   such a file and agrees with tabtune's losses).
 
 Usage: check_adapters.py --bin TABTUNE --out OUT
 """
@@ -37,6 +41,7 @@ LOSS_RTOL = {"cpu": 2e-4, "webgpu": 1e-3, "webgpu-q4_0": 1e-3}
 DW_RTOL = 0.1
 DW_MEDIAN_RTOL = 0.01
 ENTRIES = ["adapter_model.safetensors", "adapter_config.json", "README.md"]
+GGUF_ENTRIES = ["adapter.gguf", "Modelfile", "README.md"]
 MODULES = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
            "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
 
@@ -156,6 +161,16 @@ def main():
         out = run([a.python, root / "scripts" / "peft_check.py", "--bin", a.bin, "--model", spec["model"],
                    "--data", spec["data"], "--adapter", adapter])
         print("cpu, in PEFT: " + next(l for l in out.splitlines() if l.startswith("PEFT eval loss")))
+        exported = Path(tmp) / "cpu-gguf"
+        run([a.bin, "export", "--model", spec["model"], "--adapter", adapter, "--gguf", exported])
+        with zipfile.ZipFile(spec["ggufZip"]) as z:
+            names = z.namelist()
+            if names != GGUF_ENTRIES:
+                fail(f"{spec['ggufZip']}: entries {names}, expected {GGUF_ENTRIES}")
+            for n in names:
+                if z.read(n) != (exported / n).read_bytes():
+                    fail(f"cpu: the page's {n} differs from `tabtune export --gguf`'s")
+        print(f"cpu, for llama.cpp: {', '.join(GGUF_ENTRIES)} equal the CLI's export byte for byte")
 
 
 if __name__ == "__main__":

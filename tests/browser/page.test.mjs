@@ -83,9 +83,9 @@ async function generate(page, consoleLines, maxTokens) {
   return { base: await page.textContent(tid('output-base')), tuned: await page.textContent(tid('output-tuned')) };
 }
 
-async function downloadZip(page, name) {
-  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.click(tid('download'))]);
-  assert.equal(download.suggestedFilename(), 'tabtune-adapter.zip');
+async function downloadZip(page, name, button = 'download', suggested = 'tabtune-adapter.zip') {
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.click(tid(button))]);
+  assert.equal(download.suggestedFilename(), suggested);
   const path = join(OUT, name);
   await download.saveAs(path);
   return path;
@@ -316,10 +316,12 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     assert.ok(out.base.trim().length > 0, 'the base model says something');
     assert.ok(out.tuned.trim().length > 0, 'the tuned model says something');
     const zip = await downloadZip(page, 'cpu.zip');
+    // The same adapter for llama.cpp / Ollama (check_adapters.py holds it to the CLI's export).
+    const ggufZip = await downloadZip(page, 'cpu-gguf.zip', 'download-gguf', 'tabtune-adapter-gguf.zip');
     assert.deepEqual(requests.slice(quietFrom).map((r) => r.url), [], 'requests during training, generation, export');
     assert.deepEqual(leavesLocalhost(requests), []);
     writeFileSync(join(OUT, 'cpu.json'), JSON.stringify({
-      zip, model: join(ROOT, 'www/models/SmolLM2-135M-Instruct.Q4_1.gguf'), data: join(ROOT, 'www/samples/chat.jsonl'), losses,
+      zip, ggufZip, model: join(ROOT, 'www/models/SmolLM2-135M-Instruct.Q4_1.gguf'), data: join(ROOT, 'www/samples/chat.jsonl'), losses,
       base: 'HuggingFaceTB/SmolLM2-135M-Instruct',
       settings: { steps: 2, batch: 1, seq_len: 64, dropout: 0.05, seed: 42 },
       outputs: out,

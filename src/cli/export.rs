@@ -1,0 +1,59 @@
+//! `tabtune export`: a trained adapter in the files other tools load.
+
+use std::path::Path;
+
+use clap::Args;
+
+use tabtune::io::gguf_lora::{self, GgufLoraBase};
+use tabtune::readback::block_on;
+use tabtune::{Error, Result};
+
+use super::{ModelArg, model_and_adapter};
+
+/// `tabtune export`'s arguments.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// The PEFT adapter directory to export (from `tabtune train`, the page's
+    /// download unzipped, or PEFT itself).
+    #[arg(long)]
+    adapter: String,
+    /// Write the adapter for llama.cpp and Ollama into this directory:
+    /// `adapter.gguf` (llama.cpp: `llama-cli -m BASE.gguf --lora adapter.gguf`),
+    /// an Ollama `Modelfile` (`FROM` the base's file, `ADAPTER ./adapter.gguf`)
+    /// and a README.md on using them; the page's "for llama.cpp / Ollama"
+    /// download holds the same files.
+    #[arg(long, value_name = "DIR")]
+    gguf: Option<String>,
+}
+
+/// Runs `tabtune export`.
+pub fn run(a: ExportArgs) -> Result<()> {
+    let Some(dir) = a.gguf.as_deref() else {
+        return Err(Error::setting(
+            "export",
+            "say what to write: --gguf DIR (a GGUF LoRA for llama.cpp and Ollama)",
+        ));
+    };
+    let (loaded, adapters) = model_and_adapter(&a.model.model, Some(&a.adapter))?;
+    let adapters = adapters.expect("an adapter was asked for");
+    let base = GgufLoraBase {
+        arch: "llama".into(),
+        config: loaded.model.config.clone(),
+        name: format!("{} LoRA", loaded.name),
+    };
+    let bytes = block_on(gguf_lora::export(&adapters, &base).read())?;
+    let d = Path::new(dir);
+    let io = |e: std::io::Error| Error::format(dir, format!("cannot write: {e}"));
+    std::fs::create_dir_all(d).map_err(io)?;
+    let base_file = Path::new(&a.model.model).file_name().map_or_else(
+        || a.model.model.clone(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    for (name, contents) in gguf_lora::bundle(bytes, &base_file) {
+        std::fs::write(d.join(name), contents).map_err(io)?;
+    }
+    eprintln!("adapter.gguf, Modelfile and README.md written to {dir}");
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! LoRA adapters as GGUF, the file llama.cpp loads with `--lora` (and
+//! Ollama with `ADAPTER`): what llama.cpp's `convert_lora_to_gguf.py` writes
+//! from a PEFT adapter.
+//!
+//! Metadata: `general.architecture` (the base's), `general.type =
+//! "adapter"`, `adapter.type = "lora"`, `adapter.lora.alpha` (f32),
+//! `general.name`, `general.quantization_version = 2`. Tensors, f32, per
+//! adapted projection: `blk.{i}.{attn_q|...|ffn_down}.weight.lora_a` with
+//! ggml dims `[in, r]` (PEFT's `lora_A [r, in]`, the same bytes) and
+//! `...lora_b` `[r, out]` (PEFT's `lora_B [out, r]`). llama.cpp checks
+//! `a.ne[0]` and `b.ne[1]` against the base tensor and scales by
+//! `alpha / r`, `r` read from `lora_b`; rsLoRA's `alpha / sqrt(r)` is written
+//! as `alpha·sqrt(r)`. For the Llama architecture the GGUF base holds q/k
+//! rows in interleaved-RoPE order (`convert_hf_to_gguf.py`'s `permute`), so
+//! `lora_b`'s rows of `attn_q` (by query heads) and `attn_k` (by key/value
+//! heads) are permuted the same way; the engine keeps HF order.
+
+use burn::tensor::{TensorData, Transaction};
+
+use crate::error::{Error, Result};
+use crate::io::dequant::GgmlType;
+use crate::io::gguf::MetaValue;
+use crate::io::gguf_write::GgufWriter;
+use crate::lora::{LoraAdapters, Target};
+use crate::model::config::LlamaConfig;
+use crate::model::weights::permute_rows_for_gguf;
+use crate::readback::Readback;
+
+/// The file name the page's download and the CLI's export use.
+pub const FILE: &str = "adapter.gguf";
+
+/// The base model an adapter is written for.
+#[derive(Debug, Clone)]
+pub struct GgufLoraBase {
+    /// llama.cpp's architecture name (`general.architecture`), which must
+    /// equal the base GGUF's: llama.cpp refuses the adapter otherwise.
+    pub arch: String,
+    /// Its shapes (head counts for the q/k row order).
+    pub config: LlamaConfig,
+    /// `general.name` of the adapter.
+    pub name: String,
+}
+
+/// Whether `arch`'s GGUF files hold q/k rows permuted for interleaved RoPE.
+fn permutes_qk(arch: &str) -> bool {
+    arch == "llama"
+}
+
+/// Serialises `adapters` as a GGUF LoRA for `base`, once the factors are
+/// read (all in one transaction, PEFT layout).
+pub fn export(adapters: &LoraAdapters, base: &GgufLoraBase) -> Readback<Vec<u8>> {
+    let owned = adapters.clone();
+    let base = base.clone();
+    let tx = adapters
+        .named_tensors()
+        .into_iter()
+        // engine [in, r] / [r, out] -> PEFT [r, in] / [out, r]
+        .fold(Transaction::default(), |tx, (_, t)| {
+            tx.register(t.clone().transpose())
+        });
+    Readback::new(tx, move |data| serialize(&owned, &data, &base))
+}
+
+/// Writes the file from the factors' values in PEFT layout, in
+/// [`LoraAdapters::named_tensors`] order.
+fn serialize(adapters: &LoraAdapters, data: &[TensorData], base: &GgufLoraBase) -> Result<Vec<u8>> {
+    let c = &adapters.config;
+    let r = c.rank;
+    let alpha = if c.use_rslora {
+        c.alpha * (r as f64).sqrt()
+    } else {
+        c.alpha
+    };
+    let mut w = GgufWriter::new(FILE);
+    w.meta("general.architecture", MetaValue::Str(base.arch.clone()))?;
+    w.meta("general.type", MetaValue::Str("adapter".into()))?;
+    w.meta("adapter.type", MetaValue::Str("lora".into()))?;
+    w.meta("general.name", MetaValue::Str(base.name.clone()))?;
+    w.meta("adapter.lora.alpha", MetaValue::F32(alpha as f32))?;
+    w.meta("general.quantization_version", MetaValue::U32(2))?;
+    let mut values = data.iter();
+    let mut next = |what: &str| -> Result<Vec<f32>> {
+        let d = values
+            .next()
+            .ok_or_else(|| Error::Backend(format!("no values read for {what}")))?;
+        Ok(d.iter::<f32>().collect())
+    };
+    for (i, layer) in adapters.layers.iter().enumerate() {
+        for t in Target::ALL {
+            if layer[t.index()].is_none() {
+                continue;
+            }
+            let (d_in, d_out) = t.dims(&base.config);
+            let stem = format!("blk.{i}.{}.weight", t.gguf_name());
+            let a = next(&stem)?;
+            let mut b = next(&stem)?;
+            if a.len() != r * d_in || b.len() != d_out * r {
+                return Err(Error::Backend(format!(
+                    "{stem}: factors of {} and {} values, expected [{r}, {d_in}] and [{d_out}, {r}]",
+                    a.len(),
+                    b.len()
+                )));
+            }
+            let heads = match t {
+                Target::Q => Some(base.config.num_heads),
+                Target::K => Some(base.config.num_kv_heads),
+                _ => None,
+            };
+            if let Some(h) = heads.filter(|_| permutes_qk(&base.arch)) {
+                b = permute_rows_for_gguf(&b, d_out, r, h);
+            }
+            w.tensor(
+                &format!("{stem}.lora_a"),
+                &[d_in, r],
+                GgmlType::F32,
+                le_bytes(&a),
+            )?;
+            w.tensor(
+                &format!("{stem}.lora_b"),
+                &[r, d_out],
+                GgmlType::F32,
+                le_bytes(&b),
+            )?;
+        }
+    }
+    if values.next().is_some() {
+        return Err(Error::Backend("more values read than factors".into()));
+    }
+    Ok(w.to_bytes())
+}
+
+fn le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The files of the llama.cpp / Ollama download, in order (the CLI's
+/// `export --gguf` writes the same): the adapter, an Ollama `Modelfile` that
+/// runs `base_file` (the base model's file, put next to it) with it, and a
+/// `README.md` saying how to use them.
+pub fn bundle(adapter: Vec<u8>, base_file: &str) -> [(&'static str, Vec<u8>); 3] {
+    [
+        (FILE, adapter),
+        ("Modelfile", modelfile(base_file).into_bytes()),
+        ("README.md", usage(base_file).into_bytes()),
+    ]
+}
+
+fn modelfile(base_file: &str) -> String {
+    format!(
+        "# Run with: ollama create my-model -f Modelfile && ollama run my-model\n\
+         # FROM names the base model's GGUF file (put it next to this file),\n\
+         # the model the adapter was trained on.\n\
+         FROM ./{base_file}\n\
+         ADAPTER ./{FILE}\n"
+    )
+}
+
+fn usage(base_file: &str) -> String {
+    format!(
+        "# LoRA adapter for llama.cpp and Ollama\n\n\
+         Trained with tabtune on `{base_file}`. The adapter changes that base model, so it\n\
+         needs it: the same GGUF file (or the same weights in another quantization).\n\
+         A base that is not a GGUF file converts with llama.cpp's `convert_hf_to_gguf.py`.\n\n\
+         llama.cpp:\n\n    llama-cli -m {base_file} --lora {FILE}\n\n\
+         Ollama (with `{base_file}` next to the `Modelfile`):\n\n\
+         \x20   ollama create my-model -f Modelfile\n    ollama run my-model\n"
+    )
+}
