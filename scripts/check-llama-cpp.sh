@@ -5,6 +5,11 @@
 # (pinned in tests/llama_cpp/package.json; npm keeps its download cached).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+# node-llama-cpp's prebuilt binary pinned here is Linux x64's (glibc).
+if [ "$(uname -sm)" != "Linux x86_64" ]; then
+  echo "llama.cpp check skipped: it runs on Linux x86_64 (node-llama-cpp's pinned CPU build), not $(uname -sm)" >&2
+  exit 0
+fi
 cd "$ROOT/tests/llama_cpp"
 [ -d node_modules/node-llama-cpp ] && [ -d node_modules/@node-llama-cpp/linux-x64 ] \
   || npm ci --no-audit --no-fund --omit=optional

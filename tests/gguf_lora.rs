@@ -188,3 +188,24 @@ fn the_cli_exports_a_peft_adapter_as_a_gguf_lora_with_an_ollama_modelfile_and_a_
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--gguf DIR"));
 }
+
+#[test]
+fn a_base_without_a_gguf_file_gets_a_modelfile_naming_base_gguf_and_how_to_make_it() {
+    let files = gguf_lora::bundle(vec![1, 2, 3], None);
+    let text = |i: usize| String::from_utf8(files[i].1.clone()).expect("utf-8");
+    assert_eq!(
+        files.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["adapter.gguf", "Modelfile", "README.md"]
+    );
+    assert!(
+        text(1).contains("\nFROM ./BASE.gguf\nADAPTER ./adapter.gguf\n"),
+        "{}",
+        text(1)
+    );
+    assert!(text(2).contains("convert_hf_to_gguf.py"), "{}", text(2));
+    assert!(
+        text(2).contains("llama-cli -m BASE.gguf --lora adapter.gguf"),
+        "{}",
+        text(2)
+    );
+}

@@ -10,7 +10,7 @@
 let wasm = null; // the loaded module: {Engine, version, ...}
 let engine = null;
 let memory = null; // the wasm instance's memory, reported with results
-let modelFile = 'model.gguf'; // the loaded base's file name, for the Modelfile
+let modelFile = null; // the loaded base's GGUF file name, for the Modelfile (none for safetensors)
 let dead = false; // after a panic only the fatal message goes out
 let queue = Promise.resolve();
 const run = { active: false, wake: null };
@@ -237,7 +237,7 @@ const handlers = {
     const bytes = await Promise.all(picked.map(async (f) => new Uint8Array(f instanceof Blob ? await f.arrayBuffer() : f.bytes)));
     const info = await serial(() => engine.loadModel(name, names, bytes, baseWeights || 'stored'));
     // The base's file, which the llama.cpp / Ollama download's Modelfile names.
-    modelFile = chosen.kind === 'gguf' ? chosen.file : name;
+    modelFile = chosen.kind === 'gguf' ? chosen.file : null;
     post({ type: 'model', info });
   },
   checkSettings({ values }) {
@@ -296,7 +296,7 @@ const handlers = {
     post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter.zip' }, [zip.buffer]);
   },
   async exportGguf() {
-    const zip = await serial(() => engine.exportGgufZip(modelFile));
+    const zip = await serial(() => engine.exportGgufZip(modelFile ?? undefined));
     post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter-gguf.zip' }, [zip.buffer]);
   },
 };

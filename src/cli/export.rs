@@ -47,11 +47,13 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let d = Path::new(dir);
     let io = |e: std::io::Error| Error::format(dir, format!("cannot write: {e}"));
     std::fs::create_dir_all(d).map_err(io)?;
-    let base_file = Path::new(&a.model.model).file_name().map_or_else(
-        || a.model.model.clone(),
-        |f| f.to_string_lossy().into_owned(),
-    );
-    for (name, contents) in gguf_lora::bundle(bytes, &base_file) {
+    // The Modelfile names the base's GGUF file; a model directory has none.
+    let model = Path::new(&a.model.model);
+    let base_gguf = model
+        .is_file()
+        .then(|| model.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .flatten();
+    for (name, contents) in gguf_lora::bundle(bytes, base_gguf.as_deref()) {
         std::fs::write(d.join(name), contents).map_err(io)?;
     }
     eprintln!("adapter.gguf, Modelfile and README.md written to {dir}");

@@ -135,34 +135,57 @@ fn le_bytes(v: &[f32]) -> Vec<u8> {
 
 /// The files of the llama.cpp / Ollama download, in order (the CLI's
 /// `export --gguf` writes the same): the adapter, an Ollama `Modelfile` that
-/// runs `base_file` (the base model's file, put next to it) with it, and a
-/// `README.md` saying how to use them.
-pub fn bundle(adapter: Vec<u8>, base_file: &str) -> [(&'static str, Vec<u8>); 3] {
+/// runs the base with it, and a `README.md` saying how to use them.
+/// `base_gguf` is the base model's GGUF file name; a base loaded from other
+/// files (safetensors) has none, and the two files then name `BASE.gguf`
+/// and say how to make it.
+pub fn bundle(adapter: Vec<u8>, base_gguf: Option<&str>) -> [(&'static str, Vec<u8>); 3] {
+    let base = base_gguf.unwrap_or("BASE.gguf");
     [
         (FILE, adapter),
-        ("Modelfile", modelfile(base_file).into_bytes()),
-        ("README.md", usage(base_file).into_bytes()),
+        ("Modelfile", modelfile(base).into_bytes()),
+        ("README.md", usage(base, base_gguf.is_none()).into_bytes()),
     ]
 }
 
-fn modelfile(base_file: &str) -> String {
-    format!(
-        "# Run with: ollama create my-model -f Modelfile && ollama run my-model\n\
-         # FROM names the base model's GGUF file (put it next to this file),\n\
-         # the model the adapter was trained on.\n\
-         FROM ./{base_file}\n\
-         ADAPTER ./{FILE}\n"
-    )
+fn modelfile(base: &str) -> String {
+    [
+        "# Run with: ollama create my-model -f Modelfile && ollama run my-model",
+        "# FROM names the GGUF file of the base model the adapter was trained on",
+        "# (put it next to this file).",
+        &format!("FROM ./{base}"),
+        &format!("ADAPTER ./{FILE}"),
+        "",
+    ]
+    .join("\n")
 }
 
-fn usage(base_file: &str) -> String {
-    format!(
-        "# LoRA adapter for llama.cpp and Ollama\n\n\
-         Trained with tabtune on `{base_file}`. The adapter changes that base model, so it\n\
-         needs it: the same GGUF file (or the same weights in another quantization).\n\
-         A base that is not a GGUF file converts with llama.cpp's `convert_hf_to_gguf.py`.\n\n\
-         llama.cpp:\n\n    llama-cli -m {base_file} --lora {FILE}\n\n\
-         Ollama (with `{base_file}` next to the `Modelfile`):\n\n\
-         \x20   ollama create my-model -f Modelfile\n    ollama run my-model\n"
-    )
+fn usage(base: &str, convert: bool) -> String {
+    let origin = if convert {
+        "The base model was not loaded from a GGUF file: convert it first with llama.cpp's\n\
+         `convert_hf_to_gguf.py` (the same weights, any quantization) and name the result\n\
+         `BASE.gguf`, or change that name below and in the `Modelfile`."
+            .to_string()
+    } else {
+        format!(
+            "Trained with tabtune on `{base}`. The adapter changes that base model, so it\n\
+             needs it: the same GGUF file (or the same weights in another quantization)."
+        )
+    };
+    [
+        "# LoRA adapter for llama.cpp and Ollama",
+        "",
+        &origin,
+        "",
+        "llama.cpp:",
+        "",
+        &format!("    llama-cli -m {base} --lora {FILE}"),
+        "",
+        &format!("Ollama (with `{base}` next to the `Modelfile`):"),
+        "",
+        "    ollama create my-model -f Modelfile",
+        "    ollama run my-model",
+        "",
+    ]
+    .join("\n")
 }

@@ -542,9 +542,10 @@ impl Session {
     }
 
     /// The adapter for llama.cpp and Ollama as one `.zip`: `adapter.gguf`,
-    /// a `Modelfile` naming `base_file` (the base model's file) and a
+    /// a `Modelfile` naming `base_gguf` (the base model's GGUF file; none
+    /// for a safetensors base) and a
     /// README, the files `tabtune export --gguf` writes.
-    pub async fn export_gguf_zip(&self, base_file: &str) -> Result<Vec<u8>> {
+    pub async fn export_gguf_zip(&self, base_gguf: Option<&str>) -> Result<Vec<u8>> {
         let run = self.run()?;
         let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
         let base = GgufLoraBase {
@@ -555,7 +556,7 @@ impl Session {
         let adapter = gguf_lora::export(run.trainer.adapters(), &base)
             .read()
             .await?;
-        let files = gguf_lora::bundle(adapter, base_file);
+        let files = gguf_lora::bundle(adapter, base_gguf);
         let entries: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
         zip_files(&entries)
     }

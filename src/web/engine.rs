@@ -353,14 +353,15 @@ impl Engine {
     }
 
     /// The adapter for llama.cpp and Ollama as a `.zip` (adapter.gguf, a
-    /// Modelfile naming `base_file`, README.md).
+    /// Modelfile naming `base_gguf`, the base's GGUF file if it was one,
+    /// README.md).
     #[wasm_bindgen(js_name = exportGgufZip)]
     #[allow(clippy::await_holding_refcell_ref)]
-    pub fn export_gguf_zip(&self, base_file: String) -> Promise {
+    pub fn export_gguf_zip(&self, base_gguf: Option<String>) -> Promise {
         let session = self.session.clone();
         future_to_promise(async move {
             let s = session.try_borrow().map_err(|_| busy())?;
-            let zip = s.export_gguf_zip(&base_file).await.map_err(js)?;
+            let zip = s.export_gguf_zip(base_gguf.as_deref()).await.map_err(js)?;
             Ok(Uint8Array::from(zip.as_slice()).into())
         })
     }

@@ -11,7 +11,7 @@
 // - On F32 (BASE expanded to f32 by the `gguf` package, f32_copy.py) both
 //   compute in f32: each mean within REL_TOL of tabtune's, and the adapter's
 //   effect (with minus without) within EFFECT_TOL of tabtune's. Measured on
-//   the default model: 1.1e-4 and 8.7e-5, effect 0.01% off; the same adapter
+//   the default model: 1.1e-4 and 8.7e-5, effect 0.013% off; the same adapter
 //   with q/k's lora_b rows left in HF order gave 7.9e-3, effect 0.73% off.
 // - On BASE itself (the file people run) within QUANT_TOL: llama.cpp rounds
 //   the activations it multiplies a quantized matrix by to 8 bits, where
