@@ -12,6 +12,10 @@ package), in the style of llm.c's `train_gpt2.py` `write_state`:
                      every lora_A/lora_B gradient, and the losses of 4 training steps
                      (AdamW, warm-up + cosine, 2 micro-batches per step, global-norm clip).
 * tiny_llama_tied/   a tied-embedding variant stored as f16 and bf16, with reference logits.
+* tiny_qwen2/, tiny_qwen3/, tiny_gemma3/   the same for the other families (HF files, their
+                     GGUF as llama.cpp's converter writes it, a PEFT adapter, and
+                     reference.safetensors: logits and masked loss with and without it,
+                     every LoRA gradient; for Gemma also logits at another attention scale).
 * quant_types.gguf   one tensor per ggml type tabtune reads, with
   quant_types_expected.safetensors   gguf.quants.dequantize of each.
 * smollm2/           (when the default model is in the cache) tokenizer ids for a set
@@ -24,7 +28,8 @@ package), in the style of llm.c's `train_gpt2.py` `write_state`:
                      assistant turn's content or its closing <|im_end|>.
 
 Run: scripts/make_fixtures.py [PART ...]   (needs the venv made by scripts/setup-python.sh;
-     PART is one of quant_types, tiny, tiny_tied, smollm2, formats; default all)
+     PART is one of quant_types, tiny, tiny_tied, smollm2, formats, qwen2, qwen3, gemma3;
+     default all)
 """
 import json
 import math
@@ -228,12 +233,145 @@ def make_tiny_tied():
     save_file(ref, out / "reference.safetensors")
 
 
+# The other families: what each adds to Llama, small enough to check every number.
+ARCH_TINY = {
+    "qwen2": dict(cls="Qwen2", tie=True, extra={}),
+    "qwen3": dict(cls="Qwen3", tie=False, extra={"head_dim": 16}),
+    "gemma3": dict(cls="Gemma3Text", tie=True, extra={
+        "head_dim": 8, "num_hidden_layers": 6, "sliding_window": 5, "rope_local_base_freq": 1e4,
+        "query_pre_attn_scalar": 8, "pad_token_id": 0}),
+}
+
+
+def arch_config(arch, **override):
+    import transformers
+
+    spec = ARCH_TINY[arch]
+    kw = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=5e4,
+              max_position_embeddings=64, tie_word_embeddings=spec["tie"], initializer_range=0.1,
+              bos_token_id=1, eos_token_id=2)
+    kw.update(spec["extra"])
+    kw.update(override)
+    return getattr(transformers, spec["cls"] + "Config")(**kw)
+
+
+def arch_model(arch, cfg):
+    import transformers
+
+    cls = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "gemma3": "Gemma3ForCausalLM"}[arch]
+    return getattr(transformers, cls)(cfg).float().eval()
+
+
+def write_arch_gguf(arch, model, cfg, path):
+    """The GGUF llama.cpp's convert_hf_to_gguf.py writes for these families: no q/k row
+    permutation (NeoX RoPE); Gemma's norms stored as 1 + w (its `norm_shift`)."""
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    theta = cfg.rope_parameters
+    w.add_rope_freq_base((theta["full_attention"] if arch == "gemma3" else theta)["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    if arch == "gemma3":
+        w.add_sliding_window(cfg.sliding_window)
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    per_layer = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "post_attention_norm" if arch == "gemma3" else "ffn_norm",
+        "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
+        "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    for i in range(cfg.num_hidden_layers):
+        for hf, gg in per_layer.items():
+            for kind in ("weight", "bias"):
+                names[f"model.layers.{i}.{hf}.{kind}"] = f"blk.{i}.{gg}.{kind}"
+    for name, t in model.state_dict().items():
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        t = t.detach().float()
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            t = t + 1.0
+        w.add_tensor(names[name], t.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def make_arch(arch):
+    """tiny_<arch>/: HF files, the GGUF, a PEFT adapter and reference.safetensors with
+    logits and masked loss with and without it, and every LoRA gradient."""
+    from peft import LoraConfig, get_peft_model
+
+    out = FIX / f"tiny_{arch}"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(11)
+    cfg = arch_config(arch)
+    model = arch_model(arch, cfg)
+    g = torch.Generator().manual_seed(12)
+    with torch.no_grad():  # norms and biases start at constants: make them matter
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                base = 0.0 if arch == "gemma3" else 1.0
+                p.copy_(base + 0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    write_arch_gguf(arch, model, cfg, out / f"tiny_{arch}.gguf")
+
+    ref = {}
+    ids, mask = batch(13, 2, 12, cfg.vocab_size)
+    ref["input_ids"] = ids.to(torch.int64)
+    ref["loss_mask"] = mask.to(torch.uint8)
+    with torch.no_grad():
+        ref["logits_base"] = model(input_ids=ids).logits.float()
+        s, n = masked_nll_sum(model, ids, mask)
+        ref["loss_base"] = (s / n).reshape(1)
+        if arch == "gemma3":  # another query_pre_attn_scalar: attention scaled by 20^-1/2, not 8^-1/2
+            scaled = arch_model(arch, arch_config(arch, query_pre_attn_scalar=20))
+            scaled.load_state_dict(model.state_dict())
+            ref["logits_scaled"] = scaled(input_ids=ids).logits.float()
+
+    lcfg = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0, bias="none",
+                      task_type="CAUSAL_LM")
+    pm = get_peft_model(model, lcfg)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    pm.save_pretrained(out / "adapter")
+    s, n = masked_nll_sum(pm, ids, mask)
+    loss = s / n
+    loss.backward()
+    ref["loss_lora"] = loss.detach().reshape(1)
+    with torch.no_grad():
+        ref["logits_lora"] = pm(input_ids=ids).logits.float()
+    for name, p in pm.named_parameters():
+        if p.requires_grad:
+            ref["grad." + name.replace(".default", "")] = p.grad.detach().clone()
+    save_file({k: v.contiguous() for k, v in ref.items()}, out / "reference.safetensors")
+    print(f"tiny_{arch}: loss_base", float(ref["loss_base"]), "loss_lora", float(loss))
+
+
 def make_quant_types():
     rng = np.random.default_rng(7)
     w = gguf.GGUFWriter(str(FIX / "quant_types.gguf"), "llama")
     expected = {}
     x = rng.standard_normal((2, 512)).astype(np.float32)
-    for qt in [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1]:
+    for qt in [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]:
         raw = quants.quantize(x, qt)
         w.add_tensor(qt.name, raw, raw_dtype=qt)
         expected[qt.name] = torch.from_numpy(quants.dequantize(raw, qt).astype(np.float32).reshape(2, 512))
@@ -349,7 +487,8 @@ def make_formats():
 
 PARTS = {"quant_types": lambda: make_quant_types(), "tiny": lambda: make_tiny(),
          "tiny_tied": lambda: make_tiny_tied(), "smollm2": lambda: make_smollm2(),
-         "formats": lambda: make_formats()}
+         "formats": lambda: make_formats(), "qwen2": lambda: make_arch("qwen2"),
+         "qwen3": lambda: make_arch("qwen3"), "gemma3": lambda: make_arch("gemma3")}
 
 if __name__ == "__main__":
     torch.set_num_threads(2)

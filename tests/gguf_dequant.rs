@@ -12,7 +12,7 @@ fn every_supported_type_dequantizes_like_the_gguf_package() {
     let g = Gguf::parse("quant_types.gguf", &bytes).expect("parses");
     let expected = Reference::open("quant_types_expected.safetensors");
     let names = [
-        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K",
+        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K",
     ];
     for name in names {
         let info = g
@@ -83,20 +83,20 @@ fn a_file_that_lies_about_its_sizes_is_rejected_without_allocating() {
 fn an_unsupported_tensor_type_is_named_in_the_error() {
     let mut bytes = read("quant_types.gguf");
     let g = Gguf::parse("x", &bytes).expect("parses");
-    // Find the type field of the first tensor info ("F32") and set it to Q5_0 (6).
+    // Find the type field of the first tensor info ("F32") and set it to IQ2_XXS (16).
     let name_pos = bytes
         .windows(3)
         .position(|w| w == b"F32")
         .expect("F32 name");
     drop(g);
     let type_pos = name_pos + 3 + 4 + 2 * 8; // name, n_dims, 2 dims
-    bytes[type_pos..type_pos + 4].copy_from_slice(&6u32.to_le_bytes());
-    let msg = Gguf::parse("q5.gguf", &bytes)
+    bytes[type_pos..type_pos + 4].copy_from_slice(&16u32.to_le_bytes());
+    let msg = Gguf::parse("iq2.gguf", &bytes)
         .err()
         .expect("fails")
         .to_string();
     assert!(
-        msg.contains("ggml type 6") && msg.contains("supported"),
+        msg.contains("ggml type 16") && msg.contains("supported"),
         "{msg}"
     );
 }

@@ -24,11 +24,7 @@ fn random_adapter(loaded: &Loaded, config: LoraConfig) -> LoraAdapters {
 }
 
 fn gguf_of(lora: &LoraAdapters, loaded: &Loaded) -> Vec<u8> {
-    let base = GgufLoraBase {
-        arch: "llama".into(),
-        config: loaded.model.config.clone(),
-        name: "tiny LoRA".into(),
-    };
+    let base = GgufLoraBase::new(loaded.model.config.clone(), "some/dir/tiny/");
     block_on(gguf_lora::export(lora, &base).read()).expect("exports")
 }
 
@@ -73,6 +69,8 @@ fn the_gguf_adapter_holds_the_peft_factors_under_llama_cpp_names_with_q_k_rows_i
     assert_eq!(meta("adapter.type"), MetaValue::Str("lora".into()));
     assert_eq!(meta("adapter.lora.alpha"), MetaValue::F32(8.0));
     assert_eq!(meta("general.quantization_version"), MetaValue::U32(2));
+    // The base's path is not written into the file, only its last part.
+    assert_eq!(meta("general.name"), MetaValue::Str("tiny LoRA".into()));
     assert_eq!(g.tensors.len(), 2 * 7 * cfg.num_layers);
 
     let base_bytes = read("tiny_llama/tiny_llama.gguf");

@@ -14,6 +14,7 @@ use common::{device, fixture, tiny_model_dir};
 use serde_json::Value;
 use tabtune::data::{BadLines, ReadOptions};
 use tabtune::model::LlamaConfig;
+use tabtune::model::config::{Activation, Arch};
 use tabtune::model::files::{ModelFiles, load_files};
 use tabtune::model::quantized::BaseWeights;
 use tabtune::readback::block_on;
@@ -437,6 +438,7 @@ fn a_gpu_run_needing_a_buffer_larger_than_the_device_allows_is_refused_with_what
 fn the_gpu_buffer_guard_names_the_attention_scores_of_long_sequences() {
     // SmolLM2-135M's shapes.
     let c = LlamaConfig {
+        arch: Arch::Llama,
         vocab_size: 49152,
         hidden_size: 576,
         intermediate_size: 1536,
@@ -448,6 +450,9 @@ fn the_gpu_buffer_guard_names_the_attention_scores_of_long_sequences() {
         rope_theta: 1e5,
         max_position_embeddings: 8192,
         tie_word_embeddings: true,
+        hidden_act: Activation::Silu,
+        attn_scale: 0.125,
+        sliding_window: None,
     };
     let shape = |batch, seq_len| StepShape {
         batch,

@@ -38,11 +38,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     };
     let (loaded, adapters) = model_and_adapter(&a.model.model, Some(&a.adapter))?;
     let adapters = adapters.expect("an adapter was asked for");
-    let base = GgufLoraBase {
-        arch: "llama".into(),
-        config: loaded.model.config.clone(),
-        name: format!("{} LoRA", loaded.name),
-    };
+    let base = GgufLoraBase::new(loaded.model.config.clone(), &loaded.name);
     let bytes = block_on(gguf_lora::export(&adapters, &base).read())?;
     let d = Path::new(dir);
     let io = |e: std::io::Error| Error::format(dir, format!("cannot write: {e}"));

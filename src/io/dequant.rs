@@ -17,6 +17,8 @@ pub enum GgmlType {
     BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
     Q4K,
     Q5K,
@@ -34,6 +36,8 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
             12 => Self::Q4K,
             13 => Self::Q5K,
@@ -50,6 +54,8 @@ impl GgmlType {
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
             Self::Q8_0 => 8,
             Self::Q4K => 12,
             Self::Q5K => 13,
@@ -62,7 +68,7 @@ impl GgmlType {
     pub fn block_len(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => 32,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
             Self::Q4K | Self::Q5K | Self::Q6K => QK_K,
         }
     }
@@ -74,6 +80,8 @@ impl GgmlType {
             Self::F16 | Self::BF16 => 2,
             Self::Q4_0 => 2 + 16,
             Self::Q4_1 => 2 + 2 + 16,
+            Self::Q5_0 => 2 + 4 + 16,
+            Self::Q5_1 => 2 + 2 + 4 + 16,
             Self::Q8_0 => 2 + 32,
             Self::Q4K => 2 + 2 + 12 + QK_K / 2,
             Self::Q5K => 2 + 2 + 12 + QK_K / 8 + QK_K / 2,
@@ -121,6 +129,11 @@ pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(),
             GgmlType::BF16 => y[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32(),
             GgmlType::Q4_0 => q4_0_block(b, y),
             GgmlType::Q4_1 => q4_1_block(b, y),
+            GgmlType::Q5_0 => q5_block(&b[2..], |q| (q as i32 - 16) as f32 * f16_at(b, 0), y),
+            GgmlType::Q5_1 => {
+                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+                q5_block(&b[4..], |q| q as f32 * d + m, y)
+            }
             GgmlType::Q8_0 => q8_0_block(b, y),
             GgmlType::Q4K => q4_k_block(b, y),
             GgmlType::Q5K => q5_k_block(b, y),
@@ -128,6 +141,24 @@ pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The 5-bit blocks after their scale(s): `u8 qh[4]` (the fifth bits, a
+/// little-endian u32: bit j for value j, bit j + 16 for value j + 16) then
+/// `u8 qs[16]` (low nibbles values 0..16, high nibbles 16..32), each
+/// 5-bit `q` becoming `value(q)`: `block_q5_0 { f16 d; qh; qs }` gives
+/// `(q - 16)·d`, `block_q5_1 { f16 d; f16 m; qh; qs }` gives `q·d + m`.
+fn q5_block(b: &[u8], value: impl Fn(u32) -> f32, y: &mut [f32]) {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let qs = &b[4..20];
+    for j in 0..16 {
+        let high0 = ((qh >> j) << 4) & 0x10;
+        let high1 = (qh >> (j + 12)) & 0x10;
+        let x0 = (qs[j] as u32 & 0x0F) | high0;
+        let x1 = (qs[j] as u32 >> 4) | high1;
+        y[j] = value(x0);
+        y[j + 16] = value(x1);
+    }
 }
 
 /// `block_q4_0 { f16 d; u8 qs[16]; }`: `x = (q - 8) * d`, low nibbles first.

@@ -290,7 +290,7 @@ impl<'a> Gguf<'a> {
             let ggml_type = GgmlType::from_id(ty).ok_or_else(|| {
                 r.err(format!(
                     "tensor {name} has ggml type {ty}, which tabtune does not read \
-                     (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)"
+                     (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)"
                 ))
             })?;
             let offset = r.u64("tensor offset")?;

@@ -32,18 +32,25 @@ pub const FILE: &str = "adapter.gguf";
 /// The base model an adapter is written for.
 #[derive(Debug, Clone)]
 pub struct GgufLoraBase {
-    /// llama.cpp's architecture name (`general.architecture`), which must
-    /// equal the base GGUF's: llama.cpp refuses the adapter otherwise.
-    pub arch: String,
-    /// Its shapes (head counts for the q/k row order).
+    /// Its family (`general.architecture`, which must equal the base
+    /// GGUF's: llama.cpp refuses the adapter otherwise) and shapes (head
+    /// counts for the q/k row order).
     pub config: LlamaConfig,
     /// `general.name` of the adapter.
     pub name: String,
 }
 
-/// Whether `arch`'s GGUF files hold q/k rows permuted for interleaved RoPE.
-fn permutes_qk(arch: &str) -> bool {
-    arch == "llama"
+impl GgufLoraBase {
+    /// The base `config` as loaded under `name` (a file or directory path
+    /// keeps only its last part: the name goes into the file).
+    pub fn new(config: LlamaConfig, name: &str) -> Self {
+        let name = name.trim_end_matches(['/', '\\']);
+        let short = name.rsplit(['/', '\\']).next().unwrap_or(name);
+        Self {
+            config,
+            name: format!("{short} LoRA"),
+        }
+    }
 }
 
 /// Serialises `adapters` as a GGUF LoRA for `base`, once the factors are
@@ -72,7 +79,10 @@ fn serialize(adapters: &LoraAdapters, data: &[TensorData], base: &GgufLoraBase) 
         c.alpha
     };
     let mut w = GgufWriter::new(FILE);
-    w.meta("general.architecture", MetaValue::Str(base.arch.clone()))?;
+    w.meta(
+        "general.architecture",
+        MetaValue::Str(base.config.arch.gguf_name().into()),
+    )?;
     w.meta("general.type", MetaValue::Str("adapter".into()))?;
     w.meta("adapter.type", MetaValue::Str("lora".into()))?;
     w.meta("general.name", MetaValue::Str(base.name.clone()))?;
@@ -106,7 +116,7 @@ fn serialize(adapters: &LoraAdapters, data: &[TensorData], base: &GgufLoraBase) 
                 Target::K => Some(base.config.num_kv_heads),
                 _ => None,
             };
-            if let Some(h) = heads.filter(|_| permutes_qk(&base.arch)) {
+            if let Some(h) = heads.filter(|_| base.config.arch.permutes_qk()) {
                 b = permute_rows_for_gguf(&b, d_out, r, h);
             }
             w.tensor(

@@ -4,9 +4,18 @@
 //! the embedding or not. LoRA adapters, when given, are added to each
 //! targeted projection as `s·dropout(x)·A·B`.
 //!
+//! The other families ([`Arch`](crate::model::config::Arch)) add their
+//! parts where transformers' `modeling_qwen2.py`, `modeling_qwen3.py` and
+//! `modeling_gemma3.py` do: q/k/v biases after the projections; q/k head
+//! norms before RoPE; Gemma's √d embedding scale, norms after attention and
+//! the MLP, GeGLU, attention scale, and sliding-window layers with their own
+//! RoPE tables. Our GPU nodes that fuse attention assume Llama's plain
+//! attention; a layer with any of these parts runs the unfused way.
+//!
 //! Activations are kept 2-D `[N = B·T, d]` outside attention, so every
 //! projection is one matmul against a `[d_in, d_out]` weight.
 
+use burn::tensor::activation::gelu_approximate;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Distribution, Int, Shape, Tensor, TensorData};
@@ -17,7 +26,7 @@ use crate::model::adapted::{Adapter, Dropout, adapted, dropout_key};
 use crate::model::attend::{AttendSpec, attend};
 use crate::model::attention::{Dims, causal_attention};
 use crate::model::blocks::{DeviceBlocks, FEW_ROWS};
-use crate::model::config::LlamaConfig;
+use crate::model::config::{Activation, LlamaConfig};
 use crate::model::frozen::Frozen;
 use crate::model::gate_up::gate_up;
 use crate::model::norm;
@@ -83,6 +92,8 @@ pub struct Span {
     /// RoPE `cos` and signed `sin` (see [`rope_tables`]): `[T, head_dim]`.
     cos: Tensor<2>,
     sin: Tensor<2>,
+    /// The sliding layers' tables, where their RoPE base differs.
+    local: Option<(Tensor<2>, Tensor<2>)>,
     /// On a GPU: adapters, RoPE and causal attention run as nodes of our
     /// kernels (`model::adapted`, `model::rope`, `model::attention`) on the
     /// projections' own layout `[B·T, heads·hd]`.
@@ -92,6 +103,8 @@ pub struct Span {
     dropout_seed: u64,
     /// `[B, H, T, start + T]`, true where masked; `None` for plain causal.
     mask: Option<Tensor<4, Bool>>,
+    /// The same for sliding layers, when some key lies outside the window.
+    window_mask: Option<Tensor<4, Bool>>,
 }
 
 impl Span {
@@ -110,6 +123,14 @@ impl Span {
         self.gpu = true;
         self
     }
+
+    /// The RoPE tables of a layer that slides or not.
+    fn tables(&self, sliding: bool) -> (Tensor<2>, Tensor<2>) {
+        match (&self.local, sliding) {
+            (Some((cos, sin)), true) => (cos.clone(), sin.clone()),
+            _ => (self.cos.clone(), self.sin.clone()),
+        }
+    }
 }
 
 /// How a forward pass treats the adapters.
@@ -126,18 +147,18 @@ pub enum Mode {
 /// cat(freqs, freqs)`), with rotate-half's minus folded into the first half
 /// of `sin` (see [`apply_rope`]).
 fn rope_tables(
-    config: &LlamaConfig,
+    theta: f64,
+    hd: usize,
     start: usize,
     len: usize,
     device: &Device,
 ) -> (Tensor<2>, Tensor<2>) {
-    let hd = config.head_dim;
     let half = hd / 2;
     let mut cos = Vec::with_capacity(len * hd);
     let mut sin = Vec::with_capacity(len * hd);
     for pos in start..start + len {
         let row: Vec<f64> = (0..half)
-            .map(|i| pos as f64 / config.rope_theta.powf(2.0 * i as f64 / hd as f64))
+            .map(|i| pos as f64 / theta.powf(2.0 * i as f64 / hd as f64))
             .collect();
         for sign in [-1.0, 1.0] {
             cos.extend(row.iter().map(|f| f.cos() as f32));
@@ -150,19 +171,19 @@ fn rope_tables(
     )
 }
 
-/// Applies RoPE to `x: [B, H, T, hd]` with `span`'s tables `[T, hd]`:
+/// Applies RoPE to `x: [B, H, T, hd]` with a span's tables `[T, hd]`:
 /// `x·cos + rotate_half(x)·sin`, `rotate_half([x1, x2]) = [-x2, x1]`. The
 /// minus is already in the first half of `sin` (the same products, exactly),
 /// so only the halves are swapped, by slicing and joining. This is the
 /// CPU's way; a GPU runs [`rope`] on the projections as they lie.
-fn apply_rope(x: Tensor<4>, span: &Span) -> Tensor<4> {
+fn apply_rope(x: Tensor<4>, (cos, sin): &(Tensor<2>, Tensor<2>)) -> Tensor<4> {
     let [b, h, t, hd] = x.dims();
     let half = hd / 2;
     let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
     let x2 = x.clone().slice([0..b, 0..h, 0..t, half..hd]);
     let swapped = Tensor::cat(vec![x2, x1], 3); // [x2, x1]
-    let cos = span.cos.clone().unsqueeze::<4>(); // [1, 1, T, hd]
-    let sin = span.sin.clone().unsqueeze::<4>();
+    let cos = cos.clone().unsqueeze::<4>(); // [1, 1, T, hd]
+    let sin = sin.clone().unsqueeze::<4>();
     x * cos + swapped * sin
 }
 
@@ -175,6 +196,20 @@ fn rms_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64, ours: bool) -> Tensor<2>
     let variance = x.clone().square().mean_dim(1); // [N, 1]
     let normed = x * variance.add_scalar(eps).sqrt().recip();
     normed * weight.clone().unsqueeze::<2>()
+}
+
+/// RMSNorm over each head of `x: [N, n·hd]` with weight `[hd]` (Qwen3's
+/// and Gemma's q/k norms).
+fn head_norm(x: Tensor<2>, weight: &Tensor<1>, eps: f64, ours: bool) -> Tensor<2> {
+    let [rows, width] = x.dims();
+    let hd = weight.dims()[0];
+    let heads = x.reshape([rows * width / hd, hd]); // [N·n, hd]
+    rms_norm(heads, weight, eps, ours).reshape([rows, width]) // [N, n·hd]
+}
+
+/// `x + b` for `x: [N, n]` and a bias `b: [n]`.
+fn add_bias(x: Tensor<2>, bias: &Tensor<1>) -> Tensor<2> {
+    x + bias.clone().unsqueeze::<2>()
 }
 
 impl Llama {
@@ -239,7 +274,7 @@ impl Llama {
             adapters: [aq, ak, av],
             dims,
         };
-        let tables = (span.cos.clone(), span.sin.clone());
+        let tables = span.tables(c.window(layer).is_some());
         let joined = joined_for(&self.weights.layers[layer].qkv, xn);
         attend(xn.clone(), [wq, wk, wv], joined, [pq, pk, pv], spec, tables)
     }
@@ -365,22 +400,44 @@ impl Llama {
                 .unsqueeze::<4>()
                 .expand([b, c.num_heads, t, total])
         });
-        let (cos, sin) = rope_tables(c, start, t, &self.device);
+        let (cos, sin) = rope_tables(c.rope_theta, c.head_dim, start, t, &self.device);
+        let sliding = c.sliding_window.as_ref();
+        let local = sliding
+            .filter(|w| w.rope_theta != c.rope_theta)
+            .map(|w| rope_tables(w.rope_theta, c.head_dim, start, t, &self.device));
+        // Sliding layers: a key is masked also when it lies `size` or more
+        // positions before the query.
+        let window_mask = sliding.map(|w| w.size).filter(|&w| start + t > w).map(|w| {
+            let total = start + t;
+            let m: Vec<bool> = (0..t)
+                .flat_map(|i| (0..total).map(move |j| j > start + i || start + i - j >= w))
+                .collect();
+            Tensor::<2, Bool>::from_data(TensorData::new(m, [t, total]), &self.device)
+                .unsqueeze::<4>()
+                .expand([b, c.num_heads, t, total])
+        });
         Span {
             b,
             t,
             start,
             cos,
             sin,
+            local,
             gpu: !crate::model::is_cpu(&self.device),
             dropout_seed: 0,
             mask,
+            window_mask,
         }
     }
 
-    /// The token embeddings of `ids: [B, T]`, `[B·T, d]`.
+    /// The token embeddings of `ids: [B, T]`, `[B·T, d]` (times √d for
+    /// Gemma).
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<2> {
-        self.weights.embed.lookup(ids)
+        let x = self.weights.embed.lookup(ids);
+        match self.config.arch.embed_scale(self.config.hidden_size) {
+            Some(scale) => x.mul_scalar(scale),
+            None => x,
+        }
     }
 
     /// The final RMSNorm of the last block's output `[N, d]` (the GPU's
@@ -404,11 +461,24 @@ impl Llama {
         let lw = &self.weights.layers[i];
         let (b, t) = (span.b, span.t);
         let (h, kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let (eps, gpu) = (c.rms_norm_eps, span.gpu);
+        let window = c.window(i);
+        let tables = span.tables(window.is_some());
+        // Whether some key lies outside this layer's window.
+        let windowed = window.is_some_and(|w| span.start + t > w);
+        // Whether our attention kernels (1/√hd, plain causal) do this layer's.
+        let plain = c.default_attn_scale() && !windowed;
         // Attention block.
-        let xn = rms_norm(x.clone(), &lw.attn_norm, c.rms_norm_eps, span.gpu); // [N, d]
+        let xn = rms_norm(x.clone(), &lw.attn_norm, eps, gpu); // [N, d]
         // On a GPU: the projections, RoPE and attention as one node.
         let dims = Dims::of(&Shape::new([b, t, h, hd]), &Shape::new([b, t, kv, hd]));
-        let one_node = span.gpu && cache.is_none() && span.start == 0 && dims.supported();
+        let one_node = gpu
+            && plain
+            && lw.qkv_bias.is_none()
+            && lw.qk_norm.is_none()
+            && cache.is_none()
+            && span.start == 0
+            && dims.supported();
         if let Some(att) = one_node
             .then(|| self.attend(&xn, i, span, lora, mode))
             .flatten()
@@ -418,13 +488,22 @@ impl Llama {
         let q = self.project(&xn, i, Target::Q, span, lora, mode); // [N, H·hd]
         let k = self.project(&xn, i, Target::K, span, lora, mode); // [N, KV·hd]
         let v = self.project(&xn, i, Target::V, span, lora, mode); // [N, KV·hd]
-        let att = if span.gpu {
+        let (q, k, v) = match &lw.qkv_bias {
+            Some([bq, bk, bv]) => (add_bias(q, bq), add_bias(k, bk), add_bias(v, bv)),
+            None => (q, k, v),
+        };
+        let (q, k) = match &lw.qk_norm {
+            Some([nq, nk]) => (head_norm(q, nq, eps, gpu), head_norm(k, nk, eps, gpu)),
+            None => (q, k),
+        };
+        let att = if gpu {
             // Our nodes on the projections as they lie.
-            let q = rope(q, span.cos.clone(), span.sin.clone()); // [N, H·hd]
-            let k = rope(k, span.cos.clone(), span.sin.clone()); // [N, KV·hd]
+            let (cos, sin) = tables;
+            let q = rope(q, cos.clone(), sin.clone()); // [N, H·hd]
+            let k = rope(k, cos, sin); // [N, KV·hd]
             let bthd = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]); // [B, T, n, hd]
             let (q, k, v) = (bthd(q, h), bthd(k, kv), bthd(v, kv));
-            if span.start == 0 && dims.supported() {
+            if span.start == 0 && dims.supported() && plain {
                 // Each group's keys and values read where they lie.
                 if let Some(cache) = cache {
                     cache.extend(i, k.clone().swap_dims(1, 2), v.clone().swap_dims(1, 2));
@@ -436,8 +515,8 @@ impl Llama {
             }
         } else {
             let heads = |y: Tensor<2>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2); // [B, n, T, hd]
-            let q = apply_rope(heads(q, h), span);
-            let k = apply_rope(heads(k, kv), span);
+            let q = apply_rope(heads(q, h), &tables);
+            let k = apply_rope(heads(k, kv), &tables);
             self.attention(q, k, heads(v, kv), i, span, cache)
         };
         self.mlp(i, x, att, span, lora, mode)
@@ -456,10 +535,21 @@ impl Llama {
     ) -> Tensor<2> {
         let c = &self.config;
         let lw = &self.weights.layers[i];
-        let x = self.project_onto(Some(x), &att, i, Target::O, span, lora, mode);
-        let xn = rms_norm(x.clone(), &lw.ffn_norm, c.rms_norm_eps, span.gpu);
-        let h = match span
-            .gpu
+        let (eps, gpu) = (c.rms_norm_eps, span.gpu);
+        // `res + out`, with Gemma's norm of `out` first.
+        let join = |res: Tensor<2>, out: &Tensor<2>, target: Target, post: usize| {
+            match &lw.post_norms {
+                Some(norms) => {
+                    let y = self.project(out, i, target, span, lora, mode); // [N, d]
+                    res + rms_norm(y, &norms[post], eps, gpu)
+                }
+                None => self.project_onto(Some(res), out, i, target, span, lora, mode),
+            }
+        };
+        let x = join(x, &att, Target::O, 0); // [N, d]
+        let xn = rms_norm(x.clone(), &lw.ffn_norm, eps, gpu);
+        let silu = c.hidden_act == Activation::Silu;
+        let h = match (gpu && silu)
             .then(|| self.gate_up(&xn, i, span, lora, mode))
             .flatten()
         {
@@ -468,10 +558,13 @@ impl Llama {
             None => {
                 let gate = self.project(&xn, i, Target::Gate, span, lora, mode); // [N, F]
                 let up = self.project(&xn, i, Target::Up, span, lora, mode); // [N, F]
-                swiglu(gate, up)
+                match c.hidden_act {
+                    Activation::Silu => swiglu(gate, up),
+                    Activation::GeluTanh => gelu_approximate(gate) * up,
+                }
             }
         }; // [N, F]
-        self.project_onto(Some(x), &h, i, Target::Down, span, lora, mode)
+        join(x, &h, Target::Down, 1)
     }
 
     /// burn's attention of block `i` for `q: [B, H, T, hd]` and `k, v: [B,
@@ -505,12 +598,20 @@ impl Llama {
         } else {
             (k, v)
         };
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: span.start == 0,
+        let c = &self.config;
+        // A sliding layer with keys outside its window takes the window's
+        // mask, which holds the causal one.
+        let windowed = c.window(i).is_some() && span.window_mask.is_some();
+        let (mask, is_causal) = match windowed {
+            true => (span.window_mask.clone(), false),
+            false => (span.mask.clone(), span.start == 0),
         };
-        attention(q, k, v, span.mask.clone(), None, options) // [B, H, T, hd]
+        let options = AttentionModuleOptions {
+            scale: (!c.default_attn_scale()).then_some(c.attn_scale),
+            softcap: None,
+            is_causal,
+        };
+        attention(q, k, v, mask, None, options) // [B, H, T, hd]
             .swap_dims(1, 2)
             .reshape([b * t, h * hd])
     }

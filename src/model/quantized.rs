@@ -110,6 +110,14 @@ impl WeightSource for Quantizing<'_> {
         self.inner.file()
     }
 
+    fn stored_name(&self, hf_name: &str) -> Option<String> {
+        self.inner.stored_name(hf_name)
+    }
+
+    fn norms_shifted(&self) -> bool {
+        self.inner.norms_shifted()
+    }
+
     fn packed_type(&self, hf_name: &str) -> Result<Option<GgmlType>> {
         Ok(match self.inner.packed_type(hf_name)? {
             Some(t) if !is_float(t) || !quantizable(hf_name) => Some(t),

@@ -1,4 +1,5 @@
-//! Loading a Llama checkpoint's frozen weights from GGUF or HF safetensors.
+//! Loading a checkpoint's frozen weights from GGUF or HF safetensors, for
+//! every family of [`Arch`].
 //!
 //! The engine keeps Hugging Face's conventions inside: rotate-half RoPE, so
 //! q/k rows are in HF order, and linear weights stored `[d_in, d_out]` (the
@@ -12,7 +13,12 @@
 //! | model.norm.weight                         | output_norm.weight      | none `[d]`       |
 //! | lm_head.weight (untied only)              | output.weight           | transpose        |
 //! | model.layers.{i}.input_layernorm.weight   | blk.{i}.attn_norm.weight| none             |
-//! | model.layers.{i}.post_attention_layernorm.weight | blk.{i}.ffn_norm.weight | none     |
+//! | model.layers.{i}.post_attention_layernorm.weight | blk.{i}.ffn_norm.weight | none (Gemma 3: `post_attention_norm`) |
+//! | model.layers.{i}.pre_feedforward_layernorm.weight (Gemma 3) | blk.{i}.ffn_norm.weight | none |
+//! | model.layers.{i}.post_feedforward_layernorm.weight (Gemma 3) | blk.{i}.post_ffw_norm.weight | none |
+//! | model.layers.{i}.self_attn.q_norm.weight (Qwen3, Gemma 3) | blk.{i}.attn_q_norm.weight | none |
+//! | model.layers.{i}.self_attn.k_norm.weight (Qwen3, Gemma 3) | blk.{i}.attn_k_norm.weight | none |
+//! | model.layers.{i}.self_attn.{q,k,v}_proj.bias (Qwen2) | blk.{i}.attn_{q,k,v}.bias | none |
 //! | model.layers.{i}.self_attn.q_proj.weight  | blk.{i}.attn_q.weight   | unpermute(H), transpose |
 //! | model.layers.{i}.self_attn.k_proj.weight  | blk.{i}.attn_k.weight   | unpermute(KV), transpose |
 //! | model.layers.{i}.self_attn.v_proj.weight  | blk.{i}.attn_v.weight   | transpose        |
@@ -22,7 +28,10 @@
 //! | model.layers.{i}.mlp.down_proj.weight     | blk.{i}.ffn_down.weight | transpose        |
 //!
 //! "unpermute" undoes llama.cpp's `convert_hf_to_gguf.py` `permute`, which
-//! reorders each head's rows from rotate-half to interleaved pairs.
+//! reorders each head's rows from rotate-half to interleaved pairs; only
+//! for Llama ([`Arch::permutes_qk`]). Gemma's norms multiply by `1 + w`:
+//! its GGUF files store `1 + w`, its HF files `w`, so `1` is added to
+//! those ([`Arch::hf_norm_shift`]).
 //!
 //! On a CPU device the embedding and the seven projections of a GGUF file
 //! stay in the file's blocks ([`Frozen::Packed`], rows unpermuted block-row by block-row, no
@@ -42,7 +51,7 @@ use crate::io::gguf::{Gguf, TensorInfo};
 use crate::io::safetensors::SafetensorsFile;
 use crate::lora::Target;
 use crate::model::blocks::{DeviceBlocks, WordBlocks};
-use crate::model::config::LlamaConfig;
+use crate::model::config::{Arch, LlamaConfig};
 use crate::model::embedding::Embedding;
 use crate::model::frozen::Frozen;
 use crate::model::packed::PackedWeight;
@@ -57,6 +66,14 @@ pub struct LayerWeights {
     pub proj: [Frozen; 7],
     /// RMSNorm before the MLP, `[d]`.
     pub ffn_norm: Tensor<1>,
+    /// q's, k's and v's biases `[H·hd]`, `[KV·hd]`, `[KV·hd]` (Qwen2).
+    pub qkv_bias: Option<[Tensor<1>; 3]>,
+    /// RMSNorm over each q head and each k head before RoPE, `[hd]` each
+    /// (Qwen3, Gemma 3).
+    pub qk_norm: Option<[Tensor<1>; 2]>,
+    /// RMSNorm of attention's output and of the MLP's before each joins
+    /// the residual stream, `[d]` each (Gemma 3).
+    pub post_norms: Option<[Tensor<1>; 2]>,
     /// On a GPU, q's, k's and v's blocks joined by rows
     /// ([`DeviceBlocks::join`]; `proj`'s three are then views of it), so
     /// that one launch makes their products (`model::attend`).
@@ -124,6 +141,16 @@ pub trait WeightSource {
     fn packed_type(&self, _hf_name: &str) -> Result<Option<GgmlType>> {
         Ok(None)
     }
+    /// The tensor's own name in the file where it differs from `hf_name`
+    /// (a GGUF's), for messages.
+    fn stored_name(&self, _hf_name: &str) -> Option<String> {
+        None
+    }
+    /// Whether Gemma's norm weights are stored as `1 + w` (GGUF) rather
+    /// than `w` (HF).
+    fn norms_shifted(&self) -> bool {
+        false
+    }
 }
 
 /// Whether `ty` is a plain float type rather than blocks.
@@ -162,8 +189,9 @@ pub struct GgufSource<'a, 'b> {
     pub config: &'b LlamaConfig,
 }
 
-/// Maps an HF tensor name to its GGUF name, per the table in the module docs.
-pub fn gguf_name(hf_name: &str) -> Option<String> {
+/// Maps an HF tensor name of an `arch` model to its GGUF name, per the
+/// table in the module docs.
+pub fn gguf_name(arch: Arch, hf_name: &str) -> Option<String> {
     match hf_name {
         "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
         "model.norm.weight" => return Some("output_norm.weight".into()),
@@ -172,16 +200,23 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
     }
     let rest = hf_name.strip_prefix("model.layers.")?;
     let (layer, module) = rest.split_once('.')?;
-    let module = module.strip_suffix(".weight")?;
+    let (module, kind) = module.rsplit_once('.')?;
+    if !matches!(kind, "weight" | "bias") {
+        return None;
+    }
     let gguf = match module {
         "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
+        "post_attention_layernorm" if arch.sandwich_norms() => "post_attention_norm",
+        "post_attention_layernorm" | "pre_feedforward_layernorm" => "ffn_norm",
+        "post_feedforward_layernorm" => "post_ffw_norm",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
         other => Target::ALL
             .iter()
             .find(|t| t.hf_path() == other)?
             .gguf_name(),
     };
-    Some(format!("blk.{layer}.{gguf}.weight"))
+    Some(format!("blk.{layer}.{gguf}.{kind}"))
 }
 
 /// Moves q/k rows between HF's rotate-half order and GGUF's interleaved
@@ -227,13 +262,16 @@ impl GgufSource<'_, '_> {
     /// The tensor info for `hf_name`, and the head count its rows must be
     /// unpermuted by (q and k only), checked to hold whole heads.
     fn lookup(&self, hf_name: &str) -> Result<Option<(&TensorInfo, Option<usize>)>> {
-        let Some(name) = gguf_name(hf_name) else {
+        let arch = self.config.arch;
+        let Some(name) = gguf_name(arch, hf_name) else {
             return Ok(None);
         };
         let Some(info) = self.gguf.tensor(&name) else {
             return Ok(None);
         };
-        let n_head = if hf_name.ends_with("self_attn.q_proj.weight") {
+        let n_head = if !arch.permutes_qk() {
+            None
+        } else if hf_name.ends_with("self_attn.q_proj.weight") {
             Some(self.config.num_heads)
         } else if hf_name.ends_with("self_attn.k_proj.weight") {
             Some(self.config.num_kv_heads)
@@ -258,6 +296,12 @@ impl GgufSource<'_, '_> {
 impl WeightSource for GgufSource<'_, '_> {
     fn file(&self) -> &str {
         self.gguf.file()
+    }
+    fn stored_name(&self, hf_name: &str) -> Option<String> {
+        gguf_name(self.config.arch, hf_name)
+    }
+    fn norms_shifted(&self) -> bool {
+        true
     }
     fn get(&self, hf_name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         let Some((info, n_head)) = self.lookup(hf_name)? else {
@@ -311,7 +355,8 @@ fn required(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Vec<f
             src.file(),
             format!(
                 "tensor `{name}` is missing{}",
-                gguf_name(name)
+                src.stored_name(name)
+                    .or_else(|| gguf_name(Arch::Llama, name))
                     .map(|g| format!(" (GGUF name `{g}`)"))
                     .unwrap_or_default()
             ),
@@ -337,6 +382,23 @@ fn fits(src: &dyn WeightSource, name: &str, bytes: u64, device: &Device) -> Resu
 
 fn vector(src: &dyn WeightSource, name: &str, n: usize, device: &Device) -> Result<Tensor<1>> {
     let v = required(src, name, &[n])?;
+    Ok(Tensor::from_data(TensorData::new(v, [n]), device))
+}
+
+/// An RMSNorm weight `[n]` as the engine multiplies by it: `1 + w` for a
+/// Gemma HF file's `w` ([`Arch::hf_norm_shift`]).
+fn norm(
+    src: &dyn WeightSource,
+    arch: Arch,
+    name: &str,
+    n: usize,
+    device: &Device,
+) -> Result<Tensor<1>> {
+    let mut v = required(src, name, &[n])?;
+    if !src.norms_shifted() {
+        let shift = arch.hf_norm_shift();
+        v.iter_mut().for_each(|w| *w += shift);
+    }
     Ok(Tensor::from_data(TensorData::new(v, [n]), device))
 }
 
@@ -433,18 +495,28 @@ impl LlamaWeights {
             }
         };
         let mut layers = Vec::with_capacity(config.num_layers);
+        let arch = config.arch;
         for i in 0..config.num_layers {
             let p = |t: Target| {
                 let name = format!("model.layers.{i}.{}.weight", t.hf_path());
                 projection(src, &name, t.dims(config), device)
             };
-            let mut layer = LayerWeights {
-                attn_norm: vector(
+            let layer_norm = |module: &str, n: usize| {
+                norm(
                     src,
-                    &format!("model.layers.{i}.input_layernorm.weight"),
-                    d,
+                    arch,
+                    &format!("model.layers.{i}.{module}.weight"),
+                    n,
                     device,
-                )?,
+                )
+            };
+            let bias = |t: Target| {
+                let name = format!("model.layers.{i}.{}.bias", t.hf_path());
+                vector(src, &name, t.dims(config).1, device)
+            };
+            let hd = config.head_dim;
+            let mut layer = LayerWeights {
+                attn_norm: layer_norm("input_layernorm", d)?,
                 proj: [
                     p(Target::Q)?,
                     p(Target::K)?,
@@ -454,19 +526,35 @@ impl LlamaWeights {
                     p(Target::Up)?,
                     p(Target::Down)?,
                 ],
-                ffn_norm: vector(
-                    src,
-                    &format!("model.layers.{i}.post_attention_layernorm.weight"),
-                    d,
-                    device,
-                )?,
+                ffn_norm: match arch.sandwich_norms() {
+                    true => layer_norm("pre_feedforward_layernorm", d)?,
+                    false => layer_norm("post_attention_layernorm", d)?,
+                },
+                qkv_bias: match arch.qkv_bias() {
+                    true => Some([bias(Target::Q)?, bias(Target::K)?, bias(Target::V)?]),
+                    false => None,
+                },
+                qk_norm: match arch.qk_norm() {
+                    true => Some([
+                        layer_norm("self_attn.q_norm", hd)?,
+                        layer_norm("self_attn.k_norm", hd)?,
+                    ]),
+                    false => None,
+                },
+                post_norms: match arch.sandwich_norms() {
+                    true => Some([
+                        layer_norm("post_attention_layernorm", d)?,
+                        layer_norm("post_feedforward_layernorm", d)?,
+                    ]),
+                    false => None,
+                },
                 qkv: None,
                 gate_up: None,
             };
             layer.join_blocks(crate::gpu::max_buffer(device));
             layers.push(layer);
         }
-        let norm = vector(src, "model.norm.weight", d, device)?;
+        let norm = norm(src, arch, "model.norm.weight", d, device)?;
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
@@ -510,7 +598,18 @@ impl LlamaWeights {
     /// Bytes the weights hold resident.
     pub fn byte_len(&self) -> usize {
         let f32s = |t: &Tensor<2>| t.shape().num_elements() * 4;
-        let norms = self.norm.shape().num_elements() * 4 * (1 + 2 * self.layers.len());
+        let vectors = |l: &LayerWeights| {
+            let extra = l.qkv_bias.iter().flatten();
+            let extra = extra.chain(l.qk_norm.iter().flatten());
+            let extra = extra.chain(l.post_norms.iter().flatten());
+            [&l.attn_norm, &l.ffn_norm]
+                .into_iter()
+                .chain(extra)
+                .map(|t| t.shape().num_elements() * 4)
+                .sum::<usize>()
+        };
+        let norms =
+            self.norm.shape().num_elements() * 4 + self.layers.iter().map(vectors).sum::<usize>();
         self.embed.byte_len()
             + self.lm_head.as_ref().map_or(0, f32s)
             + norms

@@ -548,11 +548,7 @@ impl Session {
     pub async fn export_gguf_zip(&self, base_gguf: Option<&str>) -> Result<Vec<u8>> {
         let run = self.run()?;
         let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
-        let base = GgufLoraBase {
-            arch: "llama".into(),
-            config: loaded.model.config.clone(),
-            name: format!("{} LoRA", loaded.name),
-        };
+        let base = GgufLoraBase::new(loaded.model.config.clone(), &loaded.name);
         let adapter = gguf_lora::export(run.trainer.adapters(), &base)
             .read()
             .await?;
