@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # llama.cpp itself loads the GGUF LoRA `tabtune export --gguf` writes, on the
-# default model, and gives tabtune's losses (tests/llama_cpp/check.mjs).
+# default model (Llama) and on Gemma 3 270M, and gives tabtune's losses
+# (tests/llama_cpp/check.mjs); on Gemma it also tokenizes as tabtune does.
 # llama.cpp comes from node-llama-cpp's prebuilt Linux x64 CPU binary
 # (pinned in tests/llama_cpp/package.json; npm keeps its download cached).
 set -euo pipefail
@@ -15,9 +16,17 @@ cd "$ROOT/tests/llama_cpp"
   || npm ci --no-audit --no-fund --omit=optional
 cd "$ROOT"
 bash scripts/setup-python.sh
-# The default model expanded to f32 by the gguf package, once (540 MB, cached).
-f32="${TABTUNE_MODEL%.gguf}.F32.gguf"
-[ -f "$f32" ] || { "$TABTUNE_VENV/bin/python" tests/llama_cpp/f32_copy.py "$TABTUNE_MODEL" "$f32.part" && mv "$f32.part" "$f32"; }
 cargo build --bin tabtune
-node tests/llama_cpp/check.mjs --bin "$CARGO_TARGET_DIR/debug/tabtune" \
-  --model "$TABTUNE_MODEL" --f32 "$f32" --data www/samples/chat.jsonl
+# check MODEL DATA [ARGS...]: the model expanded to f32 by the gguf package
+# once (cached: 540 MB for the default model, 1.1 GB for Gemma), then the check.
+check() {
+  local model=$1 data=$2
+  shift 2
+  local f32="${model%.gguf}.F32.gguf"
+  [ -f "$f32" ] || { "$TABTUNE_VENV/bin/python" tests/llama_cpp/f32_copy.py "$model" "$f32.part" && mv "$f32.part" "$f32"; }
+  echo "-- $(basename "$model") on $data"
+  node tests/llama_cpp/check.mjs --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+    --model "$model" --f32 "$f32" --data "$data" "$@"
+}
+check "$TABTUNE_MODEL" www/samples/chat.jsonl
+check "$TABTUNE_GEMMA" tests/fixtures/data/completion.jsonl --texts tests/fixtures/gemma3/tokenizer_cases.json

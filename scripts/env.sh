@@ -4,6 +4,8 @@ export TABTUNE_CACHE="${TABTUNE_CACHE:-$HOME/.cache/tabtune}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TABTUNE_CACHE/target}"
 TABTUNE_VENV="$TABTUNE_CACHE/venv"
 TABTUNE_MODEL="$TABTUNE_CACHE/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# The second real model, a non-Llama family: Gemma 3 270M (base), Q4_K_M.
+TABTUNE_GEMMA="$TABTUNE_CACHE/models/gemma3/gemma-3-270m-q4_k_m.gguf"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # The browser build's variants from wasm-pack.toml, one line each:

@@ -12,7 +12,8 @@ package), in the style of llm.c's `train_gpt2.py` `write_state`:
                      every lora_A/lora_B gradient, and the losses of 4 training steps
                      (AdamW, warm-up + cosine, 2 micro-batches per step, global-norm clip).
 * tiny_llama_tied/   a tied-embedding variant stored as f16 and bf16, with reference logits.
-* tiny_qwen2/, tiny_qwen3/, tiny_gemma3/   the same for the other families (HF files, their
+* tiny_qwen2/, tiny_qwen3/, tiny_gemma3/   the same for the other families (HF files with a
+                     character tokenizer, their
                      GGUF as llama.cpp's converter writes it, a PEFT adapter, and
                      reference.safetensors: logits and masked loss with and without it,
                      every LoRA gradient; for Gemma also logits at another attention scale).
@@ -21,6 +22,10 @@ package), in the style of llm.c's `train_gpt2.py` `write_state`:
 * smollm2/           (when the default model is in the cache) tokenizer ids for a set
                      of strings, chat-template renderings, and logits of a prompt, from
                      transformers loading the same GGUF file.
+* gemma3/            (when Gemma-3-270M is in the cache) the same for it: token ids of a set
+                     of strings and the logits of a prompt, from transformers loading the GGUF.
+* pretokenizers.json (when the default model is in the cache) its vocabulary relabelled with
+                     Qwen2's and Llama 3's `tokenizer.ggml.pre`: transformers' ids of a set of strings.
 * data/formats/reference.json   for each data file in data/formats/, its
                      conversations as transformers' apply_chat_template renders them
                      with SmolLM2's template, their ids, and the trained-token mask
@@ -28,8 +33,8 @@ package), in the style of llm.c's `train_gpt2.py` `write_state`:
                      assistant turn's content or its closing <|im_end|>.
 
 Run: scripts/make_fixtures.py [PART ...]   (needs the venv made by scripts/setup-python.sh;
-     PART is one of quant_types, tiny, tiny_tied, smollm2, formats, qwen2, qwen3, gemma3;
-     default all)
+     PART is one of quant_types, tiny, tiny_tied, smollm2, formats, qwen2, qwen3, gemma3,
+     gemma3_real, pretokenizers; default all)
 """
 import json
 import math
@@ -49,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
 MODEL_CACHE = Path(os.environ.get("TABTUNE_CACHE", Path.home() / ".cache" / "tabtune")) / "models"
 SMOL = MODEL_CACHE / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA = MODEL_CACHE / "gemma3" / "gemma-3-270m-q4_k_m.gguf"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -310,6 +316,21 @@ def write_arch_gguf(arch, model, cfg, path):
     w.close()
 
 
+def write_char_tokenizer(out):
+    """A character tokenizer for the tiny models' 96 ids, so `tabtune train` and transformers can
+    read text with them: <unk>, <bos>, <eos>, then the printable ASCII characters ' '..'|'."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<bos>": 1, "<eos>": 2}
+    vocab.update({chr(c): 3 + i for i, c in enumerate(range(32, 125))})
+    tok = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))  # no merges: one token a character
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<bos>",
+                                   eos_token="<eos>")
+    fast.save_pretrained(out)
+
+
 def make_arch(arch):
     """tiny_<arch>/: HF files, the GGUF, a PEFT adapter and reference.safetensors with
     logits and masked loss with and without it, and every LoRA gradient."""
@@ -331,6 +352,7 @@ def make_arch(arch):
     model.save_pretrained(out, safe_serialization=True)
     (out / "generation_config.json").unlink(missing_ok=True)
     write_arch_gguf(arch, model, cfg, out / f"tiny_{arch}.gguf")
+    write_char_tokenizer(out)
 
     ref = {}
     ids, mask = batch(13, 2, 12, cfg.vocab_size)
@@ -434,6 +456,85 @@ def make_smollm2():
     print("smollm2: prompt ids", ids.tolist(), "argmax", logits[-1].argmax().item())
 
 
+TOKENIZER_STRINGS = [
+    "Hello world!",
+    "The quick brown fox jumps over the lazy dog.",
+    "  leading spaces and\ttabs\nand newlines\n\n",
+    "Numbers 12345 and 3.14159, dates 2026-11-28.",
+    "\u00dcn\u00efc\u00f6d\u00e9: caf\u00e9, na\u00efve, \u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8, emoji \U0001f642\U0001f44d\U0001f3fd",
+    "code: fn main() { println!(\"{}\", x); } // done",
+    "a    b     c\n\n\n   d",
+    "<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n",
+    "",
+]
+
+
+def make_gemma3_real():
+    """gemma3/: the real Gemma-3-270M GGUF through transformers: token ids of a set of strings
+    (its tokenizer rebuilt from the GGUF vocabulary) and the logits of a prompt (a subset, and
+    each position's log-normaliser)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not GEMMA.exists():
+        sys.exit(f"{GEMMA} is missing: run scripts/fetch-model.sh gemma3 first")
+    out = FIX / "gemma3"
+    out.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(GEMMA.parent, gguf_file=GEMMA.name)
+    cases = [{"text": s, "ids": tok(s, add_special_tokens=True).input_ids} for s in TOKENIZER_STRINGS]
+    (out / "tokenizer_cases.json").write_text(json.dumps({"cases": cases}, ensure_ascii=False, indent=1))
+    model = AutoModelForCausalLM.from_pretrained(GEMMA.parent, gguf_file=GEMMA.name, dtype=torch.float32).eval()
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.float()[0]  # [T, V]
+    # 262,144 logits a position is 1 MB: keep each position's log-normaliser and the logits of
+    # a subset of ids (every position's top 64, and 256 drawn at random).
+    g = torch.Generator().manual_seed(5)
+    subset = torch.cat([logits.topk(64, dim=-1).indices.flatten(),
+                        torch.randint(0, logits.shape[-1], (256,), generator=g)]).unique()
+    save_file({"input_ids": ids[0].to(torch.int64).contiguous(),
+               "logsumexp": torch.logsumexp(logits, dim=-1).contiguous(),
+               "subset": subset.to(torch.int64).contiguous(),
+               "logits_subset": logits[:, subset].contiguous()},
+              out / "reference.safetensors")
+    print("gemma3: prompt ids", ids.tolist(), "argmax", logits[-1].argmax().item(), tok.decode(logits[-1].argmax()))
+
+
+def make_pretokenizers():
+    """pretokenizers.json: the default model's byte-level vocabulary and merges, relabelled with
+    the `tokenizer.ggml.pre` of Qwen2 and of Llama 3, through transformers (which splits by each
+    one's regex): the ids of a set of strings. The Rust test relabels the same file the same way."""
+    import tempfile
+    from transformers import AutoTokenizer
+
+    if not SMOL.exists():
+        sys.exit(f"{SMOL} is missing: run scripts/fetch-model.sh first")
+    r = gguf.GGUFReader(str(SMOL))
+    field = lambda k: [bytes(r.fields[k].parts[i]).decode() for i in r.fields[k].data]
+    tokens, merges = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.merges")
+    types = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in r.fields["tokenizer.ggml.token_type"].data]
+    strings = TOKENIZER_STRINGS + ["I'm here, they'll go; WE'RE 1234567 x  \n\n  y", "Qwen2 and Llama 3 split 2026 as 2,0,2,6 or 202,6"]
+    result = {}
+    for pre, arch in [("qwen2", "qwen2"), ("llama-bpe", "llama")]:
+        with tempfile.TemporaryDirectory() as tmp:
+            w = gguf.GGUFWriter(f"{tmp}/t.gguf", arch)
+            w.add_tokenizer_model("gpt2")
+            w.add_tokenizer_pre(pre)
+            w.add_token_list(tokens)
+            w.add_token_merges(merges)
+            w.add_token_types(types)
+            w.add_bos_token_id(1)
+            w.add_eos_token_id(2)
+            w.add_add_bos_token(False)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_tensors_to_file()
+            w.close()
+            tok = AutoTokenizer.from_pretrained(tmp, gguf_file="t.gguf")
+            result[pre] = [{"text": t, "ids": tok(t, add_special_tokens=False).input_ids} for t in strings]
+    (FIX / "pretokenizers.json").write_text(json.dumps(result, ensure_ascii=False, indent=1))
+    print("pretokenizers:", {k: sum(len(c["ids"]) for c in v) for k, v in result.items()})
+
+
 def formats_conversations(path):
     """The conversations of a data file, converted as tabtune documents it."""
     import csv
@@ -488,7 +589,8 @@ def make_formats():
 PARTS = {"quant_types": lambda: make_quant_types(), "tiny": lambda: make_tiny(),
          "tiny_tied": lambda: make_tiny_tied(), "smollm2": lambda: make_smollm2(),
          "formats": lambda: make_formats(), "qwen2": lambda: make_arch("qwen2"),
-         "qwen3": lambda: make_arch("qwen3"), "gemma3": lambda: make_arch("gemma3")}
+         "qwen3": lambda: make_arch("qwen3"), "gemma3": lambda: make_arch("gemma3"),
+         "gemma3_real": lambda: make_gemma3_real(), "pretokenizers": lambda: make_pretokenizers()}
 
 if __name__ == "__main__":
     torch.set_num_threads(2)

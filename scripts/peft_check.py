@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""An adapter trained by `tabtune train` on the default model loads in PEFT and
-gives the same eval loss as `tabtune eval` (within 1e-3 relative).
+"""An adapter trained by `tabtune train` loads in PEFT and gives the same eval loss
+as `tabtune eval` (within 1e-3 relative), for a GGUF model or a Hugging Face model
+directory of any family tabtune reads.
 
 Steps: train with the tabtune CLI; `tabtune eval --adapter --dump-tokens`;
-load the same GGUF in transformers (dequantized to f32),
+load the same model in transformers (a GGUF dequantized to f32),
 `PeftModel.from_pretrained(base, adapter_dir)`, and compute the mean token loss
 over the dumped ids and masks. Also checks that transformers'
 `apply_chat_template` + tokenizer produce the ids tabtune trained on.
 
-Usage: peft_check.py --bin PATH_TO_TABTUNE --model MODEL.gguf --data DATA.jsonl
+Usage: peft_check.py --bin PATH_TO_TABTUNE --model MODEL.gguf|MODEL_DIR --data DATA.jsonl
        [--adapter DIR]   (check an adapter made elsewhere, e.g. by the page,
                           instead of training one)
 """
@@ -53,7 +54,10 @@ def main():
                              "--data", args.data, "--seq-len", "128", "--dump-tokens", str(dump)]))
         tokens = json.loads(dump.read_text())
 
-        tok = AutoTokenizer.from_pretrained(model.parent, gguf_file=model.name)
+        # A GGUF file, or a directory transformers reads as it is.
+        where = (model,) if model.is_dir() else (model.parent,)
+        gguf = {} if model.is_dir() else {"gguf_file": model.name}
+        tok = AutoTokenizer.from_pretrained(*where, **gguf)
         records = [json.loads(l) for l in Path(args.data).read_text().splitlines() if l.strip()]
         for i, (rec, ex) in enumerate(zip(records, tokens["examples"])):
             if "messages" in rec:
@@ -61,7 +65,7 @@ def main():
                 if ids != ex["ids"][: len(ids)] or len(ids) != len(ex["ids"]):
                     sys.exit(f"record {i}: transformers renders ids {ids}, tabtune trained on {ex['ids']}")
 
-        base = AutoModelForCausalLM.from_pretrained(model.parent, gguf_file=model.name, dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(*where, **gguf, dtype=torch.float32)
         peft_model = PeftModel.from_pretrained(base, adapter).eval()
         nll, count = 0.0, 0
         exs = tokens["examples"]

@@ -11,8 +11,8 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust (https://r
 cargo --version
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-step "default model"
-bash scripts/fetch-model.sh
+step "real models: the default (SmolLM2-135M) and Gemma 3 270M"
+bash scripts/fetch-model.sh smollm2 gemma3
 
 step "format and lints"
 cargo fmt --check
@@ -21,13 +21,20 @@ cargo clippy --all-targets -- -D warnings
 step "native tests (flex CPU backend)"
 cargo test --no-fail-fast
 
-step "PEFT loads a tabtune adapter with the same eval loss"
+step "PEFT loads a tabtune adapter with the same eval loss (Llama, Qwen2, Qwen3, Gemma 3)"
 bash scripts/setup-python.sh
 cargo build --bin tabtune
 "$TABTUNE_VENV/bin/python" scripts/peft_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
   --model "$TABTUNE_MODEL" --data tests/fixtures/data/chat.jsonl
+# Each other family (tiny random models with a character tokenizer), and Gemma 3 270M itself.
+for family in qwen2 qwen3 gemma3; do
+  "$TABTUNE_VENV/bin/python" scripts/peft_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+    --model "tests/fixtures/tiny_$family" --data tests/fixtures/data/completion.jsonl
+done
+"$TABTUNE_VENV/bin/python" scripts/peft_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+  --model "$TABTUNE_GEMMA" --data tests/fixtures/data/completion.jsonl
 
-step "llama.cpp loads a tabtune GGUF LoRA with the same losses"
+step "llama.cpp loads a tabtune GGUF LoRA with the same losses (SmolLM2, Gemma 3)"
 bash scripts/check-llama-cpp.sh
 
 step "the browser app: wasm build, wasm32 lints, the page in headless Chromium (WebGPU and CPU)"

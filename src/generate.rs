@@ -183,7 +183,7 @@ pub async fn generate_text(
     mut on_text: impl FnMut(&str) -> Result<()>,
 ) -> Result<String> {
     let mut stream = TextStream::new(tok);
-    generate(model, adapters, prompt, &[tok.eos_id], config, |id| {
+    generate(model, adapters, prompt, &tok.stop_ids(), config, |id| {
         if let Some(text) = stream.push(id) {
             on_text(&text)?;
         }

@@ -253,3 +253,47 @@ fn data_inspect_lists_bad_lines_and_marks_the_trained_tokens() {
     assert_eq!(lines, vec![2, 3, 4, 5, 6]);
     assert_eq!(json["examples"], 1);
 }
+
+#[test]
+fn relabelled_with_qwen2s_and_llama3s_pre_tokenizers_its_vocabulary_splits_as_transformers() {
+    use tabtune::io::gguf::{Gguf, MetaValue};
+    use tabtune::io::gguf_write::GgufWriter;
+    use tabtune::tokenizer::TextTokenizer;
+
+    let bytes = std::fs::read(default_model()).expect("reads model");
+    let smol = Gguf::parse("smol.gguf", &bytes).expect("parses");
+    let cases: Value =
+        serde_json::from_slice(&std::fs::read(fixture("pretokenizers.json")).expect("fixture"))
+            .expect("json");
+    for (pre, arch) in [("qwen2", "qwen2"), ("llama-bpe", "llama")] {
+        // The vocabulary and merges as they are, another architecture and pre-tokenizer.
+        let mut w = GgufWriter::new("relabelled.gguf");
+        let text = |s: &str| MetaValue::Str(s.into());
+        w.meta("general.architecture", text(arch)).expect("meta");
+        w.meta("tokenizer.ggml.model", text("gpt2")).expect("meta");
+        w.meta("tokenizer.ggml.pre", text(pre)).expect("meta");
+        for key in [
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.merges",
+            "tokenizer.ggml.token_type",
+        ] {
+            w.meta(key, smol.meta(key).expect("key").clone())
+                .expect("meta");
+        }
+        w.meta("tokenizer.ggml.eos_token_id", MetaValue::U32(2))
+            .expect("meta");
+        let file = w.to_bytes();
+        let g = Gguf::parse("relabelled.gguf", &file).expect("parses");
+        let tok = TextTokenizer::from_gguf(&g).expect("builds");
+        for case in cases[pre].as_array().expect("cases") {
+            let s = case["text"].as_str().expect("text");
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_u64().expect("id") as u32)
+                .collect();
+            assert_eq!(tok.encode(s, false).expect("encodes"), want, "{pre}: {s:?}");
+        }
+    }
+}

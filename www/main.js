@@ -34,6 +34,16 @@ let chart;
 let lastModelSource = null;
 
 // ---- errors, shown in the page ----------------------------------------
+// What the model-info line says about the template conversations get.
+function chatFormatText(format) {
+  switch (format) {
+    case 'own': return ', its own chat template';
+    case 'gemma': return ', no chat template: conversations get Gemma\'s turns (<start_of_turn>user … <end_of_turn>)';
+    case 'chat_ml': return ', no chat template: conversations get ChatML (<|im_start|>user … <|im_end|>)';
+    default: return ', no tokenizer';
+  }
+}
+
 function showError(text) {
   const box = $('errors');
   const item = document.createElement('div');
@@ -130,7 +140,7 @@ function onWorker(msg) {
       modelProgress(null);
       $('model-info').textContent = `${msg.info.name}: ${msg.info.layers} layers, width ${msg.info.hidden}, `
         + `${count(msg.info.parameters)} parameters (${mb(msg.info.weight_bytes)} loaded${msg.info.base_weights === 'stored' ? '' : `, quantized to ${msg.info.base_weights.toUpperCase()}`}${msg.info.requantized ? `, ${msg.info.requantized} k-quant matrices requantized to Q8_0 for the GPU` : ''}), vocabulary ${count(msg.info.vocab)}`
-        + `${msg.info.chat_template ? ', chat template' : ', no chat template'}.`;
+        + `${chatFormatText(msg.info.chat_format)}.`;
       if (!$('base-name').value || $('base-name').dataset.auto === '1') {
         $('base-name').value = lastModelSource?.base || msg.info.name;
         $('base-name').dataset.auto = '1';

@@ -63,7 +63,7 @@ fn tokenize_spans(
 /// Renders a conversation and marks its assistant turns.
 fn render_messages(tok: &TextTokenizer, messages: &[Message]) -> Result<Example> {
     let full = tok.apply_chat_template(messages, false)?;
-    let eos = tok.id_to_token(tok.eos_id).unwrap_or_default();
+    let eos = tok.turn_end();
     let mut spans = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         if m.role != "assistant" {

@@ -20,7 +20,7 @@ use crate::io::gguf::Gguf;
 
 /// The model families tabtune reads, as the page and the CLI list them.
 pub const SUPPORTED_FAMILIES: &str =
-    "Llama (SmolLM2, Llama 3.2, TinyLlama), Qwen2 / Qwen2.5, Qwen3 and Gemma 3 (text)";
+    "Llama (SmolLM2, Llama 3.2), Qwen2 / Qwen2.5, Qwen3 and Gemma 3 (text)";
 
 /// A decoder family: what its blocks add to Llama's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,7 +364,9 @@ impl LlamaConfig {
                             ));
                         }
                     },
-                    None => (0..num_layers).map(|i| !(i + 1).is_multiple_of(6)).collect(),
+                    None => (0..num_layers)
+                        .map(|i| !(i + 1).is_multiple_of(6))
+                        .collect(),
                 };
                 let rope_theta = match has("rope.freq_base_swa") {
                     true => g.meta_f64(&key("rope.freq_base_swa"))?,

@@ -27,7 +27,7 @@ use crate::io::gguf_lora::{self, GgufLoraBase};
 use crate::io::peft::{self, PeftFiles};
 use crate::model::load::Loaded;
 use crate::model::quantized::BaseWeights;
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{ChatFormat, TextTokenizer};
 use crate::train::memory::{self, GpuLimit, HeapLimit, StepShape};
 use crate::train::{Run, RunSettings, StepReport, Trainer, evaluate};
 
@@ -56,8 +56,8 @@ pub struct ModelInfo {
     pub base_weights: BaseWeights,
     /// Matrices in a k-quant requantized to Q8_0 to stay packed on a GPU.
     pub requantized: usize,
-    /// Whether the tokenizer has a chat template.
-    pub chat_template: bool,
+    /// The template conversations get; `None` without a tokenizer.
+    pub chat_format: Option<ChatFormat>,
 }
 
 /// A prepared data file: its summary, and what each bad-lines choice means
@@ -305,10 +305,7 @@ impl Session {
             weight_bytes: loaded.model.weights.byte_len(),
             requantized: loaded.model.weights.requantized(),
             base_weights: loaded.base_weights,
-            chat_template: loaded
-                .tokenizer
-                .as_ref()
-                .is_some_and(|t| t.chat_template.is_some()),
+            chat_format: loaded.tokenizer.as_ref().map(|t| t.chat_format()),
         };
         self.model = Some(loaded);
         self.data = None;

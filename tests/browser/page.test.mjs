@@ -533,6 +533,46 @@ test('the CPU engine on every core trains the same steps as on one thread', asyn
   }
 });
 
+// The second family in the page: Gemma 3 270M from disk (a base model: no
+// chat template, so conversations get Gemma's turns), after a model of a
+// family tabtune does not read is refused before its weights are.
+test('Gemma 3 270M loads from disk and trains a step on the CPU; an unsupported family is named first', async () => {
+  const gemma = process.env.TABTUNE_GEMMA;
+  assert.ok(gemma, 'TABTUNE_GEMMA names Gemma 3 270M (scripts/fetch-model.sh gemma3 fetches it)');
+  // A family tabtune does not read: the tiny Qwen2 GGUF relabelled (keys and all) as Mamba.
+  const mamba = join(OUT, 'tiny-mamba.gguf');
+  writeFileSync(mamba, Buffer.from(readFileSync(join(ROOT, 'tests/fixtures/tiny_qwen2/tiny_qwen2.gguf'))
+    .toString('latin1').replaceAll('qwen2', 'mamba'), 'latin1'));
+  const { browser, page, consoleLines } = await open(ORIGIN, { webgpu: false });
+  try {
+    await waitForEngine(page, 'cpu');
+    assert.match(await page.textContent('#model-section'), /Qwen2 \/ Qwen2\.5, Qwen3 and Gemma 3/);
+    await page.check(tid('model-source-files'));
+    await page.setInputFiles(tid('model-files'), [mamba]);
+    await page.click(tid('load-model'));
+    await page.waitForSelector(`${tid('errors')} .error`);
+    assert.match(await page.textContent(tid('errors')), /architecture `mamba` is not supported: tabtune reads Llama .*Gemma 3/);
+    await page.click(`${tid('errors')} .error button`);
+
+    await page.setInputFiles(tid('model-files'), [gemma]);
+    await loadModel(page, consoleLines);
+    const info = await page.textContent(tid('model-info'));
+    assert.match(info, /18 layers, width 640/);
+    assert.match(info, /no chat template: conversations get Gemma's turns/);
+    await page.setInputFiles(tid('data-file'), join(ROOT, 'tests/fixtures/data/completion.jsonl'));
+    await page.waitForFunction(() => /^completion\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent),
+      null, { timeout: 60_000 });
+    assert.match(await page.textContent(tid('data-summary')), /8 examples/);
+    await setSettings(page, { steps: 1, batch: 2, 'seq-len': 64, validation: 0 });
+    const [loss] = await trainToTheEnd(page, consoleLines, 1);
+    console.log(`Gemma 3 270M: loss ${loss.toFixed(4)} after one step`);
+    assert.ok(Number.isFinite(loss) && loss > 0, `loss ${loss}`);
+  } finally {
+    writeFileSync(join(OUT, 'gemma-console.log'), consoleLines.join('\n'));
+    await browser.close();
+  }
+});
+
 // A 1B-class model in the page: Llama-3.2-1B's shapes (1.24 B parameters)
 // with random Q4_0 weights (make_1b_model.py, 697 MB). Its projections and
 // embedding stay packed and each block is recomputed in the backward pass,

@@ -201,6 +201,22 @@ pub fn default_model() -> PathBuf {
     p
 }
 
+/// Gemma 3 270M (Q4_K_M GGUF), fetched by `scripts/fetch-model.sh gemma3`.
+pub fn gemma_model() -> PathBuf {
+    let cache = std::env::var("TABTUNE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tabtune")
+        });
+    let p = cache.join("models/gemma3/gemma-3-270m-q4_k_m.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-model.sh gemma3 (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
 /// Four short examples whose first 4 tokens are context, the rest trained.
 pub fn small_data() -> Vec<Example> {
     (0..4)

@@ -4,25 +4,57 @@
 //! `tokenizers::Tokenizer` the way transformers' `gguf_tokenizer_mapping.py`
 //! builds it: tokens and merges as stored, tokens typed CONTROL (3) added as
 //! special tokens, USER_DEFINED (4) as plain added tokens. The pre-tokenizer
-//! follows `tokenizer.ggml.pre` (llama.cpp's `llama-vocab.cpp` table).
+//! follows `tokenizer.ggml.pre` (llama.cpp's `llama-vocab.cpp` table). A
+//! Gemma GGUF's SentencePiece vocabulary (`llama` type) is rebuilt as
+//! transformers rebuilds it ([`gemma`]).
 //! Chat templates are rendered with minijinja, as transformers'
 //! `apply_chat_template` renders them with jinja2.
 
 use minijinja::{Environment, ErrorKind, context};
 use serde::{Deserialize, Serialize};
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::io::gguf::Gguf;
 
+pub mod gemma;
+
 /// The chat template for models that ship none: ChatML, as TRL's
 /// `setup_chat_format` adds. Turns end with the text `<|im_end|>`; the
 /// model's EOS token follows the last assistant turn in training.
 pub const DEFAULT_CHAT_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// The chat template for a model that ships none but whose vocabulary has
+/// Gemma's turn tokens (Gemma 3's base models): the Gemma 3 instruction
+/// models' template for text, a system message prefixed to the first user
+/// turn, `assistant` written `model`. Turns end with `<end_of_turn>`,
+/// where training and generation stop.
+pub const GEMMA_CHAT_TEMPLATE: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}{% for message in loop_messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
+/// Which template conversations are rendered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatFormat {
+    /// The model's own template.
+    Own,
+    /// [`GEMMA_CHAT_TEMPLATE`]: no template, Gemma's turn tokens.
+    Gemma,
+    /// [`DEFAULT_CHAT_TEMPLATE`]: no template otherwise.
+    ChatMl,
+}
+
+/// Qwen2's pre-tokenizer regex (`tokenization_qwen2.PRETOKENIZE_REGEX`;
+/// llama.cpp's `qwen2`): numbers one digit at a time.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Llama 3's (llama.cpp's `llama-bpe`): numbers up to three digits at a time.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,19 +85,98 @@ fn tok_err(file: &str, e: impl std::fmt::Display) -> Error {
     Error::format(file, format!("tokenizer: {e}"))
 }
 
+/// A GGUF `gpt2`-type vocabulary as a byte-level BPE (see the module docs).
+fn byte_level(g: &Gguf, tokens: &[&str], types: &[u64]) -> Result<Tokenizer> {
+    let file = g.file();
+    let merges = g.meta_strings("tokenizer.ggml.merges")?;
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect();
+    let merges = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| tok_err(file, format!("merge `{m}` is not two tokens")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| tok_err(file, e))?;
+    let mut inner = Tokenizer::new(bpe);
+    let byte_level = ByteLevel::new(false, true, true);
+    match g
+        .metadata
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.as_str())
+    {
+        // SmolLM's tokenizer.json: individual digits, then GPT-2 byte-level.
+        Some("smollm") => {
+            inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                byte_level.into(),
+            ])));
+        }
+        // transformers' set_split_regex: the regex, then bytes without GPT-2's.
+        Some(pre @ ("qwen2" | "deepseek-r1-qwen" | "llama3" | "llama-v3" | "llama-bpe")) => {
+            let regex = if pre.starts_with("llama") {
+                LLAMA3_SPLIT
+            } else {
+                QWEN2_SPLIT
+            };
+            let split = Split::new(
+                SplitPattern::Regex(regex.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| tok_err(file, e))?;
+            inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])));
+        }
+        Some("gpt2") | Some("default") | None => {
+            inner.with_pre_tokenizer(Some(byte_level));
+        }
+        Some(other) => {
+            return Err(Error::format(
+                file,
+                format!(
+                    "pre-tokenizer `{other}` is not supported yet (gpt2, smollm, qwen2, llama-bpe are)"
+                ),
+            ));
+        }
+    }
+    inner.with_decoder(Some(ByteLevel::default()));
+    let special: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, ty)| **ty == 3)
+        .map(|(t, _)| AddedToken::from(t.to_string(), true).normalized(false))
+        .collect();
+    inner
+        .add_special_tokens(special)
+        .map_err(|e| tok_err(file, e))?;
+    let user: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, ty)| **ty == 4)
+        .map(|(t, _)| AddedToken::from(t.to_string(), false).normalized(false))
+        .collect();
+    inner.add_tokens(user).map_err(|e| tok_err(file, e))?;
+    Ok(inner)
+}
+
 impl TextTokenizer {
     /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` keys.
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let file = g.file();
         let model = g.meta_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(Error::format(
-                file,
-                format!("tokenizer type `{model}` is not supported yet (byte-level BPE `gpt2` is)"),
-            ));
-        }
+        let arch = g.meta_str("general.architecture").unwrap_or("");
         let tokens = g.meta_strings("tokenizer.ggml.tokens")?;
-        let merges = g.meta_strings("tokenizer.ggml.merges")?;
         let types: Vec<u64> = match g.metadata.get("tokenizer.ggml.token_type") {
             Some(v) => v
                 .as_array()
@@ -73,64 +184,20 @@ impl TextTokenizer {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        let vocab: Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_string(), i as u32))
-            .collect();
-        let merges = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| tok_err(file, format!("merge `{m}` is not two tokens")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| tok_err(file, e))?;
-        let mut inner = Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, true, true);
-        match g
-            .metadata
-            .get("tokenizer.ggml.pre")
-            .and_then(|v| v.as_str())
-        {
-            // SmolLM's tokenizer.json: individual digits, then GPT-2 byte-level.
-            Some("smollm") => {
-                inner.with_pre_tokenizer(Some(Sequence::new(vec![
-                    Digits::new(true).into(),
-                    byte_level.into(),
-                ])));
+        let inner = match model {
+            "gpt2" => byte_level(g, &tokens, &types)?,
+            "llama" if arch.starts_with("gemma") => {
+                gemma::tokenizer(&tokens, &types).map_err(|e| tok_err(file, e))?
             }
-            Some("gpt2") | Some("default") | None => {
-                inner.with_pre_tokenizer(Some(byte_level));
-            }
-            Some(other) => {
+            other => {
                 return Err(Error::format(
                     file,
-                    format!("pre-tokenizer `{other}` is not supported yet (gpt2, smollm are)"),
+                    format!(
+                        "tokenizer type `{other}` is not supported yet (byte-level BPE `gpt2`, and Gemma's SentencePiece `llama`, are)"
+                    ),
                 ));
             }
-        }
-        inner.with_decoder(Some(ByteLevel::default()));
-        let special: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, ty)| **ty == 3)
-            .map(|(t, _)| AddedToken::from(t.to_string(), true).normalized(false))
-            .collect();
-        inner
-            .add_special_tokens(special)
-            .map_err(|e| tok_err(file, e))?;
-        let user: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, ty)| **ty == 4)
-            .map(|(t, _)| AddedToken::from(t.to_string(), false).normalized(false))
-            .collect();
-        inner.add_tokens(user).map_err(|e| tok_err(file, e))?;
+        };
         let id = |k: &str| g.metadata.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
         let eos_id = id("tokenizer.ggml.eos_token_id")
             .ok_or_else(|| tok_err(file, "tokenizer.ggml.eos_token_id is missing"))?;
@@ -229,6 +296,41 @@ impl TextTokenizer {
         })
     }
 
+    /// The template conversations get (see [`ChatFormat`]).
+    pub fn chat_format(&self) -> ChatFormat {
+        if self.chat_template.is_some() {
+            ChatFormat::Own
+        } else if self.gemma_end_of_turn().is_some() {
+            ChatFormat::Gemma
+        } else {
+            ChatFormat::ChatMl
+        }
+    }
+
+    /// `<end_of_turn>`'s id where the vocabulary has Gemma's turn tokens.
+    fn gemma_end_of_turn(&self) -> Option<u32> {
+        self.inner.token_to_id("<start_of_turn>")?;
+        self.inner.token_to_id("<end_of_turn>")
+    }
+
+    /// The text that ends an assistant turn in rendered conversations:
+    /// `<end_of_turn>` in Gemma's format, else the EOS token's text.
+    pub fn turn_end(&self) -> String {
+        match self.chat_format() {
+            ChatFormat::Gemma => "<end_of_turn>".into(),
+            _ => self.id_to_token(self.eos_id).unwrap_or_default(),
+        }
+    }
+
+    /// Ids that end generation: EOS, and `<end_of_turn>` in Gemma's format.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let turn = match self.chat_format() {
+            ChatFormat::Gemma => self.gemma_end_of_turn(),
+            _ => None,
+        };
+        std::iter::once(self.eos_id).chain(turn).collect()
+    }
+
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
@@ -287,17 +389,19 @@ impl TextTokenizer {
     }
 
     /// Renders `messages` with the model's chat template (transformers'
-    /// `apply_chat_template(..., tokenize=False)`), or with
-    /// [`DEFAULT_CHAT_TEMPLATE`] when the model has none.
+    /// `apply_chat_template(..., tokenize=False)`), or when the model has
+    /// none with [`GEMMA_CHAT_TEMPLATE`] or [`DEFAULT_CHAT_TEMPLATE`] (see
+    /// [`ChatFormat`]).
     pub fn apply_chat_template(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let template = self
-            .chat_template
-            .as_deref()
-            .unwrap_or(DEFAULT_CHAT_TEMPLATE);
+        let template = match self.chat_format() {
+            ChatFormat::Own => self.chat_template.as_deref().unwrap_or_default(),
+            ChatFormat::Gemma => GEMMA_CHAT_TEMPLATE,
+            ChatFormat::ChatMl => DEFAULT_CHAT_TEMPLATE,
+        };
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
