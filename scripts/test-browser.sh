@@ -29,6 +29,7 @@ big="$TABTUNE_CACHE/models/random-llama-1b-q4_0.gguf"
 if [ ! -s "$big" ] || [ tests/browser/make_1b_model.py -nt "$big" ]; then
   "$TABTUNE_VENV/bin/python" tests/browser/make_1b_model.py "$TABTUNE_MODEL" "$big.part" && mv "$big.part" "$big"
 fi
+bash scripts/fetch-model.sh gemma3  # the Gemma page test's model
 TABTUNE_BROWSER_OUT="$out" TABTUNE_TINY="$out/tiny" TABTUNE_1B="$big" TABTUNE_GEMMA="$TABTUNE_GEMMA" TABTUNE_SERVE_QUIET=1 TABTUNE_BIN="$CARGO_TARGET_DIR/debug/tabtune" \
   node --test --test-reporter=spec tests/browser/ || {
     echo "browser console logs:" >&2; tail -n 40 "$out"/*-console.log >&2 || true; exit 1; }

@@ -1,7 +1,9 @@
 //! Qwen2, Qwen3 and Gemma 3 against transformers and PEFT on tiny random
 //! models of each family (fixtures from scripts/make_fixtures.py, f32; norm
 //! weights and biases random so that each part matters): logits from the
-//! HF files and from the GGUF llama.cpp's converter writes, the masked
+//! HF files and from their GGUF as llama.cpp's converter lays it out (its
+//! names, Gemma's `1 + w` norms, no q/k permutation; written by gguf-py,
+//! with the GGUF defaults for what it leaves out), the masked
 //! loss, and with a PEFT-saved adapter the logits, loss and every LoRA
 //! gradient. Tolerances as for Llama: logits 1e-4, loss 1e-5, gradients
 //! 1e-5 abs.
@@ -237,4 +239,100 @@ fn decoding_with_a_cache_past_gemmas_window_gives_the_full_passes_logits() {
         );
         at += n;
     }
+}
+
+/// `config.json` of the tiny Gemma with `edit` applied.
+fn gemma_json(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&read("tiny_gemma3/config.json")).expect("json");
+    edit(&mut c);
+    c.to_string().into_bytes()
+}
+
+#[test]
+fn sliding_windows_follow_transformers_null_and_absent_alike() {
+    use tabtune::model::LlamaConfig;
+    let parse = |b: &[u8]| LlamaConfig::from_hf_json("config.json", b);
+    // Gemma without a window cannot run: refused, named.
+    let e = parse(&gemma_json(|c| {
+        c["sliding_window"] = serde_json::Value::Null
+    }))
+    .expect_err("refused")
+    .to_string();
+    assert!(e.contains("sliding_window is null"), "{e}");
+    // Without either RoPE base for its sliding layers, Gemma's default is 10,000.
+    let c = parse(&gemma_json(|c| {
+        c.as_object_mut().expect("object").remove("rope_parameters");
+        c["rope_theta"] = 5e4.into();
+    }))
+    .expect("parses");
+    let w = c.sliding_window.expect("slides");
+    assert_eq!((c.rope_theta, w.rope_theta), (5e4, 1e4));
+    // Qwen: `use_sliding_window` with a null window slides nowhere; with one,
+    // the layers from `max_window_layers` on.
+    let mut q: serde_json::Value =
+        serde_json::from_slice(&read("tiny_qwen2/config.json")).expect("json");
+    q["use_sliding_window"] = true.into();
+    q["sliding_window"] = serde_json::Value::Null;
+    q.as_object_mut().expect("object").remove("layer_types");
+    assert_eq!(
+        parse(q.to_string().as_bytes())
+            .expect("parses")
+            .sliding_window,
+        None
+    );
+    q["sliding_window"] = 8.into();
+    q["max_window_layers"] = 1.into();
+    let w = parse(q.to_string().as_bytes())
+        .expect("parses")
+        .sliding_window
+        .expect("slides");
+    assert_eq!((w.size, w.layers), (8, vec![false, true]));
+}
+
+#[test]
+fn a_gguf_with_rope_scaling_frequency_factors_or_partial_rope_is_refused() {
+    use tabtune::io::dequant::GgmlType;
+    use tabtune::io::gguf::{Gguf, MetaValue};
+    use tabtune::io::gguf_write::GgufWriter;
+    use tabtune::model::LlamaConfig;
+    // The tiny Qwen2 GGUF's metadata, plus one key or tensor.
+    let bytes = read("tiny_qwen2/tiny_qwen2.gguf");
+    let base = Gguf::parse("tiny_qwen2.gguf", &bytes).expect("parses");
+    let with = |key: Option<(&str, MetaValue)>, freqs: bool| {
+        let mut w = GgufWriter::new("x.gguf");
+        for (k, v) in &base.metadata {
+            w.meta(k, v.clone()).expect("meta");
+        }
+        if let Some((k, v)) = key {
+            w.meta(k, v).expect("meta");
+        }
+        if freqs {
+            let ones: Vec<u8> = (0..4).flat_map(|_| 1f32.to_le_bytes()).collect();
+            w.tensor("rope_freqs.weight", &[4], GgmlType::F32, ones)
+                .expect("tensor");
+        }
+        let file = w.to_bytes();
+        let g = Gguf::parse("x.gguf", &file).expect("parses");
+        LlamaConfig::from_gguf(&g).err().map(|e| e.to_string())
+    };
+    assert_eq!(with(None, false), None, "the file as it is loads");
+    let e = with(
+        Some(("qwen2.rope.scaling.type", MetaValue::Str("yarn".into()))),
+        false,
+    );
+    assert!(
+        e.expect("refused")
+            .contains("RoPE scaling `yarn` is not supported")
+    );
+    let e = with(None, true);
+    assert!(e.expect("refused").contains("rope_freqs.weight"));
+    let e = with(
+        Some(("qwen2.rope.dimension_count", MetaValue::U32(4))),
+        false,
+    );
+    assert!(
+        e.expect("refused")
+            .contains("RoPE on 4 of each head's 8 dimensions")
+    );
 }

@@ -241,10 +241,11 @@ fn large_file_is_streamed(ext: &str, open: &str, between: &str, close: &str) {
     let tokens = per_line as u64 * 80_000;
     let kept = tokens * 5;
     // Holding the file whole would add its size, and its parsed records as
-    // much again; streamed, only the tokens stay (plus allocator slack).
+    // much again; streamed, only the tokens stay (plus allocator slack, and
+    // the self-check's few MB after the run, made while the tokens are held).
     let extra = peak.saturating_sub(base);
     assert!(
-        extra < kept + size / 2,
+        extra < kept + size / 2 + (8 << 20),
         "training on a {} MB file ({} MB of tokens) took {} MB more than on a tiny one",
         size >> 20,
         kept >> 20,

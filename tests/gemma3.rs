@@ -93,17 +93,23 @@ fn its_logits_match_transformers_on_the_dequantized_model() {
         for (j, &id) in subset.iter().enumerate() {
             worst = worst.max((row[id as usize] - want[p * k + j]).abs());
         }
-        let max = row.iter().fold(f32::MIN, |a, &b| a.max(b));
-        let lse = max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+        // Summed in f64: 262,144 terms in f32 lose more than the tolerance.
+        let max = row.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         assert!(
-            (lse - want_lse[p]).abs() < 2e-3,
+            (lse - want_lse[p] as f64).abs() < 2e-4,
             "position {p}: logsumexp {lse} vs {}",
             want_lse[p]
         );
     }
-    // 18 f32 layers summed in other orders: 2e-3 absolute on logits of magnitude ~30.
+    // 18 f32 layers summed in other orders: 2e-4 absolute on logits of magnitude ~30.
     eprintln!("Gemma 3 270M logits: max abs diff {worst} over {t} positions × {k} ids");
-    assert!(worst < 2e-3, "max abs diff {worst}");
+    assert!(worst < 2e-4, "max abs diff {worst}");
 }
 
 #[test]
@@ -145,4 +151,19 @@ fn a_conversation_gets_gemmas_turns_and_trains_through_end_of_turn() {
     // Generation stops at the end of the turn as well as at <eos>.
     let end_of_turn = tok.encode("<end_of_turn>", false).expect("encodes");
     assert_eq!(tok.stop_ids(), [tok.eos_id, end_of_turn[0]]);
+}
+
+#[test]
+fn an_instruction_models_own_template_with_end_of_turn_stops_there_too() {
+    // Gemma's -it models ship a template writing <end_of_turn> and EOS <eos>.
+    let bytes = std::fs::read(gemma_model()).expect("reads model");
+    let g = tabtune::io::gguf::Gguf::parse("gemma.gguf", &bytes).expect("parses");
+    let mut tok = tabtune::tokenizer::TextTokenizer::from_gguf(&g).expect("tokenizer");
+    tok.chat_template = Some(tabtune::tokenizer::GEMMA_CHAT_TEMPLATE.to_string());
+    assert_eq!(tok.chat_format(), ChatFormat::Own);
+    assert_eq!(tok.turn_end(), "<end_of_turn>");
+    assert_eq!(tok.stop_ids().len(), 2);
+    // A template without it keeps EOS alone.
+    tok.chat_template = Some(tabtune::tokenizer::DEFAULT_CHAT_TEMPLATE.to_string());
+    assert_eq!(tok.stop_ids(), [tok.eos_id]);
 }

@@ -153,6 +153,12 @@ fn the_cli_exports_a_peft_adapter_as_a_gguf_lora_with_an_ollama_modelfile_and_a_
         .output()
         .expect("runs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The file as written, read back as llama.cpp reads it, gives the same logits.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.starts_with("self-check passed: adapter.gguf read back"),
+        "{stdout}"
+    );
     let bytes = std::fs::read(out.join("adapter.gguf")).expect("adapter.gguf");
     let g = Gguf::parse("adapter.gguf", &bytes).expect("parses");
     // The fixture adapter (PEFT-saved) targets all seven projections of both blocks.
@@ -174,6 +180,23 @@ fn the_cli_exports_a_peft_adapter_as_a_gguf_lora_with_an_ollama_modelfile_and_a_
         "{readme}"
     );
     std::fs::remove_dir_all(&out).ok();
+
+    // Into the adapter's own directory: refused (its README.md is the model card).
+    let o = Command::new(env!("CARGO_BIN_EXE_tabtune"))
+        .args(["export", "--model"])
+        .arg(&model)
+        .arg("--adapter")
+        .arg(&adapter)
+        .arg("--gguf")
+        .arg(&adapter)
+        .output()
+        .expect("runs");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is the adapter's own directory"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // Nothing asked for: a clear message, not a silent success.
     let o = Command::new(env!("CARGO_BIN_EXE_tabtune"))

@@ -223,9 +223,14 @@ function onWorker(msg) {
       state.generating -= 1;
       if (!state.generating) document.body.dataset.generate = 'done';
       break;
-    case 'zip':
+    case 'zip': {
       saveZip(msg.bytes, msg.file);
+      // The check of the files just downloaded, next to their button.
+      const line = $(msg.kind === 'gguf' ? 'self-check-gguf' : 'self-check-peft');
+      line.textContent = msg.check.message;
+      line.className = msg.check.passed ? 'check-passed' : 'check-failed';
       break;
+    }
     case 'self-test':
       state.selfTest = { checks: msg.checks, kernels: msg.kernels };
       break;

@@ -293,11 +293,14 @@ const handlers = {
   },
   async export({ baseModel }) {
     const zip = await serial(() => engine.exportZip(baseModel));
-    post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter.zip' }, [zip.buffer]);
+    // The download read back before it is handed over (it is then moved).
+    const check = await serial(() => engine.checkDownload(zip));
+    post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter.zip', kind: 'peft', check }, [zip.buffer]);
   },
   async exportGguf() {
     const zip = await serial(() => engine.exportGgufZip(modelFile ?? undefined));
-    post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter-gguf.zip' }, [zip.buffer]);
+    const check = await serial(() => engine.checkDownload(zip));
+    post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter-gguf.zip', kind: 'gguf', check }, [zip.buffer]);
   },
 };
 

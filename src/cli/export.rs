@@ -5,6 +5,7 @@ use std::path::Path;
 use clap::Args;
 
 use tabtune::io::gguf_lora::{self, GgufLoraBase};
+use tabtune::io::self_check::{self, Written};
 use tabtune::readback::block_on;
 use tabtune::{Error, Result};
 
@@ -36,6 +37,16 @@ pub fn run(a: ExportArgs) -> Result<()> {
             "say what to write: --gguf DIR (a GGUF LoRA for llama.cpp and Ollama)",
         ));
     };
+    // Its README.md would replace the adapter's model card.
+    let same = |p: &str| std::fs::canonicalize(p).ok();
+    if same(dir).is_some() && same(dir) == same(&a.adapter) {
+        return Err(Error::setting(
+            "--gguf",
+            format!(
+                "{dir} is the adapter's own directory: its README.md would replace the adapter's model card; write to another directory"
+            ),
+        ));
+    }
     let (loaded, adapters) = model_and_adapter(&a.model.model, Some(&a.adapter))?;
     let adapters = adapters.expect("an adapter was asked for");
     let base = GgufLoraBase::new(loaded.model.config.clone(), &loaded.name);
@@ -53,5 +64,15 @@ pub fn run(a: ExportArgs) -> Result<()> {
         std::fs::write(d.join(name), contents).map_err(io)?;
     }
     eprintln!("adapter.gguf, Modelfile and README.md written to {dir}");
+    // The adapter as written, read back from disk as llama.cpp reads it.
+    let written = std::fs::read(d.join(gguf_lora::FILE)).map_err(io)?;
+    let tok = loaded.tokenizer.as_ref();
+    let check = block_on(self_check::check(
+        &loaded.model,
+        tok,
+        &adapters,
+        Written::Gguf(&written),
+    ));
+    println!("{}", check.message());
     Ok(())
 }

@@ -7,6 +7,7 @@ use burn::tensor::Device;
 
 use tabtune::io::bundle::ENTRIES;
 use tabtune::io::peft;
+use tabtune::io::self_check::Written;
 use tabtune::lora::LoraAdapters;
 use tabtune::model::LlamaConfig;
 use tabtune::model::files::{ModelFiles, load_files_with};
@@ -106,4 +107,20 @@ pub fn write_adapter(dir: &str, adapter: &AdapterFiles) -> Result<()> {
         std::fs::write(d.join(name), bytes).map_err(io)?;
     }
     Ok(())
+}
+
+/// Reads the adapter [`write_adapter`] wrote to `dir` back from disk and
+/// hands it to `check` (the self-check before a download).
+pub fn read_back<T>(dir: &str, check: impl FnOnce(Written<'_>) -> Result<T>) -> Result<T> {
+    let d = Path::new(dir);
+    if dir.ends_with(".zip") {
+        let zip = read(d)?;
+        return check(Written::Zip(&zip));
+    }
+    let config = read(&d.join(ENTRIES[1]))?;
+    let weights = read(&d.join(ENTRIES[0]))?;
+    check(Written::Peft {
+        config: &config,
+        weights: &weights,
+    })
 }

@@ -356,6 +356,8 @@ fn train(a: TrainArgs) -> Result<()> {
     let base = a.base_model.as_deref().unwrap_or(&name);
     let adapter = block_on(session.export(base))?;
     files::write_adapter(&a.out, &adapter)?;
+    // The written files, read back from disk as PEFT reads them.
+    let check = files::read_back(&a.out, |written| block_on(session.check_written(written)))?;
     if let Some(r) = last {
         println!("final loss {:.6}", r.loss);
         println!(
@@ -365,6 +367,7 @@ fn train(a: TrainArgs) -> Result<()> {
         );
     }
     eprintln!("adapter written to {}", a.out);
+    println!("{}", check.message());
     Ok(())
 }
 

@@ -15,15 +15,15 @@
 //! `lora_b`'s rows of `attn_q` (by query heads) and `attn_k` (by key/value
 //! heads) are permuted the same way; the engine keeps HF order.
 
-use burn::tensor::{TensorData, Transaction};
+use burn::tensor::{Device, Tensor, TensorData, Transaction};
 
 use crate::error::{Error, Result};
 use crate::io::dequant::GgmlType;
-use crate::io::gguf::MetaValue;
+use crate::io::gguf::{Gguf, MetaValue};
 use crate::io::gguf_write::GgufWriter;
-use crate::lora::{LoraAdapters, Target};
+use crate::lora::{LoraAdapters, LoraConfig, LoraPair, Target};
 use crate::model::config::LlamaConfig;
-use crate::model::weights::permute_rows_for_gguf;
+use crate::model::weights::{permute_rows_for_gguf, unpermute_rows_from_gguf};
 use crate::readback::Readback;
 
 /// The file name the page's download and the CLI's export use.
@@ -137,6 +137,99 @@ fn serialize(adapters: &LoraAdapters, data: &[TensorData], base: &GgufLoraBase) 
         return Err(Error::Backend("more values read than factors".into()));
     }
     Ok(w.to_bytes())
+}
+
+/// Reads back a GGUF LoRA for a model of `model`'s shape: the inverse of
+/// [`export`] (q/k `lora_b` rows back to HF order where the architecture
+/// permutes them). The rank comes from the tensors; `adapter.lora.alpha`
+/// gives the scale `alpha / r` (an rsLoRA adapter's, written as
+/// `alpha·sqrt(r)`, reads as a plain one of the same scale). Every tensor
+/// must belong to an adapted projection of this model.
+pub fn import(
+    file: &str,
+    bytes: &[u8],
+    model: &LlamaConfig,
+    device: &Device,
+) -> Result<LoraAdapters> {
+    let g = Gguf::parse(file, bytes)?;
+    let fail = |reason: String| Error::format(file, reason);
+    let arch = g.meta_str("general.architecture")?;
+    if arch != model.arch.gguf_name() {
+        return Err(fail(format!(
+            "the adapter is for `{arch}`, the model is `{}`",
+            model.arch.gguf_name()
+        )));
+    }
+    if g.meta_str("adapter.type")? != "lora" {
+        return Err(fail("adapter.type is not `lora`".into()));
+    }
+    let alpha = g.meta_f64("adapter.lora.alpha")?;
+    let mut rank = None;
+    let mut targets = Vec::new();
+    let mut layers: Vec<[Option<LoraPair>; 7]> =
+        (0..model.num_layers).map(|_| Default::default()).collect();
+    let mut expected: Vec<String> = Vec::new();
+    for (i, layer) in layers.iter_mut().enumerate() {
+        for t in Target::ALL {
+            let stem = format!("blk.{i}.{}.weight", t.gguf_name());
+            let (Some(a), Some(b)) = (
+                g.tensor(&format!("{stem}.lora_a")),
+                g.tensor(&format!("{stem}.lora_b")),
+            ) else {
+                continue;
+            };
+            let (d_in, d_out) = t.dims(model);
+            let r = a.dims.get(1).copied().unwrap_or(0) as usize;
+            if a.dims != [d_in as u64, r as u64] || b.dims != [r as u64, d_out as u64] || r == 0 {
+                return Err(fail(format!(
+                    "{stem}: lora_a {:?} and lora_b {:?}, expected [{d_in}, r] and [r, {d_out}]",
+                    a.dims, b.dims
+                )));
+            }
+            if *rank.get_or_insert(r) != r {
+                return Err(fail(format!(
+                    "{stem} has rank {r}, other projections {rank:?}"
+                )));
+            }
+            let a_values = g.tensor_f32(a)?; // PEFT's A [r, in]
+            let mut b_values = g.tensor_f32(b)?; // PEFT's B [out, r]
+            let heads = match t {
+                Target::Q => Some(model.num_heads),
+                Target::K => Some(model.num_kv_heads),
+                _ => None,
+            };
+            if let Some(h) = heads.filter(|_| model.arch.permutes_qk()) {
+                b_values = unpermute_rows_from_gguf(&b_values, d_out, r, h);
+            }
+            // PEFT [r, in] / [out, r] -> engine [in, r] / [r, out]
+            let a =
+                Tensor::<2>::from_data(TensorData::new(a_values, [r, d_in]), device).transpose();
+            let b =
+                Tensor::<2>::from_data(TensorData::new(b_values, [d_out, r]), device).transpose();
+            layer[t.index()] = Some(LoraPair { a, b });
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+            expected.extend([format!("{stem}.lora_a"), format!("{stem}.lora_b")]);
+        }
+    }
+    if let Some(extra) = g.tensors.iter().find(|t| !expected.contains(&t.name)) {
+        return Err(fail(format!(
+            "tensor `{}` does not belong to a LoRA adapter of this model",
+            extra.name
+        )));
+    }
+    let rank = rank.ok_or_else(|| fail("no LoRA tensors".into()))?;
+    targets.sort_by_key(|t| t.index());
+    let config = LoraConfig {
+        rank,
+        alpha,
+        dropout: 0.0,
+        targets,
+        use_rslora: false,
+    };
+    config.validate().map_err(|e| Error::format(file, e))?;
+    Ok(LoraAdapters { config, layers })
 }
 
 fn le_bytes(v: &[f32]) -> Vec<u8> {

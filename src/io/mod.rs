@@ -10,3 +10,4 @@ pub mod gguf_write;
 pub mod peft;
 pub mod quantize;
 pub mod safetensors;
+pub mod self_check;

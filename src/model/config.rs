@@ -20,7 +20,7 @@ use crate::io::gguf::Gguf;
 
 /// The model families tabtune reads, as the page and the CLI list them.
 pub const SUPPORTED_FAMILIES: &str =
-    "Llama (SmolLM2, Llama 3.2), Qwen2 / Qwen2.5, Qwen3 and Gemma 3 (text)";
+    "Llama (SmolLM2 and others without RoPE scaling), Qwen2 / Qwen2.5, Qwen3 and Gemma 3 (text)";
 
 /// A decoder family: what its blocks add to Llama's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +330,37 @@ impl LlamaConfig {
             true => u("attention.key_length")?,
             false => hidden_size / num_heads.max(1),
         };
+        // RoPE that is not plain (Llama 3's frequency factors, linear or
+        // YaRN scaling, partial rotation): refused, not run wrong.
+        let scaling = g
+            .metadata
+            .get(&key("rope.scaling.type"))
+            .and_then(|v| v.as_str())
+            .filter(|t| *t != "none");
+        let rotated = match has("rope.dimension_count") {
+            true => Some(u("rope.dimension_count")?),
+            false => None,
+        };
+        if let Some(t) = scaling {
+            return Err(Error::format(
+                g.file(),
+                format!("RoPE scaling `{t}` is not supported yet"),
+            ));
+        }
+        if g.tensor("rope_freqs.weight").is_some() {
+            return Err(Error::format(
+                g.file(),
+                "RoPE frequency factors (rope_freqs.weight, Llama 3.1+) are not supported yet",
+            ));
+        }
+        if let Some(n) = rotated.filter(|&n| n != head_dim) {
+            return Err(Error::format(
+                g.file(),
+                format!(
+                    "RoPE on {n} of each head's {head_dim} dimensions is not supported (all of them are)"
+                ),
+            ));
+        }
         let (hidden_act, attn_scale, sliding_window) = match arch {
             Arch::Gemma3 => {
                 let size = match has("attention.sliding_window") {
@@ -471,7 +502,12 @@ impl LlamaConfig {
             Arch::Gemma3 => 1.0 / raw.query_pre_attn_scalar.unwrap_or(256.0).sqrt(),
             _ => 1.0 / (head_dim as f64).sqrt(),
         };
-        let sliding_window = sliding(file, arch, &raw, local_theta.unwrap_or(rope_theta))?;
+        // transformers' default for Gemma's sliding layers is 10,000.
+        let local_theta = local_theta.unwrap_or(match arch {
+            Arch::Gemma3 => 10_000.0,
+            _ => rope_theta,
+        });
+        let sliding_window = sliding(file, arch, &raw, local_theta)?;
         let config = Self {
             arch,
             vocab_size: raw.vocab_size,
@@ -550,10 +586,20 @@ fn sliding(
     local_theta: f64,
 ) -> Result<Option<SlidingWindow>> {
     let n = raw.num_hidden_layers;
-    let size = match arch {
-        Arch::Gemma3 => raw.sliding_window.unwrap_or(4096),
-        Arch::Qwen2 | Arch::Qwen3 if raw.use_sliding_window == Some(true) => {
-            raw.sliding_window.unwrap_or(4096)
+    // `sliding_window` absent takes transformers' default (4096); `null`
+    // means no window for Qwen and is refused for Gemma (transformers
+    // cannot run it either).
+    let size = match (arch, &raw.sliding_window) {
+        (Arch::Gemma3, Some(Value::Null)) => {
+            return Err(Error::format(
+                file,
+                "sliding_window is null, but Gemma 3's sliding layers need one",
+            ));
+        }
+        (Arch::Gemma3, w) => window_size(file, w)?,
+        (Arch::Qwen2 | Arch::Qwen3, Some(Value::Null)) => return Ok(None),
+        (Arch::Qwen2 | Arch::Qwen3, w) if raw.use_sliding_window == Some(true) => {
+            window_size(file, w)?
         }
         _ => return Ok(None),
     };
@@ -584,6 +630,16 @@ fn sliding(
     }))
 }
 
+/// `sliding_window` as a size (4096 when absent).
+fn window_size(file: &str, w: &Option<Value>) -> Result<usize> {
+    match w {
+        None => Ok(4096),
+        Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+            Error::format(file, format!("sliding_window {v} is not a whole number"))
+        }),
+    }
+}
+
 /// The fields of `config.json` tabtune uses, with transformers' defaults
 /// (the per-family ones are applied in [`LlamaConfig::from_hf_json`]).
 #[derive(Deserialize)]
@@ -611,7 +667,9 @@ struct HfConfig {
     tie_word_embeddings: Option<bool>,
     rope_scaling: Option<Value>,
     query_pre_attn_scalar: Option<f64>,
-    sliding_window: Option<usize>,
+    /// Kept as JSON: `null` and absent mean different things.
+    #[serde(default, deserialize_with = "present")]
+    sliding_window: Option<Value>,
     sliding_window_pattern: Option<usize>,
     use_sliding_window: Option<bool>,
     max_window_layers: Option<usize>,
@@ -619,6 +677,11 @@ struct HfConfig {
     final_logit_softcapping: Option<f64>,
     attn_logit_softcapping: Option<f64>,
     use_bidirectional_attention: Option<bool>,
+}
+
+/// A field that is present, `null` included, as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn default_eps() -> f64 {

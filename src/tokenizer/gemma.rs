@@ -12,8 +12,9 @@
 //! 3. BPE with byte fallback and `<unk>`; spaces normalized to `▁`; the
 //!    decoder turns `▁` back into spaces and fuses byte tokens.
 //!
-//! CONTROL tokens (type 3) are special tokens; USER_DEFINED ones (type 4,
-//! such as `\n`) are added tokens matched whole, as llama.cpp matches them.
+//! UNKNOWN and CONTROL tokens (types 2 and 3) are special tokens;
+//! USER_DEFINED ones (type 4, such as `\n`) are added tokens matched whole,
+//! as llama.cpp matches them.
 
 use std::collections::HashMap;
 
@@ -128,7 +129,10 @@ pub fn tokenizer(tokens: &[&str], types: &[u64]) -> Result<Tokenizer, String> {
             .filter(move |(_, t)| **t == ty)
             .map(|(token, _)| *token)
     };
-    let special: Vec<AddedToken> = typed(3)
+    // UNKNOWN (2) too: transformers' GemmaTokenizer adds `<unk>` as its unk
+    // token, and llama.cpp matches it whole.
+    let special: Vec<AddedToken> = typed(2)
+        .chain(typed(3))
         .map(|t| AddedToken::from(t.to_string(), true).normalized(false))
         .collect();
     inner

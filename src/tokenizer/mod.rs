@@ -313,21 +313,35 @@ impl TextTokenizer {
         self.inner.token_to_id("<end_of_turn>")
     }
 
-    /// The text that ends an assistant turn in rendered conversations:
-    /// `<end_of_turn>` in Gemma's format, else the EOS token's text.
-    pub fn turn_end(&self) -> String {
+    /// `<end_of_turn>`'s id where conversations end their turns with it:
+    /// in Gemma's format, or with a template of the model's own that writes
+    /// it (Gemma's instruction models, whose EOS is `<eos>`).
+    fn end_of_turn_in_use(&self) -> Option<u32> {
+        let id = self.gemma_end_of_turn()?;
         match self.chat_format() {
-            ChatFormat::Gemma => "<end_of_turn>".into(),
-            _ => self.id_to_token(self.eos_id).unwrap_or_default(),
+            ChatFormat::Gemma => Some(id),
+            ChatFormat::Own => self
+                .chat_template
+                .as_deref()
+                .filter(|t| t.contains("<end_of_turn>"))
+                .map(|_| id),
+            ChatFormat::ChatMl => None,
         }
     }
 
-    /// Ids that end generation: EOS, and `<end_of_turn>` in Gemma's format.
+    /// The text that ends an assistant turn in rendered conversations:
+    /// `<end_of_turn>` where turns end with it, else the EOS token's text.
+    pub fn turn_end(&self) -> String {
+        match self.end_of_turn_in_use() {
+            Some(_) => "<end_of_turn>".into(),
+            None => self.id_to_token(self.eos_id).unwrap_or_default(),
+        }
+    }
+
+    /// Ids that end generation: EOS, and `<end_of_turn>` where turns end
+    /// with it.
     pub fn stop_ids(&self) -> Vec<u32> {
-        let turn = match self.chat_format() {
-            ChatFormat::Gemma => self.gemma_end_of_turn(),
-            _ => None,
-        };
+        let turn = self.end_of_turn_in_use().filter(|&id| id != self.eos_id);
         std::iter::once(self.eos_id).chain(turn).collect()
     }
 

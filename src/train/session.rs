@@ -25,6 +25,7 @@ use crate::io::bundle::{adapter_zip, zip_files};
 use crate::io::card::{CardInfo, model_card};
 use crate::io::gguf_lora::{self, GgufLoraBase};
 use crate::io::peft::{self, PeftFiles};
+use crate::io::self_check::{self, SelfCheck, Written};
 use crate::model::load::Loaded;
 use crate::model::quantized::BaseWeights;
 use crate::tokenizer::{ChatFormat, TextTokenizer};
@@ -551,7 +552,24 @@ impl Session {
             .await?;
         let files = gguf_lora::bundle(adapter, base_gguf);
         let entries: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-        zip_files(&entries)
+        zip_files("tabtune-adapter-gguf.zip", &entries)
+    }
+
+    /// Reads a download (`zip`, from [`AdapterFiles::zip`] or
+    /// [`Session::export_gguf_zip`]) back as PEFT or llama.cpp would, and
+    /// compares the model's logits with it and with the run's live adapter
+    /// (`io::self_check`).
+    pub async fn check_download(&self, zip: &[u8]) -> Result<SelfCheck> {
+        self.check_written(Written::Zip(zip)).await
+    }
+
+    /// [`Session::check_download`] for files as written (the CLI reads
+    /// them back from disk).
+    pub async fn check_written(&self, written: Written<'_>) -> Result<SelfCheck> {
+        let run = self.run()?;
+        let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
+        let tok = loaded.tokenizer.as_ref();
+        Ok(self_check::check(&loaded.model, tok, run.trainer.adapters(), written).await)
     }
 }
 

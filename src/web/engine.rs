@@ -352,6 +352,23 @@ impl Engine {
         })
     }
 
+    /// Reads a download (`zip`, from `exportZip` or `exportGgufZip`) back as
+    /// PEFT or llama.cpp would and compares the logits with the run's live
+    /// adapter's: `{ passed, message }`.
+    #[wasm_bindgen(js_name = checkDownload)]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn check_download(&self, zip: Vec<u8>) -> Promise {
+        let session = self.session.clone();
+        future_to_promise(async move {
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let check = s.check_download(&zip).await.map_err(js)?;
+            let out = js_sys::Object::new();
+            js_sys::Reflect::set(&out, &"passed".into(), &check.passed.into())?;
+            js_sys::Reflect::set(&out, &"message".into(), &check.message().into())?;
+            Ok(out.into())
+        })
+    }
+
     /// The adapter for llama.cpp and Ollama as a `.zip` (adapter.gguf, a
     /// Modelfile naming `base_gguf`, the base's GGUF file if it was one,
     /// README.md).

@@ -83,11 +83,18 @@ async function generate(page, consoleLines, maxTokens) {
   return { base: await page.textContent(tid('output-base')), tuned: await page.textContent(tid('output-tuned')) };
 }
 
+// Downloads with `button`; the page's check of the files, read back before
+// the download (next to the button), must have passed.
 async function downloadZip(page, name, button = 'download', suggested = 'tabtune-adapter.zip') {
+  const line = button === 'download-gguf' ? 'self-check-gguf' : 'self-check-peft';
+  await page.evaluate((id) => { document.querySelector(`[data-testid="${id}"]`).textContent = ''; }, line);
   const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.click(tid(button))]);
   assert.equal(download.suggestedFilename(), suggested);
   const path = join(OUT, name);
   await download.saveAs(path);
+  const file = button === 'download-gguf' ? 'adapter\\.gguf' : 'adapter_model\\.safetensors';
+  assert.match(await page.textContent(tid(line)),
+    new RegExp(`^self-check passed: ${file} read back gives the live model's logits on \\d+ tokens`));
   return path;
 }
 

@@ -25,7 +25,7 @@
 //   tokenizes each text to the same ids.
 //
 // Usage: node check.mjs --bin TABTUNE --model BASE.gguf --f32 F32.gguf --data DATA [--steps N] [--lr X]
-//        [--texts CASES.json]
+//        [--texts CASES.json] [--quant-tol X]
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -36,12 +36,15 @@ import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 
 const REL_TOL = 1e-3;
 const EFFECT_TOL = 2e-3;
-const QUANT_TOL = 2e-2;
+// On the stored file: 1e-2 unless --quant-tol says otherwise (Gemma's mixed
+// k-quants measure 1.05e-2 with the adapter; the script gives it 2e-2).
+const QUANT_TOL_DEFAULT = '1e-2';
 
 const { values: args } = parseArgs({
   options: {
     bin: { type: 'string' }, model: { type: 'string' }, f32: { type: 'string' }, data: { type: 'string' },
     steps: { type: 'string', default: '6' }, lr: { type: 'string', default: '5e-3' }, texts: { type: 'string' },
+    'quant-tol': { type: 'string', default: QUANT_TOL_DEFAULT },
   },
 });
 for (const k of ['bin', 'model', 'f32', 'data']) if (!args[k]) throw new Error(`--${k} is required`);
@@ -92,7 +95,7 @@ try {
     return { loss: nll / count, tokens: count };
   }
   let failed = false;
-  for (const [what, path, tol] of [['f32 copy', args.f32, REL_TOL], ['as stored', args.model, QUANT_TOL]]) {
+  for (const [what, path, tol] of [['f32 copy', args.f32, REL_TOL], ['as stored', args.model, Number(args['quant-tol'])]]) {
     const model = await llama.loadModel({ modelPath: path });
     if (args.texts && path === args.model) {
       const { cases } = JSON.parse(readFileSync(args.texts, 'utf8'));

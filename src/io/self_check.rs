@@ -1,0 +1,209 @@
+//! The check before a download: the written adapter files, read back the way
+//! their consumers read them, give the live model's logits.
+//!
+//! After an export the files are parsed again (`io::peft::import` for the
+//! PEFT files, `io::gguf_lora::import` for the GGUF LoRA) and the model's
+//! logits with the reloaded adapter are compared with those with the live
+//! one on a few tokens ([`probe_ids`]). A failed check blocks nothing; it
+//! says what differs.
+
+use burn::tensor::{Int, Tensor, TensorData, Transaction};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::io::bundle::{ENTRIES, unzip};
+use crate::io::{gguf_lora, peft};
+use crate::lora::LoraAdapters;
+use crate::model::Llama;
+use crate::readback::Readback;
+use crate::tokenizer::TextTokenizer;
+
+/// The largest logit difference a check passes with, relative to the
+/// largest logit (at least 1): the files hold f32 factors, so a faithful
+/// round trip differs by float reassociation at most.
+pub const TOLERANCE: f32 = 1e-4;
+
+/// Tokens the check runs on, at most.
+pub const PROBE_TOKENS: usize = 32;
+
+/// What a check found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SelfCheck {
+    /// The file checked, e.g. `adapter.gguf`.
+    pub file: String,
+    /// Tokens compared.
+    pub tokens: usize,
+    /// Largest `|logit(reloaded) − logit(live)|`.
+    pub max_abs_diff: f32,
+    /// Largest `|logit|` of the live model.
+    pub max_logit: f32,
+    /// Whether the difference is within [`TOLERANCE`]; `false` too when
+    /// the file could not be read back (see `error`).
+    pub passed: bool,
+    /// Why the file could not be read back, if it could not.
+    pub error: Option<String>,
+}
+
+impl SelfCheck {
+    /// A check that could not compare: the file did not read back.
+    pub fn unreadable(file: &str, error: String) -> Self {
+        Self {
+            file: file.to_string(),
+            tokens: 0,
+            max_abs_diff: f32::NAN,
+            max_logit: f32::NAN,
+            passed: false,
+            error: Some(error),
+        }
+    }
+
+    /// One line for people: what was compared and how it came out.
+    pub fn message(&self) -> String {
+        match &self.error {
+            Some(e) => format!("self-check FAILED: {} does not read back: {e}", self.file),
+            None if self.passed => format!(
+                "self-check passed: {} read back gives the live model's logits on {} tokens (max difference {:.2e}, largest logit {:.1})",
+                self.file, self.tokens, self.max_abs_diff, self.max_logit
+            ),
+            None => format!(
+                "self-check FAILED: {} read back gives logits up to {:.3e} away from the live model's on {} tokens (largest logit {:.1}; allowed {:.1e})",
+                self.file,
+                self.max_abs_diff,
+                self.tokens,
+                self.max_logit,
+                TOLERANCE * self.max_logit.max(1.0)
+            ),
+        }
+    }
+}
+
+/// The tokens to compare on: a fixed sentence as the model tokenizes it
+/// (BOS included), at most [`PROBE_TOKENS`]; without a tokenizer, the ids
+/// `1..=16`.
+pub fn probe_ids(tok: Option<&TextTokenizer>, vocab: usize) -> Vec<u32> {
+    let text = "The quick brown fox jumps over the lazy dog. 1, 2, 3!";
+    let mut ids = tok
+        .and_then(|t| t.encode(text, true).ok())
+        .filter(|ids| !ids.is_empty())
+        .unwrap_or_else(|| (1..=16).collect());
+    ids.truncate(PROBE_TOKENS);
+    ids.retain(|&id| (id as usize) < vocab);
+    ids
+}
+
+/// Compares the logits of `ids` with `live` and with `reloaded` (read back
+/// from `file`).
+pub fn compare(
+    model: &Llama,
+    live: &LoraAdapters,
+    reloaded: &LoraAdapters,
+    ids: &[u32],
+    file: &str,
+) -> Readback<SelfCheck> {
+    let t = ids.len();
+    let input = || {
+        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &model.device)
+    };
+    let a = model.forward(input(), Some(live)); // [1, T, V]
+    let b = model.forward(input(), Some(reloaded));
+    let diff = (b - a.clone()).abs().max();
+    let largest = a.abs().max();
+    let tx = Transaction::default().register(diff).register(largest);
+    let file = file.to_string();
+    Readback::new(tx, move |data: Vec<TensorData>| -> Result<SelfCheck> {
+        let scalar = |d: &TensorData| d.iter::<f32>().next().unwrap_or(f32::NAN);
+        let (max_abs_diff, max_logit) = (scalar(&data[0]), scalar(&data[1]));
+        Ok(SelfCheck {
+            file,
+            tokens: t,
+            max_abs_diff,
+            max_logit,
+            passed: max_abs_diff <= TOLERANCE * max_logit.max(1.0),
+            error: None,
+        })
+    })
+}
+
+/// Files as written, to read back.
+pub enum Written<'a> {
+    /// `adapter_config.json` and `adapter_model.safetensors`.
+    Peft {
+        /// `adapter_config.json`.
+        config: &'a [u8],
+        /// `adapter_model.safetensors`.
+        weights: &'a [u8],
+    },
+    /// `adapter.gguf`.
+    Gguf(&'a [u8]),
+    /// A download (`.zip`) holding either.
+    Zip(&'a [u8]),
+}
+
+/// Reads `written` back as its consumers do and compares the logits with
+/// `live`'s on [`probe_ids`]; a file that does not read back fails the
+/// check with the reason.
+pub async fn check(
+    model: &Llama,
+    tok: Option<&TextTokenizer>,
+    live: &LoraAdapters,
+    written: Written<'_>,
+) -> SelfCheck {
+    let (file, reloaded) = reload(model, written);
+    let reloaded = match reloaded {
+        Ok(r) => r,
+        Err(e) => return SelfCheck::unreadable(&file, e.to_string()),
+    };
+    let ids = probe_ids(tok, model.config.vocab_size);
+    match compare(model, live, &reloaded, &ids, &file).read().await {
+        Ok(c) => c,
+        Err(e) => SelfCheck::unreadable(&file, e.to_string()),
+    }
+}
+
+/// The adapter `written` holds, and the file it came from.
+fn reload(model: &Llama, written: Written<'_>) -> (String, Result<LoraAdapters>) {
+    let (config, device) = (&model.config, &model.device);
+    match written {
+        Written::Peft {
+            config: json,
+            weights,
+        } => (
+            ENTRIES[0].to_string(),
+            peft::import(ENTRIES[1], json, ENTRIES[0], weights, config, device),
+        ),
+        Written::Gguf(bytes) => (
+            gguf_lora::FILE.to_string(),
+            gguf_lora::import(gguf_lora::FILE, bytes, config, device),
+        ),
+        Written::Zip(zip) => {
+            let entries = match unzip("the download", zip) {
+                Ok(e) => e,
+                Err(e) => return ("the download".into(), Err(e)),
+            };
+            let get = |name: &str| {
+                entries
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, b)| b.as_slice())
+            };
+            match (get(ENTRIES[1]), get(ENTRIES[0]), get(gguf_lora::FILE)) {
+                (Some(json), Some(weights), _) => reload(
+                    model,
+                    Written::Peft {
+                        config: json,
+                        weights,
+                    },
+                ),
+                (_, _, Some(bytes)) => reload(model, Written::Gguf(bytes)),
+                _ => (
+                    "the download".into(),
+                    Err(crate::error::Error::format(
+                        "the download",
+                        "holds neither the PEFT files nor adapter.gguf",
+                    )),
+                ),
+            }
+        }
+    }
+}
