@@ -24,10 +24,12 @@ check() {
   shift 2
   local f32="${model%.gguf}.F32.gguf"
   [ -f "$f32" ] || { "$TABTUNE_VENV/bin/python" tests/llama_cpp/f32_copy.py "$model" "$f32.part" && mv "$f32.part" "$f32"; }
-  echo "-- $(basename "$model") on $data"
+  echo "-- $(basename "$model") on $data $*"
   node tests/llama_cpp/check.mjs --bin "$CARGO_TARGET_DIR/debug/tabtune" \
     --model "$model" --f32 "$f32" --data "$data" "$@"
 }
 check "$TABTUNE_MODEL" www/samples/chat.jsonl
+# rsLoRA (its scale written as alpha) on some projections only, q and k among them.
+check "$TABTUNE_MODEL" www/samples/chat.jsonl --rslora --targets q,k,o,down
 check "$TABTUNE_GEMMA" tests/fixtures/data/completion.jsonl --texts tests/fixtures/gemma3/tokenizer_cases.json \
   --quant-tol 2e-2

@@ -11,6 +11,8 @@ package), in the style of llm.c's `train_gpt2.py` `write_state`:
                      inputs, logits with and without the adapter, the masked loss,
                      every lora_A/lora_B gradient, and the losses of 4 training steps
                      (AdamW, warm-up + cosine, 2 micro-batches per step, global-norm clip).
+* tiny_llama/adapter.gguf  that adapter as a GGUF LoRA written by gguf-py (a golden file for
+                     tabtune's GGUF LoRA export).
 * tiny_llama_tied/   a tied-embedding variant stored as f16 and bf16, with reference logits.
 * tiny_qwen2/, tiny_qwen3/, tiny_gemma3/   the same for the other families (HF files with a
                      character tokenizer, their
@@ -34,7 +36,7 @@ package), in the style of llm.c's `train_gpt2.py` `write_state`:
 
 Run: scripts/make_fixtures.py [PART ...]   (needs the venv made by scripts/setup-python.sh;
      PART is one of quant_types, tiny, tiny_tied, smollm2, formats, qwen2, qwen3, gemma3,
-     gemma3_real, pretokenizers; default all)
+     gemma3_real, pretokenizers, lora_golden; default all)
 """
 import json
 import math
@@ -388,6 +390,42 @@ def make_arch(arch):
     print(f"tiny_{arch}: loss_base", float(ref["loss_base"]), "loss_lora", float(loss))
 
 
+def make_lora_golden():
+    """tiny_llama/adapter.gguf: the tiny Llama's PEFT adapter as a GGUF LoRA written by gguf-py's
+    GGUFWriter (the writer llama.cpp's convert_lora_to_gguf.py uses), with the keys, names, shapes
+    and q/k row order tabtune's export writes, in its order: a golden file for the export."""
+    from safetensors.torch import load_file
+
+    src = FIX / "tiny_llama"
+    cfg = json.loads((src / "config.json").read_text())
+    acfg = json.loads((src / "adapter" / "adapter_config.json").read_text())
+    peft = load_file(src / "adapter" / "adapter_model.safetensors")
+    w = gguf.GGUFWriter(str(src / "adapter.gguf"), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_string("general.name", "tiny_llama LoRA")
+    w.add_float32("adapter.lora.alpha", float(acfg["lora_alpha"]))
+    w.add_uint32("general.quantization_version", 2)
+    stems = [("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
+             ("self_attn.o_proj", "attn_output"), ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
+             ("mlp.down_proj", "ffn_down")]
+    heads = {"attn_q": cfg["num_attention_heads"], "attn_k": cfg["num_key_value_heads"]}
+    for i in range(cfg["num_hidden_layers"]):
+        for hf, gg in stems:
+            key = f"base_model.model.model.layers.{i}.{hf}"
+            a = peft[f"{key}.lora_A.weight"].float()  # [r, in]: ggml dims [in, r]
+            b = peft[f"{key}.lora_B.weight"].float()  # [out, r]: ggml dims [r, out]
+            if gg in heads:
+                b = permute_for_gguf(b, heads[gg])
+            w.add_tensor(f"blk.{i}.{gg}.weight.lora_a", a.numpy())
+            w.add_tensor(f"blk.{i}.{gg}.weight.lora_b", b.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print("lora_golden:", (src / "adapter.gguf").stat().st_size, "bytes")
+
+
 def make_quant_types():
     rng = np.random.default_rng(7)
     w = gguf.GGUFWriter(str(FIX / "quant_types.gguf"), "llama")
@@ -591,7 +629,8 @@ PARTS = {"quant_types": lambda: make_quant_types(), "tiny": lambda: make_tiny(),
          "tiny_tied": lambda: make_tiny_tied(), "smollm2": lambda: make_smollm2(),
          "formats": lambda: make_formats(), "qwen2": lambda: make_arch("qwen2"),
          "qwen3": lambda: make_arch("qwen3"), "gemma3": lambda: make_arch("gemma3"),
-         "gemma3_real": lambda: make_gemma3_real(), "pretokenizers": lambda: make_pretokenizers()}
+         "gemma3_real": lambda: make_gemma3_real(), "pretokenizers": lambda: make_pretokenizers(),
+         "lora_golden": lambda: make_lora_golden()}
 
 if __name__ == "__main__":
     torch.set_num_threads(2)

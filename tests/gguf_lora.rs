@@ -230,3 +230,25 @@ fn a_base_without_a_gguf_file_gets_a_modelfile_naming_base_gguf_and_how_to_make_
         text(2)
     );
 }
+
+#[test]
+fn the_export_of_a_peft_adapter_equals_gguf_pys_file_byte_for_byte() {
+    // tiny_llama/adapter.gguf: the same adapter written by gguf-py's
+    // GGUFWriter (make_fixtures.py lora_golden), keys and tensors in our order.
+    let loaded = common::tiny_gguf();
+    let lora = tabtune::io::peft::import(
+        "adapter_config.json",
+        &read("tiny_llama/adapter/adapter_config.json"),
+        "adapter_model.safetensors",
+        &read("tiny_llama/adapter/adapter_model.safetensors"),
+        &loaded.model.config,
+        &device(),
+    )
+    .expect("imports");
+    let base = GgufLoraBase::new(loaded.model.config.clone(), "tiny_llama");
+    let ours = block_on(gguf_lora::export(&lora, &base).read()).expect("exports");
+    let golden = read("tiny_llama/adapter.gguf");
+    assert_eq!(ours.len(), golden.len(), "file sizes");
+    let first = ours.iter().zip(&golden).position(|(a, b)| a != b);
+    assert_eq!(first, None, "first differing byte");
+}
