@@ -24,6 +24,7 @@ cargo build --bin tabtune
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$TABTUNE_VENV/bin/python" tests/browser/make_tiny_model.py "$out/tiny" >/dev/null
+"$TABTUNE_VENV/bin/python" tests/browser/make_tiny_model.py "$out/tiny" gemma3 >/dev/null
 # The 1B-class model (random Q4_0 weights, 697 MB), made once and kept in the cache.
 big="$TABTUNE_CACHE/models/random-llama-1b-q4_0.gguf"
 if [ ! -s "$big" ] || [ tests/browser/make_1b_model.py -nt "$big" ]; then

@@ -18,6 +18,13 @@ depend on the number of heads, one attention kernel takes them all, and
 each projection's rows are a whole number of 256 bytes of block scales, so
 q, k and v, and gate and up, join into one weight each on a GPU, as the
 default model's do).
+
+`make_tiny_model.py OUT gemma3` writes OUT/tiny-gemma3/: a tiny Gemma 3 with
+the same tokenizer (2 layers of width 64, head size 16; the first slides
+with a window of 16 and its own RoPE base, and attention is scaled by
+query_pre_attn_scalar 24, not the head size), so that WebGPU runs the parts
+our fused kernels leave to burn: the windowed mask, the attention scale,
+GeGLU, q/k head norms, post-norms.
 """
 import shutil
 import sys
@@ -26,9 +33,12 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-layers = int(sys.argv[2]) if len(sys.argv) > 2 else None
+gemma = len(sys.argv) > 2 and sys.argv[2] == "gemma3"
+layers = int(sys.argv[2]) if len(sys.argv) > 2 and not gemma else None
 packable = len(sys.argv) > 3 and sys.argv[3] == "packable"
-if layers is None:
+if gemma:
+    out = Path(sys.argv[1]) / "tiny-gemma3"
+elif layers is None:
     out = Path(sys.argv[1]) / "hub" / "tabtune-test" / "tiny-chat" / "resolve" / "main"
 else:
     out = Path(sys.argv[1]) / (f"tiny-{layers}-packable" if packable else f"tiny-{layers}")
@@ -44,6 +54,17 @@ config = LlamaConfig(
     bos_token_id=1, eos_token_id=2,
 )
 model = LlamaForCausalLM(config).to(torch.float32)
+if gemma:
+    from transformers import Gemma3TextConfig, Gemma3ForCausalLM
+
+    config = Gemma3TextConfig(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+        layer_types=["sliding_attention", "full_attention"], sliding_window=16,
+        rope_theta=1e6, rope_local_base_freq=1e4, query_pre_attn_scalar=24, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    model = Gemma3ForCausalLM(config).to(torch.float32)
 model.save_pretrained(out, safe_serialization=True)
 tok = Path(__file__).resolve().parents[1] / "fixtures" / "smollm2" / "hf_tokenizer"
 for name in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:

@@ -215,6 +215,35 @@ test('with WebGPU, a hub model trains, generates and downloads without a network
   }
 });
 
+// A family beyond Llama on WebGPU: a tiny Gemma 3 (make_tiny_model.py OUT gemma3) whose
+// sliding layer's window (16) is shorter than the sequence, whose attention is scaled by
+// query_pre_attn_scalar (24) rather than the head size, with GeGLU, q/k head norms and
+// post-norms: the parts our fused kernels leave to burn's ops. check_adapters.py holds
+// the page's run to the CLI's.
+test('with WebGPU, a tiny Gemma 3 model trains like the CLI', async () => {
+  const dir = join(TINY, 'tiny-gemma3');
+  const { browser, page, consoleLines } = await open(ORIGIN, { webgpu: true });
+  try {
+    await waitForEngine(page, 'webgpu');
+    await page.check(tid('model-source-files'));
+    await page.setInputFiles(tid('model-files'), readdirSync(dir).map((f) => join(dir, f)));
+    await loadModel(page, consoleLines);
+    assert.match(await page.textContent(tid('model-info')), /2 layers, width 64/);
+    await dropData(page);
+    await setSettings(page, { steps: 2, batch: 1, 'seq-len': 64, dropout: 0, seed: 42 });
+    const losses = await trainToTheEnd(page, consoleLines, 2);
+    await page.fill(tid('base-name'), 'tiny-gemma3');
+    const zip = await downloadZip(page, 'webgpu-gemma3.zip');
+    writeFileSync(join(OUT, 'webgpu-gemma3.json'), JSON.stringify({
+      zip, model: dir, data: join(ROOT, 'www/samples/chat.jsonl'), base: 'tiny-gemma3', losses,
+      settings: { steps: 2, batch: 1, seq_len: 64, dropout: 0, seed: 42 },
+    }));
+  } finally {
+    writeFileSync(join(OUT, 'webgpu-gemma3-console.log'), consoleLines.join('\n'));
+    await browser.close();
+  }
+});
+
 test('without WebGPU, the default model trains on the CPU and its adapter downloads', async () => {
   const { browser, page, requests, consoleLines } = await open(ORIGIN, { webgpu: false });
   try {
