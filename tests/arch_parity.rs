@@ -336,3 +336,29 @@ fn a_gguf_with_rope_scaling_frequency_factors_or_partial_rope_is_refused() {
             .contains("RoPE on 4 of each head's 8 dimensions")
     );
 }
+
+#[test]
+fn each_familys_peft_export_has_the_keys_and_shapes_peft_wrote() {
+    use tabtune::io::safetensors::SafetensorsFile;
+    for (arch, _) in ARCHS {
+        let m = tiny_hf(&format!("tiny_{arch}"));
+        let lora = peft_adapter(arch, &m);
+        let ours = common::export(&lora, "tiny");
+        let theirs = read(&format!("tiny_{arch}/adapter/adapter_model.safetensors"));
+        let shapes = |file: &SafetensorsFile| -> Vec<(String, Vec<usize>)> {
+            let mut v: Vec<_> = file
+                .names()
+                .into_iter()
+                .map(|n| {
+                    let (shape, _) = file.get_f32(&n).expect("reads").expect("present");
+                    (n, shape)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let ours = SafetensorsFile::parse("ours", &ours.safetensors).expect("parses");
+        let theirs = SafetensorsFile::parse("peft", &theirs).expect("parses");
+        assert_eq!(shapes(&ours), shapes(&theirs), "{arch}");
+    }
+}
