@@ -34,6 +34,10 @@ done
 "$TABTUNE_VENV/bin/python" scripts/peft_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
   --model "$TABTUNE_GEMMA" --data tests/fixtures/data/completion.jsonl
 
+step "TRL continues from a tabtune adapter (export --recipe, 2 steps on the CPU)"
+"$TABTUNE_VENV/bin/python" scripts/trl_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+  --model "$TABTUNE_MODEL" --data www/samples/chat.jsonl
+
 step "llama.cpp loads a tabtune GGUF LoRA with the same losses (SmolLM2, Gemma 3)"
 bash scripts/check-llama-cpp.sh
 

@@ -9,7 +9,8 @@ use tabtune::io::self_check::{self, Written};
 use tabtune::readback::block_on;
 use tabtune::{Error, Result};
 
-use super::{ModelArg, model_and_adapter};
+use super::settings::{self, SettingsArgs};
+use super::{ModelArg, model_and_adapter, recipe};
 
 /// `tabtune export`'s arguments.
 #[derive(Args, Debug)]
@@ -27,14 +28,53 @@ pub struct ExportArgs {
     /// download holds the same files.
     #[arg(long, value_name = "DIR")]
     gguf: Option<String>,
+    /// Write a hand-off to TRL into this directory: the adapter, `--data`
+    /// in TRL's formats and as tabtune tokenizes it, `recipe.json` (the
+    /// settings below), a TRL `SFTTrainer` script `train.py` that continues
+    /// from the adapter with the same settings and answers-only loss, and
+    /// `accelerate` configs for one GPU and several.
+    #[arg(long, value_name = "DIR", requires = "data")]
+    recipe: Option<String>,
+    /// The training data for `--recipe` (any format `train` reads, found
+    /// from the file).
+    #[arg(long)]
+    data: Option<String>,
+    /// The base model's name for `--recipe`'s script: a Hugging Face
+    /// repository, a folder or a `.gguf` file (default: `--model`).
+    #[arg(long)]
+    base_model: Option<String>,
+    #[command(flatten)]
+    settings: SettingsArgs<settings::All>,
 }
 
 /// Runs `tabtune export`.
 pub fn run(a: ExportArgs) -> Result<()> {
+    if let Some(dir) = a.recipe.as_deref() {
+        let (loaded, _) = model_and_adapter(&a.model.model, Some(&a.adapter))?;
+        let data = a
+            .data
+            .as_deref()
+            .expect("clap requires --data with --recipe");
+        let base = a.base_model.as_deref().unwrap_or(&a.model.model);
+        recipe::write(
+            dir,
+            &loaded,
+            &a.adapter,
+            data,
+            &a.settings.settings()?,
+            base,
+        )?;
+        eprintln!(
+            "the TRL hand-off written to {dir}: run `accelerate launch --config_file accelerate/one_gpu.yaml train.py` there"
+        );
+        if a.gguf.is_none() {
+            return Ok(());
+        }
+    }
     let Some(dir) = a.gguf.as_deref() else {
         return Err(Error::setting(
             "export",
-            "say what to write: --gguf DIR (a GGUF LoRA for llama.cpp and Ollama)",
+            "say what to write: --gguf DIR (a GGUF LoRA for llama.cpp and Ollama) or --recipe DIR --data FILE (a TRL hand-off)",
         ));
     };
     // Its README.md would replace the adapter's model card.
