@@ -53,13 +53,7 @@ fn its_tokenizer_rebuilt_from_the_gguf_gives_transformers_ids() {
     let cases: serde_json::Value =
         serde_json::from_slice(&read("gemma3/tokenizer_cases.json")).expect("json");
     for case in cases["cases"].as_array().expect("cases") {
-        let text = case["text"].as_str().expect("text");
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|v| v.as_u64().expect("id") as u32)
-            .collect();
+        let (text, want) = common::text_and_ids(case);
         assert_eq!(
             tok.encode(text, true).expect("encodes"),
             want,

@@ -286,13 +286,7 @@ fn relabelled_with_qwen2s_and_llama3s_pre_tokenizers_its_vocabulary_splits_as_tr
         let g = Gguf::parse("relabelled.gguf", &file).expect("parses");
         let tok = TextTokenizer::from_gguf(&g).expect("builds");
         for case in cases[pre].as_array().expect("cases") {
-            let s = case["text"].as_str().expect("text");
-            let want: Vec<u32> = case["ids"]
-                .as_array()
-                .expect("ids")
-                .iter()
-                .map(|v| v.as_u64().expect("id") as u32)
-                .collect();
+            let (s, want) = common::text_and_ids(case);
             assert_eq!(tok.encode(s, false).expect("encodes"), want, "{pre}: {s:?}");
         }
     }

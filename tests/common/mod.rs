@@ -253,17 +253,23 @@ pub fn export(adapters: &LoraAdapters, base_model: &str) -> PeftFiles {
 /// `tok` gives transformers' ids for every string in
 /// smollm2/tokenizer_cases.json (decoding back to the string), and renders
 /// every chat as transformers' `apply_chat_template` did.
+/// A tokenizer fixture case `{text, ids}`: its text and the ids transformers gave.
+pub fn text_and_ids(case: &serde_json::Value) -> (&str, Vec<u32>) {
+    let text = case["text"].as_str().expect("text");
+    let ids = case["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id") as u32)
+        .collect();
+    (text, ids)
+}
+
 pub fn assert_tokenizer_matches_transformers(tok: &TextTokenizer) {
     let cases: serde_json::Value =
         serde_json::from_slice(&read("smollm2/tokenizer_cases.json")).expect("json");
     for case in cases["cases"].as_array().expect("cases") {
-        let text = case["text"].as_str().expect("text");
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|v| v.as_u64().expect("id") as u32)
-            .collect();
+        let (text, want) = text_and_ids(case);
         assert_eq!(
             tok.encode(text, true).expect("encodes"),
             want,
