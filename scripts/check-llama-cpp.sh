@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# llama.cpp itself loads the GGUF LoRA `tabtune export --gguf` writes, on the
+# llama.cpp itself loads the GGUF LoRA `tabtune export --gguf` writes, and runs
+# the merged GGUFs of `--merged-gguf` (f16, Q8_0), on the
 # default model (Llama) and on Gemma 3 270M, and gives tabtune's losses
 # (tests/llama_cpp/check.mjs); on Gemma it also tokenizes as tabtune does.
 # llama.cpp comes from node-llama-cpp's prebuilt Linux x64 CPU binary

@@ -34,11 +34,21 @@ done
 "$TABTUNE_VENV/bin/python" scripts/peft_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
   --model "$TABTUNE_GEMMA" --data tests/fixtures/data/completion.jsonl
 
+step "the merged model is PEFT's merge, and transformers and gguf-py read it so (SmolLM2, Gemma 3, Qwen2, Qwen3)"
+"$TABTUNE_VENV/bin/python" scripts/merged_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+  --model "$TABTUNE_MODEL" --data www/samples/chat.jsonl
+"$TABTUNE_VENV/bin/python" scripts/merged_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+  --model "$TABTUNE_GEMMA" --data tests/fixtures/data/completion.jsonl
+for family in qwen2 qwen3 gemma3; do
+  "$TABTUNE_VENV/bin/python" scripts/merged_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+    --model "tests/fixtures/tiny_$family" --data tests/fixtures/data/completion.jsonl
+done
+
 step "TRL continues from a tabtune adapter (export --recipe, 2 steps on the CPU)"
 "$TABTUNE_VENV/bin/python" scripts/trl_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
   --model "$TABTUNE_MODEL" --data www/samples/chat.jsonl
 
-step "llama.cpp loads a tabtune GGUF LoRA with the same losses (SmolLM2, Gemma 3)"
+step "llama.cpp loads a tabtune GGUF LoRA, and runs the merged GGUFs, with the same losses (SmolLM2, Gemma 3)"
 bash scripts/check-llama-cpp.sh
 
 step "the browser app: wasm build, wasm32 lints, the page in headless Chromium (WebGPU and CPU)"

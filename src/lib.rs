@@ -15,6 +15,7 @@ pub mod generate;
 pub mod gpu;
 pub mod io;
 pub mod lora;
+pub mod merge;
 pub mod model;
 pub mod readback;
 pub mod tokenizer;

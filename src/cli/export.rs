@@ -6,11 +6,13 @@ use clap::Args;
 
 use tabtune::io::gguf_lora::{self, GgufLoraBase};
 use tabtune::io::self_check::{self, Written};
+use tabtune::merge::gguf::FileType;
+use tabtune::merge::hf::Dtype;
 use tabtune::readback::block_on;
 use tabtune::{Error, Result};
 
 use super::settings::{self, SettingsArgs};
-use super::{ModelArg, model_and_adapter, recipe};
+use super::{ModelArg, merged, model_and_adapter, recipe};
 
 /// `tabtune export`'s arguments.
 #[derive(Args, Debug)]
@@ -28,6 +30,23 @@ pub struct ExportArgs {
     /// download holds the same files.
     #[arg(long, value_name = "DIR")]
     gguf: Option<String>,
+    /// Write the base with the adapter merged into it as a Hugging Face
+    /// directory (`model.safetensors` in `--dtype`, `config.json`, the
+    /// tokenizer's files, `README.md`) that transformers loads with no
+    /// adapter.
+    #[arg(long, value_name = "DIR")]
+    merged: Option<String>,
+    /// The merged directory's weight type: bf16, f16 or f32.
+    #[arg(long, default_value = "bf16", value_name = "TYPE")]
+    dtype: String,
+    /// Write the base with the adapter merged into it as one GGUF file
+    /// (`--gguf-type`) that llama.cpp and Ollama run with no adapter; the
+    /// base must be a GGUF (its vocabulary and chat template are copied).
+    #[arg(long, value_name = "FILE")]
+    merged_gguf: Option<String>,
+    /// The merged GGUF's type: q8_0, f16 or f32.
+    #[arg(long, default_value = "q8_0", value_name = "TYPE")]
+    gguf_type: String,
     /// Write a hand-off to TRL into this directory: the adapter, `--data`
     /// in TRL's formats and as tabtune tokenizes it, `recipe.json` (the
     /// settings below), a TRL `SFTTrainer` script `train.py` that continues
@@ -71,10 +90,26 @@ pub fn run(a: ExportArgs) -> Result<()> {
             return Ok(());
         }
     }
+    if a.merged.is_some() || a.merged_gguf.is_some() {
+        // Both types are checked before anything is written.
+        let dtype = Dtype::parse("--dtype", &a.dtype)?;
+        let ty = FileType::parse("--gguf-type", &a.gguf_type)?;
+        let (loaded, adapters) = model_and_adapter(&a.model.model, Some(&a.adapter))?;
+        let adapters = adapters.expect("an adapter was asked for");
+        if let Some(dir) = a.merged.as_deref() {
+            merged::write_hf(&loaded, &adapters, dir, dtype)?;
+        }
+        if let Some(file) = a.merged_gguf.as_deref() {
+            merged::write_gguf(&loaded, &adapters, file, ty)?;
+        }
+        if a.gguf.is_none() {
+            return Ok(());
+        }
+    }
     let Some(dir) = a.gguf.as_deref() else {
         return Err(Error::setting(
             "export",
-            "say what to write: --gguf DIR (a GGUF LoRA for llama.cpp and Ollama) or --recipe DIR --data FILE (a TRL hand-off)",
+            "say what to write: --gguf DIR (a GGUF LoRA for llama.cpp and Ollama), --merged DIR or --merged-gguf FILE (the model with the adapter merged in), or --recipe DIR --data FILE (a TRL hand-off)",
         ));
     };
     // Its README.md would replace the adapter's model card.

@@ -7,6 +7,7 @@ mod bench;
 mod export;
 mod files;
 mod inspect;
+mod merged;
 mod recipe;
 mod settings;
 

@@ -26,6 +26,10 @@ struct TensorOut {
     /// ggml order: `dims[0]` is the contiguous one.
     dims: Vec<u64>,
     ty: GgmlType,
+    /// Its bytes' count.
+    len: usize,
+    /// Its bytes; empty for one [declared](GgufWriter::declare), whose
+    /// data the caller streams after [`GgufWriter::header`].
     data: Vec<u8>,
 }
 
@@ -70,6 +74,43 @@ impl GgufWriter {
         ty: GgmlType,
         data: Vec<u8>,
     ) -> Result<()> {
+        let len = self.check_tensor(name, dims, ty)?;
+        if data.len() != len {
+            let n: usize = dims.iter().product();
+            return Err(Error::format(
+                &self.file,
+                format!(
+                    "tensor `{name}`: {n} {ty:?} elements need {len} bytes, got {}",
+                    data.len()
+                ),
+            ));
+        }
+        self.push(name, dims, ty, len, data);
+        Ok(())
+    }
+
+    /// Adds a tensor like [`tensor`](Self::tensor) whose data is not held:
+    /// the caller writes [`header`](Self::header), then each tensor's
+    /// `len` bytes in order, each followed by [`padding`]`(len)` zeros.
+    /// Returns `len`.
+    pub fn declare(&mut self, name: &str, dims: &[usize], ty: GgmlType) -> Result<usize> {
+        let len = self.check_tensor(name, dims, ty)?;
+        self.push(name, dims, ty, len, Vec::new());
+        Ok(len)
+    }
+
+    fn push(&mut self, name: &str, dims: &[usize], ty: GgmlType, len: usize, data: Vec<u8>) {
+        self.tensors.push(TensorOut {
+            name: name.to_string(),
+            dims: dims.iter().map(|&d| d as u64).collect(),
+            ty,
+            len,
+            data,
+        });
+    }
+
+    /// Checks a tensor's name and shape; returns its bytes' count.
+    fn check_tensor(&self, name: &str, dims: &[usize], ty: GgmlType) -> Result<usize> {
         let fail = |why: String| Err(Error::format(&self.file, format!("tensor `{name}`: {why}")));
         if name.len() > MAX_NAME {
             return fail(format!("the name is longer than {MAX_NAME} bytes"));
@@ -88,24 +129,23 @@ impl GgufWriter {
             ));
         }
         let n: usize = dims.iter().product();
-        let expected = n / ty.block_len() * ty.block_bytes();
-        if data.len() != expected {
-            return fail(format!(
-                "{n} {ty:?} elements need {expected} bytes, got {}",
-                data.len()
-            ));
-        }
-        self.tensors.push(TensorOut {
-            name: name.to_string(),
-            dims: dims.iter().map(|&d| d as u64).collect(),
-            ty,
-            data,
-        });
-        Ok(())
+        Ok(n / ty.block_len() * ty.block_bytes())
     }
 
-    /// The whole file.
+    /// The whole file (every tensor given with its data).
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.header();
+        for t in &self.tensors {
+            debug_assert_eq!(t.data.len(), t.len, "tensor `{}` was only declared", t.name);
+            out.extend_from_slice(&t.data);
+            pad(&mut out);
+        }
+        out
+    }
+
+    /// Everything before the first tensor's data: the metadata, the
+    /// tensor infos and the padding to the data's start.
+    pub fn header(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(b"GGUF");
         out.extend_from_slice(&3u32.to_le_bytes());
@@ -125,15 +165,16 @@ impl GgufWriter {
             }
             out.extend_from_slice(&t.ty.id().to_le_bytes());
             out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset += t.data.len().next_multiple_of(ALIGNMENT);
+            offset += t.len.next_multiple_of(ALIGNMENT);
         }
         pad(&mut out);
-        for t in &self.tensors {
-            out.extend_from_slice(&t.data);
-            pad(&mut out);
-        }
         out
     }
+}
+
+/// The zeros that follow a tensor's `len` bytes.
+pub fn padding(len: usize) -> usize {
+    len.next_multiple_of(ALIGNMENT) - len
 }
 
 fn pad(out: &mut Vec<u8>) {

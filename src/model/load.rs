@@ -3,7 +3,9 @@
 use burn::tensor::Device;
 
 use crate::error::{Error, Result};
-use crate::io::gguf::Gguf;
+use std::collections::BTreeMap;
+
+use crate::io::gguf::{Gguf, MetaValue};
 use crate::io::safetensors::SafetensorsFile;
 use crate::model::config::LlamaConfig;
 use crate::model::llama::Llama;
@@ -21,6 +23,25 @@ pub struct Loaded {
     pub name: String,
     /// How the base's matrices were kept as they loaded.
     pub base_weights: BaseWeights,
+    /// What the checkpoint said besides its weights, kept for a merged
+    /// export (`crate::merge`).
+    pub origin: Origin,
+}
+
+/// A checkpoint's description besides its weights: what a merged model
+/// written in the same format copies.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A GGUF file's metadata (architecture, vocabulary, chat template).
+    Gguf(BTreeMap<String, MetaValue>),
+    /// A Hugging Face directory's small files, as read.
+    Hf {
+        /// `config.json`.
+        config: Vec<u8>,
+        /// `tokenizer.json`, `tokenizer_config.json` and
+        /// `chat_template.jinja`, those present, by name.
+        tokenizer: Vec<(&'static str, Vec<u8>)>,
+    },
 }
 
 /// The files of a Hugging Face model directory, as bytes.
@@ -112,6 +133,7 @@ pub fn load_gguf_with(
         tokenizer,
         name,
         base_weights: base,
+        origin: Origin::Gguf(gguf.metadata.clone()),
     })
 }
 
@@ -150,5 +172,16 @@ pub fn load_hf_with(
         tokenizer,
         name: dir.to_string(),
         base_weights: base,
+        origin: Origin::Hf {
+            config: files.config.to_vec(),
+            tokenizer: [
+                ("tokenizer.json", files.tokenizer),
+                ("tokenizer_config.json", files.tokenizer_config),
+                ("chat_template.jinja", files.chat_template),
+            ]
+            .into_iter()
+            .filter_map(|(n, b)| Some((n, b?.to_vec())))
+            .collect(),
+        },
     })
 }

@@ -18,6 +18,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{Error, Result};
@@ -397,6 +398,39 @@ impl TextTokenizer {
             .map_err(|e| Error::format("tokenizer", e))
     }
 
+    /// The pipeline as a `tokenizer.json` that transformers loads. A GGUF
+    /// vocabulary's `add_bos_token` becomes a post-processor that prepends
+    /// BOS, as transformers' own conversions write it.
+    pub fn to_json(&self) -> Result<String> {
+        let mut inner = self.inner.clone();
+        if let Some(bos) = self.bos_id.filter(|_| self.add_bos)
+            && inner.get_post_processor().is_none()
+        {
+            let token = self.id_to_token(bos).unwrap_or_default();
+            let post = TemplateProcessing::builder()
+                .try_single(format!("{token}:0 $A:0"))
+                .and_then(|b| b.try_pair(format!("{token}:0 $A:0 {token}:1 $B:1")))
+                .map_err(|e| Error::format("tokenizer", e))?
+                .special_tokens(vec![(token, bos)])
+                .build()
+                .map_err(|e| Error::format("tokenizer", e))?;
+            inner.with_post_processor(Some(post));
+        }
+        inner
+            .to_string(false)
+            .map_err(|e| Error::format("tokenizer", e))
+    }
+
+    /// The chat template conversations are rendered with: the model's own,
+    /// or the one [`ChatFormat`] picks for a model without one.
+    pub fn template_in_use(&self) -> &str {
+        match self.chat_format() {
+            ChatFormat::Own => self.chat_template.as_deref().unwrap_or_default(),
+            ChatFormat::Gemma => GEMMA_CHAT_TEMPLATE,
+            ChatFormat::ChatMl => DEFAULT_CHAT_TEMPLATE,
+        }
+    }
+
     /// The token string of `id`.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
@@ -411,11 +445,7 @@ impl TextTokenizer {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let template = match self.chat_format() {
-            ChatFormat::Own => self.chat_template.as_deref().unwrap_or_default(),
-            ChatFormat::Gemma => GEMMA_CHAT_TEMPLATE,
-            ChatFormat::ChatMl => DEFAULT_CHAT_TEMPLATE,
-        };
+        let template = self.template_in_use();
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
