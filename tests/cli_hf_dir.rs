@@ -241,11 +241,13 @@ fn large_file_is_streamed(ext: &str, open: &str, between: &str, close: &str) {
     let tokens = per_line as u64 * 80_000;
     let kept = tokens * 5;
     // Holding the file whole would add its size, and its parsed records as
-    // much again; streamed, only the tokens stay (plus allocator slack, and
-    // the self-check's few MB after the run, made while the tokens are held).
+    // much again (kept + 94 MB here); streamed, only the tokens stay (plus
+    // allocator slack, and the self-check's few MB after the run, made while
+    // the tokens are held): measured up to kept + 32 MB, varying from run to
+    // run with glibc's per-thread arenas (8 MB of slack failed once in 3).
     let extra = peak.saturating_sub(base);
     assert!(
-        extra < kept + size / 2 + (8 << 20),
+        extra < kept + size / 2 + (16 << 20),
         "training on a {} MB file ({} MB of tokens) took {} MB more than on a tiny one",
         size >> 20,
         kept >> 20,
