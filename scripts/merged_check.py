@@ -23,11 +23,18 @@ base, as GGUF in f32, f16 and Q8_0. Then:
 5. GGUF (a GGUF base): each merged file's metadata is the base's except the
    keys the export sets; every tensor of the f16 and Q8_0 files equals, byte
    for byte, numpy's float16 and gguf-py's `quants.quantize` of the f32 file's
-   tensor (1-D tensors stay f32); and transformers reads the f32 file to PEFT's
-   logits within LOGIT_TOL (this checks the names and q/k row order through an
-   independent reader).
+   tensor (1-D tensors stay f32); and transformers reads the f32 file to the
+   logits of PEFT on its own reading of the base GGUF within LOGIT_TOL (this
+   checks the names and q/k row order through an independent reader).
+
+With --reference DIR (a GGUF without a vocabulary, e.g. the tiny families'
+GGUFs, and the Hugging Face directory of the same weights), --adapter is
+required and there is no data: the logits are on the ids 1..16, the reference
+is PEFT on DIR's model, and step 3 is skipped. This checks the config.json
+tabtune writes for a GGUF base of each family.
 
 Usage: merged_check.py --bin TABTUNE --model MODEL.gguf|MODEL_DIR --data DATA.jsonl [--adapter DIR]
+       merged_check.py --bin TABTUNE --model MODEL.gguf --adapter DIR --reference HF_DIR
 """
 import argparse
 import json
@@ -50,6 +57,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 WEIGHT_TOL = 1e-6
 LOGIT_TOL = 1e-4
 EXAMPLES = 4
+TEMPLATE = "tokenizer.chat_template"
 SET_BY_EXPORT = {"general.file_type", "general.name", "general.quantization_version", "general.alignment"}
 
 
@@ -79,17 +87,40 @@ def gguf_meta(reader):
     return meta
 
 
+def check_tokenizer(check, tmp, where, gguf, data, examples):
+    """Step 3: the directory's tokenizer against the base's, and its chat
+    template against the ids tabtune trained on."""
+    tok = AutoTokenizer.from_pretrained(tmp / "hf-f32")
+    base_tok = AutoTokenizer.from_pretrained(*where, **gguf)
+    records = [json.loads(l) for l in Path(data).read_text().splitlines() if l.strip()]
+    bad = 0
+    for rec, ex in zip(records, examples):
+        if "messages" in rec:
+            ids = tok(tok.apply_chat_template(rec["messages"], tokenize=False), add_special_tokens=False).input_ids
+            bad += ids != ex["ids"]
+            text = "\n".join(m["content"] for m in rec["messages"])
+        else:
+            text = rec["prompt"] + rec["completion"] if "prompt" in rec else rec["text"]
+        bad += tok(text).input_ids != base_tok(text).input_ids
+    check(bad == 0, f"tokenizer: the directory's tokenizes {len(examples)} examples as the base's does in transformers"
+          + (", and renders conversations to the ids tabtune trained on" if "messages" in records[0] else "")
+          + ("" if bad == 0 else f" ({bad} differ)"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--model", required=True)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data")
+    ap.add_argument("--reference", help="the HF directory of a vocabulary-less GGUF's weights")
     ap.add_argument("--steps", default="3")
     ap.add_argument("--adapter", help="an existing adapter directory; skips training")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = Path(args.model)
     is_gguf = model.is_file()
+    if args.reference and not args.adapter or not args.reference and not args.data:
+        sys.exit("give --data, or --reference with --adapter")
     failed = []
 
     def check(ok, line):
@@ -110,13 +141,16 @@ def main():
         if is_gguf:
             for ty in ["f32", "f16", "q8_0"]:
                 print(run(base_args + ["--merged-gguf", str(tmp / f"merged-{ty}.gguf"), "--gguf-type", ty]).strip())
-        dump = tmp / "tokens.json"
-        run([args.bin, "eval", "--model", str(model), "--adapter", str(adapter), "--data", args.data,
-             "--seq-len", "128", "--dump-tokens", str(dump)])
-        examples = json.loads(dump.read_text())["examples"]
-
-        where = (model,) if model.is_dir() else (model.parent,)
-        gguf = {} if model.is_dir() else {"gguf_file": model.name}
+        if args.reference:
+            examples = [{"ids": list(range(1, 17))}]
+            where, gguf = (Path(args.reference),), {}
+        else:
+            dump = tmp / "tokens.json"
+            run([args.bin, "eval", "--model", str(model), "--adapter", str(adapter), "--data", args.data,
+                 "--seq-len", "128", "--dump-tokens", str(dump)])
+            examples = json.loads(dump.read_text())["examples"]
+            where = (model,) if model.is_dir() else (model.parent,)
+            gguf = {} if model.is_dir() else {"gguf_file": model.name}
         base = AutoModelForCausalLM.from_pretrained(*where, **gguf, dtype=torch.float32)
         peft_model = PeftModel.from_pretrained(base, adapter).eval()
         reference = logits(peft_model, examples[:EXAMPLES])
@@ -149,21 +183,10 @@ def main():
 
         # 3. Its tokenizer tokenizes as the base's does in transformers, and
         # renders conversations with the template tabtune trained with.
-        tok = AutoTokenizer.from_pretrained(tmp / "hf-f32")
-        base_tok = AutoTokenizer.from_pretrained(*where, **gguf)
-        records = [json.loads(l) for l in Path(args.data).read_text().splitlines() if l.strip()]
-        bad = 0
-        for rec, ex in zip(records, examples):
-            if "messages" in rec:
-                ids = tok(tok.apply_chat_template(rec["messages"], tokenize=False), add_special_tokens=False).input_ids
-                bad += ids != ex["ids"]
-                text = "\n".join(m["content"] for m in rec["messages"])
-            else:
-                text = rec["prompt"] + rec["completion"] if "prompt" in rec else rec["text"]
-            bad += tok(text).input_ids != base_tok(text).input_ids
-        check(bad == 0, f"tokenizer: the directory's tokenizes {len(examples)} examples as the base's does in transformers"
-              + (", and renders conversations to the ids tabtune trained on" if "messages" in records[0] else "")
-              + ("" if bad == 0 else f" ({bad} differ)"))
+        if args.reference:
+            print("  --   tokenizer: none in this GGUF")
+        else:
+            check_tokenizer(check, tmp, where, gguf, args.data, examples)
 
         # 4. bf16 is PyTorch's rounding of f32.
         bf16 = load_file(tmp / "hf-bf16" / "model.safetensors")
@@ -178,7 +201,9 @@ def main():
             for ty, qtype in [("f32", None), ("f16", GGMLQuantizationType.F16), ("q8_0", GGMLQuantizationType.Q8_0)]:
                 reader = f32 if ty == "f32" else GGUFReader(tmp / f"merged-{ty}.gguf")
                 meta = gguf_meta(reader)
-                keys = (set(meta) ^ set(base_meta)) - SET_BY_EXPORT
+                # A base without a chat template gets the one tabtune trained with.
+                added = {TEMPLATE} if TEMPLATE not in base_meta else set()
+                keys = (set(meta) ^ set(base_meta)) - SET_BY_EXPORT - added
                 changed = [k for k in set(meta) & set(base_meta) - SET_BY_EXPORT if meta[k] != base_meta[k]]
                 check(not keys and not changed, f"{ty}: the metadata is the base's but for the keys the export sets"
                       + ("" if not keys and not changed else f" (differs: {sorted(keys)[:5]} {changed[:5]})"))
@@ -199,11 +224,27 @@ def main():
                         wrong.append(t.name)
                 check(not wrong, f"{ty}: all {len(reader.tensors)} tensors are gguf-py's {ty} of the f32 file's"
                       + ("" if not wrong else f" except {wrong[:5]}"))
-            hf_gguf = AutoModelForCausalLM.from_pretrained(tmp, gguf_file="merged-f32.gguf", dtype=torch.float32).eval()
-            diff, largest = worst(reference, logits(hf_gguf, examples[:EXAMPLES]))
-            check(diff <= LOGIT_TOL * largest,
-                  f"logits: the f32 GGUF in transformers vs PEFT: largest difference {diff:.2e} "
-                  f"(relative {diff / largest:.1e}, tolerance {LOGIT_TOL:g})")
+            # Against PEFT on transformers' own reading of the base GGUF: its GGUF
+            # reader leaves some settings at their defaults (Gemma's
+            # query_pre_attn_scalar), the same for both files.
+            gguf_reference = reference
+            if args.reference:
+                try:
+                    base_gguf = AutoModelForCausalLM.from_pretrained(model.parent, gguf_file=model.name,
+                                                                     dtype=torch.float32)
+                    gguf_reference = logits(PeftModel.from_pretrained(base_gguf, adapter).eval(), examples[:EXAMPLES])
+                except RuntimeError as e:
+                    # transformers' GGUF reader takes Qwen3's head size as 128, whatever the file says.
+                    gguf_reference = None
+                    print(f"  --   logits of the f32 GGUF in transformers: not compared, transformers cannot read the "
+                          f"base GGUF itself ({str(e).splitlines()[0][:80]})")
+            if gguf_reference is not None:
+                hf_gguf = AutoModelForCausalLM.from_pretrained(tmp, gguf_file="merged-f32.gguf",
+                                                               dtype=torch.float32).eval()
+                diff, largest = worst(gguf_reference, logits(hf_gguf, examples[:EXAMPLES]))
+                check(diff <= LOGIT_TOL * largest,
+                      f"logits: the f32 GGUF in transformers vs PEFT on the base GGUF in transformers: largest "
+                      f"difference {diff:.2e} (relative {diff / largest:.1e}, tolerance {LOGIT_TOL:g})")
 
     if failed:
         sys.exit(f"merged check FAILED ({len(failed)} of its checks)")

@@ -39,9 +39,14 @@ step "the merged model is PEFT's merge, and transformers and gguf-py read it so 
   --model "$TABTUNE_MODEL" --data www/samples/chat.jsonl
 "$TABTUNE_VENV/bin/python" scripts/merged_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
   --model "$TABTUNE_GEMMA" --data tests/fixtures/data/completion.jsonl
+# Each family from its directory, and from its GGUF (no vocabulary: the
+# config.json tabtune writes for it, against the directory in PEFT).
 for family in qwen2 qwen3 gemma3; do
   "$TABTUNE_VENV/bin/python" scripts/merged_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
     --model "tests/fixtures/tiny_$family" --data tests/fixtures/data/completion.jsonl
+  "$TABTUNE_VENV/bin/python" scripts/merged_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+    --model "tests/fixtures/tiny_$family/tiny_$family.gguf" --adapter "tests/fixtures/tiny_$family/adapter" \
+    --reference "tests/fixtures/tiny_$family"
 done
 
 step "TRL continues from a tabtune adapter (export --recipe, 2 steps on the CPU)"

@@ -84,10 +84,13 @@ fn load_dir(files: &InMemory) -> Loaded {
 
 fn gguf_bytes(m: &Loaded, lora: Option<&LoraAdapters>, ty: FileType) -> Vec<u8> {
     let mut out = Vec::new();
-    let n = block_on(merged_gguf::write(&m.model, lora, &m.origin, ty, &mut out)).expect("writes");
+    let n = block_on(merged_gguf::write(
+        &m.model, lora, None, &m.origin, ty, &mut out,
+    ))
+    .expect("writes");
     assert_eq!(n as usize, out.len());
     assert_eq!(
-        merged_gguf::file_len(&m.model, &m.origin, ty).expect("len"),
+        merged_gguf::file_len(&m.model, None, &m.origin, ty).expect("len"),
         n,
         "the length known before writing is the length written"
     );
@@ -235,6 +238,7 @@ fn a_merged_gguf_of_a_model_read_from_a_directory_is_refused_with_what_to_do() {
     let err = block_on(merged_gguf::write(
         &m.model,
         None,
+        None,
         &m.origin,
         FileType::F16,
         &mut out,
@@ -257,4 +261,263 @@ fn a_directory_base_keeps_its_own_config_with_the_new_dtype() {
     assert_eq!(ours, theirs);
     let names: Vec<_> = files.files.keys().cloned().collect();
     assert_eq!(names, ["README.md", "config.json", "model.safetensors"]);
+}
+
+fn tabtune(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tabtune"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tabtune-merged-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+#[test]
+fn the_cli_writes_both_merged_forms_and_checks_each_leaving_no_partial_file() {
+    let dir = scratch("cli");
+    let model = common::fixture("tiny_llama/tiny_llama.gguf");
+    let adapter = common::fixture("tiny_llama/adapter");
+    let (hf, gguf) = (dir.join("hf"), dir.join("merged.gguf"));
+    let out = tabtune(&[
+        "export",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--adapter",
+        adapter.to_str().expect("utf-8"),
+        "--merged",
+        hf.to_str().expect("utf-8"),
+        "--dtype",
+        "f32",
+        "--merged-gguf",
+        gguf.to_str().expect("utf-8"),
+        "--gguf-type",
+        "f16",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("self-check passed"))
+        .collect();
+    assert_eq!(passed.len(), 2, "{stdout}");
+    assert!(passed[0].contains("model.safetensors"), "{stdout}");
+    assert!(passed[1].contains("merged.gguf"), "{stdout}");
+    let mut names: Vec<String> = std::fs::read_dir(&hf)
+        .expect("listed")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["README.md", "config.json", "model.safetensors"]);
+    assert!(!dir.join("merged.gguf.partial").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_cli_refuses_to_write_over_its_inputs_or_a_gguf_from_a_directory_before_writing_anything() {
+    let dir = scratch("refusals");
+    let gguf_model = common::fixture("tiny_llama/tiny_llama.gguf");
+    let hf_model = common::fixture("tiny_qwen2");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let adapter = |m: &str| path(&common::fixture(&format!("{m}/adapter")));
+    let hf_out = path(&dir.join("hf"));
+    let cases: [(Vec<String>, &str); 3] = [
+        (
+            vec![
+                "--model".into(),
+                path(&gguf_model),
+                "--adapter".into(),
+                adapter("tiny_llama"),
+                "--merged-gguf".into(),
+                path(&gguf_model),
+            ],
+            "is the base model this export reads",
+        ),
+        (
+            vec![
+                "--model".into(),
+                path(&gguf_model),
+                "--adapter".into(),
+                adapter("tiny_llama"),
+                "--merged".into(),
+                adapter("tiny_llama"),
+            ],
+            "is the adapter this export reads",
+        ),
+        (
+            vec![
+                "--model".into(),
+                path(&hf_model),
+                "--adapter".into(),
+                adapter("tiny_qwen2"),
+                "--merged".into(),
+                hf_out.clone(),
+                "--merged-gguf".into(),
+                path(&dir.join("m.gguf")),
+            ],
+            "convert_hf_to_gguf.py",
+        ),
+    ];
+    for (args, says) in cases {
+        let mut all = vec!["export".to_string()];
+        all.extend(args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = tabtune(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{all:?}: {err}"
+        );
+    }
+    assert!(
+        !dir.join("hf").exists(),
+        "nothing was written before the refusal"
+    );
+    assert!(gguf_model.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tiny random Llama with SmolLM2's `tokenizer.json` (transformers'),
+/// read from its directory as the CLI reads one.
+fn tiny_with_vocabulary(tag: &str) -> Loaded {
+    let dir = common::tiny_model_dir(tag);
+    let read = |f: &str| std::fs::read(dir.join(f)).expect("reads");
+    let (config, weights, tok, tok_config, template) = (
+        read("config.json"),
+        read("model.safetensors"),
+        read("tokenizer.json"),
+        read("tokenizer_config.json"),
+        read("chat_template.jinja"),
+    );
+    let m = load_hf(
+        dir.to_str().expect("utf-8"),
+        &HfFiles {
+            config: &config,
+            weights: &weights,
+            tokenizer: Some(&tok),
+            tokenizer_config: Some(&tok_config),
+            chat_template: Some(&template),
+        },
+        &device(),
+    )
+    .expect("loads");
+    let _ = std::fs::remove_dir_all(&dir);
+    m
+}
+
+#[test]
+fn a_directory_base_with_a_byte_level_vocabulary_merges_to_a_gguf_that_reads_back_with_its_tokenizer()
+ {
+    let m = tiny_with_vocabulary("merged-hf-gguf");
+    let lora = random_adapter(&m, false);
+    let mut bytes = Vec::new();
+    block_on(merged_gguf::write(
+        &m.model,
+        Some(&lora),
+        m.tokenizer.as_ref(),
+        &m.origin,
+        FileType::F32,
+        &mut bytes,
+    ))
+    .expect("writes");
+    let g = load_gguf("merged.gguf", &bytes, &device()).expect("loads");
+    let c = compared(&m, Some(&lora), &g, Stored::F32);
+    assert!(c.passed, "{}", c.message());
+    // The GGUF's vocabulary, rebuilt by tabtune as from any GGUF, tokenizes
+    // as transformers' tokenizer.json does, and renders chats the same.
+    let (ours, theirs) = (
+        g.tokenizer.expect("a vocabulary"),
+        m.tokenizer.expect("one"),
+    );
+    for text in [
+        "Hello, world! 12345",
+        "  two  spaces\nand a line",
+        "émoji 🦀 <|im_start|>",
+    ] {
+        assert_eq!(
+            ours.encode(text, true).ok(),
+            theirs.encode(text, true).ok(),
+            "{text}"
+        );
+    }
+    let chat = [tabtune::tokenizer::Message {
+        role: "user".into(),
+        content: "Hi there".into(),
+    }];
+    assert_eq!(
+        ours.apply_chat_template(&chat, true).ok(),
+        theirs.apply_chat_template(&chat, true).ok()
+    );
+    assert_eq!((ours.eos_id, ours.bos_id), (theirs.eos_id, theirs.bos_id));
+}
+
+#[test]
+fn the_vocabulary_written_for_a_directory_base_is_the_one_llama_cpp_s_converter_wrote_for_smollm2()
+{
+    // SmolLM2's GGUF (llama.cpp's converter) against what tabtune writes from
+    // the tokenizer.json it rebuilds from that GGUF: the same vocabulary keys.
+    let path = common::default_model();
+    let bytes = std::fs::read(&path).expect("reads");
+    let m = load_gguf("SmolLM2.gguf", &bytes, &device()).expect("loads");
+    let base = Gguf::parse("SmolLM2.gguf", &bytes).expect("parses");
+    let tok = m.tokenizer.as_ref().expect("a vocabulary");
+    let json = tok.to_json().expect("tokenizer.json");
+    let ours =
+        tabtune::merge::gguf_meta::from_hf(&m.model.config, Some(tok), Some(json.as_bytes()), "x")
+            .expect("written");
+    for key in [
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.chat_template",
+    ] {
+        let (a, b) = (ours.get(key), base.metadata.get(key));
+        let same = match (a, b) {
+            // The converter writes token types as i32, ids as u32: compare the numbers.
+            (Some(MetaValue::Array(x)), Some(MetaValue::Array(y))) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y)
+                        .all(|(p, q)| p == q || (p.as_u64().is_some() && p.as_u64() == q.as_u64()))
+            }
+            (Some(x), Some(y)) => x == y || (x.as_u64().is_some() && x.as_u64() == y.as_u64()),
+            _ => false,
+        };
+        assert!(
+            same,
+            "{key}: ours {:?}, the converter's {:?}",
+            a.map(short),
+            b.map(short)
+        );
+    }
+    // Every hyper-parameter key the converter wrote, with its value.
+    for (k, v) in base
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("llama."))
+    {
+        let ours = ours.get(k).unwrap_or_else(|| panic!("{k} is not written"));
+        let same = match (ours.as_f64(), v.as_f64()) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-6 * b.abs(),
+            _ => ours == v,
+        };
+        assert!(same, "{k}: ours {ours:?}, the converter's {v:?}");
+    }
+}
+
+fn short(v: &MetaValue) -> String {
+    let s = format!("{v:?}");
+    s.chars().take(120).collect()
 }

@@ -225,10 +225,24 @@ function onWorker(msg) {
       break;
     case 'zip': {
       saveZip(msg.bytes, msg.file);
+      if (!msg.check) break;
       // The check of the files just downloaded, next to their button.
       const line = $(msg.kind === 'gguf' ? 'self-check-gguf' : 'self-check-peft');
       line.textContent = msg.check.message;
       line.className = msg.check.passed ? 'check-passed' : 'check-failed';
+      break;
+    }
+    case 'merged-progress':
+      $(`self-check-merged-${msg.kind}`).textContent = `Writing the merged model: ${mb(msg.written)} so far…`;
+      $(`self-check-merged-${msg.kind}`).className = '';
+      break;
+    case 'merged': {
+      saveBlob(msg.file, msg.name);
+      const line = $(`self-check-merged-${msg.kind}`);
+      line.textContent = msg.check.message;
+      line.className = msg.check.passed === null ? '' : msg.check.passed ? 'check-passed' : 'check-failed';
+      state.merging = false;
+      refresh();
       break;
     }
     case 'self-test':
@@ -248,11 +262,20 @@ function onWorker(msg) {
         renderSummary(null);
       }
       if (msg.where === 'init') $('backend').textContent = 'not started';
+      if (msg.where === 'exportMerged') {
+        state.merging = false;
+        for (const kind of ['gguf', 'hf']) {
+          const line = $(`self-check-merged-${kind}`);
+          if (line.textContent.startsWith('Writing')) line.textContent = `Not written: ${msg.message}`;
+        }
+        refresh();
+      }
       showError(msg.message);
       break;
     case 'fatal':
       showError(`${msg.message}. The engine was restarted; load the model again to go on.`);
       document.body.dataset.model = '';
+      state.merging = false;
       if (state.running) {
         document.body.dataset.run = 'stopped';
         $('run-status').textContent = 'The run ended with the engine. Load the model and start again.';
@@ -539,7 +562,11 @@ function generateBoth() {
 }
 
 function saveZip(bytes, file) {
-  const blob = new Blob([bytes], { type: 'application/zip' });
+  saveBlob(new Blob([bytes], { type: 'application/zip' }), file);
+}
+
+// Hands `blob` (bytes, or a File on disk) to the browser's download.
+function saveBlob(blob, file) {
   const a = document.createElement('a');
   a.href = URL.createObjectURL(blob);
   a.download = file;
@@ -559,6 +586,12 @@ function refresh() {
   $('generate').disabled = !(modelLoaded && !state.generating);
   $('download').disabled = !(state.trained && modelLoaded);
   $('download-gguf').disabled = !(state.trained && modelLoaded);
+  // A merged GGUF copies the base GGUF's vocabulary and chat template.
+  const refused = modelLoaded ? state.model.info.merged_gguf_refused : null;
+  $('download-merged-gguf').disabled = !(state.trained && modelLoaded && !refused && !state.merging);
+  $('download-merged-gguf').title = refused || '';
+  $('download-merged-hf').disabled = !(state.trained && modelLoaded && !state.merging);
+  $('download-trl').disabled = !(state.trained && modelLoaded && state.summary);
   $('model-files-row').hidden = modelSource() !== 'files';
   $('model-hub-row').hidden = modelSource() !== 'hub';
 }
@@ -631,6 +664,20 @@ function wire() {
     clearErrors();
     send({ type: 'exportGguf' });
   };
+  $('download-trl').onclick = () => {
+    clearErrors();
+    send({ type: 'exportRecipe', baseModel: $('base-name').value.trim() || state.model.info.name });
+  };
+  for (const kind of ['gguf', 'hf']) {
+    $(`download-merged-${kind}`).onclick = () => {
+      clearErrors();
+      state.merging = true;
+      refresh();
+      $(`self-check-merged-${kind}`).textContent = 'Writing the merged model…';
+      $(`self-check-merged-${kind}`).className = '';
+      send({ type: 'exportMerged', kind, format: $(`merged-${kind}-type`).value });
+    };
+  }
   $('base-name').oninput = () => { $('base-name').dataset.auto = '0'; };
   window.addEventListener('error', (e) => showError(`Page error: ${e.message}`));
   window.addEventListener('unhandledrejection', (e) => showError(`Page error: ${e.reason?.message || e.reason}`));

@@ -11,6 +11,7 @@ let wasm = null; // the loaded module: {Engine, version, ...}
 let engine = null;
 let memory = null; // the wasm instance's memory, reported with results
 let modelFile = null; // the loaded base's GGUF file name, for the Modelfile (none for safetensors)
+let lastData = null; // {file, blob, request} of the data read last, for the TRL hand-off
 let dead = false; // after a panic only the fatal message goes out
 let queue = Promise.resolve();
 const run = { active: false, wake: null };
@@ -28,6 +29,38 @@ function post(msg, transfer) {
   if (dead) return;
   const gpu = gpuWork.installed ? { gpuMemory: gpuWork.bytes, gpuPeak: gpuWork.peak } : {};
   self.postMessage({ ...msg, memory: memory ? memory.buffer.byteLength : 0, ...gpu }, transfer || []);
+}
+
+// Where a merged model is written as it is made: a file in the origin's
+// private file system (OPFS), through a synchronous handle (workers only),
+// so the pieces go to disk; without OPFS (some private windows), the pieces
+// as one Blob, which browsers may keep on disk too. Earlier merged files are
+// removed first: the download has its own copy.
+async function fileSink(name) {
+  try {
+    const root = await navigator.storage.getDirectory();
+    const old = [];
+    for await (const key of root.keys()) if (key.startsWith('tabtune-merged')) old.push(key);
+    for (const key of old) await root.removeEntry(key);
+    const handle = await root.getFileHandle(name, { create: true });
+    const access = await handle.createSyncAccessHandle();
+    access.truncate(0);
+    let at = 0;
+    return {
+      where: 'disk',
+      write(piece) { at += access.write(piece, { at }); },
+      async finish() { access.flush(); access.close(); return handle.getFile(); },
+      async abort() { access.close(); await root.removeEntry(name).catch(() => {}); },
+    };
+  } catch {
+    const parts = [];
+    return {
+      where: 'memory',
+      write(piece) { parts.push(piece); },
+      async finish() { return new Blob(parts); },
+      async abort() { parts.length = 0; },
+    };
+  }
 }
 
 function serial(fn) {
@@ -254,6 +287,8 @@ const handlers = {
       post({ type: 'data-progress', file, read, size });
     };
     const report = await serial(() => engine.prepareData(file, blob, request, progress));
+    // Kept for the TRL hand-off, which reads the file's records again.
+    lastData = { file, blob, request };
     post({ type: 'data', ...report });
   },
   async start({ settings, badLines }) {
@@ -296,6 +331,50 @@ const handlers = {
     // The download read back before it is handed over (it is then moved).
     const check = await serial(() => engine.checkDownload(zip));
     post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter.zip', kind: 'peft', check }, [zip.buffer]);
+  },
+  // The merged model streams to a file on disk a piece at a time
+  // (fileSink), then goes to the page as that file: neither this worker nor
+  // the page holds it, next to the model it came from.
+  async exportMerged({ kind, format: type }) {
+    const name = kind === 'gguf' ? `tabtune-merged.${type.toUpperCase()}.gguf` : `tabtune-merged-${type}.zip`;
+    const sink = await fileSink(name);
+    let written = 0;
+    let told = 0;
+    try {
+      await serial(() => engine.exportMerged(kind, type, (piece) => {
+        sink.write(piece);
+        written += piece.length;
+        if (written - told >= 32 * 2 ** 20) {
+          told = written;
+          post({ type: 'merged-progress', kind, written });
+        }
+      }));
+    } catch (e) {
+      await sink.abort();
+      throw e;
+    }
+    const file = await sink.finish();
+    // Read back as a model for the self-check when that fits beside the live
+    // one: the file's bytes, then the model made from them (about 3 times its
+    // size at most, for an f32 zip) within what is left of wasm32's 4 GiB.
+    const used = memory ? memory.buffer.byteLength : 0;
+    let check;
+    if (3 * file.size < 0.8 * (4 * 2 ** 30 - used)) {
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      check = await serial(() => engine.checkMerged(kind, type, bytes));
+    } else {
+      check = {
+        passed: null,
+        message: `self-check skipped: reading ${name} (${(file.size / 1e6).toFixed(0)} MB) back as a model would not fit in the page's memory beside the one loaded; \`tabtune export --merged${kind === 'gguf' ? '-gguf' : ''}\` checks the same file`,
+      };
+    }
+    post({ type: 'merged', kind, file, name, size: file.size, where: sink.where, check });
+  },
+  async exportRecipe({ baseModel }) {
+    if (!lastData) throw new Error('choose the data file first');
+    const { file, blob, request } = lastData;
+    const zip = await serial(() => engine.exportRecipe(baseModel, file, blob, request));
+    post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-trl.zip', kind: 'trl', check: null }, [zip.buffer]);
   },
   async exportGguf() {
     const zip = await serial(() => engine.exportGgufZip(modelFile ?? undefined));

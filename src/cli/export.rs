@@ -6,8 +6,10 @@ use clap::Args;
 
 use tabtune::io::gguf_lora::{self, GgufLoraBase};
 use tabtune::io::self_check::{self, Written};
-use tabtune::merge::gguf::FileType;
+use tabtune::lora::LoraAdapters;
+use tabtune::merge::gguf::{self, FileType};
 use tabtune::merge::hf::Dtype;
+use tabtune::model::load::Loaded;
 use tabtune::readback::block_on;
 use tabtune::{Error, Result};
 
@@ -66,10 +68,41 @@ pub struct ExportArgs {
     settings: SettingsArgs<settings::All>,
 }
 
-/// Runs `tabtune export`.
+/// Runs `tabtune export`: everything asked for is checked, then each is
+/// written in turn.
 pub fn run(a: ExportArgs) -> Result<()> {
+    if a.recipe.is_none() && a.gguf.is_none() && a.merged.is_none() && a.merged_gguf.is_none() {
+        return Err(Error::setting(
+            "export",
+            "say what to write: --gguf DIR (a GGUF LoRA for llama.cpp and Ollama), --merged DIR or --merged-gguf FILE (the model with the adapter merged in), or --recipe DIR --data FILE (a TRL hand-off)",
+        ));
+    }
+    let dtype = Dtype::parse("--dtype", &a.dtype)?;
+    let ty = FileType::parse("--gguf-type", &a.gguf_type)?;
+    if let Some(dir) = a.merged.as_deref() {
+        merged::refuse_inputs("--merged", dir, &a.model.model, &a.adapter)?;
+    }
+    if let Some(file) = a.merged_gguf.as_deref() {
+        merged::refuse_inputs("--merged-gguf", file, &a.model.model, &a.adapter)?;
+    }
+    // Its README.md would replace the adapter's model card.
+    if let Some(dir) = a.gguf.as_deref() {
+        let same = |p: &str| std::fs::canonicalize(p).ok();
+        if same(dir).is_some() && same(dir) == same(&a.adapter) {
+            return Err(Error::setting(
+                "--gguf",
+                format!(
+                    "{dir} is the adapter's own directory: its README.md would replace the adapter's model card; write to another directory"
+                ),
+            ));
+        }
+    }
+    let (loaded, adapters) = model_and_adapter(&a.model.model, Some(&a.adapter))?;
+    let adapters = adapters.expect("an adapter was asked for");
+    if a.merged_gguf.is_some() {
+        gguf::base_metadata(&loaded.model, loaded.tokenizer.as_ref(), &loaded.origin)?;
+    }
     if let Some(dir) = a.recipe.as_deref() {
-        let (loaded, _) = model_and_adapter(&a.model.model, Some(&a.adapter))?;
         let data = a
             .data
             .as_deref()
@@ -86,46 +119,23 @@ pub fn run(a: ExportArgs) -> Result<()> {
         eprintln!(
             "the TRL hand-off written to {dir}: run `accelerate launch --config_file accelerate/one_gpu.yaml train.py` there"
         );
-        if a.gguf.is_none() {
-            return Ok(());
-        }
     }
-    if a.merged.is_some() || a.merged_gguf.is_some() {
-        // Both types are checked before anything is written.
-        let dtype = Dtype::parse("--dtype", &a.dtype)?;
-        let ty = FileType::parse("--gguf-type", &a.gguf_type)?;
-        let (loaded, adapters) = model_and_adapter(&a.model.model, Some(&a.adapter))?;
-        let adapters = adapters.expect("an adapter was asked for");
-        if let Some(dir) = a.merged.as_deref() {
-            merged::write_hf(&loaded, &adapters, dir, dtype)?;
-        }
-        if let Some(file) = a.merged_gguf.as_deref() {
-            merged::write_gguf(&loaded, &adapters, file, ty)?;
-        }
-        if a.gguf.is_none() {
-            return Ok(());
-        }
+    if let Some(dir) = a.merged.as_deref() {
+        merged::write_hf(&loaded, &adapters, dir, dtype)?;
     }
-    let Some(dir) = a.gguf.as_deref() else {
-        return Err(Error::setting(
-            "export",
-            "say what to write: --gguf DIR (a GGUF LoRA for llama.cpp and Ollama), --merged DIR or --merged-gguf FILE (the model with the adapter merged in), or --recipe DIR --data FILE (a TRL hand-off)",
-        ));
-    };
-    // Its README.md would replace the adapter's model card.
-    let same = |p: &str| std::fs::canonicalize(p).ok();
-    if same(dir).is_some() && same(dir) == same(&a.adapter) {
-        return Err(Error::setting(
-            "--gguf",
-            format!(
-                "{dir} is the adapter's own directory: its README.md would replace the adapter's model card; write to another directory"
-            ),
-        ));
+    if let Some(file) = a.merged_gguf.as_deref() {
+        merged::write_gguf(&loaded, &adapters, file, ty)?;
     }
-    let (loaded, adapters) = model_and_adapter(&a.model.model, Some(&a.adapter))?;
-    let adapters = adapters.expect("an adapter was asked for");
+    match a.gguf.as_deref() {
+        Some(dir) => write_lora(&a, &loaded, &adapters, dir),
+        None => Ok(()),
+    }
+}
+
+/// `--gguf DIR`: the adapter for llama.cpp and Ollama, then its check.
+fn write_lora(a: &ExportArgs, loaded: &Loaded, adapters: &LoraAdapters, dir: &str) -> Result<()> {
     let base = GgufLoraBase::new(loaded.model.config.clone(), &loaded.name);
-    let bytes = block_on(gguf_lora::export(&adapters, &base).read())?;
+    let bytes = block_on(gguf_lora::export(adapters, &base).read())?;
     let d = Path::new(dir);
     let io = |e: std::io::Error| Error::format(dir, format!("cannot write: {e}"));
     std::fs::create_dir_all(d).map_err(io)?;
@@ -145,7 +155,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let check = block_on(self_check::check(
         &loaded.model,
         tok,
-        &adapters,
+        adapters,
         Written::Gguf(&written),
     ));
     println!("{}", check.message());

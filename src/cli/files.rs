@@ -12,6 +12,7 @@ use tabtune::lora::LoraAdapters;
 use tabtune::model::LlamaConfig;
 use tabtune::model::files::{ModelFiles, load_files_with};
 use tabtune::model::load::{Loaded, load_gguf_with};
+use tabtune::model::quantized::BaseWeights;
 use tabtune::tokenizer::TextTokenizer;
 use tabtune::train::session::AdapterFiles;
 use tabtune::{Error, Result};
@@ -33,9 +34,14 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 /// Loads `--model`: a `.gguf` file, or a Hugging Face directory whose files
 /// are picked by the same rule as the page's ([`ModelFiles::choose`]).
 pub fn load_model(path: &str, device: &Device) -> Result<Loaded> {
+    load_model_with(path, super::base_weights(), device)
+}
+
+/// [`load_model`], its matrices kept as `base` says.
+pub fn load_model_with(path: &str, base: BaseWeights, device: &Device) -> Result<Loaded> {
     let p = Path::new(path);
     if p.is_file() {
-        return load_gguf_with(path, &read(p)?, super::base_weights(), device);
+        return load_gguf_with(path, &read(p)?, base, device);
     }
     if !p.is_dir() {
         return Err(Error::format(path, "no such file or directory"));
@@ -59,7 +65,7 @@ pub fn load_model(path: &str, device: &Device) -> Result<Loaded> {
         .map(String::as_str)
         .zip(bytes.iter().map(Vec::as_slice))
         .collect();
-    load_files_with(path, &files, super::base_weights(), device)
+    load_files_with(path, &files, base, device)
 }
 
 /// Where scripts/fetch-model.sh puts the default model:

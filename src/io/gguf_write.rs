@@ -156,7 +156,8 @@ impl GgufWriter {
             out.extend_from_slice(&type_id(value).to_le_bytes());
             write_value(&mut out, value);
         }
-        let mut offset = 0usize;
+        // u64: a file can pass 4 GiB where usize is 32 bits (wasm32).
+        let mut offset = 0u64;
         for t in &self.tensors {
             string(&mut out, &t.name);
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
@@ -164,8 +165,8 @@ impl GgufWriter {
                 out.extend_from_slice(&d.to_le_bytes());
             }
             out.extend_from_slice(&t.ty.id().to_le_bytes());
-            out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset += t.len.next_multiple_of(ALIGNMENT);
+            out.extend_from_slice(&offset.to_le_bytes());
+            offset += t.len.next_multiple_of(ALIGNMENT) as u64;
         }
         pad(&mut out);
         out

@@ -9,5 +9,6 @@ pub mod gguf_lora;
 pub mod gguf_write;
 pub mod peft;
 pub mod quantize;
+pub mod recipe;
 pub mod safetensors;
 pub mod self_check;

@@ -1,8 +1,10 @@
 //! The merged model as one GGUF file that llama.cpp and Ollama run with no
 //! adapter (`llama-cli -m merged.gguf`, Ollama's `FROM ./merged.gguf`).
 //!
-//! Metadata: the base GGUF's own (architecture, hyper-parameters,
-//! vocabulary, chat template) with `general.file_type` set to the file's
+//! Metadata: the base GGUF's own (for a model read from a Hugging Face
+//! directory, what `gguf_meta` writes for it) (architecture, hyper-parameters,
+//! vocabulary, chat template: for a base without one, the template tabtune
+//! trained with) with `general.file_type` set to the file's
 //! type (`ALL_F32` 0, `MOSTLY_F16` 1, `MOSTLY_Q8_0` 7, llama.cpp's
 //! `llama_ftype`), `general.name` marked as merged, and what described the
 //! base's own quantization (`quantize.*`, `general.alignment`) left out.
@@ -15,6 +17,7 @@
 //! The header is written from the plan before any weight is made; then each
 //! tensor, made, encoded and written one at a time.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -27,8 +30,13 @@ use crate::lora::{LoraAdapters, Target};
 use crate::model::Llama;
 use crate::model::load::Origin;
 use crate::model::weights::{gguf_name, permute_rows_for_gguf};
+use crate::tokenizer::TextTokenizer;
 
+use super::gguf_meta::from_hf;
 use super::{Part, Planned, plan, values};
+
+/// The chat template's key.
+const TEMPLATE: &str = "tokenizer.chat_template";
 
 /// The merged file's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +106,14 @@ fn encode(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
     })
 }
 
-/// The base's metadata as the merged file carries it.
-fn metadata(base: &BTreeMap<String, MetaValue>, ty: FileType) -> Vec<(String, MetaValue)> {
+/// The base's metadata as the merged file carries it; a base without a
+/// chat template gets the one tabtune trained with (`tok`'s in use: Gemma's
+/// turns or ChatML), so llama.cpp and Ollama prompt it as it was trained.
+fn metadata(
+    base: &BTreeMap<String, MetaValue>,
+    tok: Option<&TextTokenizer>,
+    ty: FileType,
+) -> Vec<(String, MetaValue)> {
     let mut out: Vec<(String, MetaValue)> = base
         .iter()
         .filter(|(k, _)| {
@@ -114,35 +128,59 @@ fn metadata(base: &BTreeMap<String, MetaValue>, ty: FileType) -> Vec<(String, Me
     if let Some((_, MetaValue::Str(name))) = out.iter_mut().find(|(k, _)| k == "general.name") {
         name.push_str(" (LoRA merged)");
     }
+    if let Some(t) = tok.filter(|_| !base.contains_key(TEMPLATE)) {
+        out.push((TEMPLATE.into(), MetaValue::Str(t.template_in_use().into())));
+    }
     out.push(("general.file_type".into(), MetaValue::U32(ty.ftype())));
     out.push(("general.quantization_version".into(), MetaValue::U32(2)));
     out
 }
 
-/// The metadata of a model loaded from `origin`, or why a merged GGUF
-/// cannot be written from it.
-pub fn base_metadata(origin: &Origin) -> Result<&BTreeMap<String, MetaValue>> {
+/// The base's GGUF metadata: a GGUF's own, or for a model loaded from a
+/// Hugging Face directory what `gguf_meta` makes of its configuration and
+/// `tokenizer.json`; an error says why a merged GGUF cannot be written.
+pub fn base_metadata<'a>(
+    model: &Llama,
+    tok: Option<&TextTokenizer>,
+    origin: &'a Origin,
+) -> Result<Cow<'a, BTreeMap<String, MetaValue>>> {
     match origin {
-        Origin::Gguf(meta) => Ok(meta),
-        Origin::Hf { .. } => Err(Error::setting(
-            "merged GGUF",
-            "a merged GGUF copies the base GGUF's vocabulary and chat template, and this model was loaded from a Hugging Face directory: write the merged Hugging Face directory and convert it with llama.cpp's convert_hf_to_gguf.py, or load the model from a GGUF file",
-        )),
+        Origin::Gguf(meta) => Ok(Cow::Borrowed(meta)),
+        Origin::Hf {
+            name, tokenizer, ..
+        } => {
+            let json = tokenizer
+                .iter()
+                .find(|(n, _)| *n == "tokenizer.json")
+                .map(|(_, b)| b.as_slice());
+            Ok(Cow::Owned(from_hf(&model.config, tok, json, name)?))
+        }
     }
 }
 
 /// Bytes of the merged file for `model` in `ty` (known before writing).
-pub fn file_len(model: &Llama, origin: &Origin, ty: FileType) -> Result<u64> {
-    let (w, lens) = declared(model, origin, ty)?;
+pub fn file_len(
+    model: &Llama,
+    tok: Option<&TextTokenizer>,
+    origin: &Origin,
+    ty: FileType,
+) -> Result<u64> {
+    let (w, lens) = declared(model, tok, origin, ty)?;
     Ok(w.header().len() as u64 + lens.iter().map(|&l| (l + padding(l)) as u64).sum::<u64>())
 }
 
 /// The writer with the metadata and every tensor declared, and each
 /// tensor's bytes.
-fn declared(model: &Llama, origin: &Origin, ty: FileType) -> Result<(GgufWriter, Vec<usize>)> {
+fn declared(
+    model: &Llama,
+    tok: Option<&TextTokenizer>,
+    origin: &Origin,
+    ty: FileType,
+) -> Result<(GgufWriter, Vec<usize>)> {
     let config = &model.config;
     let mut w = GgufWriter::new("merged GGUF");
-    for (k, v) in metadata(base_metadata(origin)?, ty) {
+    let base = base_metadata(model, tok, origin)?;
+    for (k, v) in metadata(&base, tok, ty) {
         w.meta(&k, v)?;
     }
     let mut lens = Vec::new();
@@ -159,13 +197,14 @@ fn declared(model: &Llama, origin: &Origin, ty: FileType) -> Result<(GgufWriter,
 pub async fn write(
     model: &Llama,
     adapters: Option<&LoraAdapters>,
+    tok: Option<&TextTokenizer>,
     origin: &Origin,
     ty: FileType,
     out: &mut dyn Write,
 ) -> Result<u64> {
     let io = |e: std::io::Error| Error::format("merged GGUF", format!("cannot write: {e}"));
     let config = &model.config;
-    let (w, lens) = declared(model, origin, ty)?;
+    let (w, lens) = declared(model, tok, origin, ty)?;
     let header = w.header();
     out.write_all(&header).map_err(io)?;
     let mut written = header.len() as u64;
@@ -186,7 +225,15 @@ pub async fn write(
             out.write_all(&b).map_err(io)?;
             bytes += b.len();
         }
-        debug_assert_eq!(bytes, len, "tensor {}", p.name);
+        if bytes != len {
+            return Err(Error::format(
+                "merged GGUF",
+                format!(
+                    "tensor {} made {bytes} bytes, its header says {len}",
+                    p.name
+                ),
+            ));
+        }
         out.write_all(&vec![0u8; padding(len)]).map_err(io)?;
         written += (len + padding(len)) as u64;
     }

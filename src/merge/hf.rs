@@ -13,15 +13,20 @@
 //!   the older keys (`rope_theta`, `rope_local_base_freq`) beside them.
 //! - The tokenizer: the base directory's files as they were; for a GGUF
 //!   base, `tokenizer.json` (the pipeline tabtune rebuilt from the GGUF's
-//!   vocabulary, which its tests hold to transformers' ids) and a
-//!   `tokenizer_config.json` with the special tokens and chat template.
+//!   vocabulary, which its tests hold to transformers' ids), a
+//!   `tokenizer_config.json` with the special tokens and the chat template
+//!   tabtune trained with, and a `generation_config.json` whose
+//!   `eos_token_id` lists the ids tabtune's generation stops at.
 //!
 //! Gemma's norms are written as HF files keep them, `w` where the engine
 //! multiplies by `1 + w`.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use serde_json::{Value, json};
+use zip::ZipWriter;
+use zip::write::{SimpleFileOptions, StreamWriter};
 
 use crate::error::{Error, Result};
 use crate::lora::LoraAdapters;
@@ -116,9 +121,10 @@ pub trait Files {
 pub fn safetensors_header(tensors: &[Planned], dtype: Dtype) -> Vec<u8> {
     let mut map = serde_json::Map::new();
     map.insert("__metadata__".into(), json!({"format": "pt"}));
-    let mut offset = 0usize;
+    // u64: the file can pass 4 GiB where usize is 32 bits (wasm32).
+    let mut offset = 0u64;
     for p in tensors {
-        let end = offset + p.len() * dtype.size();
+        let end = offset + (p.len() * dtype.size()) as u64;
         map.insert(
             p.name.clone(),
             json!({"dtype": dtype.safetensors(), "shape": p.shape, "data_offsets": [offset, end]}),
@@ -149,7 +155,7 @@ pub fn config_json(config: &LlamaConfig, tok: Option<&TextTokenizer>, dtype: Dty
         "rms_norm_eps": config.rms_norm_eps,
         "max_position_embeddings": config.max_position_embeddings,
         "tie_word_embeddings": config.tie_word_embeddings,
-        "attention_bias": false,
+        "attention_bias": arch.qkv_bias(),
         "attention_dropout": 0.0,
         "rope_theta": config.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
@@ -256,6 +262,7 @@ pub fn small_files(
         Origin::Hf {
             config: json,
             tokenizer,
+            ..
         } => {
             let mut c: Value = serde_json::from_slice(json)
                 .map_err(|e| Error::format("config.json", e.to_string()))?;
@@ -275,6 +282,13 @@ pub fn small_files(
             if let Some(t) = tok {
                 files.push(("tokenizer.json".into(), t.to_json()?.into_bytes()));
                 files.push(("tokenizer_config.json".into(), pretty(&tokenizer_config(t))));
+                // generate() stops where tabtune's generation stops (EOS, and
+                // Gemma's end of turn where its turns are in use).
+                let mut g = json!({ "eos_token_id": t.stop_ids() });
+                if let Some(b) = t.bos_id {
+                    g["bos_token_id"] = b.into();
+                }
+                files.push(("generation_config.json".into(), pretty(&g)));
             }
             files
         }
@@ -332,13 +346,11 @@ pub async fn write(
 
     let tensors = plan(&model.config);
     let header = safetensors_header(&tensors, dtype);
-    let len = header.len()
-        + tensors
-            .iter()
-            .map(|p| p.len() * dtype.size())
-            .sum::<usize>();
-    out.create(WEIGHTS, len as u64)?;
+    let sizes = tensors.iter().map(|p| (p.len() * dtype.size()) as u64);
+    let len = header.len() as u64 + sizes.sum::<u64>();
+    out.create(WEIGHTS, len)?;
     out.write(&header)?;
+    let mut written = header.len() as u64;
     let shift = model.config.arch.hf_norm_shift();
     for p in &tensors {
         for rows in p.pieces() {
@@ -346,8 +358,16 @@ pub async fn write(
             if p.is_norm() && shift != 0.0 {
                 v.iter_mut().for_each(|w| *w -= shift);
             }
-            out.write(&dtype.encode(&v))?;
+            let bytes = dtype.encode(&v);
+            written += bytes.len() as u64;
+            out.write(&bytes)?;
         }
+    }
+    if written != len {
+        return Err(Error::format(
+            WEIGHTS,
+            format!("{written} bytes made, its header says {len}"),
+        ));
     }
     names.push(WEIGHTS.into());
     Ok(names)
@@ -374,5 +394,43 @@ impl Files for InMemory {
             .expect("create comes first")
             .extend_from_slice(bytes);
         Ok(())
+    }
+}
+
+/// The directory as a `.zip` (entries stored: weights barely compress)
+/// streamed to a writer as it is made: nothing is seeked back to, so the
+/// page's download never holds the archive.
+pub struct ZipFiles<W: Write> {
+    zip: ZipWriter<StreamWriter<W>>,
+}
+
+impl<W: Write> ZipFiles<W> {
+    /// A zip written to `out`.
+    pub fn new(out: W) -> Self {
+        Self {
+            zip: ZipWriter::new_stream(out),
+        }
+    }
+
+    /// Writes the central directory; returns the writer.
+    pub fn finish(self) -> Result<W> {
+        let w = self.zip.finish().map_err(zip_err)?;
+        Ok(w.into_inner())
+    }
+}
+
+fn zip_err(e: impl std::fmt::Display) -> Error {
+    Error::format("merged model (.zip)", format!("cannot write: {e}"))
+}
+
+impl<W: Write> Files for ZipFiles<W> {
+    fn create(&mut self, name: &str, len: u64) -> Result<()> {
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(len >= u64::from(u32::MAX));
+        self.zip.start_file(name, options).map_err(zip_err)
+    }
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.zip.write_all(bytes).map_err(zip_err)
     }
 }

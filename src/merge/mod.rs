@@ -15,6 +15,7 @@
 //! shapes and q/k row order; [`values`] makes one's values.
 
 pub mod gguf;
+pub mod gguf_meta;
 pub mod hf;
 
 use std::ops::Range;

@@ -36,6 +36,8 @@ pub enum Origin {
     Gguf(BTreeMap<String, MetaValue>),
     /// A Hugging Face directory's small files, as read.
     Hf {
+        /// The directory's name (a path, or a repository).
+        name: String,
         /// `config.json`.
         config: Vec<u8>,
         /// `tokenizer.json`, `tokenizer_config.json` and
@@ -173,6 +175,7 @@ pub fn load_hf_with(
         name: dir.to_string(),
         base_weights: base,
         origin: Origin::Hf {
+            name: dir.to_string(),
             config: files.config.to_vec(),
             tokenizer: [
                 ("tokenizer.json", files.tokenizer),

@@ -26,6 +26,15 @@ impl Schedule {
         }
     }
 
+    /// Its name, as [`Schedule::parse`] takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Constant => "constant",
+            Self::Linear => "linear",
+            Self::Cosine => "cosine",
+        }
+    }
+
     /// The multiplier of the peak learning rate at `step`.
     pub fn factor(self, step: usize, warmup: usize, total: usize) -> f64 {
         if step < warmup {

@@ -12,20 +12,25 @@
 //!              (when held out)        pause: Paused until resumed     stop: straight to validation after
 //! ```
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use burn::tensor::Device;
 use serde::Serialize;
 
+use crate::data::record::Record;
 use crate::data::{BadLines, BadLinesChoice, Example, ReadOptions, Summary, prepare_within};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateConfig, generate_text};
-use crate::io::bundle::{adapter_zip, zip_files};
+use crate::io::bundle::{ENTRIES, adapter_zip, zip_files};
 use crate::io::card::{CardInfo, model_card};
 use crate::io::gguf_lora::{self, GgufLoraBase};
 use crate::io::peft::{self, PeftFiles};
-use crate::io::self_check::{self, SelfCheck, Written};
+use crate::io::recipe::{self, Recipe};
+use crate::io::self_check::{self, MergedWritten, SelfCheck, Written};
+use crate::merge;
+use crate::merge::gguf::FileType;
+use crate::merge::hf::{Dtype, ZipFiles};
 use crate::model::load::Loaded;
 use crate::model::quantized::BaseWeights;
 use crate::tokenizer::{ChatFormat, TextTokenizer};
@@ -59,6 +64,9 @@ pub struct ModelInfo {
     pub requantized: usize,
     /// The template conversations get; `None` without a tokenizer.
     pub chat_format: Option<ChatFormat>,
+    /// Why a merged GGUF cannot be written for this model (its vocabulary
+    /// has no GGUF form here); `None` when it can.
+    pub merged_gguf_refused: Option<String>,
 }
 
 /// A prepared data file: its summary, and what each bad-lines choice means
@@ -307,6 +315,13 @@ impl Session {
             requantized: loaded.model.weights.requantized(),
             base_weights: loaded.base_weights,
             chat_format: loaded.tokenizer.as_ref().map(|t| t.chat_format()),
+            merged_gguf_refused: merge::gguf::base_metadata(
+                &loaded.model,
+                loaded.tokenizer.as_ref(),
+                &loaded.origin,
+            )
+            .err()
+            .map(|e| e.to_string()),
         };
         self.model = Some(loaded);
         self.data = None;
@@ -553,6 +568,86 @@ impl Session {
         let files = gguf_lora::bundle(adapter, base_gguf);
         let entries: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
         zip_files("tabtune-adapter-gguf.zip", &entries)
+    }
+
+    /// The base with the run's adapter merged in, as one GGUF of type `ty`
+    /// written to `out` a tensor at a time (`merge::gguf`); returns its
+    /// bytes. Only for a GGUF base.
+    pub async fn export_merged_gguf(&self, ty: FileType, out: &mut dyn Write) -> Result<u64> {
+        let run = self.run()?;
+        let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
+        let adapters = Some(run.trainer.adapters());
+        let tok = loaded.tokenizer.as_ref();
+        merge::gguf::write(&loaded.model, adapters, tok, &loaded.origin, ty, out).await
+    }
+
+    /// The base with the run's adapter merged in, as a Hugging Face
+    /// directory in `dtype`, zipped and streamed to `out` as it is made
+    /// (`merge::hf`).
+    pub async fn export_merged_zip(&self, dtype: Dtype, out: &mut dyn Write) -> Result<()> {
+        let run = self.run()?;
+        let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
+        let mut zip = ZipFiles::new(out);
+        merge::hf::write(
+            &loaded.model,
+            Some(run.trainer.adapters()),
+            loaded.tokenizer.as_ref(),
+            &loaded.origin,
+            &loaded.name,
+            dtype,
+            &mut zip,
+        )
+        .await?;
+        zip.finish()?
+            .flush()
+            .map_err(|e| Error::format("merged model (.zip)", format!("cannot write: {e}")))
+    }
+
+    /// The hand-off to TRL (`io::recipe`) as one `.zip`: the run's adapter
+    /// (PEFT files and card, `base_model` in its config), `records` (the
+    /// data file read again, in TRL's formats), the prepared examples as
+    /// the run tokenized them, the run's settings, the script and the
+    /// `accelerate` configs.
+    pub async fn export_recipe(&self, base_model: &str, records: &[Record]) -> Result<Vec<u8>> {
+        let run = self.run()?;
+        let data = self.data.as_ref().ok_or_else(|| missing("data"))?;
+        let train = &run.trainer.config;
+        let examples: Vec<Example> = data
+            .examples
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e.truncate(train.seq_len);
+                e
+            })
+            .collect();
+        let adapter = self.export(base_model).await?;
+        let files = recipe::files(&Recipe {
+            records,
+            examples: &examples,
+            train,
+            base_model,
+            data_file: &run.data_file,
+            adapter: vec![
+                (ENTRIES[0], adapter.peft.safetensors.as_slice()),
+                (ENTRIES[1], adapter.peft.config_json.as_bytes()),
+                (ENTRIES[2], adapter.card.as_bytes()),
+            ],
+        })?;
+        let entries: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        zip_files("tabtune-trl.zip", &entries)
+    }
+
+    /// Reads merged files back as a model and compares its logits with the
+    /// base's with the run's live adapter (`io::self_check`).
+    pub async fn check_merged(&self, written: MergedWritten<'_>) -> Result<SelfCheck> {
+        let run = self.run()?;
+        let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
+        let tok = loaded.tokenizer.as_ref();
+        Ok(self_check::check_merged(&loaded.model, tok, run.trainer.adapters(), written).await)
     }
 
     /// Reads a download (`zip`, from [`AdapterFiles::zip`] or

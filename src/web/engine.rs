@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
 use std::rc::Rc;
 
 use burn::tensor::Device;
@@ -17,8 +18,11 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_sys::Blob;
 
-use crate::data::{BadLines, ReadOptions};
+use crate::data::{BadLines, ReadOptions, read_stream};
 use crate::error::Error;
+use crate::io::self_check::MergedWritten;
+use crate::merge::gguf::FileType;
+use crate::merge::hf::Dtype;
 use crate::model::files::{HF_OPTIONAL, HF_REQUIRED, ModelFiles, load_files_with};
 use crate::model::quantized::BaseWeights;
 use crate::train::memory::HeapLimit;
@@ -26,6 +30,7 @@ use crate::train::setting::{check_form, views};
 use crate::train::{RunSettings, Session};
 use crate::web::alloc;
 use crate::web::blob::{BlobReader, CHUNK};
+use crate::web::sink::JsWrite;
 
 /// The most tokens a data file may bring into the engine: 500 MB of ids and
 /// flags (shared by the runs on it, not copied), next to a model of about 1 GB in
@@ -362,6 +367,88 @@ impl Engine {
         future_to_promise(async move {
             let s = session.try_borrow().map_err(|_| busy())?;
             let check = s.check_download(&zip).await.map_err(js)?;
+            let out = js_sys::Object::new();
+            js_sys::Reflect::set(&out, &"passed".into(), &check.passed.into())?;
+            js_sys::Reflect::set(&out, &"message".into(), &check.message().into())?;
+            Ok(out.into())
+        })
+    }
+
+    /// The base with the run's adapter merged in, streamed to `write` a
+    /// piece at a time as it is made (each a `Uint8Array` of up to 4 MiB),
+    /// so the module never holds the file: `kind` `gguf` is one GGUF of
+    /// type `ty` (`q8_0`, `f16` or `f32`; a GGUF base only), `hf` a `.zip`
+    /// of the Hugging Face directory in `ty` (`bf16`, `f16` or `f32`).
+    #[wasm_bindgen(js_name = exportMerged)]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn export_merged(&self, kind: String, ty: String, write: Function) -> Promise {
+        let session = self.session.clone();
+        future_to_promise(async move {
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let mut out = BufWriter::with_capacity(4 << 20, JsWrite(write));
+            match kind.as_str() {
+                "gguf" => {
+                    let ty = FileType::parse("merged GGUF type", &ty).map_err(js)?;
+                    s.export_merged_gguf(ty, &mut out).await.map_err(js)?;
+                }
+                _ => {
+                    let dtype = Dtype::parse("merged weight type", &ty).map_err(js)?;
+                    s.export_merged_zip(dtype, &mut out).await.map_err(js)?;
+                }
+            }
+            out.flush()
+                .map_err(|e| js(Error::format("the merged model", e)))?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// The hand-off to TRL as a `.zip` (`Session::export_recipe`): the data
+    /// file `blob` (named `file`) is read again as `request` says, a slice
+    /// at a time, for its records in TRL's formats (bad lines left out, as
+    /// the run left them out); `base_model` goes into the adapter's config
+    /// and the script.
+    #[wasm_bindgen(js_name = exportRecipe)]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn export_recipe(
+        &self,
+        base_model: String,
+        file: String,
+        blob: Blob,
+        request: JsValue,
+    ) -> Result<Promise, JsValue> {
+        let r: DataRequest = from_js("data", request)?;
+        let options = ReadOptions::from_text(&r.format, &r.columns, r.all_tokens).map_err(js)?;
+        let reader = std::io::BufReader::with_capacity(CHUNK, BlobReader::new(blob, None)?);
+        let mut records = Vec::new();
+        read_stream(&file, reader, &options, &mut |r| records.push(r.record));
+        let session = self.session.clone();
+        Ok(future_to_promise(async move {
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let zip = s.export_recipe(&base_model, &records).await.map_err(js)?;
+            Ok(Uint8Array::from(zip.as_slice()).into())
+        }))
+    }
+
+    /// Reads a merged download (`bytes`, from `exportMerged` with `kind`
+    /// and `ty`) back as a model and compares its logits with the base's
+    /// with the run's live adapter: `{ passed, message }`.
+    #[wasm_bindgen(js_name = checkMerged)]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn check_merged(&self, kind: String, ty: String, bytes: Vec<u8>) -> Promise {
+        let session = self.session.clone();
+        future_to_promise(async move {
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let written = match kind.as_str() {
+                "gguf" => {
+                    let ty = FileType::parse("merged GGUF type", &ty).map_err(js)?;
+                    MergedWritten::Gguf(&bytes, ty.into())
+                }
+                _ => {
+                    let dtype = Dtype::parse("merged weight type", &ty).map_err(js)?;
+                    MergedWritten::Zip(&bytes, dtype.into())
+                }
+            };
+            let check = s.check_merged(written).await.map_err(js)?;
             let out = js_sys::Object::new();
             js_sys::Reflect::set(&out, &"passed".into(), &check.passed.into())?;
             js_sys::Reflect::set(&out, &"message".into(), &check.message().into())?;

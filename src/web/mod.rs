@@ -9,6 +9,7 @@
 mod alloc;
 mod blob;
 mod engine;
+mod sink;
 
 pub use engine::Engine;
 use wasm_bindgen::prelude::*;

@@ -20,7 +20,18 @@ For each run (webgpu.json, webgpu-q4_0.json, cpu.json in OUT) it
 4. the CPU run's llama.cpp / Ollama download (adapter.gguf, Modelfile,
    README.md) equals, byte for byte, what `tabtune export --gguf` writes from
    the page's PEFT adapter (scripts/check-llama-cpp.sh shows llama.cpp loads
-   such a file and agrees with tabtune's losses).
+   such a file and agrees with tabtune's losses);
+5. the CPU run's merged downloads against `tabtune export --merged-gguf` /
+   `--merged` of the page's PEFT adapter: the Q8_0 GGUF's metadata, tensor
+   names, types and shapes equal the CLI's, every tensor byte for byte or,
+   where the page's float rounding of B·A differs in the last bit, each
+   value within one Q8_0 step of its block; the bf16 zip holds the CLI's
+   files, its small files byte for byte, every tensor within one bf16 step;
+6. the CPU run's TRL hand-off (`tabtune-trl.zip`) holds the files `tabtune
+   export --recipe` writes for the page's adapter with the same data and
+   settings, equal byte for byte (`recipe.json` but for the data file's
+   path; the adapter's card names the page's run); `scripts/trl_check.py`
+   runs such a folder's `train.py`.
 
 Usage: check_adapters.py --bin TABTUNE --out OUT
 """
@@ -172,6 +183,94 @@ def main():
                 if z.read(n) != (exported / n).read_bytes():
                     fail(f"cpu: the page's {n} differs from `tabtune export --gguf`'s")
         print(f"cpu, for llama.cpp: {', '.join(GGUF_ENTRIES)} equal the CLI's export byte for byte")
+        cli_gguf = Path(tmp) / "cli-merged.Q8_0.gguf"
+        run([a.bin, "export", "--model", spec["model"], "--adapter", adapter, "--merged-gguf", cli_gguf,
+             "--gguf-type", "q8_0"])
+        print("cpu, merged GGUF: " + merged_gguf(spec["mergedGguf"], cli_gguf))
+        cli_dir = Path(tmp) / "cli-merged-bf16"
+        run([a.bin, "export", "--model", spec["model"], "--adapter", adapter, "--merged", cli_dir, "--dtype", "bf16"])
+        print("cpu, merged for transformers: " + merged_zip(spec["mergedZip"], cli_dir))
+        print("cpu, for TRL: " + recipe_zip(spec, adapter, a.bin, Path(tmp)))
+
+
+def recipe_zip(spec, adapter, tabtune, tmp):
+    """The page's TRL hand-off against `tabtune export --recipe` of the page's
+    adapter with the same data and settings (see the module docs)."""
+    s = spec["settings"]
+    cli = tmp / "cli-trl"
+    run([tabtune, "export", "--model", spec["model"], "--adapter", adapter, "--recipe", cli, "--data", spec["data"],
+         "--base-model", spec["base"], "--steps", str(s["steps"]), "--batch", str(s["batch"]),
+         "--seq-len", str(s["seq_len"]), "--seed", str(s["seed"])])
+    want = sorted(str(p.relative_to(cli)) for p in cli.rglob("*") if p.is_file())
+    with zipfile.ZipFile(spec["trlZip"]) as z:
+        names = sorted(z.namelist())
+        if names != want:
+            fail(f"{spec['trlZip']}: entries {names}, expected {want}")
+        # The card names the page's data file and run; everything else is the CLI's.
+        for n in names:
+            if n == "adapter/README.md":
+                continue
+            ours, theirs = z.read(n), (cli / n).read_bytes()
+            if n == "recipe.json":
+                ours, theirs = json.loads(ours), json.loads(theirs)
+                ours.pop("data_file"), theirs.pop("data_file")
+            if ours != theirs:
+                fail(f"for TRL: the page's {n} differs from `tabtune export --recipe`'s")
+    return f"{len(names)} files equal `tabtune export --recipe`'s (recipe.json but for the data file's path)"
+
+
+def merged_gguf(page_file, cli_file):
+    """The page's merged Q8_0 GGUF against the CLI's (see the module docs)."""
+    from gguf import GGMLQuantizationType, GGUFReader
+    from gguf.quants import dequantize
+
+    ours, theirs = GGUFReader(page_file), GGUFReader(cli_file)
+    meta = lambda r: {k: [bytes(f.parts[i]) for i in f.data] for k, f in r.fields.items()}
+    if meta(ours) != meta(theirs):
+        fail("the page's merged GGUF has other metadata than the CLI's")
+    same = 0
+    for a, b in zip(ours.tensors, theirs.tensors, strict=True):
+        if (a.name, a.tensor_type, list(a.shape)) != (b.name, b.tensor_type, list(b.shape)):
+            fail(f"merged GGUF: the page's {a.name} {a.tensor_type!r} {list(a.shape)} is the CLI's {b.name} {b.tensor_type!r} {list(b.shape)}")
+        if np.asarray(a.data).tobytes() == np.asarray(b.data).tobytes():
+            same += 1
+            continue
+        x = dequantize(np.asarray(a.data), a.tensor_type).reshape(-1, 32)
+        y = dequantize(np.asarray(b.data), b.tensor_type).reshape(-1, 32)
+        step = np.abs(y).max(axis=1, keepdims=True) / 127 if a.tensor_type == GGMLQuantizationType.Q8_0 \
+            else np.abs(y) * 2.0 ** -10
+        if np.any(np.abs(x - y) > 1.01 * step + 1e-12):
+            fail(f"merged GGUF: the page's {a.name} is more than one rounding step from the CLI's")
+    return f"metadata and layout equal the CLI's export; {same} of {len(theirs.tensors)} tensors byte for byte, the rest within one Q8_0 step"
+
+
+def merged_zip(page_zip, cli_dir):
+    """The page's merged bf16 zip against the CLI's folder (see the module docs)."""
+    import torch
+    from safetensors.torch import load as load_torch
+
+    with zipfile.ZipFile(page_zip) as z:
+        names = sorted(z.namelist())
+        want = sorted(p.name for p in cli_dir.iterdir())
+        if names != want:
+            fail(f"{page_zip}: entries {names}, expected {want}")
+        for n in names:
+            if n != "model.safetensors" and z.read(n) != (cli_dir / n).read_bytes():
+                fail(f"merged zip: the page's {n} differs from the CLI's")
+        ours = load_torch(z.read("model.safetensors"))
+    theirs = load_torch((cli_dir / "model.safetensors").read_bytes())
+    if sorted(ours) != sorted(theirs):
+        fail("merged zip: other tensors than the CLI's")
+    same = 0
+    for k in theirs:
+        a, b = ours[k], theirs[k]
+        if a.dtype != torch.bfloat16 or a.shape != b.shape:
+            fail(f"merged zip: {k} is {a.dtype} {list(a.shape)}, the CLI's {b.dtype} {list(b.shape)}")
+        if torch.equal(a, b):
+            same += 1
+        elif torch.any((a.float() - b.float()).abs() > b.float().abs() * 2.0 ** -7 + 1e-30):
+            fail(f"merged zip: the page's {k} is more than one bf16 step from the CLI's")
+    return f"the CLI's files, the small ones byte for byte; {same} of {len(theirs)} tensors equal, the rest within one bf16 step"
 
 
 if __name__ == "__main__":

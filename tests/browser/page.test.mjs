@@ -102,6 +102,25 @@ function leavesLocalhost(requests) {
   return requests.filter((r) => !/^(https?:\/\/127\.0\.0\.1:\d+\/|blob:|data:)/.test(r.url)).map((r) => r.url);
 }
 
+// Downloads the merged model of `kind` (gguf, hf) in `type`; its check, read
+// back as a model before the download, must have passed.
+async function downloadMerged(page, kind, type, suggested) {
+  await page.selectOption(tid(`merged-${kind}-type`), type);
+  const [download] = await Promise.all([
+    page.waitForEvent('download', { timeout: 300_000 }).catch(async (e) => {
+      const line = await page.textContent(tid(`self-check-merged-${kind}`));
+      throw new Error(`${e.message}; the page says: ${line} | ${await page.textContent(tid('errors'))}`);
+    }),
+    page.click(tid(`download-merged-${kind}`))]);
+  assert.equal(download.suggestedFilename(), suggested);
+  const path = join(OUT, suggested);
+  await download.saveAs(path);
+  const file = kind === 'gguf' ? 'the merged GGUF' : 'model\\.safetensors';
+  assert.match(await page.textContent(tid(`self-check-merged-${kind}`)),
+    new RegExp(`^self-check passed: ${file} read back gives the live model's logits on \\d+ tokens`));
+  return path;
+}
+
 test('with WebGPU, a hub model trains, generates and downloads without a network request', async () => {
   const { browser, page, requests, consoleLines } = await open(ORIGIN, { webgpu: true });
   try {
@@ -354,10 +373,19 @@ test('without WebGPU, the default model trains on the CPU and its adapter downlo
     const zip = await downloadZip(page, 'cpu.zip');
     // The same adapter for llama.cpp / Ollama (check_adapters.py holds it to the CLI's export).
     const ggufZip = await downloadZip(page, 'cpu-gguf.zip', 'download-gguf', 'tabtune-adapter-gguf.zip');
+    // The merged model, streamed to a file: Q8_0 GGUF and bf16 for transformers (check_adapters.py
+    // holds both to the CLI's export of the page's adapter).
+    const mergedGguf = await downloadMerged(page, 'gguf', 'q8_0', 'tabtune-merged.Q8_0.gguf');
+    const mergedZip = await downloadMerged(page, 'hf', 'bf16', 'tabtune-merged-bf16.zip');
+    // The hand-off to TRL (check_adapters.py holds it to `tabtune export --recipe`).
+    const [trlDownload] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.click(tid('download-trl'))]);
+    assert.equal(trlDownload.suggestedFilename(), 'tabtune-trl.zip');
+    const trlZip = join(OUT, 'cpu-trl.zip');
+    await trlDownload.saveAs(trlZip);
     assert.deepEqual(requests.slice(quietFrom).map((r) => r.url), [], 'requests during training, generation, export');
     assert.deepEqual(leavesLocalhost(requests), []);
     writeFileSync(join(OUT, 'cpu.json'), JSON.stringify({
-      zip, ggufZip, model: join(ROOT, 'www/models/SmolLM2-135M-Instruct.Q4_1.gguf'), data: join(ROOT, 'www/samples/chat.jsonl'), losses,
+      zip, ggufZip, mergedGguf, mergedZip, trlZip, model: join(ROOT, 'www/models/SmolLM2-135M-Instruct.Q4_1.gguf'), data: join(ROOT, 'www/samples/chat.jsonl'), losses,
       base: 'HuggingFaceTB/SmolLM2-135M-Instruct',
       settings: { steps: 2, batch: 1, seq_len: 64, dropout: 0.05, seed: 42 },
       outputs: out,
