@@ -29,7 +29,8 @@ check() {
   node tests/llama_cpp/check.mjs --bin "$CARGO_TARGET_DIR/debug/tabtune" \
     --model "$model" --f32 "$f32" --data "$data" "$@"
 }
-check "$TABTUNE_MODEL" www/samples/chat.jsonl
+# --via-hf: also a merged GGUF written from the model as a Hugging Face directory.
+check "$TABTUNE_MODEL" www/samples/chat.jsonl --via-hf --hf-texts tests/fixtures/smollm2/tokenizer_cases.json
 # rsLoRA (its scale written as alpha) on some projections only, q and k among them.
 check "$TABTUNE_MODEL" www/samples/chat.jsonl --rslora --targets q,k,o,down
 check "$TABTUNE_GEMMA" tests/fixtures/data/completion.jsonl --texts tests/fixtures/gemma3/tokenizer_cases.json \

@@ -232,7 +232,7 @@ fn the_merged_gguf_keeps_the_base_metadata_and_names_every_tensor_as_the_base_do
 }
 
 #[test]
-fn a_merged_gguf_of_a_model_read_from_a_directory_is_refused_with_what_to_do() {
+fn a_merged_gguf_of_a_directory_base_without_a_vocabulary_is_refused_with_what_to_do() {
     let m = tiny_hf("tiny_qwen2");
     let mut out = Vec::new();
     let err = block_on(merged_gguf::write(

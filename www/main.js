@@ -588,10 +588,12 @@ function refresh() {
   $('download-gguf').disabled = !(state.trained && modelLoaded);
   // A merged GGUF copies the base GGUF's vocabulary and chat template.
   const refused = modelLoaded ? state.model.info.merged_gguf_refused : null;
-  $('download-merged-gguf').disabled = !(state.trained && modelLoaded && !refused && !state.merging);
+  // Not while a step could change the adapter between the export and its check.
+  const settled = state.trained && modelLoaded && !state.running && !state.merging;
+  $('download-merged-gguf').disabled = !(settled && !refused);
   $('download-merged-gguf').title = refused || '';
-  $('download-merged-hf').disabled = !(state.trained && modelLoaded && !state.merging);
-  $('download-trl').disabled = !(state.trained && modelLoaded && state.summary);
+  $('download-merged-hf').disabled = !settled;
+  $('download-trl').disabled = !(state.trained && modelLoaded && state.summary && !state.running);
   $('model-files-row').hidden = modelSource() !== 'files';
   $('model-hub-row').hidden = modelSource() !== 'hub';
 }

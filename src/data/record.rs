@@ -27,6 +27,17 @@ pub enum Record {
     Messages(Vec<Message>),
 }
 
+impl Record {
+    /// Bytes of text it holds.
+    pub fn text_len(&self) -> usize {
+        match self {
+            Record::Text(t) | Record::Document(t) => t.len(),
+            Record::PromptCompletion { prompt, completion } => prompt.len() + completion.len(),
+            Record::Messages(m) => m.iter().map(|m| m.content.len()).sum(),
+        }
+    }
+}
+
 /// Which schema a JSON record (or a table's columns) used; a file keeps to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {

@@ -11,9 +11,10 @@
 //! - Vocabulary (byte-level BPE only, `tokenizer.ggml.model = gpt2`): every
 //!   token by id, then `[PAD{id}]` up to the embedding's rows (type unused,
 //!   as the converter pads); added tokens typed control (special) or
-//!   user-defined, the rest normal; the merges as `"a b"`; the
+//!   user-defined (control too when it looks special, `<|…|>`, as the
+//!   converter decides), the rest normal; the merges as `"a b"`; the
 //!   pre-tokenizer's name as llama.cpp knows it (`smollm`, `qwen2`,
-//!   `llama-bpe`, `gpt2`), found from `tokenizer.json`'s pre-tokenizer;
+//!   `llama-bpe`, `gpt-2`), found from `tokenizer.json`'s pre-tokenizer;
 //!   BOS, EOS, whether BOS is added, and the chat template tabtune trained
 //!   with.
 //!
@@ -82,7 +83,8 @@ fn pre_name(pre: &Value) -> Result<&'static str> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["ByteLevel"] if uses_regex(parts[0]) => Ok("gpt2"),
+        // llama.cpp's name for GPT-2's split is `gpt-2`.
+        ["ByteLevel"] if uses_regex(parts[0]) => Ok("gpt-2"),
         ["Digits", "ByteLevel"]
             if parts[0].get("individual_digits").and_then(Value::as_bool) == Some(true) =>
         {
@@ -174,8 +176,12 @@ pub fn from_hf(
     for id in 0..config.vocab_size as u32 {
         match tok.id_to_token(id) {
             Some(token) => {
+                // As the converter: an added token that is special, or
+                // looks it (`<|…|>`), is control.
+                let looks = token.starts_with("<|") && token.ends_with("|>");
                 types.push(MetaValue::I32(match added.get(&id) {
                     Some(true) => CONTROL,
+                    Some(false) if looks => CONTROL,
                     Some(false) => USER_DEFINED,
                     None => NORMAL,
                 }));

@@ -139,7 +139,7 @@ fn byte_level(g: &Gguf, tokens: &[&str], types: &[u64]) -> Result<Tokenizer> {
                 ByteLevel::new(false, true, false).into(),
             ])));
         }
-        Some("gpt2") | Some("default") | None => {
+        Some("gpt2") | Some("gpt-2") | Some("default") | None => {
             inner.with_pre_tokenizer(Some(byte_level));
         }
         Some(other) => {

@@ -605,12 +605,26 @@ impl Session {
 
     /// The hand-off to TRL (`io::recipe`) as one `.zip`: the run's adapter
     /// (PEFT files and card, `base_model` in its config), `records` (the
-    /// data file read again, in TRL's formats), the prepared examples as
-    /// the run tokenized them, the run's settings, the script and the
-    /// `accelerate` configs.
+    /// data file read again, in TRL's formats), the file's examples as
+    /// tabtune tokenized them (all of them, the run's held-out ones too, as
+    /// `tabtune export --recipe` writes them), the run's settings, the script
+    /// and the `accelerate` configs. Refused when the data is no longer the
+    /// run's: another file chosen since, or the file changed (its good
+    /// records counted otherwise).
     pub async fn export_recipe(&self, base_model: &str, records: &[Record]) -> Result<Vec<u8>> {
         let run = self.run()?;
         let data = self.data.as_ref().ok_or_else(|| missing("data"))?;
+        if data.file != run.data_file || data.summary.records != records.len() {
+            return Err(Error::format(
+                &data.file,
+                format!(
+                    "reads as {} records now, and the run was started on {} of {}: choose the run's data file again, unchanged",
+                    records.len(),
+                    data.summary.records,
+                    run.data_file
+                ),
+            ));
+        }
         let train = &run.trainer.config;
         let examples: Vec<Example> = data
             .examples

@@ -39,6 +39,11 @@ use crate::web::sink::JsWrite;
 /// run the engine out of memory.
 const MAX_DATA_TOKENS: usize = 100_000_000;
 
+/// The most text a data file may hold for the page's TRL download, which
+/// holds the records, their tokens as JSON and the zip in the module's
+/// memory at once.
+const MAX_RECIPE_TEXT: usize = 64 << 20;
+
 /// The page's settings form: each setting's name and the text in its field.
 type FormValues = BTreeMap<String, String>;
 
@@ -375,7 +380,8 @@ impl Engine {
     }
 
     /// The base with the run's adapter merged in, streamed to `write` a
-    /// piece at a time as it is made (each a `Uint8Array` of up to 4 MiB),
+    /// piece at a time as it is made (each a `Uint8Array`: 4 MiB gathered,
+    /// or one band of a tensor, up to 64 MB),
     /// so the module never holds the file: `kind` `gguf` is one GGUF of
     /// type `ty` (`q8_0`, `f16` or `f32`; a GGUF base only), `hf` a `.zip`
     /// of the Hugging Face directory in `ty` (`bf16`, `f16` or `f32`).
@@ -420,7 +426,23 @@ impl Engine {
         let options = ReadOptions::from_text(&r.format, &r.columns, r.all_tokens).map_err(js)?;
         let reader = std::io::BufReader::with_capacity(CHUNK, BlobReader::new(blob, None)?);
         let mut records = Vec::new();
-        read_stream(&file, reader, &options, &mut |r| records.push(r.record));
+        let mut bytes = 0usize;
+        read_stream(&file, reader, &options, &mut |r| {
+            bytes += r.record.text_len();
+            records.push(r.record)
+        });
+        // The zip is made in this module's memory: the records, their
+        // tokens as JSON (a few bytes an id) and the zip itself.
+        if bytes > MAX_RECIPE_TEXT {
+            return Err(js(Error::format(
+                &file,
+                format!(
+                    "holds {} MB of text, more than the page zips for TRL ({} MB): use `tabtune export --recipe`",
+                    bytes >> 20,
+                    MAX_RECIPE_TEXT >> 20
+                ),
+            )));
+        }
         let session = self.session.clone();
         Ok(future_to_promise(async move {
             let s = session.try_borrow().map_err(|_| busy())?;

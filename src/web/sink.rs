@@ -1,6 +1,8 @@
 //! [`JsWrite`]: a `Write` that hands each piece to a JavaScript function,
 //! for downloads the worker streams to disk (the merged model) instead of
-//! holding them in the module's memory.
+//! holding them in the module's memory. Pieces are what the writer is given
+//! (behind a `BufWriter`, at least its buffer's size, and a tensor's band
+//! whole: up to 64 MB).
 
 use std::io;
 
