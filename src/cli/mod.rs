@@ -431,14 +431,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         .bad_lines()
         .check(&a.data.data, &p.summary.problems)?;
     report_left_out(&a.data, &p.summary.problems);
-    let data: Vec<Example> = p
-        .examples
-        .into_iter()
-        .map(|mut e| {
-            e.truncate(seq_len);
-            e
-        })
-        .collect();
+    let data: Vec<Example> = p.examples.into_iter().map(|e| e.cut(seq_len)).collect();
     if let Some(path) = &a.dump_tokens {
         let examples: Vec<_> = data
             .iter()

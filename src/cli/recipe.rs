@@ -42,10 +42,7 @@ pub fn write(
     let examples: Vec<_> = prepared
         .examples
         .into_iter()
-        .map(|mut e| {
-            e.truncate(seq_len);
-            e
-        })
+        .map(|e| e.cut(seq_len))
         .collect();
     let train = settings.train(examples.len())?;
     let mut adapter = Vec::new();

@@ -42,6 +42,12 @@ impl Example {
         self.ids.truncate(len);
         self.trained.truncate(len);
     }
+
+    /// The example cut to at most `len` tokens.
+    pub fn cut(mut self, len: usize) -> Self {
+        self.truncate(len);
+        self
+    }
 }
 
 /// Byte spans `[start, end)` of `text` to train, tokenized with offsets;

@@ -629,11 +629,7 @@ impl Session {
         let examples: Vec<Example> = data
             .examples
             .iter()
-            .map(|e| {
-                let mut e = e.clone();
-                e.truncate(train.seq_len);
-                e
-            })
+            .map(|e| e.clone().cut(train.seq_len))
             .collect();
         let adapter = self.export(base_model).await?;
         let files = recipe::files(&Recipe {

@@ -188,11 +188,7 @@ impl RunSettings {
         let (train, held) = split_indices(examples.len(), self.validation, self.seed);
         let validation = held
             .iter()
-            .map(|&i| {
-                let mut e = examples[i].clone();
-                e.truncate(self.seq_len);
-                e
-            })
+            .map(|&i| examples[i].clone().cut(self.seq_len))
             .collect();
         let config = self.train(train.len())?;
         let adapters = LoraAdapters::init(lora, &model.config, self.seed, device)?;
