@@ -39,7 +39,6 @@ Usage: merged_check.py --bin TABTUNE --model MODEL.gguf|MODEL_DIR --data DATA.js
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -54,18 +53,14 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from run_cmd import run
+
 WEIGHT_TOL = 1e-6
 LOGIT_TOL = 1e-4
 EXAMPLES = 4
 TEMPLATE = "tokenizer.chat_template"
 SET_BY_EXPORT = {"general.file_type", "general.name", "general.quantization_version", "general.alignment"}
 
-
-def run(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
-    return out.stdout + out.stderr
 
 
 def logits(model, examples):
@@ -137,10 +132,10 @@ def main():
                  "--seed", "7"])
         base_args = [args.bin, "export", "--model", str(model), "--adapter", str(adapter)]
         for dtype in ["f32", "bf16"]:
-            print(run(base_args + ["--merged", str(tmp / f"hf-{dtype}"), "--dtype", dtype]).strip())
+            print(run(base_args + ["--merged", str(tmp / f"hf-{dtype}"), "--dtype", dtype], both=True).strip())
         if is_gguf:
             for ty in ["f32", "f16", "q8_0"]:
-                print(run(base_args + ["--merged-gguf", str(tmp / f"merged-{ty}.gguf"), "--gguf-type", ty]).strip())
+                print(run(base_args + ["--merged-gguf", str(tmp / f"merged-{ty}.gguf"), "--gguf-type", ty], both=True).strip())
         if args.reference:
             examples = [{"ids": list(range(1, 17))}]
             where, gguf = (Path(args.reference),), {}

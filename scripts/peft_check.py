@@ -15,7 +15,6 @@ Usage: peft_check.py --bin PATH_TO_TABTUNE --model MODEL.gguf|MODEL_DIR --data D
 """
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,14 +23,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from run_cmd import run
+
 REL_TOL = 1e-3
 
-
-def run(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
-    return out.stdout
 
 
 def main():

@@ -10,19 +10,15 @@ Usage: trl_check.py --bin PATH_TO_TABTUNE --model MODEL.gguf|DIR --data DATA
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from run_cmd import run
+
+
 REL_TOL = 1e-3
 
-
-def run(cmd, **kw):
-    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{out.stderr[-3000:]}")
-    return out.stdout
 
 
 def main():
