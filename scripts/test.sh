@@ -34,6 +34,10 @@ done
 "$TABTUNE_VENV/bin/python" scripts/peft_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
   --model "$TABTUNE_GEMMA" --data tests/fixtures/data/completion.jsonl
 
+step "the model card stays valid YAML and Python whatever the names hold"
+"$TABTUNE_VENV/bin/python" scripts/card_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
+  --model tests/fixtures/tiny_qwen2 --data tests/fixtures/data/completion.jsonl
+
 step "the merged model is PEFT's merge, and transformers and gguf-py read it so (SmolLM2, Gemma 3, Qwen2, Qwen3)"
 "$TABTUNE_VENV/bin/python" scripts/merged_check.py --bin "$CARGO_TARGET_DIR/debug/tabtune" \
   --model "$TABTUNE_MODEL" --data www/samples/chat.jsonl

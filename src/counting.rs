@@ -12,6 +12,16 @@ pub struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// The size of the last allocation the system allocator refused.
+static FAILED: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes a refused allocation of `size` bytes and passes the null on.
+fn refused(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        FAILED.store(size, Ordering::Relaxed);
+    }
+    p
+}
 
 fn grew(by: usize) {
     let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
@@ -24,14 +34,14 @@ unsafe impl GlobalAlloc for Counting {
         if !p.is_null() {
             grew(layout.size());
         }
-        p
+        refused(p, layout.size())
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
             grew(layout.size());
         }
-        p
+        refused(p, layout.size())
     }
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         unsafe { System.dealloc(p, layout) };
@@ -43,7 +53,7 @@ unsafe impl GlobalAlloc for Counting {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
             grew(new);
         }
-        q
+        refused(q, new)
     }
 }
 
@@ -55,6 +65,13 @@ pub fn live() -> usize {
 /// The most bytes allocated at once since the last [`reset_peak`].
 pub fn peak() -> usize {
     PEAK.load(Ordering::Relaxed)
+}
+
+/// The size of the last allocation refused (the memory was full), 0 when
+/// none was. After one, the program aborts (on wasm32, a trap the worker
+/// catches and reports with this size).
+pub fn failed() -> usize {
+    FAILED.load(Ordering::Relaxed)
 }
 
 /// Starts a new peak from what is allocated now.

@@ -36,7 +36,7 @@ fn the_zip_holds_the_adapter_files_and_a_model_card_byte_for_byte() {
         base_weights: BaseWeights::Q8_0,
         validation: Some((2.5, 1.25, 5)),
     });
-    assert!(card.starts_with("---\nbase_model: org/tiny\nlibrary_name: peft\n"));
+    assert!(card.starts_with("---\nbase_model: \"org/tiny\"\nlibrary_name: peft\n"));
     assert!(card.contains(&format!("| final loss | {:.4} |", last.loss)));
     assert!(card.contains("| steps | 2 of 2 |"));
     assert!(card.contains("| base weights | quantized at load to Q8_0 "));

@@ -226,12 +226,35 @@ fn wrong_role_order_duplicates_and_bad_sharegpt_roles_are_named() {
         "\n",
     );
     let s = scan("r.jsonl", jsonl.as_bytes());
-    assert_eq!(s.records.len(), 1);
+    // A repeat is kept, with a note: people repeat examples on purpose.
+    assert_eq!(s.records.len(), 2);
+    assert_eq!(
+        s.notes,
+        vec![(
+            3,
+            "repeats line 2: kept, so it weighs twice (the option to leave out repeats drops it)"
+                .to_string()
+        )]
+    );
+    // Asked to, the reader leaves it out.
+    let dropped = tabtune::data::read(
+        "r.jsonl",
+        jsonl.as_bytes(),
+        &ReadOptions {
+            drop_duplicates: true,
+            ..ReadOptions::default()
+        },
+    );
+    assert_eq!(dropped.records.len(), 1);
+    assert_eq!(
+        dropped.notes,
+        vec![(3, "repeats line 2: left out".to_string())]
+    );
+    assert_eq!(problems(&dropped), problems(&s));
     assert_eq!(
         problems(&s),
         vec![
             "r.jsonl:1: messages: turn 1: `user` where a `assistant` turn should be (turns alternate user, assistant)".to_string(),
-            "r.jsonl:3: duplicate of line 2".to_string(),
             "r.jsonl:4: messages: turn 0: `assistant` where a `user` turn should be (turns alternate user, assistant)".to_string(),
             "r.jsonl:5: messages: turn 1: a system message may only come first".to_string(),
         ]

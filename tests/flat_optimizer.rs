@@ -67,9 +67,9 @@ fn compare(max_grad_norm: f64) -> f32 {
         } else {
             1.0
         };
-        let (next, flat_norm) = optim.step(lr, flat, layout.join(g.clone()));
-        flat = next;
-        let flat_norm: f32 = flat_norm.into_scalar();
+        let grad = layout.join(g.clone());
+        let flat_norm: f32 = FlatAdamW::norm(&grad).into_scalar();
+        flat = optim.step(lr, flat, grad, flat_norm);
         assert!(
             ((flat_norm as f64 - norm) / norm).abs() < 1e-6,
             "norm {flat_norm} vs {norm}"

@@ -26,6 +26,7 @@ use tabtune::io::gguf::Gguf;
 use tabtune::io::safetensors::SafetensorsFile;
 use tabtune::model::LlamaConfig;
 use tabtune::model::load::{HfFiles, load_gguf, load_hf};
+use tabtune::tokenizer::{Message, TextTokenizer};
 
 /// Refuses any single allocation over the limit while a fuzz input is
 /// being parsed: it says so on stderr and the process aborts (an allocator
@@ -245,6 +246,46 @@ fn data_readers_survive_mutated_files_of_every_format() {
             }
         });
     }
+}
+
+#[test]
+fn tokenizers_and_chat_templates_built_from_mutated_files_survive() {
+    // A tokenizer.json (tiny Qwen2's), its config, and a chat template
+    // (SmolLM2's), each mutated while the others stay as they are; every
+    // tokenizer that builds encodes, and every template renders a chat or
+    // is refused (its work and output are bounded).
+    let tokenizer = read("tiny_qwen2/tokenizer.json");
+    let config = read("tiny_qwen2/tokenizer_config.json");
+    let template = read("smollm2/hf_tokenizer/chat_template.jinja");
+    let messages = [
+        Message {
+            role: "user".into(),
+            content: "What is the capital of France?".into(),
+        },
+        Message {
+            role: "assistant".into(),
+            content: "Paris.".into(),
+        },
+    ];
+    let use_it = |t: TextTokenizer| {
+        let _ = t.encode("What is the capital of France?", true);
+        let _ = t.apply_chat_template(&messages, true);
+    };
+    fuzz("tokenizer.json", &tokenizer, |bytes| {
+        if let Ok(t) = TextTokenizer::from_hf("t", bytes, Some(&config), Some(&template)) {
+            use_it(t);
+        }
+    });
+    fuzz("tokenizer_config.json", &config, |bytes| {
+        if let Ok(t) = TextTokenizer::from_hf("t", &tokenizer, Some(bytes), None) {
+            use_it(t);
+        }
+    });
+    fuzz("chat_template.jinja", &template, |bytes| {
+        if let Ok(t) = TextTokenizer::from_hf("t", &tokenizer, Some(&config), Some(bytes)) {
+            use_it(t);
+        }
+    });
 }
 
 #[test]

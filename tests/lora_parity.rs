@@ -132,7 +132,7 @@ fn four_training_steps_match_pytorch_adamw() {
                 batch_from(&r, &format!("{p}.input_ids"), &format!("{p}.loss_mask"))
             })
             .collect();
-        let rep = block_on(trainer.step_batches(&micro).expect("step").read()).expect("reads");
+        let rep = block_on(trainer.step_batches(&micro)).expect("steps");
         assert!(
             (rep.loss - want_losses[step]).abs() < 1e-5,
             "step {step} loss {} vs {}",

@@ -51,7 +51,7 @@ fn measure(
     let before = counting::live();
     counting::reset_peak();
     for _ in 0..2 {
-        block_on(trainer.step().expect("step").read()).expect("reads");
+        block_on(trainer.step()).expect("steps");
     }
     let measured = counting::peak() - before;
     let shape = StepShape {

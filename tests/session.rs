@@ -172,8 +172,12 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
     assert_eq!(s.status(), RunStatus::Running);
     loop {
         match advance(&mut s) {
-            Progress::Finished { stopped, steps: n } => {
-                assert_eq!((stopped, n), (false, 6));
+            Progress::Finished {
+                stopped,
+                steps: n,
+                reason,
+            } => {
+                assert_eq!((stopped, n, reason), (false, 6, None));
                 break;
             }
             p => record(p),
@@ -237,7 +241,8 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
         advance(&mut s),
         Progress::Finished {
             stopped: true,
-            steps: 2
+            steps: 2,
+            reason: None,
         }
     );
     assert_eq!(s.status(), RunStatus::Stopped);
@@ -263,7 +268,8 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
         advance(&mut s),
         Progress::Finished {
             stopped: true,
-            steps: 4
+            steps: 4,
+            reason: None,
         }
     ));
     let _ = std::fs::remove_dir_all(&dir);

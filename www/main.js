@@ -22,8 +22,11 @@ const state = {
   settings: null, // the engine's description of each setting
   hubFiles: null, // the files a hub repository must / may have (from the engine)
   running: false,
+  starting: false, // Start or Resume sent, no answer yet: neither can be sent again
   paused: false,
   trained: false,
+  downloaded: false, // the trained adapter went out in some download
+  checkpoint: null, // the stored run's description (worker.js), or null
   generating: 0,
   // each step of this run: {step, tokens, elapsedMs (stepping time so far),
   // gpu: {dispatches, copies} (its kernel launches and buffer copies on WebGPU)}
@@ -78,6 +81,7 @@ const count = (n) => n.toLocaleString('en-US');
 function startWorker() {
   if (state.worker) state.worker.terminate();
   state.ready = false;
+  state.starting = false;
   state.model = null;
   state.running = false;
   state.trained = false;
@@ -128,6 +132,10 @@ function onWorker(msg) {
       state.hubFiles = msg.hubFiles;
       buildSettings(msg.settings);
       buildBadLines(msg.badLines);
+      state.checkpoint = msg.checkpoint;
+      break;
+    case 'checkpoint':
+      state.checkpoint = msg.info;
       break;
     case 'settings-check':
       showFieldErrors(msg.errors);
@@ -159,8 +167,10 @@ function onWorker(msg) {
       break;
     case 'started':
       state.running = true;
+      state.starting = false;
       state.paused = false;
       state.trained = true;
+      state.downloaded = false;
       chart.clear();
       state.timings = [];
       $('stat-kernels').textContent = '–';
@@ -168,20 +178,27 @@ function onWorker(msg) {
         + `${count(msg.info.trainable_parameters)} trainable parameters`
         + (msg.info.truncated ? `; ${msg.info.truncated} example${msg.info.truncated === 1 ? '' : 's'} cut to the sequence length` : '')
         + (msg.info.skipped ? `; ${msg.info.skipped} left out with nothing to train after the cut` : '') + '.';
-      $('stat-step').textContent = `0 / ${msg.info.steps}`;
+      $('stat-step').textContent = `${msg.info.resumed_at} / ${msg.info.steps}`;
       $('stat-val').textContent = msg.info.validation_examples ? '…' : 'none (too few examples)';
       delete $('stat-val').dataset.before;
       delete $('stat-val').dataset.after;
+      delete $('stat-val').dataset.during;
       document.body.dataset.run = 'running';
+      // A resumed run: its steps and validation losses before the checkpoint.
+      if (msg.info.resumed_at) {
+        for (const r of msg.history || []) if (!r.skipped) chart.add(r.step, r.loss);
+        for (const v of msg.validations || []) onWorker({ type: 'validation', ...v });
+        $('run-status').textContent = `Resumed from step ${msg.info.resumed_at} of ${msg.info.steps}.`;
+      }
       break;
     case 'step': {
       const r = msg.report;
-      chart.add(r.step, r.loss);
+      if (!r.skipped) chart.add(r.step, r.loss);
       state.timings.push({ step: r.step, tokens: r.tokens, elapsedMs: msg.elapsedMs,
         gpu: { dispatches: msg.gpu.dispatches, copies: msg.gpu.copies } });
       state.lastKernels = msg.gpu.kernels;
       $('stat-step').textContent = `${r.step} / ${r.steps}`;
-      $('stat-loss').textContent = r.loss.toFixed(4);
+      $('stat-loss').textContent = r.skipped ? `${r.loss} (update skipped)` : r.loss.toFixed(4);
       $('stat-tps').textContent = msg.tokensPerSecond.toFixed(1);
       $('stat-elapsed').textContent = duration(msg.elapsedMs);
       $('stat-eta').textContent = duration(msg.etaMs);
@@ -189,6 +206,7 @@ function onWorker(msg) {
       break;
     }
     case 'validation': {
+      chart.addValidation(msg.step, msg.loss);
       const el = $('stat-val');
       const before = el.dataset.before ? Number(el.dataset.before).toFixed(4) : '–';
       if (msg.when === 'before') el.textContent = `${msg.loss.toFixed(4)} → …`;
@@ -210,9 +228,12 @@ function onWorker(msg) {
       state.running = false;
       state.paused = false;
       document.body.dataset.run = msg.stopped ? 'stopped' : 'finished';
-      $('run-status').textContent = msg.stopped
-        ? `Stopped after ${msg.steps} steps. The adapter so far can be tried and downloaded.`
-        : `Finished ${msg.steps} steps. Try the adapter below, then download it.`;
+      $('run-status').textContent = msg.reason
+        ? `Stopped after ${msg.steps} steps: ${msg.reason}`
+        : msg.stopped
+          ? `Stopped after ${msg.steps} steps. The adapter so far can be tried and downloaded.`
+          : `Finished ${msg.steps} steps. Try the adapter below, then download it.`;
+      if (msg.reason) showError(`The run stopped by itself: ${msg.reason}`);
       $('stat-eta').textContent = '0s';
       break;
     case 'gen-text':
@@ -225,6 +246,7 @@ function onWorker(msg) {
       break;
     case 'zip': {
       saveZip(msg.bytes, msg.file);
+      state.downloaded = true;
       if (!msg.check) break;
       // The check of the files just downloaded, next to their button.
       const line = $(msg.kind === 'gguf' ? 'self-check-gguf' : 'self-check-peft');
@@ -238,6 +260,7 @@ function onWorker(msg) {
       break;
     case 'merged': {
       saveBlob(msg.file, msg.name);
+      state.downloaded = true;
       const line = $(`self-check-merged-${msg.kind}`);
       line.textContent = msg.check.message;
       line.className = msg.check.passed === null ? '' : msg.check.passed ? 'check-passed' : 'check-failed';
@@ -257,6 +280,7 @@ function onWorker(msg) {
         state.generating = Math.max(0, state.generating - 1);
         if (!state.generating) document.body.dataset.generate = 'done';
       }
+      if (msg.where === 'start' || msg.where === 'resumeRun') state.starting = false;
       if (msg.where === 'data') {
         state.summary = null;
         renderSummary(null);
@@ -273,12 +297,15 @@ function onWorker(msg) {
       showError(msg.message);
       break;
     case 'fatal':
-      showError(`${msg.message}. The engine was restarted; load the model again to go on.`);
+      showError(`${msg.message}. The engine was restarted; load the model again to go on${state.checkpoint ? `, or resume the run from its checkpoint at step ${state.checkpoint.step}` : ''}.`);
       document.body.dataset.model = '';
       state.merging = false;
+      state.starting = false;
       if (state.running) {
         document.body.dataset.run = 'stopped';
-        $('run-status').textContent = 'The run ended with the engine. Load the model and start again.';
+        $('run-status').textContent = state.checkpoint
+          ? `The run ended with the engine. Load the same model and data, then resume from step ${state.checkpoint.step}.`
+          : 'The run ended with the engine. Load the model and start again.';
       }
       startWorker();
       break;
@@ -306,7 +333,17 @@ function modelProgress(text, fraction) {
   $('model-progress-text').textContent = text;
 }
 
+// Asks before `action` drops an adapter trained in this page and not yet
+// downloaded (its last checkpoint stays in this browser's storage until
+// the next run starts).
+function confirmDiscard(action) {
+  if (!state.trained || state.downloaded) return true;
+  return window.confirm(`${action} discards the adapter you trained, which has not been downloaded. `
+    + 'Its last checkpoint stays in this browser until the next run starts. Go on?');
+}
+
 async function loadModel() {
+  if (!confirmDiscard('Loading a model')) return;
   clearErrors();
   // The loaded model (if any) stays in use until a new one has loaded.
   document.body.dataset.model = 'loading';
@@ -372,7 +409,8 @@ async function prepareData() {
     type: 'data', file: state.data.file, blob: state.data.handle,
     request: {
       format: $('data-format').value, columns: $('data-columns').value.trim(),
-      allTokens: $('data-all-tokens').checked, seqLen: settingsForm()['seq-len'].value,
+      allTokens: $('data-all-tokens').checked, dropDuplicates: $('data-drop-duplicates').checked,
+      seqLen: settingsForm()['seq-len'].value,
     },
   });
 }
@@ -396,9 +434,11 @@ function renderSummary(s) {
     $('data-preview-box').hidden = true;
     return;
   }
+  // The engine keeps the first 1,000 bad lines with their reasons and counts the rest.
+  const bad = s.problems.length + s.more_problems;
   $('data-summary').textContent = `${s.file} (${s.format}, ${s.schema}): ${count(s.examples)} examples`
     + (s.turns ? ` with ${count(s.turns)} turns` : '') + `, ${count(s.tokens)} tokens `
-    + `(${count(s.trained_tokens)} trained), ${s.problems.length} bad line${s.problems.length === 1 ? '' : 's'}`
+    + `(${count(s.trained_tokens)} trained), ${count(bad)} bad line${bad === 1 ? '' : 's'}`
     + (s.longer_than_seq_len ? `, ${s.longer_than_seq_len} longer than ${s.seq_len} tokens (they will be cut)` : '') + '.'
     + (badLinesChoice()?.note || '');
   for (const n of s.notes.slice(0, 50)) {
@@ -414,9 +454,9 @@ function renderSummary(s) {
     li.dataset.line = p.line;
     problems.append(li);
   }
-  if (s.problems.length > 200) {
+  if (bad > 200) {
     const li = document.createElement('li');
-    li.textContent = `… and ${s.problems.length - 200} more`;
+    li.textContent = `… and ${count(bad - 200)} more`;
     problems.append(li);
   }
   const pre = $('data-preview');
@@ -523,13 +563,42 @@ function showFieldErrors(errors) {
 }
 
 function start() {
+  if (state.starting || state.running) return;
+  if (!confirmDiscard('Starting again')) return;
   clearErrors();
   if (blockedByBadLines()) {
-    showError(`${state.summary.file}: ${state.summary.problems.length} bad lines; fix them, or set Bad lines to leave them out`);
+    showError(`${state.summary.file}: ${state.summary.problems.length + state.summary.more_problems} bad lines; fix them, or set Bad lines to leave them out`);
     return;
   }
   $('out-tuned').textContent = '';
+  state.starting = true;
+  refresh();
   send({ type: 'start', settings: formValues(), badLines: $('data-bad').value });
+}
+
+// Goes on with the stored run, on the model and data chosen now.
+function resumeRun() {
+  if (state.starting || state.running) return;
+  if (!confirmDiscard('Resuming the stored run')) return;
+  clearErrors();
+  $('out-tuned').textContent = '';
+  state.starting = true;
+  refresh();
+  send({ type: 'resumeRun' });
+}
+
+function renderCheckpoint() {
+  const c = state.checkpoint;
+  $('resume-box').hidden = !c || state.running;
+  if (!c) {
+    delete $('resume-run').dataset.step;
+    return;
+  }
+  $('resume-text').textContent = `A run is stored in this browser: step ${c.step} of ${c.steps}, `
+    + `model ${c.model}, data ${c.dataFile}, saved ${new Date(c.savedAt).toLocaleString()}. `
+    + 'To go on with it, load that model and choose that data file, then resume.';
+  $('resume-run').textContent = `Resume from step ${c.step}`;
+  $('resume-run').dataset.step = String(c.step);
 }
 
 function pauseResume() {
@@ -578,8 +647,12 @@ function saveBlob(blob, file) {
 
 function refresh() {
   const modelLoaded = !!state.model;
-  $('load-model').disabled = !state.ready || state.running;
-  $('start').disabled = !(state.ready && modelLoaded && state.summary && !state.running && !blockedByBadLines());
+  $('load-model').disabled = !state.ready || state.running || state.starting;
+  const idle = !state.running && !state.starting;
+  $('start').disabled = !(state.ready && modelLoaded && state.summary && idle && !blockedByBadLines());
+  renderCheckpoint();
+  $('resume-run').disabled = !(state.ready && modelLoaded && state.summary && idle && state.checkpoint);
+  $('discard-run').disabled = !idle;
   $('pause').disabled = !state.running;
   $('pause').textContent = state.paused ? 'Resume' : 'Pause';
   $('stop').disabled = !state.running;
@@ -637,6 +710,7 @@ function wire() {
   $('data-format').onchange = prepareData;
   $('data-columns').onchange = prepareData;
   $('data-all-tokens').onchange = prepareData;
+  $('data-drop-duplicates').onchange = prepareData;
   $('data-bad').onchange = () => {
     renderSummary(state.summary);
     refresh();
@@ -648,13 +722,32 @@ function wire() {
   form.threads.max = String(cores);
   form.threads.value = String(Math.min(cores, Math.max(1, Number(params.get('threads')) || cores)));
   if (['auto', 'webgpu', 'cpu'].includes(params.get('backend'))) form.backend.value = params.get('backend');
+  let engineChoice = { backend: form.backend.value, threads: form.threads.value };
   form.backend.onchange = form.threads.onchange = () => {
+    if (!confirmDiscard('Changing the engine')) {
+      form.backend.value = engineChoice.backend;
+      form.threads.value = engineChoice.threads;
+      return;
+    }
+    engineChoice = { backend: form.backend.value, threads: form.threads.value };
     clearErrors();
     $('model-info').textContent = '';
     document.body.dataset.model = '';
     startWorker();
   };
   $('start').onclick = start;
+  $('resume-run').onclick = resumeRun;
+  $('discard-run').onclick = () => {
+    if (window.confirm('Delete the stored run from this browser?')) send({ type: 'discardCheckpoint' });
+  };
+  // Closing or reloading the tab while a run goes, or with an adapter not
+  // downloaded: the browser asks first.
+  window.addEventListener('beforeunload', (e) => {
+    if (state.running || (state.trained && !state.downloaded)) {
+      e.preventDefault();
+      e.returnValue = '';
+    }
+  });
   $('pause').onclick = pauseResume;
   $('stop').onclick = () => send({ type: 'stop' });
   $('generate').onclick = generateBoth;

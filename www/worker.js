@@ -14,7 +14,10 @@ let modelFile = null; // the loaded base's GGUF file name, for the Modelfile (no
 let lastData = null; // {file, blob, request} of the data read last, for the TRL hand-off
 let dead = false; // after a panic only the fatal message goes out
 let queue = Promise.resolve();
-const run = { active: false, wake: null };
+const run = { active: false, starting: false, wake: null, steps: 0, saveEvery: 0, model: null, dataFile: null };
+// The model and data file chosen last; a run takes them as it starts (the
+// person may choose another data file while it goes).
+const inputs = { model: null, dataFile: null };
 
 // A panic aborts the wasm instance: tell the page, which restarts us.
 globalThis.tabtunePanic = (message) => {
@@ -76,6 +79,74 @@ async function fileSink(name) {
       async finish() { return new Blob(parts); },
       async abort() { parts.length = 0; },
     };
+  }
+}
+
+// The run's last checkpoint, kept in the origin's private file system
+// (OPFS) as two files: the engine's checkpoint (a safetensors file of the
+// whole run state) and a few words about it for the page, which offers to
+// resume from it after a reload, a crash or a lost GPU. Each is written
+// whole or not at all (createWritable commits on close). Nothing leaves the
+// machine.
+const CHECKPOINT = 'tabtune-run.safetensors';
+const CHECKPOINT_INFO = 'tabtune-run.json';
+
+async function writeFile(name, data) {
+  const root = await navigator.storage.getDirectory();
+  const handle = await root.getFileHandle(name, { create: true });
+  if (handle.createWritable) {
+    const w = await handle.createWritable();
+    await w.write(data);
+    await w.close();
+    return;
+  }
+  const access = await handle.createSyncAccessHandle();
+  try {
+    const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+    access.truncate(0);
+    access.write(bytes, { at: 0 });
+    access.flush();
+  } finally {
+    access.close();
+  }
+}
+
+async function readFile(name) {
+  const root = await navigator.storage.getDirectory();
+  return (await root.getFileHandle(name)).getFile();
+}
+
+// The stored checkpoint's description, or null.
+async function storedCheckpoint() {
+  try {
+    return JSON.parse(await (await readFile(CHECKPOINT_INFO)).text());
+  } catch {
+    return null;
+  }
+}
+
+async function forgetCheckpoint() {
+  try {
+    const root = await navigator.storage.getDirectory();
+    for (const name of [CHECKPOINT_INFO, CHECKPOINT]) await root.removeEntry(name).catch(() => {});
+  } catch { /* no OPFS: nothing stored */ }
+  post({ type: 'checkpoint', info: null });
+}
+
+// Stores the run's state; the page learns the step. A checkpoint that
+// cannot be stored is an error in the page, and the run goes on.
+async function saveCheckpoint() {
+  try {
+    const c = await serial(() => engine.checkpoint());
+    const info = {
+      step: c.step, steps: run.steps, model: run.model, dataFile: run.dataFile,
+      backend: engine.backend(), bytes: c.bytes.length, savedAt: new Date().toISOString(),
+    };
+    await writeFile(CHECKPOINT, c.bytes);
+    await writeFile(CHECKPOINT_INFO, JSON.stringify(info));
+    post({ type: 'checkpoint', info });
+  } catch (e) {
+    post({ type: 'error', where: 'checkpoint', message: `the run's checkpoint could not be stored in this browser: ${message(e)}` });
   }
 }
 
@@ -149,6 +220,24 @@ function message(e) {
   return e && e.message ? e.message : String(e);
 }
 
+// A trap (WebAssembly.RuntimeError) ends the engine: say what happened, in
+// memory terms when an allocation was refused, and let the page restart us.
+function trapped(e) {
+  if (!(e instanceof WebAssembly.RuntimeError)) return false;
+  let failed = 0;
+  let live = 0;
+  try {
+    [failed, live] = wasm.memoryFailure();
+  } catch { /* the module cannot answer */ }
+  const mb = (n) => `${(n / 1e6).toFixed(0)} MB`;
+  const text = failed
+    ? `the engine ran out of memory: it asked for ${mb(failed)} more with ${mb(live)} in use, and a page's WebAssembly can address 4 GiB at most. Reduce the batch, the sequence length or the rank, or load the model with base weights quantized to Q8_0 or Q4_0`
+    : `the engine stopped on a fault (${e.message})`;
+  post({ type: 'fatal', message: text });
+  dead = true;
+  return true;
+}
+
 async function load(path) {
   const module = await import(path);
   memory = (await module.default()).memory;
@@ -203,11 +292,11 @@ async function chooseBackend(preference, threads) {
 
 // The loop only moves the session on and times it: what each step does,
 // validation, pause and stop are the engine's (Session::advance).
-async function trainLoop() {
+async function trainLoop(from) {
   run.active = true;
   let active = 0; // ms spent stepping, pauses excluded
   let tokens = 0;
-  let done = 0;
+  let done = from; // steps taken (a resumed run's from its checkpoint)
   try {
     for (;;) {
       const t0 = performance.now();
@@ -233,22 +322,29 @@ async function trainLoop() {
           },
           elapsedMs: active,
           tokensPerSecond: tokens / (active / 1000),
-          etaMs: (active / done) * (p.steps - done),
+          etaMs: (active / (done - from)) * (p.steps - done),
         });
+        if (run.saveEvery && p.step % run.saveEvery === 0 && p.step < p.steps) await saveCheckpoint();
       } else if (p.kind === 'validation') {
         post({ type: 'validation', ...p });
       } else if (p.kind === 'paused') {
         post({ type: 'paused' });
-        await new Promise((resolve) => { run.wake = resolve; });
+        // Waiting from now: a resume or stop while the checkpoint is written still wakes it.
+        const woken = new Promise((resolve) => { run.wake = resolve; });
+        await saveCheckpoint();
+        await woken;
         run.wake = null;
       } else if (p.kind === 'finished') {
-        post({ type: 'finished', stopped: p.stopped, steps: p.steps });
+        // Kept after the end too: a reload then gets the trained adapter back.
+        await saveCheckpoint();
+        post({ type: 'finished', stopped: p.stopped, steps: p.steps, reason: p.reason });
         return;
       }
       // Let pause/stop/generate messages in between steps.
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
   } catch (e) {
+    if (trapped(e)) return;
     const text = message(e);
     if (engine.backend() === 'webgpu' && DEVICE_LOST.test(text)) {
       post({ type: 'fatal', message: `the GPU device was lost after ${done} steps (${text})` });
@@ -276,6 +372,7 @@ const handlers = {
     post({
       type: 'ready', backend: engine.backend(), reason: chosen.reason, threads: chosen.threads, version: wasm.version(),
       settings: Engine.settings(), hubFiles: Engine.hubFiles(), badLines: Engine.badLinesChoices(),
+      checkpoint: await storedCheckpoint(),
     });
   },
   // `files`: the person's File objects, or {name, bytes} from the hub. The
@@ -286,6 +383,7 @@ const handlers = {
     const picked = names.map((n) => files.find((f) => f.name === n));
     const bytes = await Promise.all(picked.map(async (f) => new Uint8Array(f instanceof Blob ? await f.arrayBuffer() : f.bytes)));
     const info = await serial(() => engine.loadModel(name, names, bytes, baseWeights || 'stored'));
+    inputs.model = name;
     // The base's file, which the llama.cpp / Ollama download's Modelfile names.
     modelFile = chosen.kind === 'gguf' ? chosen.file : null;
     post({ type: 'model', info });
@@ -306,13 +404,42 @@ const handlers = {
     const report = await serial(() => engine.prepareData(file, blob, request, progress));
     // Kept for the TRL hand-off, which reads the file's records again.
     lastData = { file, blob, request };
+    inputs.dataFile = file;
     post({ type: 'data', ...report });
   },
   async start({ settings, badLines }) {
-    if (run.active) throw new Error('a run is already going');
-    const info = await serial(() => engine.start(settings, badLines));
-    post({ type: 'started', info });
-    trainLoop();
+    if (run.active || run.starting) throw new Error('a run is already going');
+    run.starting = true;
+    try {
+      const info = await serial(() => engine.start(settings, badLines));
+      Object.assign(run, { steps: info.steps, saveEvery: info.save_every, ...inputs });
+      // The run stored before is the one this replaces (the page asked
+      // first when its adapter was not downloaded).
+      await forgetCheckpoint();
+      post({ type: 'started', info });
+    } finally {
+      run.starting = false;
+    }
+    trainLoop(0);
+  },
+  // The stored run, on the model and data chosen now (the engine refuses
+  // others), from the step it was saved at.
+  async resumeRun() {
+    if (run.active || run.starting) throw new Error('a run is already going');
+    run.starting = true;
+    let r;
+    try {
+      const bytes = new Uint8Array(await (await readFile(CHECKPOINT)).arrayBuffer());
+      r = await serial(() => engine.resumeFrom('the stored run', bytes));
+      Object.assign(run, { steps: r.info.steps, saveEvery: r.info.save_every, ...inputs });
+      post({ type: 'started', info: r.info, history: r.history, validations: r.validations });
+    } finally {
+      run.starting = false;
+    }
+    trainLoop(r.info.resumed_at);
+  },
+  async discardCheckpoint() {
+    await forgetCheckpoint();
   },
   async pause() {
     if (run.active) await serial(() => engine.pause());
@@ -335,6 +462,9 @@ const handlers = {
   },
   selfTestPanic() {
     engine.selfTestPanic();
+  },
+  selfTestExhaustMemory() {
+    engine.selfTestExhaustMemory();
   },
   // Our GPU kernels against their Rust twins on this device (the browser suite).
   async selfTestKernels() {
@@ -412,6 +542,15 @@ const handlers = {
   },
 };
 
+// A trap inside an engine promise (a training step, a checkpoint, an
+// export) surfaces here, not in the handler that awaits it.
+self.addEventListener('error', (e) => {
+  if (trapped(e.error)) e.preventDefault();
+});
+self.addEventListener('unhandledrejection', (e) => {
+  if (trapped(e.reason)) e.preventDefault();
+});
+
 self.onmessage = async ({ data }) => {
   const handler = handlers[data.type];
   if (!handler) {
@@ -421,6 +560,7 @@ self.onmessage = async ({ data }) => {
   try {
     await handler(data);
   } catch (e) {
+    if (trapped(e)) return;
     const text = message(e);
     if (engine && engine.backend() === 'webgpu' && DEVICE_LOST.test(text)) {
       post({ type: 'fatal', message: `the GPU device was lost (${text})` });

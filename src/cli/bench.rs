@@ -81,12 +81,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     };
     for _ in 0..a.warmup {
-        block_on(trainer.step_batches(&micro)?.read())?;
+        block_on(trainer.step_batches(&micro))?;
         note_gpu();
     }
     let start = Instant::now();
     for _ in 0..a.steps {
-        block_on(trainer.step_batches(&micro)?.read())?;
+        block_on(trainer.step_batches(&micro))?;
         note_gpu();
     }
     let secs = start.elapsed().as_secs_f64();

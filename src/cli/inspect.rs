@@ -78,10 +78,13 @@ fn inspect(a: InspectArgs) -> Result<()> {
     }
     println!(
         "  {} (`tabtune train` stops on them; `--skip-bad`, or the page's Bad lines choice, leaves them out)",
-        plural(s.problems.len(), "bad line")
+        plural(s.problems.len() + s.more_problems, "bad line")
     );
     for problem in &s.problems {
         println!("    line {}: {}", problem.line, problem.reason);
+    }
+    if s.more_problems > 0 {
+        println!("    ... and {} more", s.more_problems);
     }
     for note in &s.notes {
         println!("  note, line {}: {}", note.line, note.reason);

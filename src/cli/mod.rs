@@ -4,6 +4,7 @@
 
 pub mod alloc;
 mod bench;
+mod checkpoints;
 mod export;
 mod files;
 mod inspect;
@@ -26,8 +27,9 @@ use tabtune::lora::LoraAdapters;
 use tabtune::model::load::Loaded;
 use tabtune::model::quantized::BaseWeights;
 use tabtune::readback::block_on;
+use tabtune::train::checkpoint::{self, RunRecord};
 use tabtune::train::session::When;
-use tabtune::train::{Progress, Session, evaluate};
+use tabtune::train::{Progress, RunStatus, Session, evaluate};
 use tabtune::{Error, Result};
 
 use settings::SettingsArgs;
@@ -132,6 +134,18 @@ struct TrainArgs {
     /// so far (validation excluded).
     #[arg(long)]
     log: Option<String>,
+    /// Go on with the run a checkpoint holds: a `checkpoint-N` directory,
+    /// its `state.safetensors`, or a directory of checkpoints (its latest).
+    /// The settings are the run's; --model and --data must be the run's
+    /// (checked by their fingerprints). Stopped and resumed, a run on the
+    /// CPU takes the very steps it would have taken.
+    #[arg(long)]
+    resume: Option<String>,
+    /// How many of the latest checkpoints to keep (`--save-every` writes
+    /// one every N steps into --out, or OUT.checkpoints/ for an --out
+    /// OUT.zip; Ctrl-C writes one and ends the run).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    keep_checkpoints: u64,
 }
 
 #[derive(Args, Debug)]
@@ -237,15 +251,22 @@ struct DataArgs {
     /// Leave out bad records (each is reported) instead of stopping at them.
     #[arg(long)]
     skip_bad: bool,
+    /// Leave out records that repeat an earlier one (by default they are
+    /// kept, each with a note: a repeated example weighs more).
+    #[arg(long)]
+    drop_duplicates: bool,
 }
 
 impl DataArgs {
     fn options(&self) -> Result<ReadOptions> {
-        ReadOptions::from_text(
-            self.format.as_deref().unwrap_or(""),
-            self.columns.as_deref().unwrap_or(""),
-            self.all_tokens,
-        )
+        Ok(ReadOptions {
+            drop_duplicates: self.drop_duplicates,
+            ..ReadOptions::from_text(
+                self.format.as_deref().unwrap_or(""),
+                self.columns.as_deref().unwrap_or(""),
+                self.all_tokens,
+            )?
+        })
     }
 
     fn bad_lines(&self) -> BadLines {
@@ -266,20 +287,39 @@ impl DataArgs {
 
 /// Lists the bad lines on stderr when they are to be left out (a stop
 /// refuses the run with them listed instead).
-fn report_left_out(data: &DataArgs, problems: &[Problem]) {
+fn report_left_out(data: &DataArgs, problems: &[Problem], more: usize) {
     if data.skip_bad && !problems.is_empty() {
-        eprintln!("{} bad records left out:", problems.len());
+        eprintln!("{} bad records left out:", problems.len() + more);
         for p in problems {
             eprintln!("  {}:{}: {}", data.data, p.line, p.reason);
+        }
+        if more > 0 {
+            eprintln!("  ... and {more} more");
         }
     }
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    // Every setting is checked before the (slow) model load.
-    let settings = a.settings.settings()?;
+    // Every setting, the checkpoint and --out are checked before the (slow)
+    // model load.
+    let resume = match &a.resume {
+        Some(path) => Some(read_checkpoint(path, &a)?),
+        None => None,
+    };
+    let settings = match &resume {
+        Some((_, _, record)) => record.settings.clone(),
+        None => a.settings.settings()?,
+    };
     let options = a.data.options()?;
-    let mut log = a.log.as_deref().map(Log::create).transpose()?;
+    checkpoints::prepare_out(&a.out)?;
+    let saves = checkpoints::dir_for(&a.out);
+    checkpoints::claim(&saves, resume.as_ref().map(|(_, _, record)| record.step))?;
+    // A resumed run's log goes on where it stopped.
+    let mut log = a
+        .log
+        .as_deref()
+        .map(|path| Log::create(path, resume.is_some()))
+        .transpose()?;
     let loaded = files::load_model(&a.model.model, &device())?;
     let name = loaded.name.clone();
     let mut session = Session::new(device(), backend().name());
@@ -291,8 +331,11 @@ fn train(a: TrainArgs) -> Result<()> {
         settings.seq_len,
         usize::MAX,
     )?;
-    let run = session.start(&settings, a.data.bad_lines())?;
-    report_left_out(&a.data, &data.summary.problems);
+    let run = match &resume {
+        Some((file, bytes, _)) => session.resume_from(file, bytes)?,
+        None => session.start(&settings, a.data.bad_lines())?,
+    };
+    report_left_out(&a.data, &data.summary.problems, data.summary.more_problems);
     eprintln!(
         "model {} ({} layers), {} examples, {} trainable parameters, {} steps",
         model.name,
@@ -301,6 +344,9 @@ fn train(a: TrainArgs) -> Result<()> {
         run.trainable_parameters,
         run.steps
     );
+    if let Some((file, _, _)) = &resume {
+        eprintln!("resumed from {file} after step {}", run.resumed_at);
+    }
     if run.truncated + run.skipped > 0 {
         eprintln!(
             "{} examples longer than --seq-len {} were cut; {} left out with nothing to train after the cut",
@@ -314,10 +360,22 @@ fn train(a: TrainArgs) -> Result<()> {
         )
         .expect("valid template"),
     );
+    bar.set_position(run.resumed_at as u64);
+    let base = a.base_model.as_deref().unwrap_or(&name);
+    let save = |session: &Session| -> Result<std::path::PathBuf> {
+        let adapter = block_on(session.export(base))?;
+        block_on(checkpoints::save(
+            session,
+            &adapter,
+            &saves,
+            a.keep_checkpoints as usize,
+        ))
+    };
+    checkpoints::catch_interrupt();
     // Stepping time only (validation excluded), as the page counts it.
     let mut stepping = Duration::ZERO;
     let (mut tokens, mut last) = (0usize, None);
-    loop {
+    let halted = loop {
         let t0 = Instant::now();
         let progress = block_on(session.advance())?;
         if let Progress::Step { .. } = progress {
@@ -340,7 +398,7 @@ fn train(a: TrainArgs) -> Result<()> {
                     println!("validation loss {before:.6} -> {:.6}", v.loss);
                 }
             },
-            Progress::Step { report: r, .. } => {
+            Progress::Step { report: r, steps } => {
                 tokens += r.tokens;
                 let rate = tokens as f64 / stepping.as_secs_f64();
                 bar.set_message(format!(
@@ -348,16 +406,52 @@ fn train(a: TrainArgs) -> Result<()> {
                     r.loss, r.lr, rate
                 ));
                 bar.inc(1);
+                if r.skipped {
+                    bar.println(format!(
+                        "step {}: loss {} and gradient norm {}: not finite, update skipped",
+                        r.step, r.loss, r.grad_norm
+                    ));
+                }
+                let every = settings.save_every;
+                if every > 0 && r.step % every == 0 && r.step < steps && !checkpoints::interrupted()
+                {
+                    // The run goes on when a checkpoint cannot be written.
+                    match save(&session) {
+                        Ok(dir) => bar.println(format!("checkpoint written to {}", dir.display())),
+                        Err(e) => {
+                            bar.println(format!("warning: no checkpoint at step {}: {e}", r.step))
+                        }
+                    }
+                }
                 last = Some(r);
             }
             Progress::Paused { .. } => unreachable!("the CLI never pauses"),
-            Progress::Finished { .. } => break,
+            Progress::Finished { reason, .. } => break reason,
         }
-    }
+        if checkpoints::interrupted() && session.status() == RunStatus::Running {
+            bar.abandon();
+            let dir = save(&session)?;
+            eprintln!(
+                "interrupted after step {}: checkpoint written to {}; go on with the same command and --resume {}",
+                session.history().len(),
+                dir.display(),
+                dir.display()
+            );
+            std::process::exit(130);
+        }
+    };
     bar.finish();
-    let base = a.base_model.as_deref().unwrap_or(&name);
     let adapter = block_on(session.export(base))?;
     files::write_adapter(&a.out, &adapter)?;
+    if let Some(reason) = halted {
+        let dir = save(&session)?;
+        eprintln!(
+            "the adapter as it was before those steps is written to {}, and a checkpoint to {}",
+            a.out,
+            dir.display()
+        );
+        return Err(Error::Order(reason));
+    }
     // The written files, read back from disk as PEFT reads them.
     let check = files::read_back(&a.out, |written| block_on(session.check_written(written)))?;
     if let Some(r) = last {
@@ -373,6 +467,24 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--resume`'s checkpoint: its file's name, bytes and record. Settings
+/// given beside it are refused: the run's are the checkpoint's.
+fn read_checkpoint(path: &str, a: &TrainArgs) -> Result<(String, Vec<u8>, RunRecord)> {
+    let given = a.settings.given();
+    if !given.is_empty() {
+        return Err(Error::setting(
+            given[0],
+            "--resume goes on with the settings of the run it resumes: leave the settings out",
+        ));
+    }
+    let file = checkpoints::resolve(path)?;
+    let shown = file.display().to_string();
+    let bytes =
+        std::fs::read(&file).map_err(|e| Error::format(&shown, format!("cannot read: {e}")))?;
+    let (record, _) = checkpoint::read(&shown, &bytes)?;
+    Ok((shown, bytes, record))
+}
+
 /// `--log`: one JSON object a line for each step and validation loss,
 /// with the stepping time so far (`elapsed_ms`).
 struct Log {
@@ -381,8 +493,14 @@ struct Log {
 }
 
 impl Log {
-    fn create(path: &str) -> Result<Log> {
-        let file = std::fs::File::create(path)
+    /// The log at `path`, emptied first unless `append`.
+    fn create(path: &str, append: bool) -> Result<Log> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
             .map_err(|e| Error::format(path, format!("cannot write: {e}")))?;
         Ok(Log {
             path: path.to_string(),
@@ -429,8 +547,8 @@ fn eval(a: EvalArgs) -> Result<()> {
     )?;
     a.data
         .bad_lines()
-        .check(&a.data.data, &p.summary.problems)?;
-    report_left_out(&a.data, &p.summary.problems);
+        .check(&a.data.data, &p.summary.problems, p.summary.more_problems)?;
+    report_left_out(&a.data, &p.summary.problems, p.summary.more_problems);
     let data: Vec<Example> = p.examples.into_iter().map(|e| e.cut(seq_len)).collect();
     if let Some(path) = &a.dump_tokens {
         let examples: Vec<_> = data

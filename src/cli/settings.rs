@@ -57,6 +57,11 @@ impl<S: Subset> SettingsArgs<S> {
     pub fn settings(&self) -> Result<RunSettings> {
         RunSettings::from_text(self.given.iter().map(|(n, v)| (*n, v.as_str())))
     }
+
+    /// The names of the settings given on the command line.
+    pub fn given(&self) -> Vec<&'static str> {
+        self.given.iter().map(|(n, _)| *n).collect()
+    }
 }
 
 fn arg(s: &'static Setting, defaults: &RunSettings) -> Arg {

@@ -12,6 +12,10 @@ pub(crate) fn read(lines: impl Iterator<Item = std::io::Result<Vec<u8>>>, c: &mu
         let line = i + 1;
         let raw = match raw {
             Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                c.problem(line, format!("{e} (the line is left out)"));
+                continue;
+            }
             Err(e) => return c.problem(line, format!("cannot read: {e}")),
         };
         let raw = raw.strip_suffix(b"\r").unwrap_or(&raw);

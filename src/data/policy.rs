@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::read::problems_error;
+use crate::data::read::problems_error_of;
 use crate::data::summary::Problem;
 use crate::error::{Error, Result};
 
@@ -55,9 +55,9 @@ impl BadLines {
         }
     }
 
-    /// Refuses a run on `file` with these `problems` when the choice is to
-    /// stop, listing them all (up to 20).
-    pub fn check(self, file: &str, problems: &[Problem]) -> Result<()> {
+    /// Refuses a run on `file` with these `problems` (and `more` past
+    /// them, counted) when the choice is to stop, listing them (up to 20).
+    pub fn check(self, file: &str, problems: &[Problem], more: usize) -> Result<()> {
         if self == BadLines::Skip || problems.is_empty() {
             return Ok(());
         }
@@ -69,7 +69,7 @@ impl BadLines {
                 reason: p.reason.clone(),
             })
             .collect();
-        Err(problems_error(file, errors))
+        Err(problems_error_of(file, errors, more))
     }
 
     /// Each choice for a file with `bad` bad lines: whether a run is

@@ -97,6 +97,10 @@ pub struct ReadOptions {
     /// Train on every token, prompts and system turns too, instead of only
     /// the answers (assistant turns, completions). Default false.
     pub all_tokens: bool,
+    /// Leave out a record that repeats an earlier one. By default repeats
+    /// are kept (people repeat examples on purpose: they weigh more) and
+    /// each gets a note. Default false.
+    pub drop_duplicates: bool,
 }
 
 impl ReadOptions {
@@ -111,6 +115,7 @@ impl ReadOptions {
             },
             columns: table::Columns::parse(columns)?,
             all_tokens,
+            drop_duplicates: false,
         })
     }
 }
@@ -124,31 +129,119 @@ pub struct Scan {
     pub schema: Option<Schema>,
     /// Good records, in file order.
     pub records: Vec<NumberedRecord>,
-    /// Every problem, as [`Error::Data`] with its line.
+    /// The first [`MAX_PROBLEMS`] problems, as [`Error::Data`] with their
+    /// lines.
     pub problems: Vec<Error>,
+    /// Problems past those, counted.
+    pub more_problems: usize,
+    /// Good records worth a word (repeats), by line.
+    pub notes: Vec<(usize, String)>,
 }
+
+/// The longest line a JSONL or text file may have: a longer one is a bad
+/// line, skipped as it is read, never held whole.
+pub const MAX_LINE: usize = 32 << 20;
+
+/// The lines of `reader` without their `\n`, as `BufRead::split` gives
+/// them, except that a line longer than `max` bytes comes as an
+/// `InvalidData` error (and reading goes on with the next line).
+pub(crate) struct Lines<R> {
+    reader: R,
+    max: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub(crate) fn new(reader: R, max: usize) -> Self {
+        Self {
+            reader,
+            max,
+            done: false,
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Lines<R> {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let (mut line, mut over, mut any) = (Vec::new(), false, false);
+        loop {
+            let buf = match self.reader.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            if buf.is_empty() {
+                self.done = true;
+                break;
+            }
+            any = true;
+            let end = buf.iter().position(|&b| b == b'\n');
+            let piece = &buf[..end.unwrap_or(buf.len())];
+            if !over && line.len() + piece.len() > self.max {
+                over = true;
+                line = Vec::new();
+            }
+            if !over {
+                line.extend_from_slice(piece);
+            }
+            let used = end.map_or(buf.len(), |i| i + 1);
+            self.reader.consume(used);
+            if end.is_some() {
+                break;
+            }
+        }
+        match (any, over) {
+            (false, _) => None,
+            (true, true) => Some(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the line is longer than {} MiB", self.max >> 20),
+            ))),
+            (true, false) => Some(Ok(line)),
+        }
+    }
+}
+
+/// The most bad lines kept with their reasons; past them, only counted (a
+/// file of a million bad lines would otherwise hold a million messages).
+pub const MAX_PROBLEMS: usize = 1000;
 
 /// The checks that span a file's records (one schema, no duplicates),
 /// applied to what a format's reader hands on; good records go on to the
 /// sink as they come, problems are kept with their lines.
 struct FileChecks<'a> {
     file: &'a str,
+    drop_duplicates: bool,
+    /// Good records worth a word (repeats), by line.
+    notes: Vec<(usize, String)>,
     schema: Option<(Schema, usize)>,
     seen: HashMap<u64, usize>,
     sink: &'a mut dyn FnMut(NumberedRecord),
     records: usize,
     problems: Vec<Error>,
+    /// Problems past [`MAX_PROBLEMS`], counted.
+    more: usize,
 }
 
 impl<'a> FileChecks<'a> {
-    fn new(file: &'a str, sink: &'a mut dyn FnMut(NumberedRecord)) -> Self {
+    fn new(file: &'a str, drop_duplicates: bool, sink: &'a mut dyn FnMut(NumberedRecord)) -> Self {
         Self {
             file,
+            drop_duplicates,
+            notes: Vec::new(),
             schema: None,
             seen: HashMap::new(),
             sink,
             records: 0,
             problems: Vec::new(),
+            more: 0,
         }
     }
 
@@ -162,6 +255,8 @@ impl<'a> FileChecks<'a> {
             schema: self.schema.map(|(s, _)| s),
             records: self.records,
             problems: self.problems,
+            more_problems: self.more,
+            notes: self.notes,
         }
     }
 }
@@ -187,17 +282,35 @@ impl RecordSink for FileChecks<'_> {
         let mut h = DefaultHasher::new();
         record.hash(&mut h);
         let key = h.finish();
-        if let Some(first) = self.seen.get(&key) {
-            return self.problem(line, format!("duplicate of line {first}"));
+        if let Some(&first) = self.seen.get(&key) {
+            if self.notes.len() < MAX_PROBLEMS {
+                self.notes.push((
+                    line,
+                    match self.drop_duplicates {
+                        true => format!("repeats line {first}: left out"),
+                        false => format!(
+                            "repeats line {first}: kept, so it weighs twice (the option to leave out repeats drops it)"
+                        ),
+                    },
+                ));
+            }
+            if self.drop_duplicates {
+                return;
+            }
+        } else {
+            self.seen.insert(key, line);
         }
-        self.seen.insert(key, line);
         self.records += 1;
         (self.sink)(NumberedRecord { line, record });
     }
 
     /// A problem on `line`.
     fn problem(&mut self, line: usize, reason: String) {
-        self.problems.push(data_err(self.file, line, reason));
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(data_err(self.file, line, reason));
+        } else {
+            self.more += 1;
+        }
     }
 }
 
@@ -210,8 +323,13 @@ pub struct StreamScan {
     pub schema: Option<Schema>,
     /// Good records handed to the sink.
     pub records: usize,
-    /// Every problem, as [`Error::Data`] with its line.
+    /// The first [`MAX_PROBLEMS`] problems, as [`Error::Data`] with their
+    /// lines.
     pub problems: Vec<Error>,
+    /// Problems past those, counted.
+    pub more_problems: usize,
+    /// Good records worth a word (repeats), by line (the first 1,000).
+    pub notes: Vec<(usize, String)>,
 }
 
 /// Reads a data file from `reader`, handing each good record to `sink` as
@@ -235,10 +353,10 @@ pub fn read_stream(
         .format
         .unwrap_or_else(|| Format::detect(file, &head));
     let reader = std::io::Cursor::new(head).chain(reader);
-    let mut c = FileChecks::new(file, sink);
+    let mut c = FileChecks::new(file, options.drop_duplicates, sink);
     match format {
-        Format::Jsonl => jsonl::read(reader.split(b'\n'), &mut c),
-        Format::Text => text::read(reader.split(b'\n'), &mut c),
+        Format::Jsonl => jsonl::read(Lines::new(reader, MAX_LINE), &mut c),
+        Format::Text => text::read(Lines::new(reader, MAX_LINE), &mut c),
         Format::Csv => table::read(reader, b',', &options.columns, &mut c),
         Format::Tsv => table::read(reader, b'\t', &options.columns, &mut c),
         Format::JsonArray => json::read(reader, &mut c),
@@ -255,14 +373,21 @@ pub fn read(file: &str, bytes: &[u8], options: &ReadOptions) -> Scan {
         schema: done.schema,
         records,
         problems: done.problems,
+        more_problems: done.more_problems,
+        notes: done.notes,
     }
 }
 
 /// One error for a file's problems (not empty): the problem itself when
 /// there is one, else all of them listed (up to 20), so a person can fix
 /// the file in one go.
-pub fn problems_error(file: &str, mut problems: Vec<Error>) -> Error {
-    let n = problems.len();
+pub fn problems_error(file: &str, problems: Vec<Error>) -> Error {
+    problems_error_of(file, problems, 0)
+}
+
+/// [`problems_error`] for the first of `problems.len() + more` problems.
+pub fn problems_error_of(file: &str, mut problems: Vec<Error>, more: usize) -> Error {
+    let n = problems.len() + more;
     if n == 1 {
         return problems.remove(0);
     }
@@ -288,6 +413,6 @@ pub fn read_strict(file: &str, bytes: &[u8], options: &ReadOptions) -> Result<Ve
     match (scan.problems.is_empty(), scan.records.is_empty()) {
         (true, true) => Err(data_err(file, 1, "the file has no records")),
         (true, false) => Ok(scan.records),
-        (false, _) => Err(problems_error(file, scan.problems)),
+        (false, _) => Err(problems_error_of(file, scan.problems, scan.more_problems)),
     }
 }

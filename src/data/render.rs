@@ -130,6 +130,12 @@ pub fn render_examples(
     seq_len: usize,
     all_tokens: bool,
 ) -> Result<Vec<Example>> {
+    if seq_len < 2 {
+        return Err(Error::setting(
+            "seq-len",
+            format!("{seq_len} is too short: an example needs at least 2 tokens"),
+        ));
+    }
     let mut ex = render_record(tok, record)?;
     if all_tokens {
         ex.trained.iter_mut().for_each(|t| *t = true);

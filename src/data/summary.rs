@@ -54,10 +54,12 @@ pub struct Summary {
     pub longer_than_seq_len: usize,
     /// The sequence length the counts were taken for.
     pub seq_len: usize,
-    /// Every bad line.
+    /// The first bad lines (up to 1,000, by line), with their reasons.
     pub problems: Vec<Problem>,
-    /// Good lines worth a word: examples longer than the sequence length,
-    /// and what happens to them.
+    /// Bad lines past those, counted.
+    pub more_problems: usize,
+    /// Good lines worth a word (the first 1,000): examples longer than the
+    /// sequence length and what happens to them, repeated examples.
     pub notes: Vec<Problem>,
     /// The first example, as the model sees it.
     pub preview: Vec<Segment>,
@@ -108,6 +110,12 @@ pub fn prepare_within(
     seq_len: usize,
     max_tokens: usize,
 ) -> Result<Prepared> {
+    if seq_len < 2 {
+        return Err(Error::setting(
+            "seq-len",
+            format!("{seq_len} is too short: an example needs at least 2 tokens"),
+        ));
+    }
     let over = Cell::new(None);
     let mut kept = 0usize;
     let reader = Budget {
@@ -145,7 +153,14 @@ pub fn prepare_within(
                 reason: e.to_string(),
             }),
         };
-    let scan = read_stream(file, reader, options, &mut on_record);
+    let mut scan = read_stream(file, reader, options, &mut on_record);
+    notes.extend(
+        scan.notes
+            .drain(..)
+            .map(|(line, reason)| Problem { line, reason }),
+    );
+    notes.sort_by_key(|n| n.line);
+    notes.truncate(crate::data::read::MAX_PROBLEMS);
     if let Some(line) = over.get() {
         return Err(Error::Data {
             file: file.to_string(),
@@ -170,6 +185,11 @@ pub fn prepare_within(
         .chain(rendered)
         .collect();
     problems.sort_by_key(|p| p.line);
+    let more_problems = scan.more_problems
+        + problems
+            .len()
+            .saturating_sub(crate::data::read::MAX_PROBLEMS);
+    problems.truncate(crate::data::read::MAX_PROBLEMS);
     if examples.is_empty() {
         let first = problems.first();
         return Err(Error::Data {
@@ -178,7 +198,7 @@ pub fn prepare_within(
             reason: match first {
                 Some(p) => format!(
                     "no usable example ({} bad lines; first: {})",
-                    problems.len(),
+                    problems.len() + more_problems,
                     p.reason
                 ),
                 None => "the file has no records".into(),
@@ -197,6 +217,7 @@ pub fn prepare_within(
         longer_than_seq_len: examples.iter().filter(|e| e.ids.len() > seq_len).count(),
         seq_len,
         problems,
+        more_problems,
         notes,
         preview: preview(tok, &examples[0])?,
     };

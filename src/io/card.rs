@@ -31,8 +31,25 @@ pub struct CardInfo<'a> {
     pub validation: Option<(f64, f64, usize)>,
 }
 
+/// `text` as a double-quoted string: JSON's escapes, which YAML's
+/// double-quoted scalars and Python's string literals read alike.
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).expect("a string serialises")
+}
+
+/// `text` for a line of Markdown: control characters (a newline would end
+/// the line) and backticks (they would end an inline code span) replaced.
+fn inline(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() || c == '`' { ' ' } else { c })
+        .collect()
+}
+
 /// Markdown with YAML front matter (`base_model`, `library_name: peft`), as
-/// the Hugging Face hub reads it.
+/// the Hugging Face hub reads it. The base model's and the data file's names
+/// are a person's input: they are written quoted in the YAML and the Python
+/// snippet, and made safe for a line of Markdown elsewhere, so the card
+/// stays valid whatever they hold.
 pub fn model_card(info: &CardInfo) -> String {
     let l = info.lora;
     let t = info.train;
@@ -41,7 +58,7 @@ pub fn model_card(info: &CardInfo) -> String {
         .final_loss
         .map_or_else(|| "n/a".to_string(), |x| format!("{x:.4}"));
     format!(
-        "---\nbase_model: {base}\nlibrary_name: peft\ntags:\n- lora\n- tabtune\n---\n\n\
+        "---\nbase_model: {base_yaml}\nlibrary_name: peft\ntags:\n- lora\n- tabtune\n---\n\n\
          # LoRA adapter for {base}\n\n\
          Trained with tabtune on `{data}` ({examples} examples), \
          on the {backend} backend.\n\n\
@@ -58,10 +75,11 @@ pub fn model_card(info: &CardInfo) -> String {
          | final loss | {loss} |\n{validation}\n\
          ## Use\n\n\
          ```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\
-         base = AutoModelForCausalLM.from_pretrained(\"{base}\")\n\
+         base = AutoModelForCausalLM.from_pretrained({base_yaml})\n\
          model = PeftModel.from_pretrained(base, \"path/to/this/folder\")\n```\n",
-        base = info.base_model,
-        data = info.data_file,
+        base_yaml = quoted(info.base_model),
+        base = inline(info.base_model),
+        data = inline(info.data_file),
         examples = info.examples,
         backend = info.backend,
         base_weights = match info.base_weights.ggml_type() {

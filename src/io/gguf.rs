@@ -127,6 +127,9 @@ pub struct Gguf<'a> {
 const MAGIC: &[u8; 4] = b"GGUF";
 const MAX_DIMS: u32 = 4;
 const MAX_ARRAY_DEPTH: usize = 4;
+/// The most items one metadata array may hold: 4,194,304 (128 MiB as
+/// `MetaValue`s), 16 times the largest vocabulary known.
+const MAX_ARRAY_ITEMS: usize = 1 << 22;
 
 struct Reader<'a> {
     file: &'a str,
@@ -223,6 +226,13 @@ impl<'a> Reader<'a> {
                     t => return Err(self.err(format!("unknown metadata type {t}"))),
                 };
                 let n = self.count("array length", min_size)?;
+                // Each item is held as a `MetaValue` (32 bytes), so a long
+                // array of bytes would take 32 times its size.
+                if n > MAX_ARRAY_ITEMS {
+                    return Err(self.err(format!(
+                        "a metadata array of {n} items; tabtune reads arrays of at most {MAX_ARRAY_ITEMS} (a vocabulary of 262,144 tokens is the largest known)"
+                    )));
+                }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(item_ty, depth + 1)?);

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod card;
 pub mod dequant;
+pub mod fingerprint;
 pub mod gguf;
 pub mod gguf_lora;
 pub mod gguf_write;

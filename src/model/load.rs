@@ -5,6 +5,7 @@ use burn::tensor::Device;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
+use crate::io::fingerprint;
 use crate::io::gguf::{Gguf, MetaValue};
 use crate::io::safetensors::SafetensorsFile;
 use crate::model::config::LlamaConfig;
@@ -26,6 +27,9 @@ pub struct Loaded {
     /// What the checkpoint said besides its weights, kept for a merged
     /// export (`crate::merge`).
     pub origin: Origin,
+    /// The model files' fingerprint (`io::fingerprint::files`): a run's
+    /// checkpoint goes on only with the model it was trained on.
+    pub fingerprint: String,
 }
 
 /// A checkpoint's description besides its weights: what a merged model
@@ -68,6 +72,15 @@ fn check_vocab(file: &str, tokenizer: Option<&TextTokenizer>, config: &LlamaConf
             format!(
                 "the tokenizer has {} tokens but the model embeds only {}: they do not belong together",
                 t.vocab_size(),
+                config.vocab_size
+            ),
+        )),
+        // An id past the embedding would index out of it in every step.
+        Some(t) if t.largest_id() as usize >= config.vocab_size => Err(Error::format(
+            file,
+            format!(
+                "the tokenizer gives ids up to {} (its BOS, EOS and added tokens included) but the model embeds only {} tokens: they do not belong together",
+                t.largest_id(),
                 config.vocab_size
             ),
         )),
@@ -136,6 +149,7 @@ pub fn load_gguf_with(
         name,
         base_weights: base,
         origin: Origin::Gguf(gguf.metadata.clone()),
+        fingerprint: fingerprint::files(&[("model.gguf", bytes)]),
     })
 }
 
@@ -186,5 +200,17 @@ pub fn load_hf_with(
             .filter_map(|(n, b)| Some((n, b?.to_vec())))
             .collect(),
         },
+        fingerprint: fingerprint::files(
+            &[
+                ("config.json", Some(files.config)),
+                ("model.safetensors", Some(files.weights)),
+                ("tokenizer.json", files.tokenizer),
+                ("tokenizer_config.json", files.tokenizer_config),
+                ("chat_template.jinja", files.chat_template),
+            ]
+            .into_iter()
+            .filter_map(|(n, b)| Some((n, b?)))
+            .collect::<Vec<_>>(),
+        ),
     })
 }

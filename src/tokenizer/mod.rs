@@ -82,6 +82,40 @@ pub struct TextTokenizer {
     pub chat_template: Option<String>,
 }
 
+/// The template instructions a chat's render may take: a base, and more
+/// for each message (the longest real templates take a few hundred a
+/// message).
+const TEMPLATE_FUEL: u64 = 200_000;
+const TEMPLATE_FUEL_PER_MESSAGE: u64 = 20_000;
+/// The most a chat's render may write besides 4 times its messages' text.
+const TEMPLATE_OUTPUT: usize = 1 << 20;
+
+/// A writer that refuses to grow past `cap` bytes (the template's render
+/// stops at the refusal).
+struct Capped {
+    bytes: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.cap {
+            self.bytes.extend_from_slice(
+                &buf[..(self.cap + 1)
+                    .saturating_sub(self.bytes.len())
+                    .min(buf.len())],
+            );
+            return Err(std::io::Error::other("the template's output is too long"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn tok_err(file: &str, e: impl std::fmt::Display) -> Error {
     Error::format(file, format!("tokenizer: {e}"))
 }
@@ -235,6 +269,13 @@ impl TextTokenizer {
         chat_template_jinja: Option<&[u8]>,
     ) -> Result<Self> {
         let file = format!("{dir}/tokenizer.json");
+        // The tokenizers crate panics on some malformed JSON inside its
+        // decoder (bytes that are not UTF-8 in a key); checked first, it is
+        // an error.
+        let text = std::str::from_utf8(tokenizer_json)
+            .map_err(|e| tok_err(&file, format!("not UTF-8 text: {e}")))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| tok_err(&file, format!("not valid JSON: {e}")))?;
         let mut inner = Tokenizer::from_bytes(tokenizer_json).map_err(|e| tok_err(&file, e))?;
         // tokenizer.json may pad or truncate by its own config: never for training text.
         inner.with_padding(None);
@@ -351,6 +392,13 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The largest id it can give: of its vocabulary (added tokens
+    /// included, whose ids may leave gaps) and of its BOS and EOS tokens.
+    pub fn largest_id(&self) -> u32 {
+        let vocab = self.inner.get_vocab(true).into_values().max().unwrap_or(0);
+        vocab.max(self.eos_id).max(self.bos_id.unwrap_or(0))
+    }
+
     /// Token ids of `text`; special tokens written in the text are
     /// recognised. With `add_special`, the model's own additions (BOS) come
     /// too, as transformers' `tokenizer(text)`; chat-template output already
@@ -447,6 +495,14 @@ impl TextTokenizer {
     ) -> Result<String> {
         let template = self.template_in_use();
         let mut env = Environment::new();
+        // A template's work and output are bounded by what it renders: a
+        // template that loops without end, or writes without end, is
+        // stopped with a message rather than hanging the engine or filling
+        // its memory.
+        let content: usize = messages.iter().map(|m| m.content.len()).sum();
+        env.set_fuel(Some(
+            TEMPLATE_FUEL + TEMPLATE_FUEL_PER_MESSAGE * messages.len() as u64,
+        ));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -461,12 +517,38 @@ impl TextTokenizer {
             .get_template("chat")
             .map_err(|e| Error::format("chat template", e))?;
         let tok = |id: Option<u32>| id.and_then(|i| self.id_to_token(i)).unwrap_or_default();
-        tmpl.render(context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => tok(self.bos_id),
-            eos_token => tok(Some(self.eos_id)),
-        })
-        .map_err(|e| Error::format("chat template", e))
+        let mut out = Capped {
+            bytes: Vec::new(),
+            cap: TEMPLATE_OUTPUT + 4 * content,
+        };
+        let rendered = tmpl.render_captured_to(
+            context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => tok(self.bos_id),
+                eos_token => tok(Some(self.eos_id)),
+            },
+            &mut out,
+        );
+        match rendered {
+            Ok(_) => String::from_utf8(out.bytes)
+                .map_err(|_| Error::format("chat template", "its output is not UTF-8")),
+            Err(_) if out.bytes.len() > out.cap => Err(Error::format(
+                "chat template",
+                format!(
+                    "it wrote more than {} bytes for {} bytes of messages, so it was stopped",
+                    out.cap, content
+                ),
+            )),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(Error::format(
+                "chat template",
+                format!(
+                    "it ran more than {} steps for {} messages without finishing, so it was stopped",
+                    TEMPLATE_FUEL + TEMPLATE_FUEL_PER_MESSAGE * messages.len() as u64,
+                    messages.len()
+                ),
+            )),
+            Err(e) => Err(Error::format("chat template", e)),
+        }
     }
 }

@@ -123,21 +123,20 @@ impl FlatAdamW {
         }
     }
 
-    /// One step: returns the updated parameters `[P]` and the gradient's
-    /// global L2 norm before clipping `[1]` (still on the device).
-    pub fn step(&mut self, lr: f64, params: Tensor<1>, grad: Tensor<1>) -> (Tensor<1>, Tensor<1>) {
+    /// The global L2 norm `[1]` of `grad` `[P]`, still on the device.
+    pub fn norm(grad: &Tensor<1>) -> Tensor<1> {
+        grad.clone().square().sum().sqrt()
+    }
+
+    /// One step with the gradient `grad` `[P]` whose global norm, read from
+    /// the device, is `norm`: returns the updated parameters `[P]`.
+    pub fn step(&mut self, lr: f64, params: Tensor<1>, grad: Tensor<1>, norm: f32) -> Tensor<1> {
         let c = self.config;
-        let norm = grad.clone().square().sum().sqrt(); // [1]
-        // clip_grad_norm_: coef = min(1, max / (norm + 1e-6)), applied on the
-        // device so nothing is read back.
+        // clip_grad_norm_: coef = min(1, max / (norm + 1e-6)), in f32 as the
+        // device would take it (the reciprocal, then the product).
         let grad = if c.max_grad_norm > 0.0 {
-            let coef = norm
-                .clone()
-                .add_scalar(1e-6)
-                .recip()
-                .mul_scalar(c.max_grad_norm)
-                .clamp_max(1.0); // [1]
-            grad * coef
+            let coef = ((1.0f32 / (norm + 1e-6f32)) * c.max_grad_norm as f32).min(1.0);
+            grad.mul_scalar(coef)
         } else {
             grad
         };
@@ -170,6 +169,19 @@ impl FlatAdamW {
         } else {
             params.mul_scalar(1.0 - decay)
         };
-        (decayed - delta.mul_scalar(lr), norm)
+        decayed - delta.mul_scalar(lr)
+    }
+
+    /// AdamW's state: the moments `m`, `v` `[P]` and its step count, or
+    /// `None` before the first step.
+    pub fn moments(&self) -> Option<(Tensor<1>, Tensor<1>, i32)> {
+        self.moments
+            .as_ref()
+            .map(|s| (s.m.clone(), s.v.clone(), s.time))
+    }
+
+    /// Sets AdamW's state (a checkpoint's, [`FlatAdamW::moments`]).
+    pub fn set_moments(&mut self, moments: Option<(Tensor<1>, Tensor<1>, i32)>) {
+        self.moments = moments.map(|(m, v, time)| Moments { m, v, time });
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod backward;
 pub mod batch;
+pub mod checkpoint;
 pub mod flat;
 pub mod join;
 pub mod memory;
@@ -17,6 +18,7 @@ pub mod seed;
 pub mod session;
 pub mod setting;
 pub mod settings;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -35,6 +37,7 @@ use flat::{AdamWConfig, FlatAdamW, Layout};
 pub use schedule::Schedule;
 pub use session::{Progress, RunStatus, Session};
 pub use settings::{Run, RunSettings};
+pub use state::TrainerState;
 
 /// Optimisation settings. Defaults follow common LoRA SFT recipes.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +121,7 @@ impl TrainConfig {
 }
 
 /// What one optimizer step did.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepReport {
     /// 1-based optimizer step just taken.
     pub step: usize,
@@ -134,6 +137,9 @@ pub struct StepReport {
     pub tokens: usize,
     /// Epochs completed so far (fractional).
     pub epoch: f64,
+    /// Whether the update was skipped because the loss or the gradient norm
+    /// was not finite.
+    pub skipped: bool,
 }
 
 /// Owns the adapters, optimizer state and data cursor of one run.
@@ -156,6 +162,9 @@ pub struct Trainer {
     order: Vec<usize>,
     cursor: usize,
     rng: StdRng,
+    /// Shuffles of `order` so far (one at the start, one an epoch): with the
+    /// seed, what a checkpoint needs to put `rng` back where it was.
+    shuffles: u64,
     /// Examples cut to the sequence length.
     pub truncated: usize,
     /// Examples left out because no trained token survived the cut.
@@ -231,6 +240,7 @@ impl Trainer {
             order,
             cursor: 0,
             rng,
+            shuffles: 1,
             truncated,
             skipped,
         })
@@ -244,6 +254,12 @@ impl Trainer {
     /// The model being adapted.
     pub fn model(&self) -> &Llama {
         &self.model
+    }
+
+    /// Whether every factor is a finite number (NaN and infinities make
+    /// the sum of magnitudes not finite), read when the readback is.
+    pub fn finite(&self) -> Readback<bool> {
+        Readback::scalar(self.params.clone().abs().sum(), f32::is_finite)
     }
 
     /// Optimizer steps taken.
@@ -261,6 +277,7 @@ impl Trainer {
         for _ in 0..self.config.batch_size.min(self.order.len()) {
             if self.cursor == self.order.len() {
                 self.order.shuffle(&mut self.rng);
+                self.shuffles += 1;
                 self.cursor = 0;
             }
             picked.push(self.order[self.cursor]);
@@ -276,18 +293,20 @@ impl Trainer {
         seen as f64 / n as f64
     }
 
-    /// One optimizer step on the next `grad_accum` batches of the data; its
-    /// loss and gradient norm are read from the device when the returned
-    /// readback is read.
-    pub fn step(&mut self) -> Result<Readback<StepReport>> {
+    /// One optimizer step on the next `grad_accum` batches of the data.
+    pub async fn step(&mut self) -> Result<StepReport> {
         let micro: Vec<Batch> = (0..self.config.grad_accum)
             .map(|_| self.next_batch())
             .collect();
-        self.step_batches(&micro)
+        self.step_batches(&micro).await
     }
 
-    /// One optimizer step on the given micro-batches.
-    pub fn step_batches(&mut self, micro: &[Batch]) -> Result<Readback<StepReport>> {
+    /// One optimizer step on the given micro-batches. The loss and the
+    /// gradient's norm are read from the device before the update; when
+    /// either is not finite (NaN or infinite) the update is skipped: the
+    /// factors and AdamW's moments stay as they were, the step still counts
+    /// (its data is used, the schedule moves on), and the report says so.
+    pub async fn step_batches(&mut self, micro: &[Batch]) -> Result<StepReport> {
         let trained: usize = micro.iter().map(|b| b.trained_positions.len()).sum();
         if trained == 0 {
             return Err(Error::setting("data", "the batch has no trained token"));
@@ -306,36 +325,38 @@ impl Trainer {
             seed,
             self.config.activations,
         );
-        // One flat update of every factor (global-norm clip, AdamW).
         let grad = self.layout.join(grads); // [P]
-        let (params, norm) = self.optim.step(lr, self.params.clone(), grad);
-        self.adapters = self.layout.views(&self.adapters, &params);
-        self.params = params;
+        let norm = FlatAdamW::norm(&grad); // [1]
+        // One transaction for the loss sum and the norm.
+        let read = Transaction::default().register(loss_sum).register(norm);
+        let (loss_sum, grad_norm) = Readback::new(read, |data| match data.as_slice() {
+            [loss_sum, norm] => Ok((first(loss_sum)?, first(norm)?)),
+            _ => Err(Error::Backend(format!(
+                "expected 2 readbacks, got {}",
+                data.len()
+            ))),
+        })
+        .read()
+        .await?;
+        let loss = loss_sum / trained as f32;
+        let skipped = !(loss.is_finite() && grad_norm.is_finite());
+        if !skipped {
+            // One flat update of every factor (global-norm clip, AdamW).
+            let params = self.optim.step(lr, self.params.clone(), grad, grad_norm);
+            self.adapters = self.layout.views(&self.adapters, &params);
+            self.params = params;
+        }
         self.step += 1;
-        let report = StepReport {
+        Ok(StepReport {
             step: self.step,
-            loss: f32::NAN,
-            grad_norm: f32::NAN,
+            loss,
+            grad_norm,
             lr,
             trained_tokens: trained,
             tokens: micro.iter().map(|b| b.tokens).sum(),
             epoch: self.epoch(),
-        };
-        // One transaction for the loss sum and the norm.
-        let read = Transaction::default().register(loss_sum).register(norm);
-        Ok(Readback::new(read, move |data| {
-            let [loss_sum, norm] = data.as_slice() else {
-                return Err(Error::Backend(format!(
-                    "expected 2 readbacks, got {}",
-                    data.len()
-                )));
-            };
-            Ok(StepReport {
-                loss: first(loss_sum)? / report.trained_tokens as f32,
-                grad_norm: first(norm)?,
-                ..report
-            })
-        }))
+            skipped,
+        })
     }
 }
 

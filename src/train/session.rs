@@ -16,7 +16,7 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use burn::tensor::Device;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::record::Record;
 use crate::data::{BadLines, BadLinesChoice, Example, ReadOptions, Summary, prepare_within};
@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::generate::{GenerateConfig, generate_text};
 use crate::io::bundle::{ENTRIES, adapter_zip, zip_files};
 use crate::io::card::{CardInfo, model_card};
+use crate::io::fingerprint;
 use crate::io::gguf_lora::{self, GgufLoraBase};
 use crate::io::peft::{self, PeftFiles};
 use crate::io::recipe::{self, Recipe};
@@ -34,8 +35,13 @@ use crate::merge::hf::{Dtype, ZipFiles};
 use crate::model::load::Loaded;
 use crate::model::quantized::BaseWeights;
 use crate::tokenizer::{ChatFormat, TextTokenizer};
+use crate::train::checkpoint::{self, Checkpoint, DataMark, ModelMark, Place, RunRecord};
 use crate::train::memory::{self, GpuLimit, HeapLimit, StepShape};
 use crate::train::{Run, RunSettings, StepReport, Trainer, evaluate};
+
+/// Steps in a row whose loss or gradient norm is not finite before the run
+/// stops (each one's update is skipped).
+pub const MAX_BAD_STEPS: usize = 3;
 
 /// What a front end shows about a loaded model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,10 +102,15 @@ pub struct RunInfo {
     pub tokens_per_step_max: usize,
     /// Examples held out for the validation loss.
     pub validation_examples: usize,
+    /// Steps already taken: those of the checkpoint it resumed from, 0 for
+    /// a new run.
+    pub resumed_at: usize,
+    /// Steps between checkpoints (0: on pause, stop or interruption only).
+    pub save_every: usize,
 }
 
 /// When a validation loss was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum When {
     /// With the base model, before the first step.
@@ -111,7 +122,7 @@ pub enum When {
 }
 
 /// The loss on the held-out examples.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
     /// When it was measured.
     pub when: When,
@@ -150,6 +161,9 @@ pub enum Progress {
         stopped: bool,
         /// Steps taken.
         steps: usize,
+        /// Why the run stopped by itself (steps whose loss was not
+        /// finite), `None` when it finished or was asked to stop.
+        reason: Option<String>,
     },
 }
 
@@ -187,7 +201,19 @@ enum Phase {
 
 struct ActiveRun {
     trainer: Trainer,
+    /// The settings and bad-lines choice it started with, and what it
+    /// trains, for its checkpoints.
+    settings: RunSettings,
+    bad_lines: BadLines,
+    model: ModelMark,
+    data: DataMark,
     data_file: String,
+    /// Every step's report.
+    history: Vec<StepReport>,
+    /// Steps in a row whose update was skipped.
+    bad_run: usize,
+    /// Why the run stopped by itself.
+    halted: Option<String>,
     validation: Vec<Example>,
     validations: Vec<Validation>,
     last: Option<StepReport>,
@@ -200,6 +226,8 @@ struct ActiveRun {
 
 struct DataSet {
     file: String,
+    /// `io::fingerprint::examples` of `examples`.
+    fingerprint: String,
     /// Shared with the runs on it, never copied.
     examples: Arc<[Example]>,
     summary: Summary,
@@ -362,11 +390,14 @@ impl Session {
             max_tokens,
         )?;
         let report = DataReport {
-            bad_lines: BadLines::choices(prepared.summary.problems.len()),
+            bad_lines: BadLines::choices(
+                prepared.summary.problems.len() + prepared.summary.more_problems,
+            ),
             summary: prepared.summary.clone(),
         };
         self.data = Some(DataSet {
             file: file.to_string(),
+            fingerprint: fingerprint::examples(&prepared.examples),
             examples: Arc::from(prepared.examples),
             summary: prepared.summary,
         });
@@ -379,7 +410,11 @@ impl Session {
     pub fn start(&mut self, settings: &RunSettings, bad_lines: BadLines) -> Result<RunInfo> {
         let model = self.model()?.model.clone();
         let data = self.data.as_ref().ok_or_else(|| missing("data"))?;
-        bad_lines.check(&data.file, &data.summary.problems)?;
+        bad_lines.check(
+            &data.file,
+            &data.summary.problems,
+            data.summary.more_problems,
+        )?;
         let Run {
             trainer,
             validation,
@@ -417,9 +452,27 @@ impl Session {
                 .saturating_mul(c.grad_accum)
                 .saturating_mul(c.seq_len),
             validation_examples: validation.len(),
+            resumed_at: 0,
+            save_every: settings.save_every,
         };
+        let loaded = self.model()?;
         self.run = Some(ActiveRun {
             trainer,
+            settings: settings.clone(),
+            bad_lines,
+            model: ModelMark {
+                name: loaded.name.clone(),
+                fingerprint: loaded.fingerprint.clone(),
+                base_weights: loaded.base_weights.name().to_string(),
+            },
+            data: DataMark {
+                file: data.file.clone(),
+                fingerprint: data.fingerprint.clone(),
+                examples: data.examples.len(),
+            },
+            history: Vec::new(),
+            bad_run: 0,
+            halted: None,
             data_file: data.file.clone(),
             validation,
             validations: Vec::new(),
@@ -430,6 +483,18 @@ impl Session {
             eval_every: settings.eval_every,
         });
         Ok(info)
+    }
+
+    /// The run, when its adapter holds only finite numbers: an adapter
+    /// with a NaN or an infinity is never exported.
+    async fn finite_run(&self) -> Result<&ActiveRun> {
+        let run = self.run()?;
+        match run.trainer.finite().read().await? {
+            true => Ok(run),
+            false => Err(Error::Order(
+                "the adapter holds values that are not finite numbers (NaN or infinite), so it is not written".into(),
+            )),
+        }
     }
 
     fn run(&self) -> Result<&ActiveRun> {
@@ -474,6 +539,102 @@ impl Session {
         run.stop = true;
         run.paused = false;
         Ok(())
+    }
+
+    /// Every step's report in this run, in order (a resumed run's include
+    /// those before its checkpoint).
+    pub fn history(&self) -> &[StepReport] {
+        self.run.as_ref().map_or(&[], |r| &r.history)
+    }
+
+    /// The run's state as one checkpoint file (`train::checkpoint`), read
+    /// from the device between two steps.
+    pub async fn checkpoint(&self) -> Result<Checkpoint> {
+        let run = self.run()?;
+        let state = run.trainer.state().read().await?;
+        checkpoint::write(run.record(), state)
+    }
+
+    /// Starts the run a checkpoint file holds (`file` names it in
+    /// messages) on the model and data loaded now, and puts it back where
+    /// it was: the next advance does what the checkpointed run's next
+    /// advance would have done, with the same numbers. Refused, saying
+    /// which, when the model (or how its weights were kept) or the data
+    /// differ from the checkpoint's.
+    pub fn resume_from(&mut self, file: &str, bytes: &[u8]) -> Result<RunInfo> {
+        let (record, state) = checkpoint::read(file, bytes)?;
+        let consistent = record.history.len() == record.step
+            && record
+                .history
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.step == i + 1);
+        if !consistent {
+            return Err(Error::format(
+                file,
+                "the checkpoint's step history does not match its step count",
+            ));
+        }
+        let loaded = self.model()?;
+        let refuse = |why: String| Err(Error::format(file, why));
+        if loaded.fingerprint != record.model.fingerprint {
+            return refuse(format!(
+                "the run was trained on the model {} and the model loaded now ({}) is another file: load the run's model to resume it",
+                record.model.name, loaded.name
+            ));
+        }
+        if loaded.base_weights.name() != record.model.base_weights {
+            return refuse(format!(
+                "the run's model was loaded with base weights `{}` and is loaded now with `{}`: load it again with `{}` to resume",
+                record.model.base_weights,
+                loaded.base_weights.name(),
+                record.model.base_weights
+            ));
+        }
+        let data = self.data.as_ref().ok_or_else(|| missing("data"))?;
+        if data.fingerprint != record.data.fingerprint {
+            return refuse(format!(
+                "the run was trained on {} ({} examples) and the data chosen now ({}, {} examples) is different: choose the run's data file, unchanged, with the same format and sequence length, to resume",
+                record.data.file,
+                record.data.examples,
+                data.file,
+                data.examples.len()
+            ));
+        }
+        let mut info = self.start(&record.settings, record.bad_lines)?;
+        let run = self.run.as_mut().ok_or_else(|| missing("run"))?;
+        if let Err(e) = run.trainer.restore(state) {
+            self.run = None;
+            return Err(Error::format(file, e));
+        }
+        run.bad_run = record
+            .history
+            .iter()
+            .rev()
+            .take_while(|r| r.skipped)
+            .count();
+        run.last = record.history.iter().rev().find(|r| !r.skipped).cloned();
+        run.history = record.history;
+        run.validations = record.validations;
+        // A resume asks the run to go on: one that was stopped (not halted)
+        // before its last step trains on; one that ended reports its end
+        // (its adapter is back for trying and downloading).
+        let go_on = record.halted.is_none() && record.step < record.steps;
+        run.halted = record.halted;
+        run.phase = match record.place {
+            Place::Before => Phase::Before,
+            Place::Training => Phase::Training,
+            Place::During => Phase::During,
+            Place::After if go_on => Phase::Training,
+            Place::After => Phase::After,
+            Place::Ended { stopped: true } if go_on => Phase::Training,
+            Place::Ended { stopped } => Phase::Over {
+                stopped,
+                reported: false,
+            },
+        };
+        info.resumed_at = record.step;
+        Ok(info)
     }
 
     /// The validation losses measured in this run, in order.
@@ -523,14 +684,18 @@ impl Session {
     /// file, the examples and the settings the run used; `base_model` goes
     /// into the config and the card.
     pub async fn export(&self, base_model: &str) -> Result<AdapterFiles> {
-        let run = self.run()?;
+        let run = self.finite_run().await?;
         let t = &run.trainer;
         let peft = peft::export(t.adapters(), base_model).read().await?;
+        // The first before and the last after (a run stopped and resumed
+        // measured one after at its stop too).
         let loss = |when| {
-            run.validations
-                .iter()
-                .find(|v| v.when == when)
-                .map(|v| v.loss)
+            let mut all = run.validations.iter().filter(|v| v.when == when);
+            match when {
+                When::Before => all.next(),
+                _ => all.next_back(),
+            }
+            .map(|v| v.loss)
         };
         let validation = match (loss(When::Before), loss(When::After)) {
             (Some(before), Some(after)) => Some((before, after, run.validation.len())),
@@ -559,7 +724,7 @@ impl Session {
     /// for a safetensors base) and a
     /// README, the files `tabtune export --gguf` writes.
     pub async fn export_gguf_zip(&self, base_gguf: Option<&str>) -> Result<Vec<u8>> {
-        let run = self.run()?;
+        let run = self.finite_run().await?;
         let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
         let base = GgufLoraBase::new(loaded.model.config.clone(), &loaded.name);
         let adapter = gguf_lora::export(run.trainer.adapters(), &base)
@@ -574,7 +739,7 @@ impl Session {
     /// written to `out` a tensor at a time (`merge::gguf`); returns its
     /// bytes. Only for a GGUF base.
     pub async fn export_merged_gguf(&self, ty: FileType, out: &mut dyn Write) -> Result<u64> {
-        let run = self.run()?;
+        let run = self.finite_run().await?;
         let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
         let adapters = Some(run.trainer.adapters());
         let tok = loaded.tokenizer.as_ref();
@@ -585,7 +750,7 @@ impl Session {
     /// directory in `dtype`, zipped and streamed to `out` as it is made
     /// (`merge::hf`).
     pub async fn export_merged_zip(&self, dtype: Dtype, out: &mut dyn Write) -> Result<()> {
-        let run = self.run()?;
+        let run = self.finite_run().await?;
         let loaded = self.model.as_ref().ok_or_else(|| missing("model"))?;
         let mut zip = ZipFiles::new(out);
         merge::hf::write(
@@ -679,6 +844,61 @@ impl Session {
 }
 
 impl ActiveRun {
+    /// Why the run stops after [`MAX_BAD_STEPS`] skipped steps, the last
+    /// of them `last`, and what to change.
+    fn bad_steps_message(&self, last: &StepReport) -> String {
+        let first = (last.step + 1).saturating_sub(self.bad_run);
+        let kept = first.saturating_sub(1);
+        let c = &self.trainer.config;
+        let cause = if kept == 0 {
+            "The base model's own loss on these examples is not finite, before any update: the model file may be damaged, or its numbers overflow on this data.".to_string()
+        } else {
+            let clip = if c.max_grad_norm == 0.0 {
+                ", and turn gradient clipping on (max-grad-norm 1)"
+            } else {
+                ""
+            };
+            format!(
+                "The likely cause is a learning rate too high for this model and data ({}): try {}{clip}.",
+                c.lr,
+                c.lr / 10.0
+            )
+        };
+        format!(
+            "steps {first} to {} had a loss or gradient norm that is not a finite number (the last: loss {}, gradient norm {}); their updates were skipped and the run stopped with the adapter as it was after step {kept}. {cause}",
+            last.step, last.loss, last.grad_norm
+        )
+    }
+
+    /// The checkpoint record of this run as it stands (the trainer's own
+    /// fields are filled in by `checkpoint::write`).
+    fn record(&self) -> RunRecord {
+        RunRecord {
+            version: checkpoint::VERSION,
+            settings: self.settings.clone(),
+            bad_lines: self.bad_lines,
+            model: self.model.clone(),
+            data: self.data.clone(),
+            step: 0,
+            steps: self.trainer.config.steps,
+            adam_steps: None,
+            order: Vec::new(),
+            cursor: 0,
+            shuffles: 0,
+            place: match self.phase {
+                Phase::Before => Place::Before,
+                Phase::During => Place::During,
+                Phase::Over { stopped, .. } => Place::Ended { stopped },
+                Phase::After => Place::After,
+                Phase::Training => Place::Training,
+            },
+            history: self.history.clone(),
+            validations: self.validations.clone(),
+            halted: self.halted.clone(),
+            stop: self.stop,
+        }
+    }
+
     async fn validate(&mut self, when: When) -> Result<Progress> {
         let t = &self.trainer;
         let adapters = (when != When::Before).then_some(t.adapters());
@@ -716,12 +936,23 @@ impl ActiveRun {
                 Phase::Training if self.stop || done >= steps => self.phase = Phase::After,
                 Phase::Training if self.paused => return Ok(Progress::Paused { steps: done }),
                 Phase::Training => {
-                    let report = self.trainer.step()?.read().await?;
+                    let report = self.trainer.step().await?;
+                    self.history.push(report.clone());
+                    if report.skipped {
+                        self.bad_run += 1;
+                        if self.bad_run >= MAX_BAD_STEPS {
+                            self.halted = Some(self.bad_steps_message(&report));
+                            self.phase = Phase::After;
+                            return Ok(Progress::Step { report, steps });
+                        }
+                    } else {
+                        self.bad_run = 0;
+                        self.last = Some(report.clone());
+                    }
                     let every = self.eval_every;
                     if held && every > 0 && report.step % every == 0 && report.step < steps {
                         self.phase = Phase::During;
                     }
-                    self.last = Some(report.clone());
                     return Ok(Progress::Step { report, steps });
                 }
                 Phase::During if self.stop => self.phase = Phase::After,
@@ -731,7 +962,7 @@ impl ActiveRun {
                 }
                 Phase::After => {
                     self.phase = Phase::Over {
-                        stopped: done < steps,
+                        stopped: done < steps || self.halted.is_some(),
                         reported: false,
                     };
                     if held && done > 0 {
@@ -749,6 +980,7 @@ impl ActiveRun {
                     return Ok(Progress::Finished {
                         stopped,
                         steps: done,
+                        reason: self.halted.clone(),
                     });
                 }
                 Phase::Over { reported: true, .. } => {

@@ -212,6 +212,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "Steps between validation losses during training (0 = before and after only).",
     },
     Setting {
+        name: "save-every",
+        label: "Checkpoint every",
+        kind: int(0, MAX_STEPS),
+        empty: None,
+        help: "Steps between checkpoints a run can resume from (0 = only on pause, stop or interruption).",
+    },
+    Setting {
         name: "targets",
         label: "Targets",
         kind: Kind::Targets {

@@ -78,6 +78,10 @@ pub struct RunSettings {
     /// Steps between validation losses during training; 0 measures only
     /// before and after. Default 0.
     pub eval_every: usize,
+    /// Steps between checkpoints (the CLI's `checkpoint-N/`, the page's
+    /// stored run); 0 writes them only on pause, stop or interruption.
+    /// Default 50.
+    pub save_every: usize,
 }
 
 impl Default for RunSettings {
@@ -104,6 +108,7 @@ impl Default for RunSettings {
             targets: "all".into(),
             validation: 0.1,
             eval_every: 0,
+            save_every: 50,
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::counting::Counting;
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-pub use crate::counting::live;
+pub use crate::counting::{failed, live};
 
 /// What wasm32 can address: 65,536 pages of 64 KiB (more than a 32-bit
 /// `usize` holds).

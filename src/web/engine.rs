@@ -60,6 +60,9 @@ struct DataRequest {
     /// Train on every token.
     #[serde(default)]
     all_tokens: bool,
+    /// Leave out records that repeat an earlier one.
+    #[serde(default)]
+    drop_duplicates: bool,
     /// The Sequence length field's text.
     seq_len: String,
 }
@@ -135,6 +138,21 @@ impl Engine {
     #[wasm_bindgen(js_name = selfTestPanic)]
     pub fn self_test_panic(&self) {
         panic!("self-test panic requested by the page");
+    }
+
+    /// Allocates 256 MiB blocks, and keeps them, until the memory refuses
+    /// one: the engine then traps as it does when a model or a run does not
+    /// fit. The page's tests use it to check that running out of memory is
+    /// reported as such, the engine restarts and the last checkpoint is
+    /// offered.
+    #[wasm_bindgen(js_name = selfTestExhaustMemory)]
+    pub fn self_test_exhaust_memory(&self) {
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let mut block = Vec::with_capacity(256 << 20);
+            block.push(1u8);
+            held.push(std::hint::black_box(block));
+        }
     }
 
     /// Runs our GPU kernels on this engine's device against their Rust
@@ -258,7 +276,10 @@ impl Engine {
         let seq_len = RunSettings::from_text([("seq-len", r.seq_len.as_str())])
             .map_err(js)?
             .seq_len;
-        let options = ReadOptions::from_text(&r.format, &r.columns, r.all_tokens).map_err(js)?;
+        let options = ReadOptions {
+            drop_duplicates: r.drop_duplicates,
+            ..ReadOptions::from_text(&r.format, &r.columns, r.all_tokens).map_err(js)?
+        };
         let reader = std::io::BufReader::with_capacity(CHUNK, BlobReader::new(blob, on_progress)?);
         let mut s = self.session.try_borrow_mut().map_err(|_| busy())?;
         let report = s
@@ -276,6 +297,38 @@ impl Engine {
         let bad_lines = BadLines::parse(bad_lines).map_err(js)?;
         let mut s = self.session.try_borrow_mut().map_err(|_| busy())?;
         to_js(&s.start(&settings, bad_lines).map_err(js)?)
+    }
+
+    /// The run's state as one checkpoint file (`train::checkpoint`):
+    /// resolves to `{step, bytes}`, which the worker keeps in the browser's
+    /// private storage.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn checkpoint(&self) -> Promise {
+        let session = self.session.clone();
+        future_to_promise(async move {
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let c = s.checkpoint().await.map_err(js)?;
+            let out = js_sys::Object::new();
+            js_sys::Reflect::set(&out, &"step".into(), &(c.step as f64).into())?;
+            js_sys::Reflect::set(&out, &"bytes".into(), &Uint8Array::from(c.bytes.as_slice()))?;
+            Ok(out.into())
+        })
+    }
+
+    /// Starts the run a checkpoint file holds (`file` names it in messages)
+    /// on the model and data loaded now, where it stopped; refused when the
+    /// model or data differ. Returns `{info, history, validations}`: what
+    /// `start` returns, and the steps and validation losses before the
+    /// checkpoint, for the chart.
+    #[wasm_bindgen(js_name = resumeFrom)]
+    pub fn resume_from(&self, file: &str, bytes: Vec<u8>) -> Result<JsValue, JsValue> {
+        let mut s = self.session.try_borrow_mut().map_err(|_| busy())?;
+        let info = s.resume_from(file, &bytes).map_err(js)?;
+        to_js(&serde_json::json!({
+            "info": info,
+            "history": s.history(),
+            "validations": s.validations(),
+        }))
     }
 
     /// Moves the run on: resolves to `{kind: "validation" | "step" |
@@ -423,7 +476,10 @@ impl Engine {
         request: JsValue,
     ) -> Result<Promise, JsValue> {
         let r: DataRequest = from_js("data", request)?;
-        let options = ReadOptions::from_text(&r.format, &r.columns, r.all_tokens).map_err(js)?;
+        let options = ReadOptions {
+            drop_duplicates: r.drop_duplicates,
+            ..ReadOptions::from_text(&r.format, &r.columns, r.all_tokens).map_err(js)?
+        };
         let reader = std::io::BufReader::with_capacity(CHUNK, BlobReader::new(blob, None)?);
         let mut records = Vec::new();
         let mut bytes = 0usize;

@@ -38,6 +38,14 @@ pub fn start() {
 #[cfg(feature = "threads")]
 pub use wasm_bindgen_rayon::init_thread_pool;
 
+/// The size of the allocation the engine's memory refused, 0 when none
+/// was, and the bytes in use: read by the worker after the engine traps,
+/// to say it ran out of memory and how far.
+#[wasm_bindgen(js_name = memoryFailure)]
+pub fn memory_failure() -> Vec<f64> {
+    vec![alloc::failed() as f64, alloc::live() as f64]
+}
+
 /// The crate's version, shown in the page's footer.
 #[wasm_bindgen]
 pub fn version() -> String {

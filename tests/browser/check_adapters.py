@@ -135,7 +135,7 @@ def compare(name, spec, files, tensors, tabtune, tmp):
     if files["adapter_config.json"] != cli_files["adapter_config.json"]:
         fail(f"{name}: adapter_config.json differs from the CLI's")
     card = files["README.md"].decode()
-    if f"base_model: {spec['base']}" not in card or f"| final loss | {page_final:.4f} |" not in card:
+    if f"base_model: {json.dumps(spec['base'])}" not in card or f"| final loss | {page_final:.4f} |" not in card:
         fail(f"{name}: README.md does not name the base model and final loss:\n{card}")
     errs = []
     for k in tensors:

@@ -36,11 +36,23 @@ export async function open(origin, { webgpu, query = '' }) {
   const requests = [];
   context.on('request', (r) => requests.push({ url: r.url(), at: Date.now() }));
   const page = await context.newPage();
+  // The page's questions (confirm, beforeunload) are recorded and accepted,
+  // as a person who means it would; `dialogs.dismissNext` says no once.
+  const dialogs = [];
+  page.on('dialog', (d) => {
+    dialogs.push({ type: d.type(), message: d.message() });
+    if (dialogs.dismissNext) {
+      dialogs.dismissNext = false;
+      d.dismiss();
+    } else {
+      d.accept();
+    }
+  });
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
   await page.goto(`${origin}/${query}`);
-  return { browser, context, page, requests, consoleLines };
+  return { browser, context, page, requests, consoleLines, dialogs };
 }
 
 export const tid = (id) => `[data-testid="${id}"]`;

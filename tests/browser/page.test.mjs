@@ -665,3 +665,119 @@ test('a 1B-class Q4_0 model loads and trains a step on the CPU within the 4 GiB 
     await browser.close();
   }
 });
+
+test('a run reloaded mid-way resumes from its checkpoint into the same adapter; running out of memory, discarding and a second start are handled', async () => {
+  const { browser, page, consoleLines, dialogs } = await open(ORIGIN, { webgpu: false, query: '?backend=cpu&threads=1' });
+  const sample = join(ROOT, 'www/samples/chat.jsonl');
+  const files = readdirSync(TINY_DIR).map((f) => join(TINY_DIR, f));
+  const chooseModelAndData = async () => {
+    await waitForEngine(page, 'cpu');
+    await page.check(tid('model-source-files'));
+    await page.setInputFiles(tid('model-files'), files);
+    await loadModel(page, consoleLines);
+    await page.evaluate(() => { document.querySelector('[data-testid="data-summary"]').textContent = ''; });
+    await page.setInputFiles(tid('data-file'), sample);
+    await page.waitForFunction(() => /^chat\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent));
+  };
+  const settings = { steps: 120, batch: 2, 'seq-len': 64, validation: 0.25, 'eval-every': 40, 'save-every': 3 };
+  const losses = () => page.getAttribute(tid('loss-chart'), 'data-losses');
+  const finished = () => page.waitForFunction(() => ['finished', 'stopped'].includes(document.body.dataset.run), null, { timeout: 120_000 });
+  try {
+    // The whole run, uninterrupted.
+    await chooseModelAndData();
+    await setSettings(page, settings);
+    // Start twice at once: one run.
+    await page.dblclick(tid('start'));
+    await finished();
+    await expectNoErrors(page, consoleLines);
+    const whole = await losses();
+    assert.equal(whole.split(',').length, 120);
+    const wholeVal = await page.textContent(tid('stat-val'));
+    // The validation loss is the chart's second series: before, every 40 steps, after.
+    const wholeSeries = await page.getAttribute(tid('loss-chart'), 'data-validation');
+    assert.deepEqual(wholeSeries.split(',').map((p) => p.split(':')[0]), ['0', '40', '80', '120']);
+    const wholeZip = readFileSync(await downloadZip(page, 'resume-whole.zip'));
+
+    // Again, reloaded once a checkpoint past step 3 is stored: the browser
+    // asks before the page goes.
+    await page.click(tid('start'));
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="resume-run"]').dataset.step) >= 6
+      && document.body.dataset.run === 'running', null, { timeout: 120_000 });
+    await page.reload();
+    assert.ok(dialogs.some((d) => d.type === 'beforeunload'), JSON.stringify(dialogs));
+    await waitForEngine(page, 'cpu');
+    await page.waitForSelector(`${tid('resume-box')}:not([hidden])`);
+    const stored = Number(await page.getAttribute(tid('resume-run'), 'data-step'));
+    assert.ok(stored >= 6 && stored < 120, `stored at step ${stored}`);
+    assert.match(await page.textContent(tid('resume-text')), new RegExp(`step ${stored} of 120, model local model, data chat\\.jsonl`));
+    assert.equal(await page.isDisabled(tid('resume-run')), true, 'not before the model and data are chosen');
+
+    // Other data (one example fewer) is refused by its fingerprint.
+    await chooseModelAndData();
+    const fewer = join(OUT, 'fewer.jsonl');
+    writeFileSync(fewer, readFileSync(sample, 'utf8').split('\n').slice(1).join('\n'));
+    await page.setInputFiles(tid('data-file'), fewer);
+    await page.waitForFunction(() => /^fewer\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent));
+    await page.click(tid('resume-run'));
+    await page.waitForSelector(`${tid('errors')} .error`);
+    assert.match(await page.textContent(tid('errors')), /the run was trained on chat\.jsonl \(24 examples\) and the data chosen now \(fewer\.jsonl, 23 examples\) is different/);
+    await page.click(`${tid('errors')} .error button`);
+
+    // The same files: it goes on from its step into the uninterrupted run's
+    // losses, validation losses and adapter, byte for byte.
+    await page.setInputFiles(tid('data-file'), sample);
+    await page.waitForFunction(() => /^chat\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent));
+    await page.click(tid('resume-run'));
+    await page.waitForFunction((n) => document.querySelector('[data-testid="run-status"]').textContent.startsWith(`Resumed from step ${n} of 120`)
+      || document.body.dataset.run !== 'running', stored);
+    await finished();
+    await expectNoErrors(page, consoleLines);
+    assert.equal(await losses(), whole);
+    assert.equal(await page.textContent(tid('stat-val')), wholeVal);
+    assert.equal(await page.getAttribute(tid('loss-chart'), 'data-validation'), wholeSeries);
+    assert.ok(readFileSync(await downloadZip(page, 'resume-resumed.zip')).equals(wholeZip), 'the same adapter zip');
+
+    // Running out of memory in the engine is reported as such; the engine
+    // restarts and offers the stored run (kept when the run finished).
+    await page.evaluate(() => window.tabtune.post({ type: 'selfTestExhaustMemory' }));
+    await page.waitForSelector(`${tid('errors')} .error`, { timeout: 120_000 });
+    assert.match(await page.textContent(tid('errors')),
+      /the engine ran out of memory: it asked for 268 MB more with \d+ MB in use.*Reduce the batch, the sequence length or the rank.*resume the run from its checkpoint at step 120/s);
+    await waitForEngine(page, 'cpu');
+    await page.waitForSelector(`${tid('resume-box')}:not([hidden])`);
+    assert.equal(await page.getAttribute(tid('resume-run'), 'data-step'), '120');
+    await page.click(`${tid('errors')} .error button`);
+    await chooseModelAndData();
+    await page.evaluate(() => { document.body.dataset.run = ''; });
+    await page.click(tid('resume-run'));
+    await page.waitForFunction(() => document.querySelector('[data-testid="run-status"]').textContent.startsWith('Finished 120 steps'));
+    await expectNoErrors(page, consoleLines);
+    assert.equal(await losses(), whole, 'the finished run comes back whole');
+    assert.equal(await page.getAttribute(tid('loss-chart'), 'data-validation'), wholeSeries);
+
+    // Its adapter was not downloaded since: loading a model asks first, and
+    // "no" keeps it.
+    const asked = dialogs.length;
+    dialogs.dismissNext = true;
+    await page.click(tid('load-model'));
+    assert.equal(dialogs.length, asked + 1);
+    assert.match(dialogs.at(-1).message, /Loading a model discards the adapter you trained, which has not been downloaded/);
+    assert.equal(await page.evaluate(() => document.body.dataset.model), 'loaded', 'nothing was loaded');
+    // So does changing the engine; "no" puts the choice back.
+    dialogs.dismissNext = true;
+    await page.selectOption(tid('setting-backend'), 'auto');
+    assert.match(dialogs.at(-1).message, /^Changing the engine discards/);
+    assert.equal(await page.inputValue(tid('setting-backend')), 'cpu');
+    assert.equal(await page.evaluate(() => document.body.dataset.engine), 'cpu');
+
+    // Two start requests reaching the engine at once: the second is refused.
+    await page.evaluate(() => {
+      window.tabtune.post({ type: 'start', settings: {}, badLines: 'skip' });
+      window.tabtune.post({ type: 'start', settings: {}, badLines: 'skip' });
+    });
+    await page.waitForSelector(`${tid('errors')} .error`);
+    assert.match(await page.textContent(tid('errors')), /a run is already going/);
+  } finally {
+    await browser.close();
+  }
+});

@@ -242,7 +242,7 @@ pub fn lora_config(rank: usize) -> LoraConfig {
 
 /// One training step, read.
 pub fn step(t: &mut Trainer) -> StepReport {
-    block_on(t.step().expect("step").read()).expect("reads")
+    block_on(t.step()).expect("steps")
 }
 
 /// The adapter's PEFT files, read.
