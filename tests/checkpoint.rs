@@ -40,24 +40,10 @@ fn sample_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("www/samples/chat.jsonl")
 }
 
-fn model_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .expect("lists")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let name = p.file_name().expect("name").to_string_lossy().into_owned();
-            (name, std::fs::read(&p).expect("reads"))
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 /// A session with the model in `dir` loaded and `data` (JSONL text) read,
 /// as the page has it after a reload and the person's choices.
 fn session(dir: &Path, data: &str) -> Session {
-    let files = model_files(dir);
+    let files = common::folder_files(dir);
     let files: Vec<(&str, &[u8])> = files
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
@@ -186,7 +172,7 @@ fn a_checkpoint_goes_on_only_with_its_own_model_and_data() {
         std::process::id()
     ));
     std::fs::create_dir_all(&changed).expect("mkdir");
-    for (name, mut bytes) in model_files(&dir) {
+    for (name, mut bytes) in common::folder_files(&dir) {
         if name == "model.safetensors" {
             let at = bytes.len() - 2;
             bytes[at] ^= 1;

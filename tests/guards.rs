@@ -54,15 +54,7 @@ fn a_tokenizer_whose_ids_pass_the_embedding_is_refused_at_load() {
         }
     }
     std::fs::write(&path, json.to_string()).expect("writes");
-    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .expect("lists")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let name = p.file_name().expect("name").to_string_lossy().into_owned();
-            (name, std::fs::read(&p).expect("reads"))
-        })
-        .collect();
+    let files = common::folder_files(&dir);
     let files: Vec<(&str, &[u8])> = files
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))

@@ -33,23 +33,8 @@ const SETTINGS: [(&str, &str); 6] = [
     ("lr", "0.01"),
 ];
 
-/// What the page chose: every file in the tiny model's folder.
-fn chosen_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .expect("lists")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let name = p.file_name().expect("name").to_string_lossy().into_owned();
-            (name, std::fs::read(&p).expect("reads"))
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 fn session_on(dir: &std::path::Path, data: &std::path::Path) -> (Session, usize) {
-    let files = chosen_files(dir);
+    let files = common::folder_files(dir);
     let files: Vec<(&str, &[u8])> = files
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))

@@ -307,6 +307,22 @@ pub fn smollm2_tokenizer() -> TextTokenizer {
     .expect("tokenizer loads")
 }
 
+/// Every file in the folder `dir` as `(name, bytes)`, by name: what the
+/// page gets when a person chooses a model's files.
+pub fn folder_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("lists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            (name, std::fs::read(&p).expect("reads"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// A fresh folder `{tag}-{pid}` in the temp dir holding the tiny model of
 /// [`write_tiny_model`].
 pub fn tiny_model_dir(tag: &str) -> PathBuf {
