@@ -47,6 +47,8 @@ pub struct Decoder<'a> {
     produced: Vec<u32>,
     rng: StdRng,
     done: bool,
+    /// Whether a stop id ended it.
+    ended: bool,
 }
 
 /// The id from a readback: the argmax, or the draw's slot in the probabilities.
@@ -96,12 +98,19 @@ impl<'a> Decoder<'a> {
             input: prompt.iter().map(|&i| i as i64).collect(),
             produced: Vec::new(),
             done: prompt.is_empty(),
+            ended: false,
         }
     }
 
     /// Tokens produced so far (stop token excluded).
     pub fn produced(&self) -> &[u32] {
         &self.produced
+    }
+
+    /// Whether a stop id ended generation (rather than `max_tokens` or the
+    /// context's end).
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     /// Runs the model on the pending input; the next token is read with the
@@ -142,6 +151,7 @@ impl<'a> Decoder<'a> {
     pub fn accept(&mut self, id: u32) -> bool {
         if self.stop.contains(&id) {
             self.done = true;
+            self.ended = true;
             return false;
         }
         self.produced.push(id);
@@ -191,6 +201,45 @@ pub async fn generate_text(
     })
     .await?;
     stream.finish()
+}
+
+/// One greedy reply to a prompt.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Reply {
+    /// Its text (special tokens left out).
+    pub text: String,
+    /// Tokens generated, the stop token not counted.
+    pub tokens: usize,
+    /// Whether it ended with one of the tokenizer's stop ids (end of turn,
+    /// end of text) within `max_tokens`.
+    pub ended: bool,
+}
+
+/// Continues `prompt` greedily until a stop id of `tok` or `max_tokens`,
+/// and says which ended it.
+pub async fn reply(
+    model: &Llama,
+    adapters: Option<&LoraAdapters>,
+    tok: &TextTokenizer,
+    prompt: &[u32],
+    max_tokens: usize,
+) -> Result<Reply> {
+    let config = GenerateConfig {
+        max_tokens,
+        ..GenerateConfig::default()
+    };
+    let mut decoder = Decoder::new(model, adapters, prompt, &tok.stop_ids(), config);
+    while let Some(next) = decoder.step() {
+        let id = next.read().await?;
+        if !decoder.accept(id) {
+            break;
+        }
+    }
+    Ok(Reply {
+        text: tok.decode(decoder.produced(), true)?,
+        tokens: decoder.produced().len(),
+        ended: decoder.ended(),
+    })
 }
 
 /// Turns generated ids into text as they come, yielding only whole

@@ -23,10 +23,11 @@ use tabtune::train::{Progress, RunSettings, RunStatus, Session};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Settings with a held-out share, a validation loss every 2 steps,
-/// dropout (the default) and accumulation, so every part of a run's state
-/// shows in its numbers.
-const SETTINGS: [(&str, &str); 7] = [
+/// Settings with a held-out share, a validation loss every 2 steps (so a
+/// best adapter), samples every 3 steps, dropout (the default) and
+/// accumulation, so every part of a run's state shows in its numbers.
+const SETTINGS: [(&str, &str); 8] = [
+    ("sample-every", "3"),
     ("steps", "6"),
     ("batch", "2"),
     ("grad-accum", "2"),
@@ -79,6 +80,13 @@ fn to_the_end(s: &mut Session) -> Vec<Progress> {
     }
 }
 
+fn best_bytes(s: &Session) -> Vec<u8> {
+    block_on(s.export_best("tiny"))
+        .expect("exports the best")
+        .peft
+        .safetensors
+}
+
 fn adapter_bytes(s: &Session) -> Vec<u8> {
     block_on(s.export("tiny"))
         .expect("exports")
@@ -97,12 +105,44 @@ fn a_run_stopped_at_a_checkpoint_and_resumed_in_a_new_session_takes_the_same_ste
     whole.start(&settings, BadLines::Skip).expect("starts");
     let uninterrupted = to_the_end(&mut whole);
     let want_adapter = adapter_bytes(&whole);
+    let want_best = best_bytes(&whole);
+    let kinds: Vec<&str> = uninterrupted
+        .iter()
+        .map(|p| match p {
+            Progress::Validation(_) => "validation",
+            Progress::Samples(_) => "samples",
+            Progress::Step { .. } => "step",
+            _ => "end",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "validation",
+            "samples",
+            "step",
+            "step",
+            "validation",
+            "step",
+            "samples",
+            "step",
+            "validation",
+            "step",
+            "step",
+            "validation",
+            "samples",
+            "end"
+        ]
+    );
+    let all = uninterrupted.len();
 
-    // Checkpoints at each point of a run's life: before anything, between
-    // steps, with a validation loss due (after step 2 and step 4), after
-    // the last validation loss, and once the end was reported (resumed, the
-    // run reports its end again, with its adapter).
-    for stop_after in [0, 2, 3, 5, 6, 10, 11] {
+    // Checkpoints at each point of a run's life: before anything, with
+    // samples due (before the first step, after step 3), between steps,
+    // with a validation loss due (after step 2 and step 4), after the last
+    // validation loss (the stop check due), after the stop check, and once
+    // the end was reported (resumed, the run reports its end again, with
+    // its adapter).
+    for stop_after in [0, 1, 2, 4, 5, 6, 7, 11, 12, 13, all] {
         let mut first = session(&dir, &data);
         first.start(&settings, BadLines::Skip).expect("starts");
         let mut seen = Vec::new();
@@ -119,7 +159,7 @@ fn a_run_stopped_at_a_checkpoint_and_resumed_in_a_new_session_takes_the_same_ste
         assert_eq!(info.resumed_at, saved.step);
         assert_eq!(info.steps, 6);
         let rest = to_the_end(&mut again);
-        if stop_after == 11 {
+        if stop_after == all {
             seen.pop();
         }
         seen.extend(rest);
@@ -131,6 +171,11 @@ fn a_run_stopped_at_a_checkpoint_and_resumed_in_a_new_session_takes_the_same_ste
             adapter_bytes(&again),
             want_adapter,
             "the same adapter, byte for byte (stopped after {stop_after} advances)"
+        );
+        assert_eq!(
+            best_bytes(&again),
+            want_best,
+            "the same best adapter (stopped after {stop_after} advances)"
         );
         assert_eq!(
             again.history().len(),
@@ -261,6 +306,7 @@ fn steps_whose_loss_is_not_finite_are_skipped_and_the_run_stops_with_the_adapter
         stopped: true,
         steps: 3,
         reason: Some(reason),
+        ..
     }) = progress.last()
     else {
         panic!("{:?}", progress.last());
@@ -305,7 +351,7 @@ fn an_adapter_holding_a_nan_is_never_exported() {
     // itself never keeps one).
     let (record, mut state) = checkpoint::read("state", &saved.bytes).expect("reads");
     state.params[7] = f32::NAN;
-    let bad = checkpoint::write(record, state).expect("writes");
+    let bad = checkpoint::write(record, state, None).expect("writes");
     let mut s = session(&dir, &data);
     s.resume_from("state.safetensors", &bad.bytes)
         .expect("resumes");

@@ -129,9 +129,11 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
     assert_eq!((info.steps, info.validation_examples), (6, 6));
     let mut steps = Vec::new();
     let mut validations = Vec::new();
+    let mut checks = Vec::new();
     let mut record = |p: Progress| match p {
         Progress::Step { report, .. } => steps.push(report.loss),
         Progress::Validation(v) => validations.push((v.when, v.step, v.loss)),
+        Progress::Samples(c) => checks.push((c.when, c.step, c.samples.len(), c.held_out)),
         other => panic!("unexpected {other:?}"),
     };
     record(advance(&mut s)); // validation before
@@ -161,8 +163,9 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
                 stopped,
                 steps: n,
                 reason,
+                early,
             } => {
-                assert_eq!((stopped, n, reason), (false, 6, None));
+                assert_eq!((stopped, n, reason, early), (false, 6, None, None));
                 break;
             }
             p => record(p),
@@ -186,6 +189,14 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
         whens,
         [(When::Before, 0), (When::During, 4), (When::After, 6)]
     );
+    assert_eq!(
+        checks,
+        [(When::After, 6, 5, true)],
+        "after training, the stop check asks 5 held-out prompts"
+    );
+    let cli_checks: Vec<&Value> = cli.iter().filter(|v| v["kind"] == "samples").collect();
+    assert_eq!(cli_checks.len(), 1, "the CLI's log has the stop check");
+    assert_eq!(cli_checks[0]["when"], "after");
     let losses: Vec<f64> = validations.iter().map(|v| v.2).collect();
     assert_same(
         "validation losses",
@@ -222,12 +233,17 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
     assert!(
         matches!(advance(&mut s), Progress::Validation(v) if v.when == When::After && v.step == 2)
     );
+    assert!(
+        matches!(advance(&mut s), Progress::Samples(c) if c.when == When::After && c.step == 2),
+        "the stop check follows the validation after"
+    );
     assert_eq!(
         advance(&mut s),
         Progress::Finished {
             stopped: true,
             steps: 2,
             reason: None,
+            early: None,
         }
     );
     assert_eq!(s.status(), RunStatus::Stopped);
@@ -251,10 +267,15 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
     );
     assert!(matches!(
         advance(&mut s),
+        Progress::Samples(c) if c.when == When::After
+    ));
+    assert!(matches!(
+        advance(&mut s),
         Progress::Finished {
             stopped: true,
             steps: 4,
             reason: None,
+            early: None,
         }
     ));
     let _ = std::fs::remove_dir_all(&dir);

@@ -10,6 +10,10 @@ const DEFAULT_MODEL = {
   base: 'HuggingFaceTB/SmolLM2-135M-Instruct',
 };
 const SAMPLE_DATA = 'samples/chat.jsonl';
+// New questions (not in the sample data) whose answers show its style.
+const SAMPLE_PROMPTS = ['What is the capital of Italy?', 'How many hours are in a day?', 'Who painted the Mona Lisa?'];
+// Sample rounds kept on the page (the newest first).
+const SAMPLE_ROUNDS = 12;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -32,6 +36,8 @@ const state = {
   // gpu: {dispatches, copies} (its kernel launches and buffer copies on WebGPU)}
   timings: [],
   lastKernels: {}, // the last step's launches by kernel name (WebGPU)
+  presets: [], // the engine's presets, each with every setting's value
+  best: null, // the run's best validation loss {step, loss}, or null
 };
 let chart;
 let lastModelSource = null;
@@ -85,6 +91,7 @@ function startWorker() {
   state.model = null;
   state.running = false;
   state.trained = false;
+  state.best = null;
   $('backend').textContent = 'starting…';
   document.body.dataset.engine = '';
   $('backend-reason').textContent = '';
@@ -131,6 +138,7 @@ function onWorker(msg) {
       document.body.dataset.engine = msg.backend;
       state.hubFiles = msg.hubFiles;
       buildSettings(msg.settings);
+      buildPresets(msg.presets);
       buildBadLines(msg.badLines);
       state.checkpoint = msg.checkpoint;
       break;
@@ -184,6 +192,11 @@ function onWorker(msg) {
       delete $('stat-val').dataset.after;
       delete $('stat-val').dataset.during;
       document.body.dataset.run = 'running';
+      $('samples').replaceChildren();
+      $('stop-check').textContent = '';
+      delete $('stop-check').dataset.ended;
+      state.best = msg.best || null;
+      renderBest();
       // A resumed run: its steps and validation losses before the checkpoint.
       if (msg.info.resumed_at) {
         for (const r of msg.history || []) if (!r.skipped) chart.add(r.step, r.loss);
@@ -214,8 +227,15 @@ function onWorker(msg) {
       else el.textContent = `${before} → ${msg.loss.toFixed(4)}`;
       el.title = `mean loss over ${msg.tokens} tokens of ${msg.examples} held-out examples`;
       el.dataset[msg.when] = String(msg.loss);
+      if (msg.best !== undefined) {
+        state.best = msg.best;
+        renderBest();
+      }
       break;
     }
+    case 'samples':
+      renderSamples(msg);
+      break;
     case 'paused':
       document.body.dataset.run = 'paused';
       $('run-status').textContent = 'Paused. Resume to continue, or try the adapter as it is now.';
@@ -230,6 +250,9 @@ function onWorker(msg) {
       document.body.dataset.run = msg.stopped ? 'stopped' : 'finished';
       $('run-status').textContent = msg.reason
         ? `Stopped after ${msg.steps} steps: ${msg.reason}`
+        : msg.early
+          ? `Stopped early after ${msg.steps} steps: the validation loss did not improve for ${msg.early.patience} validations. `
+            + `The best (${msg.early.best_loss.toFixed(4)}, step ${msg.early.best_step}) is kept: download it below.`
         : msg.stopped
           ? `Stopped after ${msg.steps} steps. The adapter so far can be tried and downloaded.`
           : `Finished ${msg.steps} steps. Try the adapter below, then download it.`;
@@ -548,6 +571,78 @@ function formValues() {
   return values;
 }
 
+// The presets fill the form: every setting's value under the preset.
+function buildPresets(list) {
+  state.presets = list;
+  const select = $('preset');
+  if (select.options.length > 1) return;
+  for (const p of list) select.append(new Option(p.label, p.name));
+  select.onchange = () => {
+    const p = state.presets.find((x) => x.name === select.value);
+    const values = p ? p.settings : Object.fromEntries(state.settings.map((s) => [s.name, s.default]));
+    $('preset-help').textContent = p ? p.help : 'Fills the settings below; change any of them afterwards.';
+    const f = settingsForm();
+    for (const s of state.settings) {
+      const v = values[s.name] ?? '';
+      if (s.kind.type === 'targets') {
+        const on = v === 'all' ? s.kind.choices : v.split(',');
+        for (const c of document.querySelectorAll('input[name="target"]')) c.checked = on.includes(c.value);
+      } else if (s.kind.type === 'flag') {
+        f[s.name].checked = v === 'true';
+      } else {
+        f[s.name].value = v;
+      }
+    }
+    checkSettings();
+  };
+}
+
+// The sample prompts, one a line, blank lines left out.
+function samplePrompts() {
+  return $('sample-prompts').value.split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
+// One round of samples (the newest first), or the stop check after training.
+function renderSamples(m) {
+  const whose = m.held_out ? 'held-out' : 'your';
+  if (m.when === 'after') {
+    $('stop-check').textContent = `Stop check: ${m.ended} of ${m.samples.length} ${whose} prompts ended with the end-of-turn token `
+      + `within ${m.max_tokens} tokens (the longest answer in the data)`
+      + (m.ended < m.samples.length ? '; those that did not are marked below. More steps, or examples that end their answers, help.' : '.');
+    $('stop-check').dataset.ended = `${m.ended}/${m.samples.length}`;
+  }
+  const round = document.createElement('details');
+  round.open = true;
+  round.dataset.testid = 'sample-round';
+  round.dataset.step = String(m.step);
+  round.dataset.when = m.when;
+  const title = document.createElement('summary');
+  title.textContent = m.when === 'before' ? 'Before training (the original model)'
+    : m.when === 'after' ? `After training (step ${m.step}): the stop check` : `Step ${m.step}`;
+  round.append(title);
+  for (const x of m.samples) {
+    const q = document.createElement('p');
+    q.className = 'sample-prompt';
+    q.textContent = x.prompt;
+    const a = document.createElement('pre');
+    a.className = 'sample-reply';
+    a.dataset.testid = 'sample-reply';
+    a.textContent = x.text + (m.when === 'after' && !x.ended ? ` … [did not end within ${m.max_tokens} tokens]` : '');
+    round.append(q, a);
+  }
+  for (const old of $('samples').querySelectorAll('details')) old.open = false;
+  $('samples').prepend(round);
+  while ($('samples').childElementCount > SAMPLE_ROUNDS) $('samples').lastElementChild.remove();
+}
+
+function renderBest() {
+  const b = state.best;
+  $('best-info').textContent = b
+    ? `Validation loss ${b.loss.toFixed(4)} at step ${b.step}, the lowest so far.`
+    : 'The adapter with the lowest validation loss, kept while the run goes on (needs Validate every).';
+  $('best-info').dataset.step = b ? String(b.step) : '';
+}
+
 function checkSettings() {
   send({ type: 'checkSettings', values: formValues() });
 }
@@ -573,7 +668,7 @@ function start() {
   $('out-tuned').textContent = '';
   state.starting = true;
   refresh();
-  send({ type: 'start', settings: formValues(), badLines: $('data-bad').value });
+  send({ type: 'start', settings: formValues(), badLines: $('data-bad').value, prompts: samplePrompts() });
 }
 
 // Goes on with the stored run, on the model and data chosen now.
@@ -584,7 +679,7 @@ function resumeRun() {
   $('out-tuned').textContent = '';
   state.starting = true;
   refresh();
-  send({ type: 'resumeRun' });
+  send({ type: 'resumeRun', prompts: samplePrompts() });
 }
 
 function renderCheckpoint() {
@@ -658,6 +753,7 @@ function refresh() {
   $('stop').disabled = !state.running;
   $('generate').disabled = !(modelLoaded && !state.generating);
   $('download').disabled = !(state.trained && modelLoaded);
+  $('download-best').disabled = !(state.trained && modelLoaded && state.best);
   $('download-gguf').disabled = !(state.trained && modelLoaded);
   // A merged GGUF copies the base GGUF's vocabulary and chat template.
   const refused = modelLoaded ? state.model.info.merged_gguf_refused : null;
@@ -690,6 +786,7 @@ function wire() {
     try {
       const bytes = await download(SAMPLE_DATA);
       useDataFile(new File([bytes], 'sample-chat.jsonl'));
+      if (!$('sample-prompts').value.trim()) $('sample-prompts').value = SAMPLE_PROMPTS.join('\n');
     } catch (e) {
       showError(e.message);
     }
@@ -754,6 +851,10 @@ function wire() {
   $('download').onclick = () => {
     clearErrors();
     send({ type: 'export', baseModel: $('base-name').value.trim() || state.model.info.name });
+  };
+  $('download-best').onclick = () => {
+    clearErrors();
+    send({ type: 'exportBest', baseModel: $('base-name').value.trim() || state.model.info.name });
   };
   $('download-gguf').onclick = () => {
     clearErrors();

@@ -326,7 +326,9 @@ async function trainLoop(from) {
         });
         if (run.saveEvery && p.step % run.saveEvery === 0 && p.step < p.steps) await saveCheckpoint();
       } else if (p.kind === 'validation') {
-        post({ type: 'validation', ...p });
+        post({ type: 'validation', ...p, best: await serial(() => engine.best()) });
+      } else if (p.kind === 'samples') {
+        post({ type: 'samples', ...p });
       } else if (p.kind === 'paused') {
         post({ type: 'paused' });
         // Waiting from now: a resume or stop while the checkpoint is written still wakes it.
@@ -337,7 +339,7 @@ async function trainLoop(from) {
       } else if (p.kind === 'finished') {
         // Kept after the end too: a reload then gets the trained adapter back.
         await saveCheckpoint();
-        post({ type: 'finished', stopped: p.stopped, steps: p.steps, reason: p.reason });
+        post({ type: 'finished', stopped: p.stopped, steps: p.steps, reason: p.reason, early: p.early });
         return;
       }
       // Let pause/stop/generate messages in between steps.
@@ -371,7 +373,7 @@ const handlers = {
     const { Engine } = wasm;
     post({
       type: 'ready', backend: engine.backend(), reason: chosen.reason, threads: chosen.threads, version: wasm.version(),
-      settings: Engine.settings(), hubFiles: Engine.hubFiles(), badLines: Engine.badLinesChoices(),
+      settings: Engine.settings(), presets: Engine.presets(), hubFiles: Engine.hubFiles(), badLines: Engine.badLinesChoices(),
       checkpoint: await storedCheckpoint(),
     });
   },
@@ -407,10 +409,11 @@ const handlers = {
     inputs.dataFile = file;
     post({ type: 'data', ...report });
   },
-  async start({ settings, badLines }) {
+  async start({ settings, badLines, prompts }) {
     if (run.active || run.starting) throw new Error('a run is already going');
     run.starting = true;
     try {
+      await serial(() => engine.setPrompts(prompts || []));
       const info = await serial(() => engine.start(settings, badLines));
       Object.assign(run, { steps: info.steps, saveEvery: info.save_every, ...inputs });
       // The run stored before is the one this replaces (the page asked
@@ -424,15 +427,16 @@ const handlers = {
   },
   // The stored run, on the model and data chosen now (the engine refuses
   // others), from the step it was saved at.
-  async resumeRun() {
+  async resumeRun({ prompts }) {
     if (run.active || run.starting) throw new Error('a run is already going');
     run.starting = true;
     let r;
     try {
+      await serial(() => engine.setPrompts(prompts || []));
       const bytes = new Uint8Array(await (await readFile(CHECKPOINT)).arrayBuffer());
       r = await serial(() => engine.resumeFrom('the stored run', bytes));
       Object.assign(run, { steps: r.info.steps, saveEvery: r.info.save_every, ...inputs });
-      post({ type: 'started', info: r.info, history: r.history, validations: r.validations });
+      post({ type: 'started', info: r.info, history: r.history, validations: r.validations, best: r.best });
     } finally {
       run.starting = false;
     }
@@ -472,6 +476,12 @@ const handlers = {
     gpuWork.kernels.clear();
     const report = await serial(() => engine.selfTestKernels());
     post({ type: 'self-test', checks: JSON.parse(report), kernels: Object.fromEntries(gpuWork.kernels) });
+  },
+  // The adapter of the best validation loss. Not read back against the live
+  // adapter (that is the last one, not this).
+  async exportBest({ baseModel }) {
+    const zip = await serial(() => engine.exportBestZip(baseModel));
+    post({ type: 'zip', bytes: zip.buffer, file: 'tabtune-adapter-best.zip', kind: 'best', check: null }, [zip.buffer]);
   },
   async export({ baseModel }) {
     const zip = await serial(() => engine.exportZip(baseModel));

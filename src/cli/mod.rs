@@ -8,6 +8,7 @@ mod checkpoints;
 mod export;
 mod files;
 mod inspect;
+mod judging;
 mod merged;
 mod recipe;
 mod settings;
@@ -29,6 +30,7 @@ use tabtune::model::quantized::BaseWeights;
 use tabtune::readback::block_on;
 use tabtune::train::checkpoint::{self, RunRecord};
 use tabtune::train::session::When;
+use tabtune::train::setting::preset;
 use tabtune::train::{Progress, RunStatus, Session, evaluate};
 use tabtune::{Error, Result};
 
@@ -124,6 +126,13 @@ struct TrainArgs {
     out: String,
     #[command(flatten)]
     settings: SettingsArgs<settings::All>,
+    /// Start from a named set of settings (the flags given beside it win):
+    /// `lesson`, a short run on a small data set that visibly changes the
+    /// model, with samples every 6 steps; `careful`, for real data: warm-up,
+    /// cosine decay, validation every 20 steps, early stopping, the best
+    /// adapter kept.
+    #[arg(long)]
+    preset: Option<String>,
     /// Name written as base_model_name_or_path in adapter_config.json, e.g.
     /// HuggingFaceTB/SmolLM2-135M-Instruct (default: the GGUF's general.name
     /// or the model directory).
@@ -146,6 +155,11 @@ struct TrainArgs {
     /// OUT.zip; Ctrl-C writes one and ends the run).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     keep_checkpoints: u64,
+    /// A prompt for the samples `--sample-every` takes, and for the stop
+    /// check after training when no examples are held out; give it up to 8
+    /// times (default: the held-out examples' prompts).
+    #[arg(long = "sample-prompt")]
+    sample_prompts: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -308,7 +322,10 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     let settings = match &resume {
         Some((_, _, record)) => record.settings.clone(),
-        None => a.settings.settings()?,
+        None => {
+            let preset = a.preset.as_deref().map(preset).transpose()?;
+            a.settings.settings_with(preset)?
+        }
     };
     let options = a.data.options()?;
     checkpoints::prepare_out(&a.out)?;
@@ -331,6 +348,7 @@ fn train(a: TrainArgs) -> Result<()> {
         settings.seq_len,
         usize::MAX,
     )?;
+    session.set_prompts(a.sample_prompts.clone())?;
     let run = match &resume {
         Some((file, bytes, _)) => session.resume_from(file, bytes)?,
         None => session.start(&settings, a.data.bad_lines())?,
@@ -390,14 +408,16 @@ fn train(a: TrainArgs) -> Result<()> {
                     "{} examples held out for validation ({} tokens), loss before training {:.4}",
                     v.examples, v.tokens, v.loss
                 ),
-                When::During => {
-                    bar.println(format!("validation loss {:.6} at step {}", v.loss, v.step))
-                }
+                When::During => say(
+                    &bar,
+                    format!("validation loss {:.6} at step {}", v.loss, v.step),
+                ),
                 When::After => {
                     let before = session.validations().first().map_or(f64::NAN, |b| b.loss);
                     println!("validation loss {before:.6} -> {:.6}", v.loss);
                 }
             },
+            Progress::Samples(samples) => say(&bar, judging::samples_text(&samples)),
             Progress::Step { report: r, steps } => {
                 tokens += r.tokens;
                 let rate = tokens as f64 / stepping.as_secs_f64();
@@ -407,26 +427,35 @@ fn train(a: TrainArgs) -> Result<()> {
                 ));
                 bar.inc(1);
                 if r.skipped {
-                    bar.println(format!(
-                        "step {}: loss {} and gradient norm {}: not finite, update skipped",
-                        r.step, r.loss, r.grad_norm
-                    ));
+                    say(
+                        &bar,
+                        format!(
+                            "step {}: loss {} and gradient norm {}: not finite, update skipped",
+                            r.step, r.loss, r.grad_norm
+                        ),
+                    );
                 }
                 let every = settings.save_every;
                 if every > 0 && r.step % every == 0 && r.step < steps && !checkpoints::interrupted()
                 {
                     // The run goes on when a checkpoint cannot be written.
                     match save(&session) {
-                        Ok(dir) => bar.println(format!("checkpoint written to {}", dir.display())),
-                        Err(e) => {
-                            bar.println(format!("warning: no checkpoint at step {}: {e}", r.step))
-                        }
+                        Ok(dir) => say(&bar, format!("checkpoint written to {}", dir.display())),
+                        Err(e) => say(
+                            &bar,
+                            format!("warning: no checkpoint at step {}: {e}", r.step),
+                        ),
                     }
                 }
                 last = Some(r);
             }
             Progress::Paused { .. } => unreachable!("the CLI never pauses"),
-            Progress::Finished { reason, .. } => break reason,
+            Progress::Finished { reason, early, .. } => {
+                if let Some(early) = early {
+                    say(&bar, early.message());
+                }
+                break reason;
+            }
         }
         if checkpoints::interrupted() && session.status() == RunStatus::Running {
             bar.abandon();
@@ -443,6 +472,17 @@ fn train(a: TrainArgs) -> Result<()> {
     bar.finish();
     let adapter = block_on(session.export(base))?;
     files::write_adapter(&a.out, &adapter)?;
+    if let Some(best) = session.best() {
+        let dir = saves.join(judging::BEST);
+        let files = block_on(session.export_best(base))?;
+        files::write_adapter(&dir.display().to_string(), &files)?;
+        eprintln!(
+            "the best adapter (validation loss {:.4} at step {}) is written to {}",
+            best.loss,
+            best.step,
+            dir.display()
+        );
+    }
     if let Some(reason) = halted {
         let dir = save(&session)?;
         eprintln!(
@@ -467,10 +507,22 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// A line above the progress bar, or on stderr when the bar is hidden
+/// (not a terminal), where `println` would drop it.
+fn say(bar: &ProgressBar, line: impl AsRef<str>) {
+    match bar.is_hidden() {
+        true => eprintln!("{}", line.as_ref()),
+        false => bar.println(line),
+    }
+}
+
 /// `--resume`'s checkpoint: its file's name, bytes and record. Settings
 /// given beside it are refused: the run's are the checkpoint's.
 fn read_checkpoint(path: &str, a: &TrainArgs) -> Result<(String, Vec<u8>, RunRecord)> {
-    let given = a.settings.given();
+    let mut given = a.settings.given();
+    if a.preset.is_some() {
+        given.insert(0, "preset");
+    }
     if !given.is_empty() {
         return Err(Error::setting(
             given[0],

@@ -9,7 +9,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches};
 
 use tabtune::Result;
 use tabtune::train::RunSettings;
-use tabtune::train::setting::{Kind, SETTINGS, Setting};
+use tabtune::train::setting::{Kind, Preset, SETTINGS, Setting};
 
 /// Which settings a command takes.
 pub trait Subset {
@@ -56,6 +56,12 @@ impl<S: Subset> SettingsArgs<S> {
     /// The settings, every given value checked, the rest at their defaults.
     pub fn settings(&self) -> Result<RunSettings> {
         RunSettings::from_text(self.given.iter().map(|(n, v)| (*n, v.as_str())))
+    }
+
+    /// [`SettingsArgs::settings`] over `preset`'s settings: those given
+    /// on the command line win.
+    pub fn settings_with(&self, preset: Option<&'static Preset>) -> Result<RunSettings> {
+        RunSettings::from_preset(preset, self.given.iter().map(|(n, v)| (*n, v.as_str())))
     }
 
     /// The names of the settings given on the command line.

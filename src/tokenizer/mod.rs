@@ -439,6 +439,40 @@ impl TextTokenizer {
         self.encode(&self.apply_chat_template(&msgs, true)?, false)
     }
 
+    /// What a person wrote in a prompt of `ids` (a conversation rendered
+    /// up to the generation prompt): the last user turn's text when the
+    /// template's user header and closing are found in it, else the text
+    /// without special tokens. For showing a held-out prompt.
+    pub fn prompt_text(&self, ids: &[u32]) -> Result<String> {
+        let plain = || Ok(self.decode(ids, true)?.trim().to_string());
+        // The template around a marker: what comes before a user's text
+        // and what closes it up to the answer.
+        const MARK: &str = "\u{1}";
+        let probe = [Message {
+            role: "user".into(),
+            content: MARK.into(),
+        }];
+        let Ok(rendered) = self.apply_chat_template(&probe, true) else {
+            return plain();
+        };
+        let Some((head, tail)) = rendered.split_once(MARK) else {
+            return plain();
+        };
+        let Some(at) = head.rfind("user") else {
+            return plain();
+        };
+        let header = &head[at..];
+        let text = self.decode(ids, false)?;
+        let body = text
+            .strip_suffix(tail)
+            .or_else(|| text.strip_suffix(tail.trim_end()))
+            .unwrap_or(&text);
+        match body.rfind(header) {
+            Some(i) => Ok(body[i + header.len()..].trim().to_string()),
+            None => plain(),
+        }
+    }
+
     /// Text of `ids`; special tokens are kept unless `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner

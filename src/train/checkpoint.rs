@@ -1,6 +1,7 @@
 //! A run's checkpoint as one file: a safetensors file whose tensors are the
 //! trainer's flat state (`params`, and AdamW's `adam_m` and `adam_v` once it
-//! has stepped, each f32 `[P]`) and whose metadata holds the rest as JSON
+//! has stepped, each f32 `[P]`; `best`, the factors of the best validation
+//! loss so far, when there is one) and whose metadata holds the rest as JSON
 //! under `tabtune.run` ([`RunRecord`]: the settings, the model's and data's
 //! fingerprints, the step, the data order, the losses so far).
 //!
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::BadLines;
 use crate::error::{Error, Result};
 use crate::io::safetensors::SafetensorsFile;
+use crate::train::judge::EarlyStop;
 use crate::train::session::Validation;
 use crate::train::{RunSettings, StepReport, TrainerState};
 
@@ -59,9 +61,13 @@ pub enum Place {
     Training,
     /// A validation loss due before the next step.
     During,
+    /// Samples due before the next step.
+    Sample,
     /// Training over (all steps taken, stopped, or halted), the validation
     /// loss after not yet measured.
     After,
+    /// The validation loss after measured, the stop check not yet made.
+    Check,
     /// Over: every step taken, or stopped.
     Ended {
         /// Whether it stopped before its last step.
@@ -107,6 +113,9 @@ pub struct RunRecord {
     pub halted: Option<String>,
     /// Whether it had been asked to stop (a resume goes on regardless).
     pub stop: bool,
+    /// Why it stopped early, when it did.
+    #[serde(default)]
+    pub early: Option<EarlyStop>,
 }
 
 /// A [`StepReport`] with its floats as bits.
@@ -212,9 +221,13 @@ fn bytes_of(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// The file of `record` and `state` (`record`'s trainer fields are taken
-/// from `state`).
-pub fn write(mut record: RunRecord, state: TrainerState) -> Result<Checkpoint> {
+/// The file of `record`, `state` and the factors of the best validation
+/// loss (`record`'s trainer fields are taken from `state`).
+pub fn write(
+    mut record: RunRecord,
+    state: TrainerState,
+    best: Option<&[f32]>,
+) -> Result<Checkpoint> {
     record.step = state.step;
     record.order = state.order;
     record.cursor = state.cursor;
@@ -225,6 +238,15 @@ pub fn write(mut record: RunRecord, state: TrainerState) -> Result<Checkpoint> {
     if let Some((m, v, _)) = &state.moments {
         buffers.push(("adam_m", bytes_of(m)));
         buffers.push(("adam_v", bytes_of(v)));
+    }
+    if let Some(best) = best {
+        if best.len() != p {
+            return Err(Error::Backend(format!(
+                "the best factors hold {} values and the factors {p}",
+                best.len()
+            )));
+        }
+        buffers.push(("best", bytes_of(best)));
     }
     let views = buffers
         .iter()
@@ -244,6 +266,13 @@ pub fn write(mut record: RunRecord, state: TrainerState) -> Result<Checkpoint> {
         step: record.step,
         bytes,
     })
+}
+
+/// The factors of the best validation loss in a checkpoint file that
+/// [`read`] took, when it holds them.
+pub fn read_best(file: &str, bytes: &[u8]) -> Result<Option<Vec<f32>>> {
+    let st = SafetensorsFile::parse(file, bytes)?;
+    Ok(st.get_f32("best")?.map(|(_, v)| v))
 }
 
 /// Reads a checkpoint file (`file` names it in messages).

@@ -12,6 +12,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod flat;
 pub mod join;
+pub mod judge;
 pub mod memory;
 pub mod schedule;
 pub mod seed;
@@ -42,7 +43,7 @@ pub use state::TrainerState;
 /// Optimisation settings. Defaults follow common LoRA SFT recipes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
-    /// Peak learning rate. Default 2e-4.
+    /// Peak learning rate. Default 1e-3 (measured: see `RunSettings::lr`).
     pub lr: f64,
     /// Optimizer steps in the run (sets the schedule's length). Default 100.
     pub steps: usize,
@@ -76,7 +77,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            lr: 2e-4,
+            lr: 1e-3,
             steps: 100,
             warmup_steps: 0,
             schedule: Schedule::Cosine,

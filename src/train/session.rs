@@ -8,20 +8,25 @@
 //! A run's life, one [`Progress`] per `advance`:
 //!
 //! ```text
-//! start ─► [validation before] ─► step ─► step … ─► [validation during] ─► step … ─► [validation after] ─► finished
-//!              (when held out)        pause: Paused until resumed     stop: straight to validation after
+//! start ─► [validation before] ─► [samples] ─► step … ─► [validation during] ─► [samples] ─► step … ─► [validation after] ─► [stop check] ─► finished
+//!              (when held out)      (sample-every)  pause: Paused   (eval-every; patience    (sample-every)   stop: straight  (held-out or the
+//!                                                   until resumed    may end training here)                   to validation   person's prompts)
+//!                                                                                                             after
 //! ```
+//!
+//! Each validation of the adapter that beats the best so far keeps its
+//! factors: [`Session::export_best`] writes them (`train::judge`).
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::record::Record;
 use crate::data::{BadLines, BadLinesChoice, Example, ReadOptions, Summary, prepare_within};
 use crate::error::{Error, Result};
-use crate::generate::{GenerateConfig, generate_text};
+use crate::generate::{GenerateConfig, generate_text, reply};
 use crate::io::bundle::{ENTRIES, adapter_zip, zip_files};
 use crate::io::card::{CardInfo, model_card};
 use crate::io::fingerprint;
@@ -34,9 +39,15 @@ use crate::merge::gguf::FileType;
 use crate::merge::hf::{Dtype, ZipFiles};
 use crate::model::load::Loaded;
 use crate::model::quantized::BaseWeights;
+use crate::readback::Readback;
 use crate::tokenizer::{ChatFormat, TextTokenizer};
 use crate::train::checkpoint::{self, Checkpoint, DataMark, ModelMark, Place, RunRecord};
+use crate::train::judge::{
+    self, CHECK_PROMPTS, CHECK_TOKENS, EarlyStop, Prompt, SAMPLE_PROMPTS, SAMPLE_TOKENS, Sample,
+    Samples,
+};
 use crate::train::memory::{self, GpuLimit, HeapLimit, StepShape};
+use crate::train::state::read_flat;
 use crate::train::{Run, RunSettings, StepReport, Trainer, evaluate};
 
 /// Steps in a row whose loss or gradient norm is not finite before the run
@@ -107,17 +118,36 @@ pub struct RunInfo {
     pub resumed_at: usize,
     /// Steps between checkpoints (0: on pause, stop or interruption only).
     pub save_every: usize,
+    /// Prompts the samples during training reply to.
+    pub sample_prompts: usize,
+    /// Whether those are held-out examples' (else the person's).
+    pub samples_held_out: bool,
+    /// Prompts the stop check after training asks (0: no check: no
+    /// prompts, or data without answers).
+    pub check_prompts: usize,
+    /// Most new tokens the stop check allows: the longest answer in the data.
+    pub check_tokens: usize,
 }
 
-/// When a validation loss was measured.
+/// The best validation loss of the run so far, whose factors are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Best {
+    /// Optimizer steps taken when it was measured.
+    pub step: usize,
+    /// The loss.
+    pub loss: f64,
+}
+
+/// When a validation loss was measured, or samples taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum When {
     /// With the base model, before the first step.
     Before,
-    /// With the adapter as trained so far, every `eval-every` steps.
+    /// With the adapter as trained so far, every `eval-every` (or
+    /// `sample-every`) steps.
     During,
-    /// With the adapter as trained, at the end.
+    /// With the adapter as trained, at the end (for samples: the stop check).
     After,
 }
 
@@ -142,6 +172,8 @@ pub struct Validation {
 pub enum Progress {
     /// Measured the validation loss.
     Validation(Validation),
+    /// Replied to the run's prompts.
+    Samples(Samples),
     /// Took an optimizer step.
     Step {
         /// The step's report.
@@ -164,6 +196,8 @@ pub enum Progress {
         /// Why the run stopped by itself (steps whose loss was not
         /// finite), `None` when it finished or was asked to stop.
         reason: Option<String>,
+        /// Why it stopped early (patience ran out).
+        early: Option<EarlyStop>,
     },
 }
 
@@ -191,7 +225,9 @@ enum Phase {
     Before,
     Training,
     During,
+    Sample,
     After,
+    Check,
     /// Over; `reported` once [`Progress::Finished`] went out.
     Over {
         stopped: bool,
@@ -222,6 +258,17 @@ struct ActiveRun {
     stop: bool,
     /// Steps between validation losses (0: before and after only).
     eval_every: usize,
+    /// The factors of the best validation so far (`judge::standing`).
+    best: Option<Tensor<1>>,
+    /// Why it stopped early.
+    early: Option<EarlyStop>,
+    /// What the samples during training reply to.
+    sample_prompts: Vec<Prompt>,
+    sample_held: bool,
+    /// What the stop check asks, and how long it lets each reply be.
+    check_prompts: Vec<Prompt>,
+    check_held: bool,
+    check_tokens: usize,
 }
 
 struct DataSet {
@@ -259,6 +306,15 @@ pub struct Session {
     model: Option<Loaded>,
     data: Option<DataSet>,
     run: Option<ActiveRun>,
+    /// Prompts the person entered for samples (checked when set).
+    prompts: Vec<String>,
+}
+
+fn not_finite() -> Error {
+    Error::Order(
+        "the adapter holds values that are not finite numbers (NaN or infinite), so it is not written"
+            .into(),
+    )
 }
 
 fn missing(what: &str) -> Error {
@@ -278,6 +334,7 @@ impl Session {
             model: None,
             data: None,
             run: None,
+            prompts: Vec::new(),
         }
     }
 
@@ -441,6 +498,40 @@ impl Session {
                 memory::check_gpu_step(config, &shape, limit)?;
             }
         }
+        // The prompts: samples reply to the person's, else held-out ones;
+        // the stop check asks held-out ones, else the person's, and lets a
+        // reply be as long as the data's longest answer.
+        let tok = self.tokenizer()?;
+        let entered = judge::entered_prompts(&self.prompts, tok)?;
+        let held = judge::held_out_prompts(&validation, tok, CHECK_PROMPTS.max(SAMPLE_PROMPTS))?;
+        let (sample_prompts, sample_held) = match entered.is_empty() {
+            true => (held.iter().take(SAMPLE_PROMPTS).cloned().collect(), true),
+            false => (entered.clone(), false),
+        };
+        let check_tokens = judge::longest_answer(&data.examples, c.seq_len).min(CHECK_TOKENS);
+        let (mut check_prompts, check_held): (Vec<Prompt>, bool) = match held.is_empty() {
+            false => (held.into_iter().take(CHECK_PROMPTS).collect(), true),
+            true => (entered, false),
+        };
+        if check_tokens == 0 {
+            check_prompts.clear();
+        }
+        if settings.patience > 0 && validation.is_empty() {
+            return Err(Error::setting(
+                "patience",
+                format!(
+                    "early stopping compares validation losses, and no examples are held out (a validation share of {} of {} examples is under 5): raise validation, or set patience to 0",
+                    settings.validation,
+                    data.examples.len()
+                ),
+            ));
+        }
+        if settings.sample_every > 0 && sample_prompts.is_empty() {
+            return Err(Error::setting(
+                "sample-every",
+                "samples need prompts: enter a few sample prompts, or hold out examples with prompts (a validation share giving 5 or more), or set sample-every to 0",
+            ));
+        }
         let info = RunInfo {
             steps: c.steps,
             examples: trainer.num_examples(),
@@ -454,6 +545,10 @@ impl Session {
             validation_examples: validation.len(),
             resumed_at: 0,
             save_every: settings.save_every,
+            sample_prompts: sample_prompts.len(),
+            samples_held_out: sample_held,
+            check_prompts: check_prompts.len(),
+            check_tokens,
         };
         let loaded = self.model()?;
         self.run = Some(ActiveRun {
@@ -481,8 +576,37 @@ impl Session {
             paused: false,
             stop: false,
             eval_every: settings.eval_every,
+            best: None,
+            early: None,
+            sample_prompts,
+            sample_held,
+            check_prompts,
+            check_held,
+            check_tokens,
         });
         Ok(info)
+    }
+
+    /// Prompts for the samples (a user turn each for chat models; at most
+    /// `judge::MAX_PROMPTS`), checked now and used by the runs started or
+    /// resumed after; empty: held-out examples' prompts.
+    pub fn set_prompts(&mut self, prompts: Vec<String>) -> Result<()> {
+        judge::entered_prompts(&prompts, self.tokenizer()?)?;
+        self.prompts = prompts;
+        Ok(())
+    }
+
+    /// The best validation loss of the run so far (the adapter's own, not
+    /// the base model's before training), whose adapter
+    /// [`Session::export_best`] writes.
+    pub fn best(&self) -> Option<Best> {
+        let run = self.run.as_ref()?;
+        run.best.as_ref()?;
+        let v = &run.validations[judge::standing(&run.validations).best?];
+        Some(Best {
+            step: v.step,
+            loss: v.loss,
+        })
     }
 
     /// The run, when its adapter holds only finite numbers: an adapter
@@ -491,9 +615,7 @@ impl Session {
         let run = self.run()?;
         match run.trainer.finite().read().await? {
             true => Ok(run),
-            false => Err(Error::Order(
-                "the adapter holds values that are not finite numbers (NaN or infinite), so it is not written".into(),
-            )),
+            false => Err(not_finite()),
         }
     }
 
@@ -552,7 +674,11 @@ impl Session {
     pub async fn checkpoint(&self) -> Result<Checkpoint> {
         let run = self.run()?;
         let state = run.trainer.state().read().await?;
-        checkpoint::write(run.record(), state)
+        let best = match &run.best {
+            Some(t) => Some(read_flat(t).read().await?),
+            None => None,
+        };
+        checkpoint::write(run.record(), state, best.as_deref())
     }
 
     /// Starts the run a checkpoint file holds (`file` names it in
@@ -563,6 +689,7 @@ impl Session {
     /// differ from the checkpoint's.
     pub fn resume_from(&mut self, file: &str, bytes: &[u8]) -> Result<RunInfo> {
         let (record, state) = checkpoint::read(file, bytes)?;
+        let best = checkpoint::read_best(file, bytes)?;
         let consistent = record.history.len() == record.step
             && record
                 .history
@@ -616,17 +743,32 @@ impl Session {
         run.last = record.history.iter().rev().find(|r| !r.skipped).cloned();
         run.history = record.history;
         run.validations = record.validations;
+        if judge::standing(&run.validations).best.is_some()
+            && let Some(best) = best
+        {
+            match run.trainer.flat_params(best) {
+                Ok(t) => run.best = Some(t),
+                Err(e) => {
+                    self.run = None;
+                    return Err(Error::format(file, e));
+                }
+            }
+        }
+        let run = self.run.as_mut().ok_or_else(|| missing("run"))?;
         // A resume asks the run to go on: one that was stopped (not halted)
         // before its last step trains on; one that ended reports its end
         // (its adapter is back for trying and downloading).
-        let go_on = record.halted.is_none() && record.step < record.steps;
+        let go_on = record.halted.is_none() && record.early.is_none() && record.step < record.steps;
         run.halted = record.halted;
+        run.early = record.early;
         run.phase = match record.place {
             Place::Before => Phase::Before,
             Place::Training => Phase::Training,
             Place::During => Phase::During,
-            Place::After if go_on => Phase::Training,
+            Place::Sample => Phase::Sample,
+            Place::After | Place::Check if go_on => Phase::Training,
             Place::After => Phase::After,
+            Place::Check => Phase::Check,
             Place::Ended { stopped: true } if go_on => Phase::Training,
             Place::Ended { stopped } => Phase::Over {
                 stopped,
@@ -645,8 +787,13 @@ impl Session {
     /// Moves the run on by one piece of work: a validation loss, a step,
     /// or the end; reads its numbers from the device.
     pub async fn advance(&mut self) -> Result<Progress> {
-        let run = self.run_mut()?;
-        let result = run.advance().await;
+        let tok = self
+            .model
+            .as_ref()
+            .and_then(|m| m.tokenizer.as_ref())
+            .ok_or_else(|| missing("tokenizer"))?;
+        let run = self.run.as_mut().ok_or_else(|| missing("run"))?;
+        let result = run.advance(tok).await;
         if result.is_err() {
             run.phase = Phase::Over {
                 stopped: true,
@@ -686,18 +833,64 @@ impl Session {
     pub async fn export(&self, base_model: &str) -> Result<AdapterFiles> {
         let run = self.finite_run().await?;
         let t = &run.trainer;
-        let peft = peft::export(t.adapters(), base_model).read().await?;
-        // The first before and the last after (a run stopped and resumed
-        // measured one after at its stop too).
-        let loss = |when| {
-            let mut all = run.validations.iter().filter(|v| v.when == when);
-            match when {
-                When::Before => all.next(),
-                _ => all.next_back(),
-            }
-            .map(|v| v.loss)
+        let after = run
+            .validations
+            .iter()
+            .rev()
+            .find(|v| v.when == When::After)
+            .map(|v| v.loss);
+        let last = run.last.as_ref().map(|r| r.loss);
+        self.adapter_files(run, t.adapters(), t.steps_done(), last, after, base_model)
+            .await
+    }
+
+    /// The adapter of the best validation loss so far ([`Session::best`])
+    /// as [`Session::export`] writes the last one; its model card gives
+    /// that step and loss.
+    pub async fn export_best(&self, base_model: &str) -> Result<AdapterFiles> {
+        let run = self.run()?;
+        let (Some(best), Some(params)) = (self.best(), run.best.as_ref()) else {
+            return Err(Error::Order(
+                "no validation loss of the adapter has been measured yet, so there is no best adapter".into(),
+            ));
         };
-        let validation = match (loss(When::Before), loss(When::After)) {
+        // Its loss was finite, and so, it follows, were its factors; but
+        // nothing not finite is ever written.
+        if !Readback::scalar(params.clone().abs().sum(), f32::is_finite)
+            .read()
+            .await?
+        {
+            return Err(not_finite());
+        }
+        let adapters = run.trainer.adapters_of(params);
+        let loss = best
+            .step
+            .checked_sub(1)
+            .and_then(|i| run.history.get(i))
+            .map(|r| r.loss);
+        self.adapter_files(run, &adapters, best.step, loss, Some(best.loss), base_model)
+            .await
+    }
+
+    /// PEFT files and model card of `adapters`, trained `steps_done` steps
+    /// of `run` to a training loss `loss`, with a validation loss `after`.
+    async fn adapter_files(
+        &self,
+        run: &ActiveRun,
+        adapters: &crate::lora::LoraAdapters,
+        steps_done: usize,
+        loss: Option<f32>,
+        after: Option<f64>,
+        base_model: &str,
+    ) -> Result<AdapterFiles> {
+        let t = &run.trainer;
+        let peft = peft::export(adapters, base_model).read().await?;
+        let before = run
+            .validations
+            .iter()
+            .find(|v| v.when == When::Before)
+            .map(|v| v.loss);
+        let validation = match (before, after) {
             (Some(before), Some(after)) => Some((before, after, run.validation.len())),
             _ => None,
         };
@@ -705,8 +898,8 @@ impl Session {
             base_model,
             data_file: &run.data_file,
             examples: t.num_examples(),
-            steps_done: t.steps_done(),
-            final_loss: run.last.as_ref().map(|r| r.loss),
+            steps_done,
+            final_loss: loss,
             lora: &t.adapters().config,
             train: &t.config,
             backend: &self.backend,
@@ -888,6 +1081,8 @@ impl ActiveRun {
             place: match self.phase {
                 Phase::Before => Place::Before,
                 Phase::During => Place::During,
+                Phase::Sample => Place::Sample,
+                Phase::Check => Place::Check,
                 Phase::Over { stopped, .. } => Place::Ended { stopped },
                 Phase::After => Place::After,
                 Phase::Training => Place::Training,
@@ -896,6 +1091,7 @@ impl ActiveRun {
             validations: self.validations.clone(),
             halted: self.halted.clone(),
             stop: self.stop,
+            early: self.early.clone(),
         }
     }
 
@@ -919,16 +1115,72 @@ impl ActiveRun {
             examples: self.validation.len(),
         };
         self.validations.push(v.clone());
+        let standing = judge::standing(&self.validations);
+        if standing.best == Some(self.validations.len() - 1) {
+            self.best = Some(self.trainer.params());
+        }
+        let patience = self.settings.patience;
+        if when == When::During && patience > 0 && standing.since_best >= patience {
+            // `since_best` counts only validations after a best.
+            let best = standing.best.map(|i| &self.validations[i]);
+            self.early = Some(EarlyStop {
+                step: v.step,
+                patience,
+                best_step: best.map_or(0, |b| b.step),
+                best_loss: best.map_or(f64::NAN, |b| b.loss),
+            });
+        }
         Ok(Progress::Validation(v))
     }
 
-    async fn advance(&mut self) -> Result<Progress> {
+    /// Whether samples are due with `done` steps taken.
+    fn sample_due(&self, done: usize) -> bool {
+        let every = self.settings.sample_every;
+        every > 0
+            && !self.sample_prompts.is_empty()
+            && done.is_multiple_of(every)
+            && done < self.trainer.config.steps
+    }
+
+    /// Replies to `prompts` with the adapter as it is (the base model
+    /// before the first step), greedily, each up to `max_tokens`.
+    async fn replies(
+        &self,
+        tok: &TextTokenizer,
+        when: When,
+        prompts: &[Prompt],
+        held_out: bool,
+        max_tokens: usize,
+    ) -> Result<Samples> {
+        let t = &self.trainer;
+        let adapters = (when != When::Before).then_some(t.adapters());
+        let mut samples = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            samples.push(Sample {
+                prompt: p.text.clone(),
+                reply: reply(t.model(), adapters, tok, &p.ids, max_tokens).await?,
+            });
+        }
+        Ok(Samples {
+            when,
+            step: t.steps_done(),
+            max_tokens,
+            held_out,
+            ended: samples.iter().filter(|s| s.reply.ended).count(),
+            samples,
+        })
+    }
+
+    async fn advance(&mut self, tok: &TextTokenizer) -> Result<Progress> {
         let held = !self.validation.is_empty();
         loop {
             let (done, steps) = (self.trainer.steps_done(), self.trainer.config.steps);
             match self.phase {
                 Phase::Before => {
-                    self.phase = Phase::Training;
+                    self.phase = match self.sample_due(0) {
+                        true => Phase::Sample,
+                        false => Phase::Training,
+                    };
                     if held {
                         return self.validate(When::Before).await;
                     }
@@ -952,21 +1204,62 @@ impl ActiveRun {
                     let every = self.eval_every;
                     if held && every > 0 && report.step % every == 0 && report.step < steps {
                         self.phase = Phase::During;
+                    } else if self.sample_due(report.step) {
+                        self.phase = Phase::Sample;
                     }
                     return Ok(Progress::Step { report, steps });
                 }
                 Phase::During if self.stop => self.phase = Phase::After,
                 Phase::During => {
+                    let progress = self.validate(When::During).await?;
+                    self.phase = match () {
+                        _ if self.early.is_some() => Phase::After,
+                        _ if self.sample_due(done) => Phase::Sample,
+                        _ => Phase::Training,
+                    };
+                    return Ok(progress);
+                }
+                Phase::Sample if self.stop => self.phase = Phase::After,
+                Phase::Sample => {
+                    let when = if done == 0 {
+                        When::Before
+                    } else {
+                        When::During
+                    };
+                    let samples = self
+                        .replies(
+                            tok,
+                            when,
+                            &self.sample_prompts,
+                            self.sample_held,
+                            SAMPLE_TOKENS,
+                        )
+                        .await?;
                     self.phase = Phase::Training;
-                    return self.validate(When::During).await;
+                    return Ok(Progress::Samples(samples));
                 }
                 Phase::After => {
+                    self.phase = Phase::Check;
+                    if held && done > 0 {
+                        return self.validate(When::After).await;
+                    }
+                }
+                Phase::Check => {
                     self.phase = Phase::Over {
                         stopped: done < steps || self.halted.is_some(),
                         reported: false,
                     };
-                    if held && done > 0 {
-                        return self.validate(When::After).await;
+                    if done > 0 && self.halted.is_none() && !self.check_prompts.is_empty() {
+                        let samples = self
+                            .replies(
+                                tok,
+                                When::After,
+                                &self.check_prompts,
+                                self.check_held,
+                                self.check_tokens,
+                            )
+                            .await?;
+                        return Ok(Progress::Samples(samples));
                     }
                 }
                 Phase::Over {
@@ -981,6 +1274,7 @@ impl ActiveRun {
                         stopped,
                         steps: done,
                         reason: self.halted.clone(),
+                        early: self.early.clone(),
                     });
                 }
                 Phase::Over { reported: true, .. } => {

@@ -212,6 +212,20 @@ pub const SETTINGS: &[Setting] = &[
         help: "Steps between validation losses during training (0 = before and after only).",
     },
     Setting {
+        name: "patience",
+        label: "Early stopping patience",
+        kind: int(0, 10_000),
+        empty: None,
+        help: "Stop when this many validations in a row do not beat the best validation loss (0 = never); needs Validate every.",
+    },
+    Setting {
+        name: "sample-every",
+        label: "Sample every",
+        kind: int(0, MAX_STEPS),
+        empty: None,
+        help: "Steps between replies to a few prompts (yours, else held-out examples'), to see the model change (0 = none).",
+    },
+    Setting {
         name: "save-every",
         label: "Checkpoint every",
         kind: int(0, MAX_STEPS),
@@ -433,5 +447,103 @@ impl RunSettings {
             s.check(value, &format!("`{value}`"))?;
         }
         Ok(())
+    }
+}
+
+/// A named set of settings for a kind of run. The settings it does not
+/// name keep their defaults, and settings given beside it win.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Preset {
+    /// The CLI's `--preset` value.
+    pub name: &'static str,
+    /// What the page calls it.
+    pub label: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// Its settings, `(name, value)` as typed.
+    pub values: &'static [(&'static str, &'static str)],
+}
+
+/// The presets, in the order the page offers them.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "lesson",
+        label: "Quick lesson",
+        help: "A short run on a small data set that visibly changes the model, with replies to your prompts every few steps.",
+        values: &[
+            ("lr", "1e-3"),
+            ("epochs", "3"),
+            ("warmup", "0"),
+            ("schedule", "cosine"),
+            ("sample-every", "6"),
+        ],
+    },
+    Preset {
+        name: "careful",
+        label: "Careful run",
+        help: "A longer run for real data (50 examples or more): warm-up, cosine decay, validation every 20 steps, early stopping after 3 without improvement, the best adapter kept.",
+        values: &[
+            ("lr", "2e-4"),
+            ("epochs", "3"),
+            ("warmup", "20"),
+            ("schedule", "cosine"),
+            ("validation", "0.1"),
+            ("eval-every", "20"),
+            ("patience", "3"),
+        ],
+    },
+];
+
+/// The preset called `name`.
+pub fn preset(name: &str) -> Result<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+        Error::setting(
+            "preset",
+            format!(
+                "`{name}` is not a preset; the presets are {}",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+/// A preset as the page needs it: every setting's value under it, as text.
+#[derive(Debug, Clone, Serialize)]
+pub struct PresetView {
+    /// The preset.
+    #[serde(flatten)]
+    pub preset: Preset,
+    /// Every setting's value with the preset (its own or the default).
+    pub settings: Map<String, Value>,
+}
+
+/// Every preset with all its settings, for the page.
+pub fn preset_views() -> Result<Vec<PresetView>> {
+    PRESETS
+        .iter()
+        .map(|p| {
+            let settings = RunSettings::from_text(p.values.iter().copied())?;
+            let all = SETTINGS
+                .iter()
+                .map(|s| (s.name.to_string(), Value::from(s.value_text(&settings))))
+                .collect();
+            Ok(PresetView {
+                preset: *p,
+                settings: all,
+            })
+        })
+        .collect()
+}
+
+impl RunSettings {
+    /// [`RunSettings::from_text`] over `preset`'s settings, then `pairs`
+    /// (which win).
+    pub fn from_preset<'a>(
+        preset: Option<&'static Preset>,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self> {
+        let base = preset.map_or(&[][..], |p| p.values);
+        Self::from_text(base.iter().copied().chain(pairs))
     }
 }

@@ -13,6 +13,7 @@ use burn::tensor::{Tensor, TensorData, Transaction};
 use rand::seq::SliceRandom;
 
 use crate::error::{Error, Result};
+use crate::lora::LoraAdapters;
 use crate::readback::Readback;
 use crate::train::Trainer;
 
@@ -39,7 +40,52 @@ fn floats(d: &TensorData) -> Result<Vec<f32>> {
         .map_err(|e| Error::Backend(format!("reading the trainer's state: {e:?}")))
 }
 
+/// The values of a flat tensor `[P]`, read when the readback is.
+pub fn read_flat(t: &Tensor<1>) -> Readback<Vec<f32>> {
+    Readback::new(
+        Transaction::default().register(t.clone()),
+        |data| match data.as_slice() {
+            [d] => floats(d),
+            _ => Err(Error::Backend(format!(
+                "expected 1 readback, got {}",
+                data.len()
+            ))),
+        },
+    )
+}
+
 impl Trainer {
+    /// Every factor as it is now, flat `[P]`: a handle that keeps these
+    /// values while later steps make new ones.
+    pub fn params(&self) -> Tensor<1> {
+        self.params.clone()
+    }
+
+    /// The adapters whose factors are the slices of `params` `[P]` (from
+    /// [`Trainer::params`] or [`Trainer::flat_params`]).
+    pub fn adapters_of(&self, params: &Tensor<1>) -> LoraAdapters {
+        self.layout.views(&self.adapters, params)
+    }
+
+    /// `values` as this trainer's flat factors `[P]` on its device, refused
+    /// when their count is not its adapters'.
+    pub fn flat_params(&self, values: Vec<f32>) -> Result<Tensor<1>> {
+        let p = self.layout.len();
+        if values.len() != p {
+            return Err(Error::setting(
+                "resume",
+                format!(
+                    "the checkpoint holds {} adapter values and this run's adapters have {p}",
+                    values.len()
+                ),
+            ));
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(values, [p]),
+            &self.params.device(),
+        ))
+    }
+
     /// The state as it is now, read when the readback is.
     pub fn state(&self) -> Readback<TrainerState> {
         let moments = self.optim.moments();

@@ -26,7 +26,7 @@ use crate::merge::hf::Dtype;
 use crate::model::files::{HF_OPTIONAL, HF_REQUIRED, ModelFiles, load_files_with};
 use crate::model::quantized::BaseWeights;
 use crate::train::memory::HeapLimit;
-use crate::train::setting::{check_form, views};
+use crate::train::setting::{check_form, preset_views, views};
 use crate::train::{RunSettings, Session};
 use crate::web::alloc;
 use crate::web::blob::{BlobReader, CHUNK};
@@ -192,6 +192,13 @@ impl Engine {
         to_js(&views())
     }
 
+    /// The presets (`{name, label, help, values, settings}`: `settings`
+    /// holds every setting's text under the preset), for the page's
+    /// Preset choice.
+    pub fn presets() -> Result<JsValue, JsValue> {
+        to_js(&preset_views().map_err(js)?)
+    }
+
     /// Checks the form's values (`{name: text}`) one field at a time, then
     /// together; returns the wrong ones as `[{name, message}]`.
     #[wasm_bindgen(js_name = checkSettings)]
@@ -328,11 +335,46 @@ impl Engine {
             "info": info,
             "history": s.history(),
             "validations": s.validations(),
+            "best": s.best(),
         }))
     }
 
-    /// Moves the run on: resolves to `{kind: "validation" | "step" |
-    /// "paused" | "finished", ...}`.
+    /// The prompts the run's samples reply to (one user turn each; at most
+    /// 8), for runs started or resumed after; empty: held-out examples'.
+    #[wasm_bindgen(js_name = setPrompts)]
+    pub fn set_prompts(&self, prompts: Vec<String>) -> Result<(), JsValue> {
+        self.session
+            .try_borrow_mut()
+            .map_err(|_| busy())?
+            .set_prompts(prompts)
+            .map_err(js)
+    }
+
+    /// The best validation loss of the run so far, `{step, loss}`, or
+    /// `null` before one.
+    pub fn best(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.session.try_borrow().map_err(|_| busy())?.best())
+    }
+
+    /// The adapter of the best validation loss as a `.zip`, as `exportZip`
+    /// writes the last one.
+    #[wasm_bindgen(js_name = exportBestZip)]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn export_best_zip(&self, base_model: String) -> Promise {
+        let session = self.session.clone();
+        future_to_promise(async move {
+            let s = session.try_borrow().map_err(|_| busy())?;
+            let zip = s
+                .export_best(&base_model)
+                .await
+                .and_then(|a| a.zip())
+                .map_err(js)?;
+            Ok(Uint8Array::from(zip.as_slice()).into())
+        })
+    }
+
+    /// Moves the run on: resolves to `{kind: "validation" | "samples" |
+    /// "step" | "paused" | "finished", ...}`.
     #[allow(clippy::await_holding_refcell_ref)]
     pub fn advance(&self) -> Promise {
         let session = self.session.clone();

@@ -83,6 +83,16 @@ async function generate(page, consoleLines, maxTokens) {
   return { base: await page.textContent(tid('output-base')), tuned: await page.textContent(tid('output-tuned')) };
 }
 
+// Downloads the adapter of the best validation loss (not read back: the
+// live adapter is the last one).
+async function downloadBest(page, name) {
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.click(tid('download-best'))]);
+  assert.equal(download.suggestedFilename(), 'tabtune-adapter-best.zip');
+  const path = join(OUT, name);
+  await download.saveAs(path);
+  return path;
+}
+
 // Downloads with `button`; the page's check of the files, read back before
 // the download (next to the button), must have passed.
 async function downloadZip(page, name, button = 'download', suggested = 'tabtune-adapter.zip') {
@@ -697,6 +707,12 @@ test('a run reloaded mid-way resumes from its checkpoint into the same adapter; 
     const wholeSeries = await page.getAttribute(tid('loss-chart'), 'data-validation');
     assert.deepEqual(wholeSeries.split(',').map((p) => p.split(':')[0]), ['0', '40', '80', '120']);
     const wholeZip = readFileSync(await downloadZip(page, 'resume-whole.zip'));
+    // The stop check asked 5 held-out prompts; the best validation's adapter is kept.
+    const wholeCheck = await page.getAttribute(tid('stop-check'), 'data-ended');
+    assert.match(wholeCheck, /^\d\/5$/);
+    const wholeBestStep = await page.getAttribute(tid('best-info'), 'data-step');
+    assert.ok(['40', '80', '120'].includes(wholeBestStep), `best at ${wholeBestStep}`);
+    const wholeBest = readFileSync(await downloadBest(page, 'resume-best-whole.zip'));
 
     // Again, reloaded once a checkpoint past step 3 is stored: the browser
     // asks before the page goes.
@@ -736,6 +752,9 @@ test('a run reloaded mid-way resumes from its checkpoint into the same adapter; 
     assert.equal(await page.textContent(tid('stat-val')), wholeVal);
     assert.equal(await page.getAttribute(tid('loss-chart'), 'data-validation'), wholeSeries);
     assert.ok(readFileSync(await downloadZip(page, 'resume-resumed.zip')).equals(wholeZip), 'the same adapter zip');
+    assert.equal(await page.getAttribute(tid('stop-check'), 'data-ended'), wholeCheck);
+    assert.equal(await page.getAttribute(tid('best-info'), 'data-step'), wholeBestStep);
+    assert.ok(readFileSync(await downloadBest(page, 'resume-best-resumed.zip')).equals(wholeBest), 'the same best adapter zip');
 
     // Running out of memory in the engine is reported as such; the engine
     // restarts and offers the stored run (kept when the run finished).
@@ -777,6 +796,66 @@ test('a run reloaded mid-way resumes from its checkpoint into the same adapter; 
     });
     await page.waitForSelector(`${tid('errors')} .error`);
     assert.match(await page.textContent(tid('errors')), /a run is already going/);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a lesson: the Quick lesson preset fills the form, samples show the model every few steps, the stop check reports how many answers ended, and early stopping keeps the best adapter', async () => {
+  const { browser, page, consoleLines } = await open(ORIGIN, { webgpu: false, query: '?backend=cpu&threads=1' });
+  const files = readdirSync(TINY_DIR).map((f) => join(TINY_DIR, f));
+  const ended = () => page.waitForFunction(() => ['finished', 'stopped'].includes(document.body.dataset.run), null, { timeout: 120_000 });
+  try {
+    await waitForEngine(page, 'cpu');
+    await page.check(tid('model-source-files'));
+    await page.setInputFiles(tid('model-files'), files);
+    await loadModel(page, consoleLines);
+    // The sample data brings new questions to ask while it trains.
+    await page.click(tid('sample-data'));
+    await page.waitForFunction(() => /^sample-chat\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent));
+    assert.equal(await page.inputValue(tid('sample-prompts')),
+      'What is the capital of Italy?\nHow many hours are in a day?\nWho painted the Mona Lisa?');
+    await page.selectOption(tid('preset'), 'lesson');
+    assert.match(await page.textContent(tid('preset-help')), /visibly changes the model/);
+    assert.equal(await page.inputValue(tid('setting-lr')), '0.001');
+    assert.equal(await page.inputValue(tid('setting-sample-every')), '6');
+    assert.equal(await page.inputValue(tid('setting-schedule')), 'cosine');
+    // The tiny model's shorter sequences; 13 steps.
+    await setSettings(page, { 'seq-len': 64, batch: 2, steps: 13 });
+    await page.click(tid('start'));
+    await ended();
+    await expectNoErrors(page, consoleLines);
+    // Newest first: the stop check, then steps 12 and 6, then the original model.
+    const rounds = await page.$$eval('[data-testid="sample-round"]', (els) => els.map((e) => `${e.dataset.when}:${e.dataset.step}`));
+    assert.deepEqual(rounds, ['after:13', 'during:12', 'during:6', 'before:0']);
+    const replies = await page.$$eval('[data-testid="sample-round"]', (els) => els.map((e) => e.querySelectorAll('[data-testid="sample-reply"]').length));
+    assert.deepEqual(replies, [3, 3, 3, 3]);
+    const prompts = await page.$$eval('[data-testid="sample-round"][data-step="6"] .sample-prompt', (els) => els.map((e) => e.textContent));
+    assert.deepEqual(prompts, ['What is the capital of Italy?', 'How many hours are in a day?', 'Who painted the Mona Lisa?']);
+    // 24 examples hold none out: the stop check asks the person's prompts.
+    assert.match(await page.textContent(tid('stop-check')),
+      /^Stop check: [0-3] of 3 your prompts ended with the end-of-turn token within \d+ tokens \(the longest answer in the data\)/);
+    assert.equal(await page.isDisabled(tid('download-best')), true, 'no validation, no best');
+
+    // Back to the defaults: no samples.
+    await page.selectOption(tid('preset'), '');
+    assert.equal(await page.inputValue(tid('setting-sample-every')), '0');
+
+    // Early stopping: a rate that overshoots, validated every step, patience 2.
+    await setSettings(page, { 'seq-len': 64, batch: 2, steps: 40, lr: 0.05, validation: 0.25, 'eval-every': 1, patience: 2, dropout: 0 });
+    await page.selectOption(tid('setting-schedule'), 'constant');
+    await page.evaluate(() => { document.body.dataset.run = ''; });
+    await page.click(tid('start'));
+    await ended();
+    await expectNoErrors(page, consoleLines);
+    assert.equal(await page.getAttribute('body', 'data-run'), 'stopped');
+    const status = await page.textContent(tid('run-status'));
+    const m = status.match(/^Stopped early after (\d+) steps: the validation loss did not improve for 2 validations\. The best \([\d.]+, step (\d+)\) is kept/);
+    assert.ok(m, status);
+    assert.ok(Number(m[1]) < 40 && Number(m[2]) < Number(m[1]), status);
+    assert.equal(await page.getAttribute(tid('best-info'), 'data-step'), m[2]);
+    const zip = readFileSync(await downloadBest(page, 'early-best.zip'));
+    assert.ok(zip.includes(Buffer.from('adapter_model.safetensors')) && zip.includes(Buffer.from('adapter_config.json')));
   } finally {
     await browser.close();
   }
