@@ -160,6 +160,36 @@ fn a_data_line_longer_than_the_cap_is_a_bad_line_and_reading_goes_on() {
 }
 
 #[test]
+fn a_csv_row_or_json_array_record_longer_than_the_cap_stops_the_read_with_its_line() {
+    // A CSV row with a 33 MiB field, after a good row.
+    let mut csv = b"prompt,response\nWhat is 2 + 2?,Four.\nLong,\"".to_vec();
+    csv.resize(csv.len() + MAX_LINE + 1024 * 1024, b'a');
+    csv.extend_from_slice(b"\"\nAfter,That.\n");
+    let scan = tabtune::data::read("big.csv", &csv, &ReadOptions::default());
+    assert_eq!(scan.records.len(), 1, "the row before it is read");
+    let problems: Vec<String> = scan.problems.iter().map(|e| e.to_string()).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("big.csv:3: cannot read this row: ")
+            && problems[0].contains("the row is longer than 32 MiB"),
+        "{problems:?}"
+    );
+    // A JSON array (on one line) whose second record is 33 MiB.
+    let mut json = br#"[{"text": "first"}, {"text": ""#.to_vec();
+    json.resize(json.len() + MAX_LINE + 1024 * 1024, b'b');
+    json.extend_from_slice(br#""}, {"text": "third"}]"#);
+    let scan = tabtune::data::read("big.json", &json, &ReadOptions::default());
+    assert_eq!(scan.records.len(), 1, "the record before it is read");
+    let problems: Vec<String> = scan.problems.iter().map(|e| e.to_string()).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("big.json:1: cannot read: ")
+            && problems[0].contains("the record is longer than 32 MiB"),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn bad_lines_past_a_thousand_are_counted_not_kept() {
     let mut file = String::new();
     for _ in 0..1500 {

@@ -14,7 +14,7 @@ use common::{device, tiny_model_dir};
 use tabtune::data::{BadLines, ReadOptions};
 use tabtune::model::files::load_files;
 use tabtune::readback::block_on;
-use tabtune::train::judge::{self, Samples};
+use tabtune::train::judge::{self, Samples, Source};
 use tabtune::train::session::When;
 use tabtune::train::{Progress, RunSettings, Session};
 
@@ -36,14 +36,9 @@ fn session(tag: &str, data: &Path) -> Session {
     s.load(load_files("tiny", &files, &device()).expect("loads"))
         .expect("has a tokenizer");
     let reader = std::io::BufReader::new(std::fs::File::open(data).expect("opens"));
-    s.prepare_data(
-        "chat.jsonl",
-        reader,
-        &ReadOptions::default(),
-        64,
-        usize::MAX,
-    )
-    .expect("reads");
+    let name = data.file_name().and_then(|n| n.to_str()).expect("a name");
+    s.prepare_data(name, reader, &ReadOptions::default(), 64, usize::MAX)
+        .expect("reads");
     let _ = std::fs::remove_dir_all(&dir);
     s
 }
@@ -204,12 +199,8 @@ fn samples_reply_to_the_persons_prompts_every_k_steps_and_the_stop_check_asks_he
     ];
     let info = s.start(&settings(&chosen), BadLines::Skip).expect("starts");
     assert_eq!(
-        (
-            info.sample_prompts,
-            info.samples_held_out,
-            info.check_prompts
-        ),
-        (2, false, judge::CHECK_PROMPTS)
+        (info.sample_prompts, info.sample_source, info.check_prompts),
+        (2, Source::Yours, judge::CHECK_PROMPTS)
     );
     let mut progress = Vec::new();
     loop {
@@ -234,17 +225,15 @@ fn samples_reply_to_the_persons_prompts_every_k_steps_and_the_stop_check_asks_he
         }
     }
     let samples = samples_of(&progress);
-    let at: Vec<(When, usize, bool)> = samples
-        .iter()
-        .map(|x| (x.when, x.step, x.held_out))
-        .collect();
+    let at: Vec<(When, usize, Source)> =
+        samples.iter().map(|x| (x.when, x.step, x.source)).collect();
     assert_eq!(
         at,
         [
-            (When::Before, 0, false),
-            (When::During, 2, false),
-            (When::During, 4, false),
-            (When::After, 5, true),
+            (When::Before, 0, Source::Yours),
+            (When::During, 2, Source::Yours),
+            (When::During, 4, Source::Yours),
+            (When::After, 5, Source::HeldOut),
         ]
     );
     for x in &samples[..3] {
@@ -262,15 +251,10 @@ fn samples_reply_to_the_persons_prompts_every_k_steps_and_the_stop_check_asks_he
             "a question of the data file: {:?}",
             y.prompt
         );
-        assert!(y.reply.tokens <= check.max_tokens);
         if !y.reply.ended {
             assert_eq!(y.reply.tokens, check.max_tokens, "cut at the limit");
         }
     }
-    assert_eq!(
-        check.ended,
-        check.samples.iter().filter(|y| y.reply.ended).count()
-    );
     // The longest answer of the 24 conversations, counted from the tokens.
     let tok = s.tokenizer().expect("tokenizer");
     let longest = data
@@ -308,16 +292,62 @@ fn settings_that_cannot_act_are_refused_with_what_to_change() {
         e.to_string().contains("patience") && e.to_string().contains("validation"),
         "{e}"
     );
-    let e = s
+    // Nothing held out and no prompts entered: samples reply to training
+    // examples' prompts, and there is no stop check.
+    let info = s
         .start(&settings(&[("sample-every", "2")]), BadLines::Skip)
-        .expect_err("no prompts");
-    assert!(e.to_string().contains("sample prompts"), "{e}");
-    // With prompts it starts; the stop check then asks them.
+        .expect("starts");
+    assert_eq!(
+        (info.sample_prompts, info.sample_source, info.check_prompts),
+        (judge::SAMPLE_PROMPTS, Source::Training, 0)
+    );
+    // With prompts, samples and the stop check ask them.
     s.set_prompts(vec!["Hello?".into()]).expect("fine");
     let info = s
         .start(&settings(&[("sample-every", "2")]), BadLines::Skip)
         .expect("starts");
-    assert_eq!((info.check_prompts, info.samples_held_out), (1, false));
+    assert_eq!((info.sample_source, info.check_prompts), (Source::Yours, 1));
+    // One too long for the sequence length (64) is refused when the run starts.
+    s.set_prompts(vec!["why ".repeat(100)])
+        .expect("under 4,000 characters");
+    let e = s
+        .start(&settings(&[("sample-every", "2")]), BadLines::Skip)
+        .expect_err("no room for an answer");
+    assert!(
+        e.to_string().contains("prompt 1 is")
+            && e.to_string().contains("the sequence length is 64"),
+        "{e}"
+    );
+    // Text data has no prompts: samples need the person's.
+    let text = std::env::temp_dir().join(format!("tabtune-judge-{}.txt", std::process::id()));
+    std::fs::write(
+        &text,
+        "Arr, the sea be wide.\n\nThe ship be fast and the wind be fair.\n",
+    )
+    .expect("writes");
+    let mut t = session("tabtune-judge-text", &text);
+    let e = t
+        .start(&settings(&[("sample-every", "2")]), BadLines::Skip)
+        .expect_err("no prompts");
+    assert!(e.to_string().contains("enter a few sample prompts"), "{e}");
+    t.set_prompts(vec!["The sea".into()]).expect("fine");
+    let info = t
+        .start(&settings(&[("sample-every", "2")]), BadLines::Skip)
+        .expect("starts");
+    assert_eq!(
+        (info.sample_source, info.check_prompts),
+        (Source::Yours, 0),
+        "text has no answers to check"
+    );
+    // Resumed without the prompts (a reload, an empty box), it goes on
+    // without samples rather than being refused.
+    let saved = block_on(t.checkpoint()).expect("checkpoints");
+    let mut again = session("tabtune-judge-text-again", &text);
+    let info = again
+        .resume_from("state.safetensors", &saved.bytes)
+        .expect("resumes without prompts");
+    assert_eq!(info.sample_prompts, 0);
+    let _ = std::fs::remove_file(&text);
 
     let many = vec!["x".to_string(); judge::MAX_PROMPTS + 1];
     let e = s.set_prompts(many).expect_err("too many");
@@ -378,6 +408,8 @@ fn tabtune_train_takes_a_preset_shows_samples_and_the_stop_check_and_writes_the_
         "0",
         "--sample-prompt",
         "What is the capital of Italy?",
+        "--sample-every",
+        "3",
     ]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&o.stdout),
@@ -387,6 +419,7 @@ fn tabtune_train_takes_a_preset_shows_samples_and_the_stop_check_and_writes_the_
     let shown = format!("{stdout}{stderr}");
     for line in [
         "samples before training (your prompts):\n  > What is the capital of Italy?",
+        "samples at step 3 (your prompts):",
         "samples at step 6 (your prompts):",
         "stop check: ",
         "of 5 held-out prompts ended with the end-of-turn token within",
@@ -403,7 +436,8 @@ fn tabtune_train_takes_a_preset_shows_samples_and_the_stop_check_and_writes_the_
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["kind"].to_string())
         .collect();
-    assert_eq!(kinds.iter().filter(|k| *k == "\"samples\"").count(), 3);
+    // Before, steps 3 and 6 (--sample-every 3 wins over the preset's 6), the stop check.
+    assert_eq!(kinds.iter().filter(|k| *k == "\"samples\"").count(), 4);
     let best = out.join("best");
     for f in [
         "adapter_model.safetensors",
@@ -424,7 +458,7 @@ fn tabtune_train_takes_a_preset_shows_samples_and_the_stop_check_and_writes_the_
     assert!(card.contains("| learning rate | 0.001 ("), "{card}");
 
     // The careful preset on 24 examples holds none out, so its early
-    // stopping cannot act: refused before the model loads, naming why.
+    // stopping cannot act: refused, naming why.
     let o = tabtune(&[
         "train",
         "--model",
@@ -459,4 +493,30 @@ fn tabtune_train_takes_a_preset_shows_samples_and_the_stop_check_and_writes_the_
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_held_out_prompt_is_shown_as_the_user_wrote_it() {
+    let tok = common::smollm2_tokenizer();
+    let turn = |role: &str, content: &str| tabtune::tokenizer::Message {
+        role: role.into(),
+        content: content.into(),
+    };
+    // A system turn before it, and the word "user" on a line of its own
+    // inside it: only the template's own header marks where it begins.
+    let text = "Ask the user\nuser\nwhat 2 + 2 is.";
+    let rendered = tok
+        .apply_chat_template(&[turn("system", "Be brief."), turn("user", text)], true)
+        .expect("renders");
+    let ids = tok.encode(&rendered, false).expect("encodes");
+    assert_eq!(tok.prompt_text(&ids).expect("shows"), text);
+    // A prompt that is not a rendered conversation (prompt/completion
+    // data) is shown as its text.
+    let raw = tok
+        .encode("Translate to French: cheese", true)
+        .expect("encodes");
+    assert_eq!(
+        tok.prompt_text(&raw).expect("shows"),
+        "Translate to French: cheese"
+    );
 }

@@ -14,6 +14,7 @@ use common::{default_model, device};
 use tabtune::data::{BadLines, ReadOptions};
 use tabtune::model::files::load_files;
 use tabtune::readback::block_on;
+use tabtune::train::judge::Source;
 use tabtune::train::session::When;
 use tabtune::train::{Progress, RunSettings, Session};
 
@@ -25,12 +26,11 @@ const NEW: [&str; 4] = [
     "Who painted the Mona Lisa?",
 ];
 
-/// Words of the sample data's voice.
+/// Words of the sample data's voice, whole ("carry" is not "arr").
 fn pirate(text: &str) -> bool {
     let t = text.to_lowercase();
-    ["arr", "matey", "ahoy", "o' "]
-        .iter()
-        .any(|w| t.contains(w))
+    let mut words = t.split(|c: char| !(c.is_alphanumeric() || c == '\''));
+    words.any(|w| ["arr", "matey", "ahoy", "o'", "ye"].contains(&w))
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn the_default_run_on_the_sample_data_answers_new_questions_in_its_voice() {
         "{voiced} of 4 new questions answered in the data's voice: {tuned:#?}"
     );
     let check = check.expect("the stop check ran on the person's prompts");
-    assert!(!check.held_out);
+    assert_eq!(check.source, Source::Yours);
     eprintln!(
         "stop check: {} of {} within {} tokens",
         check.ended,

@@ -19,6 +19,7 @@ use tabtune::model::files::{ModelFiles, load_files};
 use tabtune::model::quantized::BaseWeights;
 use tabtune::readback::block_on;
 use tabtune::train::Activations;
+use tabtune::train::judge::Source;
 use tabtune::train::memory::{self, GpuLimit, HeapLimit, StepShape};
 use tabtune::train::session::When;
 use tabtune::train::{Progress, RunSettings, RunStatus, Session};
@@ -133,7 +134,7 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
     let mut record = |p: Progress| match p {
         Progress::Step { report, .. } => steps.push(report.loss),
         Progress::Validation(v) => validations.push((v.when, v.step, v.loss)),
-        Progress::Samples(c) => checks.push((c.when, c.step, c.samples.len(), c.held_out)),
+        Progress::Samples(c) => checks.push((c.when, c.step, c.samples.len(), c.source)),
         other => panic!("unexpected {other:?}"),
     };
     record(advance(&mut s)); // validation before
@@ -191,7 +192,7 @@ fn the_pages_call_sequence_trains_exactly_as_tabtune_train() {
     );
     assert_eq!(
         checks,
-        [(When::After, 6, 5, true)],
+        [(When::After, 6, 5, Source::HeldOut)],
         "after training, the stop check asks 5 held-out prompts"
     );
     let cli_checks: Vec<&Value> = cli.iter().filter(|v| v["kind"] == "samples").collect();

@@ -604,7 +604,7 @@ function samplePrompts() {
 
 // One round of samples (the newest first), or the stop check after training.
 function renderSamples(m) {
-  const whose = m.held_out ? 'held-out' : 'your';
+  const whose = { yours: 'your', held_out: 'held-out', training: 'training' }[m.source];
   if (m.when === 'after') {
     $('stop-check').textContent = `Stop check: ${m.ended} of ${m.samples.length} ${whose} prompts ended with the end-of-turn token `
       + `within ${m.max_tokens} tokens (the longest answer in the data)`

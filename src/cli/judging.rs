@@ -2,12 +2,29 @@
 //! samples during training, the stop check after it, and where the best
 //! adapter goes.
 
+use std::path::Path;
+
 use tabtune::train::judge::Samples;
 use tabtune::train::session::When;
 
 /// The directory, in the run's checkpoint directory, of the adapter of the
 /// best validation loss.
 pub const BEST: &str = "best";
+
+/// Removes the best adapter an earlier run left in `dir` (a new run's
+/// `best/` must be its own).
+pub fn forget_best(dir: &Path) -> tabtune::Result<()> {
+    let best = dir.join(BEST);
+    match best.is_dir() {
+        true => std::fs::remove_dir_all(&best).map_err(|e| {
+            tabtune::Error::format(
+                best.display(),
+                format!("cannot remove an earlier run's best adapter: {e}"),
+            )
+        }),
+        false => Ok(()),
+    }
+}
 
 /// Replies longer than this many characters are cut when shown.
 const SHOWN: usize = 300;
@@ -23,7 +40,7 @@ fn one_line(text: &str) -> String {
 /// Samples as the terminal shows them: a heading, then each prompt and its
 /// reply on a line; the stop check says how many ended.
 pub fn samples_text(s: &Samples) -> String {
-    let whose = if s.held_out { "held-out" } else { "your" };
+    let whose = s.source.words();
     let mut out = match s.when {
         When::Before => format!("samples before training ({whose} prompts):"),
         When::During => format!("samples at step {} ({whose} prompts):", s.step),

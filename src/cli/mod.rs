@@ -128,9 +128,9 @@ struct TrainArgs {
     settings: SettingsArgs<settings::All>,
     /// Start from a named set of settings (the flags given beside it win):
     /// `lesson`, a short run on a small data set that visibly changes the
-    /// model, with samples every 6 steps; `careful`, for real data: warm-up,
-    /// cosine decay, validation every 20 steps, early stopping, the best
-    /// adapter kept.
+    /// model, with samples every 6 steps; `careful`, for real data: a lower
+    /// rate, warm-up, cosine decay, validation every 10 steps, early
+    /// stopping, the best adapter kept.
     #[arg(long)]
     preset: Option<String>,
     /// Name written as base_model_name_or_path in adapter_config.json, e.g.
@@ -331,6 +331,9 @@ fn train(a: TrainArgs) -> Result<()> {
     checkpoints::prepare_out(&a.out)?;
     let saves = checkpoints::dir_for(&a.out);
     checkpoints::claim(&saves, resume.as_ref().map(|(_, _, record)| record.step))?;
+    if resume.is_none() {
+        judging::forget_best(&saves)?;
+    }
     // A resumed run's log goes on where it stopped.
     let mut log = a
         .log

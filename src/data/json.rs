@@ -13,20 +13,24 @@ use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::data::read::MAX_LINE;
 use crate::data::record::parse_record;
 use crate::data::sink::RecordSink;
 
 /// Reads a JSON array from `input` as it streams.
 pub(crate) fn read(input: impl Read, c: &mut dyn RecordSink) {
     let newlines = Cell::new(0);
+    let since = Cell::new(0);
     let reader = Lines {
         inner: input,
         newlines: &newlines,
+        since: &since,
     };
     let mut de = serde_json::Deserializer::from_reader(reader);
     let elements = Elements {
         c,
         newlines: &newlines,
+        since: &since,
     };
     let done = de
         .deserialize_seq(elements)
@@ -54,16 +58,26 @@ pub(crate) fn read(input: impl Read, c: &mut dyn RecordSink) {
 /// A reader that counts the newlines it has handed on. serde_json reads a
 /// byte at a time, and has read just the first byte of an element when it
 /// starts to deserialize it, so the count then is the line it starts on.
+/// It also counts the bytes `since` the element began, and refuses to read
+/// on past [`MAX_LINE`] of them: an element is held whole while it is read.
 struct Lines<'a, R> {
     inner: R,
     newlines: &'a Cell<usize>,
+    since: &'a Cell<usize>,
 }
 
 impl<R: Read> Read for Lines<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.since.get() > MAX_LINE {
+            return Err(std::io::Error::other(format!(
+                "the record is longer than {} MiB (the most one record may hold), so the rest of the file is not read",
+                MAX_LINE >> 20
+            )));
+        }
         let n = self.inner.read(buf)?;
         let seen = buf[..n].iter().filter(|&&b| b == b'\n').count();
         self.newlines.set(self.newlines.get() + seen);
+        self.since.set(self.since.get() + n);
         Ok(n)
     }
 }
@@ -73,6 +87,7 @@ impl<R: Read> Read for Lines<'_, R> {
 struct Elements<'a, 's> {
     c: &'a mut dyn RecordSink,
     newlines: &'s Cell<usize>,
+    since: &'s Cell<usize>,
 }
 
 impl<'de> Visitor<'de> for Elements<'_, '_> {
@@ -84,7 +99,9 @@ impl<'de> Visitor<'de> for Elements<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
         let mut count = 0;
-        while let Some((line, item)) = seq.next_element_seed(StartLine(self.newlines))? {
+        while let Some((line, item)) =
+            seq.next_element_seed(StartLine(self.newlines, self.since))?
+        {
             count += 1;
             match serde_json::from_str::<Value>(item.get())
                 .map_err(|e| e.to_string())
@@ -98,13 +115,15 @@ impl<'de> Visitor<'de> for Elements<'_, '_> {
     }
 }
 
-/// One element, as raw JSON, with the line it starts on.
-struct StartLine<'s>(&'s Cell<usize>);
+/// One element, as raw JSON, with the line it starts on; its bytes are
+/// counted from here.
+struct StartLine<'s>(&'s Cell<usize>, &'s Cell<usize>);
 
 impl<'de> DeserializeSeed<'de> for StartLine<'_> {
     type Value = (usize, Box<RawValue>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.1.set(0);
         let line = 1 + self.0.get();
         Ok((line, Box::<RawValue>::deserialize(d)?))
     }

@@ -3,11 +3,12 @@
 //! chat template, like Alpaca), optionally a system message, or to plain
 //! text: by common header names, or as the person maps them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::Read;
 use std::rc::Rc;
 
+use crate::data::read::MAX_LINE;
 use crate::data::record::{Record, Schema, check_turns, instruction_turns};
 use crate::data::sink::RecordSink;
 use crate::error::{Error, Result};
@@ -174,16 +175,31 @@ impl LineEnds {
     }
 }
 
-/// A reader that tells [`LineEnds`] about every byte it passes on.
+/// How far past [`MAX_LINE`] the csv reader's read-ahead may run before
+/// a row is refused.
+const READ_AHEAD: u64 = 64 << 10;
+
+/// A reader that tells [`LineEnds`] about every byte it passes on, and
+/// refuses to read on once the row being read (begun at byte `row`) is
+/// longer than [`MAX_LINE`]: the csv reader holds a row whole.
 struct Watched<R> {
     inner: R,
     ends: Rc<RefCell<LineEnds>>,
+    passed: u64,
+    row: Rc<Cell<u64>>,
 }
 
 impl<R: Read> Read for Watched<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.passed - self.row.get() > MAX_LINE as u64 + READ_AHEAD {
+            return Err(std::io::Error::other(format!(
+                "the row is longer than {} MiB (the most one row may hold), so the rest of the file is not read",
+                MAX_LINE >> 20
+            )));
+        }
         let n = self.inner.read(buf)?;
         self.ends.borrow_mut().note(&buf[..n]);
+        self.passed += n as u64;
         Ok(n)
     }
 }
@@ -191,6 +207,7 @@ impl<R: Read> Read for Watched<R> {
 /// Reads a table from `input` as it streams.
 pub(crate) fn read(input: impl Read, delimiter: u8, columns: &Columns, c: &mut dyn RecordSink) {
     let ends = Rc::new(RefCell::new(LineEnds::default()));
+    let row_start = Rc::new(Cell::new(0));
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)
@@ -198,6 +215,8 @@ pub(crate) fn read(input: impl Read, delimiter: u8, columns: &Columns, c: &mut d
         .from_reader(Watched {
             inner: input,
             ends: ends.clone(),
+            passed: 0,
+            row: row_start.clone(),
         });
     let headers: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(str::to_string).collect(),
@@ -213,6 +232,7 @@ pub(crate) fn read(input: impl Read, delimiter: u8, columns: &Columns, c: &mut d
     let mut record = csv::ByteRecord::new();
     loop {
         let start = reader.position().byte();
+        row_start.set(start);
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}

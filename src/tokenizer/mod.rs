@@ -461,12 +461,21 @@ impl TextTokenizer {
         let Some(at) = head.rfind("user") else {
             return plain();
         };
-        let header = &head[at..];
+        // The user header with the marker that opens it (`<|im_start|>user\n`,
+        // `<start_of_turn>user\n`), which a person's text does not hold.
+        let opens = head[..at]
+            .rfind('<')
+            .filter(|&i| at - i <= 32 && !head[i..at].contains('\n'))
+            .unwrap_or(at);
+        let header = &head[opens..];
         let text = self.decode(ids, false)?;
-        let body = text
+        let body = match text
             .strip_suffix(tail)
             .or_else(|| text.strip_suffix(tail.trim_end()))
-            .unwrap_or(&text);
+        {
+            Some(body) => body,
+            None => return plain(),
+        };
         match body.rfind(header) {
             Some(i) => Ok(body[i + header.len()..].trim().to_string()),
             None => plain(),

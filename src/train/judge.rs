@@ -27,6 +27,29 @@ pub const MAX_PROMPTS: usize = 8;
 /// Longest prompt a person may enter, in characters.
 pub const MAX_PROMPT_CHARS: usize = 4000;
 
+/// Whose prompts the samples reply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Those the person entered.
+    Yours,
+    /// Held-out examples' (not trained on).
+    HeldOut,
+    /// Training examples' (for samples only, when there are no others).
+    Training,
+}
+
+impl Source {
+    /// In words, before "prompts".
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Yours => "your",
+            Self::HeldOut => "held-out",
+            Self::Training => "training",
+        }
+    }
+}
+
 /// A prompt to sample from: what is shown, and its tokens (the rendered
 /// conversation up to the answer).
 #[derive(Debug, Clone, PartialEq)]
@@ -68,42 +91,47 @@ pub fn longest_answer(examples: &[Example], seq_len: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// Up to `most` prompts of `examples` (those with one), shown as the
-/// person's text.
-pub fn held_out_prompts(
+/// Up to `most` prompts of `examples` (those with one, each cut to
+/// `seq_len` first), shown as the person's text.
+pub fn example_prompts(
     examples: &[Example],
     tok: &TextTokenizer,
     most: usize,
+    seq_len: usize,
 ) -> Result<Vec<Prompt>> {
-    examples
-        .iter()
-        .filter_map(prompt_ids)
-        .take(most)
-        .map(|ids| {
-            Ok(Prompt {
+    let mut prompts = Vec::new();
+    for e in examples {
+        if prompts.len() == most {
+            break;
+        }
+        // As training sees it: cut to the sequence length.
+        let cut = e.clone().cut(seq_len);
+        if let Some(ids) = prompt_ids(&cut) {
+            prompts.push(Prompt {
                 text: tok.prompt_text(ids)?,
                 ids: ids.to_vec(),
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    Ok(prompts)
 }
 
-/// Prompts a person entered (a user turn each for chat models), checked:
-/// at most [`MAX_PROMPTS`], none empty or over [`MAX_PROMPT_CHARS`]
-/// characters.
-pub fn entered_prompts(texts: &[String], tok: &TextTokenizer) -> Result<Vec<Prompt>> {
-    let refuse = |why: String| Err(Error::setting("sample prompts", why));
+fn refuse<T>(why: String) -> Result<T> {
+    Err(Error::setting("sample prompts", why))
+}
+
+/// Checks prompts a person entered: at most [`MAX_PROMPTS`], none empty or
+/// over [`MAX_PROMPT_CHARS`] characters.
+pub fn check_prompts(texts: &[String]) -> Result<()> {
     if texts.len() > MAX_PROMPTS {
         return refuse(format!(
             "{} prompts given; at most {MAX_PROMPTS}",
             texts.len()
         ));
     }
-    let mut prompts = Vec::with_capacity(texts.len());
     for (i, text) in texts.iter().enumerate() {
-        let text = text.trim();
-        let chars = text.chars().count();
-        if text.is_empty() {
+        let chars = text.trim().chars().count();
+        if chars == 0 {
             return refuse(format!("prompt {} is empty", i + 1));
         }
         if chars > MAX_PROMPT_CHARS {
@@ -112,9 +140,35 @@ pub fn entered_prompts(texts: &[String], tok: &TextTokenizer) -> Result<Vec<Prom
                 i + 1
             ));
         }
+    }
+    Ok(())
+}
+
+/// Prompts a person entered, checked ([`check_prompts`]) and tokenized as
+/// the data was: a user turn of the chat template for conversations, as
+/// they are (`raw`) for prompt/completion and text data; each must leave
+/// room for an answer within `seq_len` tokens.
+pub fn entered_prompts(
+    texts: &[String],
+    tok: &TextTokenizer,
+    raw: bool,
+    seq_len: usize,
+) -> Result<Vec<Prompt>> {
+    check_prompts(texts)?;
+    let mut prompts = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let text = text.trim();
+        let ids = tok.encode_prompt(text, raw)?;
+        if ids.len() >= seq_len {
+            return refuse(format!(
+                "prompt {} is {} tokens long, and the sequence length is {seq_len}: shorten it",
+                i + 1,
+                ids.len()
+            ));
+        }
         prompts.push(Prompt {
             text: text.to_string(),
-            ids: tok.encode_prompt(text, false)?,
+            ids,
         });
     }
     Ok(prompts)
@@ -141,8 +195,8 @@ pub struct Samples {
     /// Most new tokens each reply could have: for the stop check, the
     /// longest answer in the data (at most [`CHECK_TOKENS`]).
     pub max_tokens: usize,
-    /// Whether the prompts are held-out examples' (else the person's).
-    pub held_out: bool,
+    /// Whose prompts they are.
+    pub source: Source,
     /// Replies that ended with a stop token within `max_tokens`.
     pub ended: usize,
     /// Each prompt and its reply.
@@ -176,7 +230,9 @@ impl EarlyStop {
 /// The best validation of a run so far, and the validations during
 /// training since it that did not improve on it. Only the adapter's own
 /// validations count (not the base model's, before training); a loss must
-/// be finite and lower than the best's to improve on it.
+/// be finite and lower than the best's to improve on it, and none counts
+/// against patience before there is a best (as Hugging Face's
+/// `EarlyStoppingCallback`, with a threshold of 0).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Standing {
     /// The index in the validations of the best, if any.
@@ -200,7 +256,7 @@ pub fn standing(validations: &[Validation]) -> Standing {
         if better {
             s.best = Some(i);
             s.since_best = 0;
-        } else if v.when == When::During {
+        } else if v.when == When::During && s.best.is_some() {
             s.since_best += 1;
         }
     }

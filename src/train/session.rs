@@ -44,7 +44,7 @@ use crate::tokenizer::{ChatFormat, TextTokenizer};
 use crate::train::checkpoint::{self, Checkpoint, DataMark, ModelMark, Place, RunRecord};
 use crate::train::judge::{
     self, CHECK_PROMPTS, CHECK_TOKENS, EarlyStop, Prompt, SAMPLE_PROMPTS, SAMPLE_TOKENS, Sample,
-    Samples,
+    Samples, Source,
 };
 use crate::train::memory::{self, GpuLimit, HeapLimit, StepShape};
 use crate::train::state::read_flat;
@@ -120,8 +120,8 @@ pub struct RunInfo {
     pub save_every: usize,
     /// Prompts the samples during training reply to.
     pub sample_prompts: usize,
-    /// Whether those are held-out examples' (else the person's).
-    pub samples_held_out: bool,
+    /// Whose they are.
+    pub sample_source: Source,
     /// Prompts the stop check after training asks (0: no check: no
     /// prompts, or data without answers).
     pub check_prompts: usize,
@@ -264,10 +264,10 @@ struct ActiveRun {
     early: Option<EarlyStop>,
     /// What the samples during training reply to.
     sample_prompts: Vec<Prompt>,
-    sample_held: bool,
+    sample_source: Source,
     /// What the stop check asks, and how long it lets each reply be.
     check_prompts: Vec<Prompt>,
-    check_held: bool,
+    check_source: Source,
     check_tokens: usize,
 }
 
@@ -465,6 +465,17 @@ impl Session {
     /// lines refused when `bad_lines` says stop, then fresh seeded adapters,
     /// optimizer, split and data order.
     pub fn start(&mut self, settings: &RunSettings, bad_lines: BadLines) -> Result<RunInfo> {
+        self.begin(settings, bad_lines, false)
+    }
+
+    /// [`Session::start`]; `resuming` a checkpointed run, settings that
+    /// were fine when it started are not refused again for want of prompts.
+    fn begin(
+        &mut self,
+        settings: &RunSettings,
+        bad_lines: BadLines,
+        resuming: bool,
+    ) -> Result<RunInfo> {
         let model = self.model()?.model.clone();
         let data = self.data.as_ref().ok_or_else(|| missing("data"))?;
         bad_lines.check(
@@ -498,20 +509,35 @@ impl Session {
                 memory::check_gpu_step(config, &shape, limit)?;
             }
         }
-        // The prompts: samples reply to the person's, else held-out ones;
-        // the stop check asks held-out ones, else the person's, and lets a
-        // reply be as long as the data's longest answer.
+        // The prompts: samples reply to the person's, else held-out ones,
+        // else training ones; the stop check asks held-out ones, else the
+        // person's, and lets a reply be as long as the data's longest
+        // answer. The person's are tokenized as the data was: a user turn
+        // for conversations, as they are for prompt/completion and text.
         let tok = self.tokenizer()?;
-        let entered = judge::entered_prompts(&self.prompts, tok)?;
-        let held = judge::held_out_prompts(&validation, tok, CHECK_PROMPTS.max(SAMPLE_PROMPTS))?;
-        let (sample_prompts, sample_held) = match entered.is_empty() {
-            true => (held.iter().take(SAMPLE_PROMPTS).cloned().collect(), true),
-            false => (entered.clone(), false),
+        let raw = data.summary.turns == 0;
+        let entered = judge::entered_prompts(&self.prompts, tok, raw, c.seq_len)?;
+        let most = CHECK_PROMPTS.max(SAMPLE_PROMPTS);
+        let held = judge::example_prompts(&validation, tok, most, c.seq_len)?;
+        let (sample_prompts, sample_source) = match (entered.is_empty(), held.is_empty()) {
+            (false, _) => (entered.clone(), Source::Yours),
+            (true, false) => (
+                held[..held.len().min(SAMPLE_PROMPTS)].to_vec(),
+                Source::HeldOut,
+            ),
+            // Nothing held out: every example is a training one.
+            (true, true) => (
+                judge::example_prompts(&data.examples, tok, SAMPLE_PROMPTS, c.seq_len)?,
+                Source::Training,
+            ),
         };
         let check_tokens = judge::longest_answer(&data.examples, c.seq_len).min(CHECK_TOKENS);
-        let (mut check_prompts, check_held): (Vec<Prompt>, bool) = match held.is_empty() {
-            false => (held.into_iter().take(CHECK_PROMPTS).collect(), true),
-            true => (entered, false),
+        let (mut check_prompts, check_source) = match held.is_empty() {
+            false => (
+                held.into_iter().take(CHECK_PROMPTS).collect(),
+                Source::HeldOut,
+            ),
+            true => (entered, Source::Yours),
         };
         if check_tokens == 0 {
             check_prompts.clear();
@@ -526,10 +552,10 @@ impl Session {
                 ),
             ));
         }
-        if settings.sample_every > 0 && sample_prompts.is_empty() {
+        if settings.sample_every > 0 && sample_prompts.is_empty() && !resuming {
             return Err(Error::setting(
                 "sample-every",
-                "samples need prompts: enter a few sample prompts, or hold out examples with prompts (a validation share giving 5 or more), or set sample-every to 0",
+                "samples need prompts, and these examples have none (text trained throughout): enter a few sample prompts, or set sample-every to 0",
             ));
         }
         let info = RunInfo {
@@ -546,7 +572,7 @@ impl Session {
             resumed_at: 0,
             save_every: settings.save_every,
             sample_prompts: sample_prompts.len(),
-            samples_held_out: sample_held,
+            sample_source,
             check_prompts: check_prompts.len(),
             check_tokens,
         };
@@ -579,9 +605,9 @@ impl Session {
             best: None,
             early: None,
             sample_prompts,
-            sample_held,
+            sample_source,
             check_prompts,
-            check_held,
+            check_source,
             check_tokens,
         });
         Ok(info)
@@ -591,7 +617,7 @@ impl Session {
     /// `judge::MAX_PROMPTS`), checked now and used by the runs started or
     /// resumed after; empty: held-out examples' prompts.
     pub fn set_prompts(&mut self, prompts: Vec<String>) -> Result<()> {
-        judge::entered_prompts(&prompts, self.tokenizer()?)?;
+        judge::check_prompts(&prompts)?;
         self.prompts = prompts;
         Ok(())
     }
@@ -728,7 +754,7 @@ impl Session {
                 data.examples.len()
             ));
         }
-        let mut info = self.start(&record.settings, record.bad_lines)?;
+        let mut info = self.begin(&record.settings, record.bad_lines, true)?;
         let run = self.run.as_mut().ok_or_else(|| missing("run"))?;
         if let Err(e) = run.trainer.restore(state) {
             self.run = None;
@@ -863,10 +889,11 @@ impl Session {
             return Err(not_finite());
         }
         let adapters = run.trainer.adapters_of(params);
-        let loss = best
-            .step
-            .checked_sub(1)
-            .and_then(|i| run.history.get(i))
+        // The training loss of the last step whose update was taken.
+        let loss = run.history[..best.step.min(run.history.len())]
+            .iter()
+            .rev()
+            .find(|r| !r.skipped)
             .map(|r| r.loss);
         self.adapter_files(run, &adapters, best.step, loss, Some(best.loss), base_model)
             .await
@@ -1149,7 +1176,7 @@ impl ActiveRun {
         tok: &TextTokenizer,
         when: When,
         prompts: &[Prompt],
-        held_out: bool,
+        source: Source,
         max_tokens: usize,
     ) -> Result<Samples> {
         let t = &self.trainer;
@@ -1165,7 +1192,7 @@ impl ActiveRun {
             when,
             step: t.steps_done(),
             max_tokens,
-            held_out,
+            source,
             ended: samples.iter().filter(|s| s.reply.ended).count(),
             samples,
         })
@@ -1231,7 +1258,7 @@ impl ActiveRun {
                             tok,
                             when,
                             &self.sample_prompts,
-                            self.sample_held,
+                            self.sample_source,
                             SAMPLE_TOKENS,
                         )
                         .await?;
@@ -1255,7 +1282,7 @@ impl ActiveRun {
                                 tok,
                                 When::After,
                                 &self.check_prompts,
-                                self.check_held,
+                                self.check_source,
                                 self.check_tokens,
                             )
                             .await?;

@@ -481,14 +481,14 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "careful",
         label: "Careful run",
-        help: "A longer run for real data (50 examples or more): warm-up, cosine decay, validation every 20 steps, early stopping after 3 without improvement, the best adapter kept.",
+        help: "A longer run for real data (100 examples or more): a lower rate, 10 warm-up steps, cosine decay, validation every 10 steps, early stopping after 3 without improvement, the best adapter kept.",
         values: &[
             ("lr", "2e-4"),
             ("epochs", "3"),
-            ("warmup", "20"),
+            ("warmup", "10"),
             ("schedule", "cosine"),
             ("validation", "0.1"),
-            ("eval-every", "20"),
+            ("eval-every", "10"),
             ("patience", "3"),
         ],
     },

@@ -31,7 +31,10 @@ For each run (webgpu.json, webgpu-q4_0.json, cpu.json in OUT) it
    export --recipe` writes for the page's adapter with the same data and
    settings, equal byte for byte (`recipe.json` but for the data file's
    path; the adapter's card names the page's run); `scripts/trl_check.py`
-   runs such a folder's `train.py`.
+   runs such a folder's `train.py`;
+7. the WebGPU run reloaded mid-way and resumed (`webgpu-resume.json`): its
+   adapter against the uninterrupted run's, every module's update within
+   DW_RTOL and DW_MEDIAN_RTOL (the page test holds the losses to 1e-3).
 
 Usage: check_adapters.py --bin TABTUNE --out OUT
 """
@@ -191,6 +194,27 @@ def main():
         run([a.bin, "export", "--model", spec["model"], "--adapter", adapter, "--merged", cli_dir, "--dtype", "bf16"])
         print("cpu, merged for transformers: " + merged_zip(spec["mergedZip"], cli_dir))
         print("cpu, for TRL: " + recipe_zip(spec, adapter, a.bin, Path(tmp)))
+        print("webgpu, resumed: " + resumed(json.loads((Path(a.out) / "webgpu-resume.json").read_text())))
+
+
+def resumed(spec):
+    """The WebGPU run stopped and resumed against the uninterrupted one."""
+    whole = load(read_zip(spec["whole"])["adapter_model.safetensors"])
+    again = load(read_zip(spec["resumed"])["adapter_model.safetensors"])
+    if sorted(whole) != sorted(again):
+        fail("webgpu resumed: other tensors than the uninterrupted run's")
+    errs = []
+    for k in whole:
+        if ".lora_A." not in k:
+            continue
+        b = k.replace(".lora_A.", ".lora_B.")
+        dw = whole[b] @ whole[k]
+        errs.append(np.linalg.norm(again[b] @ again[k] - dw) / max(np.linalg.norm(dw), 1e-30))
+    worst, median = max(errs), float(np.median(errs))
+    if worst > DW_RTOL or median > DW_MEDIAN_RTOL:
+        fail(f"webgpu resumed from step {spec['stored']}: dW error median {median:.2e}, worst {worst:.2e}")
+    return (f"from step {spec['stored']}: losses within {spec['worstLossRelative']:.1e} relative, "
+            f"update dW relative error median {median:.2e}, worst {worst:.2e} over {len(errs)} modules")
 
 
 def recipe_zip(spec, adapter, tabtune, tmp):

@@ -860,3 +860,70 @@ test('a lesson: the Quick lesson preset fills the form, samples show the model e
     await browser.close();
   }
 });
+
+test('with WebGPU, a run reloaded mid-way resumes into the uninterrupted run, within the WebGPU tolerance', async () => {
+  const { browser, page, consoleLines } = await open(ORIGIN, { webgpu: true });
+  const sample = join(ROOT, 'www/samples/chat.jsonl');
+  const files = readdirSync(TINY_DIR).map((f) => join(TINY_DIR, f));
+  const chooseModelAndData = async () => {
+    await waitForEngine(page, 'webgpu');
+    await page.check(tid('model-source-files'));
+    await page.setInputFiles(tid('model-files'), files);
+    await loadModel(page, consoleLines);
+    await page.evaluate(() => { document.querySelector('[data-testid="data-summary"]').textContent = ''; });
+    await page.setInputFiles(tid('data-file'), sample);
+    await page.waitForFunction(() => /^chat\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent));
+  };
+  const settings = { steps: 8, batch: 2, 'seq-len': 64, validation: 0.25, 'eval-every': 4, 'save-every': 2 };
+  const series = async () => (await page.getAttribute(tid('loss-chart'), 'data-losses')).split(',').map(Number);
+  const finished = () => page.waitForFunction(() => ['finished', 'stopped'].includes(document.body.dataset.run), null, { timeout: 600_000 });
+  try {
+    await chooseModelAndData();
+    await setSettings(page, settings);
+    await page.click(tid('start'));
+    await finished();
+    await expectNoErrors(page, consoleLines);
+    const whole = await series();
+    assert.equal(whole.length, 8);
+    const wholeVal = (await page.getAttribute(tid('loss-chart'), 'data-validation')).split(',');
+    const wholeZip = await downloadZip(page, 'webgpu-resume-whole.zip');
+
+    // Again, reloaded once a checkpoint is stored mid-run.
+    await page.evaluate(() => { document.body.dataset.run = ''; });
+    await page.click(tid('start'));
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="resume-run"]').dataset.step) >= 2
+      && document.body.dataset.run === 'running', null, { timeout: 600_000 });
+    await page.reload();
+    await waitForEngine(page, 'webgpu');
+    await page.waitForSelector(`${tid('resume-box')}:not([hidden])`);
+    const stored = Number(await page.getAttribute(tid('resume-run'), 'data-step'));
+    assert.ok(stored >= 2 && stored < 8, `stored at step ${stored}`);
+    await chooseModelAndData();
+    await page.click(tid('resume-run'));
+    await page.waitForFunction((n) => document.querySelector('[data-testid="run-status"]').textContent.startsWith(`Resumed from step ${n} of 8`)
+      || ['finished', 'stopped'].includes(document.body.dataset.run), stored);
+    await finished();
+    await expectNoErrors(page, consoleLines);
+    assert.equal(await page.getAttribute('body', 'data-run'), 'finished');
+    // Every loss within the WebGPU tests' tolerance of the uninterrupted run's
+    // (1e-3 relative, as the page's against the CLI's).
+    const resumed = await series();
+    assert.equal(resumed.length, 8);
+    const worst = Math.max(...resumed.map((l, i) => Math.abs(l - whole[i]) / whole[i]));
+    assert.ok(worst <= 1e-3, `losses ${resumed} vs ${whole}: relative ${worst}`);
+    const resumedVal = (await page.getAttribute(tid('loss-chart'), 'data-validation')).split(',');
+    assert.deepEqual(resumedVal.map((p) => p.split(':')[0]), wholeVal.map((p) => p.split(':')[0]));
+    resumedVal.forEach((p, i) => {
+      const [a, b] = [Number(p.split(':')[1]), Number(wholeVal[i].split(':')[1])];
+      assert.ok(Math.abs(a - b) / b <= 1e-3, `validation ${p} vs ${wholeVal[i]}`);
+    });
+    // The adapters: compared by check_adapters.py (every module's update
+    // within the WebGPU tolerance).
+    const resumedZip = await downloadZip(page, 'webgpu-resume-resumed.zip');
+    writeFileSync(join(OUT, 'webgpu-resume.json'), JSON.stringify({
+      whole: wholeZip, resumed: resumedZip, stored, worstLossRelative: worst,
+    }));
+  } finally {
+    await browser.close();
+  }
+});
