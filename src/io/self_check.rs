@@ -67,6 +67,10 @@ impl SelfCheck {
     pub fn message(&self) -> String {
         match &self.error {
             Some(e) => format!("self-check FAILED: {} does not read back: {e}", self.file),
+            None if !self.max_logit.is_finite() => format!(
+                "self-check FAILED: the live model's own logits are not finite numbers (NaN or infinite) on {} tokens, so {} cannot be compared with them: the base model, or the run, is damaged",
+                self.tokens, self.file
+            ),
             None if self.passed => format!(
                 "self-check passed: {} read back gives the live model's logits on {} tokens (max difference {:.2e}, largest logit {:.1})",
                 self.file, self.tokens, self.max_abs_diff, self.max_logit

@@ -927,3 +927,49 @@ test('with WebGPU, a run reloaded mid-way resumes into the uninterrupted run, wi
     await browser.close();
   }
 });
+
+test('a run whose loss is not a finite number stops by itself in the page, naming the steps and the cause, and keeps the adapter it had', async () => {
+  // The tiny model with one weight of its last MLP set to NaN: every loss is NaN.
+  const dir = join(OUT, 'tiny-nan');
+  mkdirSync(dir, { recursive: true });
+  for (const f of readdirSync(TINY_DIR)) {
+    let bytes = readFileSync(join(TINY_DIR, f));
+    if (f === 'model.safetensors') {
+      const len = Number(bytes.readBigUInt64LE(0));
+      const header = JSON.parse(bytes.subarray(8, 8 + len).toString('utf8'));
+      const t = header['model.layers.1.mlp.down_proj.weight'];
+      assert.equal(t.dtype, 'F32');
+      bytes = Buffer.from(bytes);
+      bytes.writeFloatLE(NaN, 8 + len + t.data_offsets[0] + 3 * 4);
+    }
+    writeFileSync(join(dir, f), bytes);
+  }
+  const { browser, page, consoleLines } = await open(ORIGIN, { webgpu: false, query: '?backend=cpu&threads=1' });
+  try {
+    await waitForEngine(page, 'cpu');
+    await page.check(tid('model-source-files'));
+    await page.setInputFiles(tid('model-files'), readdirSync(dir).map((f) => join(dir, f)));
+    await loadModel(page, consoleLines);
+    await page.setInputFiles(tid('data-file'), join(ROOT, 'www/samples/chat.jsonl'));
+    await page.waitForFunction(() => /^chat\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent));
+    await setSettings(page, { steps: 10, batch: 2, 'seq-len': 64, validation: 0 });
+    await page.click(tid('start'));
+    await page.waitForFunction(() => ['finished', 'stopped'].includes(document.body.dataset.run), null, { timeout: 120_000 });
+    assert.equal(await page.getAttribute('body', 'data-run'), 'stopped');
+    assert.match(await page.textContent(tid('run-status')),
+      /^Stopped after 3 steps: steps 1 to 3 had a loss or gradient norm that is not a finite number .*after step 0\. The base model's own loss on these examples is not finite/);
+    assert.match(await page.textContent(tid('errors')), /The run stopped by itself: steps 1 to 3/);
+    assert.equal(await page.textContent(tid('stat-loss')), 'NaN (update skipped)');
+    assert.equal(await page.getAttribute(tid('loss-chart'), 'data-points'), '0', 'no NaN is plotted');
+    // The adapter it had (as initialised: every update was skipped)
+    // downloads; the check says why it cannot compare logits.
+    await page.click(`${tid('errors')} .error button`);
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.click(tid('download'))]);
+    assert.equal(download.suggestedFilename(), 'tabtune-adapter.zip');
+    await download.saveAs(join(OUT, 'nan-run.zip'));
+    assert.match(await page.textContent(tid('self-check-peft')),
+      /^self-check FAILED: the live model's own logits are not finite numbers \(NaN or infinite\) on \d+ tokens, so adapter_model\.safetensors cannot be compared with them/);
+  } finally {
+    await browser.close();
+  }
+});
