@@ -13,9 +13,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use common::{device, tiny_model_dir};
-use tabtune::data::{BadLines, ReadOptions};
-use tabtune::model::files::load_files;
+use common::tiny_model_dir;
+use tabtune::data::BadLines;
 use tabtune::readback::block_on;
 use tabtune::train::checkpoint;
 use tabtune::train::session::MAX_BAD_STEPS;
@@ -44,23 +43,7 @@ fn sample_data() -> PathBuf {
 /// A session with the model in `dir` loaded and `data` (JSONL text) read,
 /// as the page has it after a reload and the person's choices.
 fn session(dir: &Path, data: &str) -> Session {
-    let files = common::folder_files(dir);
-    let files: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
-    let mut s = Session::new(device(), "cpu");
-    s.load(load_files("tiny", &files, &device()).expect("loads"))
-        .expect("has a tokenizer");
-    s.prepare_data(
-        "chat.jsonl",
-        data.as_bytes(),
-        &ReadOptions::default(),
-        64,
-        usize::MAX,
-    )
-    .expect("reads");
-    s
+    common::tiny_session(dir, "chat.jsonl", data.as_bytes())
 }
 
 fn advance(s: &mut Session) -> Progress {

@@ -10,9 +10,8 @@ mod common;
 use std::path::Path;
 use std::sync::Mutex;
 
-use common::{device, tiny_model_dir};
-use tabtune::data::{BadLines, ReadOptions};
-use tabtune::model::files::load_files;
+use common::tiny_model_dir;
+use tabtune::data::BadLines;
 use tabtune::readback::block_on;
 use tabtune::train::judge::{self, Samples, Source};
 use tabtune::train::session::When;
@@ -27,18 +26,9 @@ fn chat_data() -> std::path::PathBuf {
 /// A session on the tiny model with `data` read (sequence length 64).
 fn session(tag: &str, data: &Path) -> Session {
     let dir = tiny_model_dir(tag);
-    let files = common::folder_files(&dir);
-    let files: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
-    let mut s = Session::new(device(), "cpu");
-    s.load(load_files("tiny", &files, &device()).expect("loads"))
-        .expect("has a tokenizer");
     let reader = std::io::BufReader::new(std::fs::File::open(data).expect("opens"));
     let name = data.file_name().and_then(|n| n.to_str()).expect("a name");
-    s.prepare_data(name, reader, &ReadOptions::default(), 64, usize::MAX)
-        .expect("reads");
+    let s = common::tiny_session(&dir, name, reader);
     let _ = std::fs::remove_dir_all(&dir);
     s
 }

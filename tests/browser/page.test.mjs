@@ -83,6 +83,18 @@ async function generate(page, consoleLines, maxTokens) {
   return { base: await page.textContent(tid('output-base')), tuned: await page.textContent(tid('output-tuned')) };
 }
 
+// Loads the tiny model from disk on `engine` and chooses the sample data,
+// as a person does after a reload.
+async function chooseTinyAndSample(page, consoleLines, engine) {
+  await waitForEngine(page, engine);
+  await page.check(tid('model-source-files'));
+  await page.setInputFiles(tid('model-files'), readdirSync(TINY_DIR).map((f) => join(TINY_DIR, f)));
+  await loadModel(page, consoleLines);
+  await page.evaluate(() => { document.querySelector('[data-testid="data-summary"]').textContent = ''; });
+  await page.setInputFiles(tid('data-file'), join(ROOT, 'www/samples/chat.jsonl'));
+  await page.waitForFunction(() => /^chat\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent));
+}
+
 // Downloads the adapter of the best validation loss (not read back: the
 // live adapter is the last one).
 async function downloadBest(page, name) {
@@ -679,16 +691,7 @@ test('a 1B-class Q4_0 model loads and trains a step on the CPU within the 4 GiB 
 test('a run reloaded mid-way resumes from its checkpoint into the same adapter; running out of memory, discarding and a second start are handled', async () => {
   const { browser, page, consoleLines, dialogs } = await open(ORIGIN, { webgpu: false, query: '?backend=cpu&threads=1' });
   const sample = join(ROOT, 'www/samples/chat.jsonl');
-  const files = readdirSync(TINY_DIR).map((f) => join(TINY_DIR, f));
-  const chooseModelAndData = async () => {
-    await waitForEngine(page, 'cpu');
-    await page.check(tid('model-source-files'));
-    await page.setInputFiles(tid('model-files'), files);
-    await loadModel(page, consoleLines);
-    await page.evaluate(() => { document.querySelector('[data-testid="data-summary"]').textContent = ''; });
-    await page.setInputFiles(tid('data-file'), sample);
-    await page.waitForFunction(() => /^chat\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent));
-  };
+  const chooseModelAndData = () => chooseTinyAndSample(page, consoleLines, 'cpu');
   const settings = { steps: 120, batch: 2, 'seq-len': 64, validation: 0.25, 'eval-every': 40, 'save-every': 3 };
   const losses = () => page.getAttribute(tid('loss-chart'), 'data-losses');
   const finished = () => page.waitForFunction(() => ['finished', 'stopped'].includes(document.body.dataset.run), null, { timeout: 120_000 });
@@ -863,17 +866,7 @@ test('a lesson: the Quick lesson preset fills the form, samples show the model e
 
 test('with WebGPU, a run reloaded mid-way resumes into the uninterrupted run, within the WebGPU tolerance', async () => {
   const { browser, page, consoleLines } = await open(ORIGIN, { webgpu: true });
-  const sample = join(ROOT, 'www/samples/chat.jsonl');
-  const files = readdirSync(TINY_DIR).map((f) => join(TINY_DIR, f));
-  const chooseModelAndData = async () => {
-    await waitForEngine(page, 'webgpu');
-    await page.check(tid('model-source-files'));
-    await page.setInputFiles(tid('model-files'), files);
-    await loadModel(page, consoleLines);
-    await page.evaluate(() => { document.querySelector('[data-testid="data-summary"]').textContent = ''; });
-    await page.setInputFiles(tid('data-file'), sample);
-    await page.waitForFunction(() => /^chat\.jsonl \(/.test(document.querySelector('[data-testid="data-summary"]').textContent));
-  };
+  const chooseModelAndData = () => chooseTinyAndSample(page, consoleLines, 'webgpu');
   const settings = { steps: 8, batch: 2, 'seq-len': 64, validation: 0.25, 'eval-every': 4, 'save-every': 2 };
   const series = async () => (await page.getAttribute(tid('loss-chart'), 'data-losses')).split(',').map(Number);
   const finished = () => page.waitForFunction(() => ['finished', 'stopped'].includes(document.body.dataset.run), null, { timeout: 600_000 });

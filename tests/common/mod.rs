@@ -462,3 +462,30 @@ pub fn assert_valid_wgsl(what: &str, source: &str, entry: &str, size: u32) {
     assert_eq!(first.name, entry, "{what}");
     assert_eq!(first.workgroup_size, [size, 1, 1], "{what}");
 }
+
+/// A CPU session with the model folder `dir` loaded (named "tiny") and the
+/// data file `name` read from `data` for a sequence length of 64: the page
+/// after a person chose the files.
+pub fn tiny_session(
+    dir: &Path,
+    name: &str,
+    data: impl std::io::BufRead,
+) -> tabtune::train::Session {
+    let files = folder_files(dir);
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let mut s = tabtune::train::Session::new(device(), "cpu");
+    s.load(tabtune::model::files::load_files("tiny", &files, &device()).expect("loads"))
+        .expect("has a tokenizer");
+    s.prepare_data(
+        name,
+        data,
+        &tabtune::data::ReadOptions::default(),
+        64,
+        usize::MAX,
+    )
+    .expect("reads");
+    s
+}
